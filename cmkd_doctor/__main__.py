@@ -1,0 +1,3 @@
+from cmkd_doctor.cli import run
+
+run()

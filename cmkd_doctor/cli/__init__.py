@@ -1,0 +1,90 @@
+"""The ``cmkd-doctor`` command: one typer app, one module per command, one exit point.
+
+Exit codes: 0 success, 1 internal error, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import typer
+
+from cmkd_doctor import __version__
+from cmkd_doctor.cli import examples
+from cmkd_doctor.cli._common import err, show_help_without_command
+from cmkd_doctor.cli.rank import rank
+from cmkd_doctor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, CmkdError
+
+app = typer.Typer(
+    name="cmkd-doctor",
+    help="Diagnose crossmodal knowledge distillation with the Modality Focusing Hypothesis.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("rank")(rank)
+app.add_typer(examples.app, name="examples")
+
+_state = {"verbose": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cmkd-doctor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show tracebacks of errors."),
+) -> None:
+    _state["verbose"] = verbose
+    show_help_without_command(ctx)
+
+
+def _fail(message: str, code: int) -> int:
+    err.print(f"error: {message}", markup=False, soft_wrap=True)
+    return code
+
+
+def _kinds(exc: BaseException) -> set[str]:
+    # typer raises click's exceptions, or those of its vendored copy of click; both keep
+    # click's class names, so match on those rather than import either.
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (``sys.exit`` is left to the caller)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="cmkd-doctor", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except CmkdError as exc:
+        if _state["verbose"]:
+            traceback.print_exc()
+        return _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:  # the one place any error becomes an exit code
+        kinds = _kinds(exc)
+        if "Exit" in kinds:
+            return exc.exit_code
+        if "Abort" in kinds:
+            return _fail("interrupted", 130)
+        if "ClickException" in kinds:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            return _fail(exc.format_message() + hint, EXIT_BAD_INPUT)
+        if _state["verbose"]:
+            traceback.print_exc()
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose "
+                     "for the traceback, and please report it)", EXIT_INTERNAL)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""What every command shares: the stderr console, progress bars and JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+from contextlib import contextmanager
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+# stdout carries the result; everything else goes to stderr.
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+TASK_LABELS = {"align": "Step 1: aligning f1 and f2 (Eq. 28)",
+               "permute": "Steps 2-8: permuting channels"}
+
+
+@contextmanager
+def progress_bars(quiet: bool) -> Iterator[Any]:
+    """A ``progress(task, done, total)`` callback drawing rich bars on stderr.
+
+    Off with ``--quiet`` or when stderr is not a terminal.
+    """
+    if quiet or not err.is_terminal:
+        yield lambda task, done, total: None
+        return
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def report(task: str, done: int, total: int) -> None:
+        if task not in tasks:
+            tasks[task] = bars.add_task(TASK_LABELS.get(task, task), total=total)
+        bars.update(tasks[task], completed=done, total=total)
+
+    with bars:
+        yield report
+
+
+def print_json(document: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def warn(message: str) -> None:
+    err.print(f"warning: {message}", markup=False)
+
+
+def show_help_without_command(ctx: typer.Context) -> None:
+    """A command group called bare prints its help and exits 0."""
+    if ctx.invoked_subcommand is None and not ctx.resilient_parsing:
+        out.print(ctx.get_help(), markup=False, highlight=False)
+        raise typer.Exit()

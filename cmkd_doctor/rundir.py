@@ -1,0 +1,120 @@
+"""The run directory (``cmkd-out`` by default) that every command reads and writes.
+
+``rank`` writes ``salience.npy``, ``permuted_distances.npy``, ``split.npz``, the two
+aligned networks as ``.safetensors`` (config in metadata) and, last, ``rank.json``,
+which describes all of them: inputs with checksums, options, versions, timings and
+metrics. Each file is written atomically, and only after all work is done.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cmkd_doctor import __version__
+from cmkd_doctor.inputs import PairedData, load_paired
+from cmkd_doctor.models import save_net
+from cmkd_doctor.outputs import write_bytes, write_json, write_npy
+from cmkd_doctor.ranking import RankOptions, RankResult, rank
+from cmkd_doctor.runtime import Progress, no_progress
+
+DEFAULT_RUN = Path("cmkd-out")
+RANK_FILES = {
+    "salience": "salience.npy",
+    "permuted_distances": "permuted_distances.npy",
+    "split": "split.npz",
+    "net_a": "net_a.safetensors",
+    "net_b": "net_b.safetensors",
+    "rank": "rank.json",
+}
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Versions and hardware a result was obtained with."""
+    env = {"cmkd_doctor": __version__, "python": sys.version.split()[0],
+           "torch": torch.__version__, "numpy": np.__version__,
+           "platform": platform.platform(), "device": device}
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+def rank_document(result: RankResult, data: PairedData) -> dict[str, Any]:
+    """The content of ``rank.json``."""
+    opts = result.options
+    fit = result.fit
+    return {
+        "command": "rank",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inputs": {name: info.to_dict() for name, info in data.files.items()},
+        "labels": {"task": "multi-label" if data.labels.multilabel else "single-label",
+                   "n_classes": data.labels.n_classes, "classes": data.labels.classes},
+        "options": opts.to_dict(),
+        "environment": environment(result.device),
+        "split": {"file": RANK_FILES["split"], "n_train": len(result.split.train),
+                  "n_test": len(result.split.test), "test_split": opts.test_split,
+                  "stratified": not data.labels.multilabel},
+        "aligned": {
+            "epochs_max": fit.epochs_max,
+            "epochs_run": fit.epochs_run,
+            "best_epoch": fit.best_epoch,
+            "train_loss": fit.train_loss,
+            "val_loss": fit.val_loss,
+            "metrics": result.metrics,
+            "files": {"a": RANK_FILES["net_a"], "b": RANK_FILES["net_b"]},
+        },
+        "permuted_modality": opts.permute,
+        "permuted_rows": result.permuted_rows,
+        "unpermuted_distance": result.unpermuted,
+        "permuted_distance": {
+            "file": RANK_FILES["permuted_distances"],
+            "mean": result.distances.mean(axis=1).tolist(),
+            "std": result.distances.std(axis=1).tolist(),
+        },
+        "salience_file": RANK_FILES["salience"],
+        "timings": result.timings,
+        "warnings": result.warnings,
+    }
+
+
+def write_rank(out: str | Path, result: RankResult, data: PairedData) -> dict[str, Any]:
+    """Write a ``rank`` run into ``out``; returns the ``rank.json`` document."""
+    out = Path(out)
+    document = rank_document(result, data)
+    meta = {"role": "aligned", "options": json.dumps(document["options"]),
+            "inputs": json.dumps(document["inputs"]), "cmkd_doctor": __version__}
+    write_npy(out / RANK_FILES["salience"], result.salience.astype(np.float32))
+    write_npy(out / RANK_FILES["permuted_distances"], result.distances)
+    buffer = io.BytesIO()
+    np.savez(buffer, train=result.split.train, test=result.split.test)
+    write_bytes(out / RANK_FILES["split"], buffer.getvalue())
+    save_net(result.net_a, out / RANK_FILES["net_a"], {**meta, "modality": "a"})
+    save_net(result.net_b, out / RANK_FILES["net_b"], {**meta, "modality": "b"})
+    write_json(out / RANK_FILES["rank"], document)  # last: it vouches for the rest
+    return document
+
+
+def rank_files(
+    feats_a: str | Path,
+    feats_b: str | Path,
+    labels: str | Path,
+    out: str | Path = DEFAULT_RUN,
+    options: RankOptions | None = None,
+    progress: Progress = no_progress,
+) -> tuple[RankResult, dict[str, Any]]:
+    """Read the inputs, run Algorithm 1 and write the run directory ``out``.
+
+    Everything is checked before anything is written: bad input leaves ``out`` as it was.
+    """
+    options = (options or RankOptions()).checked()
+    data = load_paired(feats_a, feats_b, labels)
+    result = rank(data, options, progress)
+    return result, write_rank(out, result, data)

@@ -1,0 +1,45 @@
+"""The seeded train/test split that ``rank`` saves and later commands reuse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cmkd_doctor.runtime import generator
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices (sorted, int64) of the training and test parts."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> Split:
+    """Hold out ``fraction`` of the rows, class by class for class ids.
+
+    Each class keeps at least one row on each side when ``fraction > 0``. Multi-hot
+    labels ``(n, K)`` have no single class per row and are split uniformly at random.
+    """
+    n = len(y)
+    if fraction <= 0:
+        return Split(np.arange(n, dtype=np.int64), np.empty(0, dtype=np.int64))
+    gen = generator(seed)
+    if y.ndim == 2:
+        order = torch.randperm(n, generator=gen).numpy()
+        n_test = min(n - 1, max(1, round(fraction * n)))
+        test = order[:n_test]
+    else:
+        parts = []
+        for cls in np.unique(y):
+            rows = np.flatnonzero(y == cls)
+            rows = rows[torch.randperm(len(rows), generator=gen).numpy()]
+            k = min(len(rows) - 1, max(1, round(fraction * len(rows))))
+            parts.append(rows[:k])
+        test = np.concatenate(parts)
+    mask = np.zeros(n, dtype=bool)
+    mask[test] = True
+    return Split(np.flatnonzero(~mask).astype(np.int64), np.flatnonzero(mask).astype(np.int64))

@@ -129,7 +129,8 @@ def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        if "pickled" in str(exc) or "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+        text = str(exc)
+        if any(k in text for k in ("pickled", "allow_pickle", "Object arrays", "Python objects")):
             raise InputError(
                 f"{path}: holds pickled Python objects, which cmkd-doctor never loads; "
                 "save a plain numeric array with np.save"

@@ -109,8 +109,9 @@ def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
     union = np.union1d(j1, j2)
 
     def channels(positions: np.ndarray, index: np.ndarray, width: int) -> dict:
-        general = sorted(int(p) for p, k in zip(positions, index) if k in shared)
-        specific = sorted(int(p) for p, k in zip(positions, index) if k not in shared)
+        pairs = list(zip(positions, index, strict=True))
+        general = sorted(int(p) for p, k in pairs if k in shared)
+        specific = sorted(int(p) for p, k in pairs if k not in shared)
         noise = sorted(set(range(width)) - set(general) - set(specific))
         return {"general": general, "specific": specific, "noise": noise}
 
@@ -138,6 +139,6 @@ def write_gaussian(data: GaussianData, out: str | Path) -> list[Path]:
     """Write the arrays and ``truth.json`` into ``out``, each file atomically."""
     out = Path(out)
     arrays = (data.xa, data.xb, data.y, data.xa_test, data.xb_test, data.y_test)
-    paths = [write_npy(out / name, a) for name, a in zip(GAUSSIAN_FILES, arrays)]
+    paths = [write_npy(out / name, a) for name, a in zip(GAUSSIAN_FILES[:-1], arrays, strict=True)]
     paths.append(write_json(out / GAUSSIAN_FILES[-1], data.truth))
     return paths

@@ -64,7 +64,7 @@ class Net(nn.Module):
         self.config = config
         widths = [config.d_in, *config.hidden, config.n_out]
         layers: list[nn.Module] = []
-        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             if i:
                 layers.append(nn.ReLU())
             layers.append(nn.Linear(w_in, w_out))

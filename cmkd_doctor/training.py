@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
 
 from cmkd_doctor.runtime import Progress, no_progress
-
-import copy
-from dataclasses import dataclass, field
 
 # Aim for about this many optimiser steps when the user gives no --epochs.
 AUTO_STEPS = 4000
@@ -88,7 +87,7 @@ def fit(
             progress(task, epochs, epochs)
             break
     if best_state is not None:
-        for module, state in zip(modules, best_state):
+        for module, state in zip(modules, best_state, strict=True):
             module.load_state_dict(state)
     return result
 

@@ -6,12 +6,11 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import save
 from safetensors.numpy import save_file
 
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.inputs import load_paired, parse_source, read_array, read_labels
-
-from conftest import save
 
 
 @pytest.fixture

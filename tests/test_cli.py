@@ -1,0 +1,90 @@
+"""The CLI through its front door: version, module entry, help, examples."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cmkd_doctor import __version__
+from cmkd_doctor.outputs import write_atomic, write_text
+
+
+def test_version(cli):
+    result = cli("--version")
+    assert result.code == 0 and result.out.strip() == f"cmkd-doctor {__version__}"
+
+
+def test_python_dash_m_and_exit_codes_through_a_real_process(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "cmkd_doctor", "--version"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and __version__ in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "cmkd_doctor", "rank", "x.npy", "y.npy",
+                          "z.npy"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip() == "error: x.npy: no such file"
+
+
+def test_bare_groups_print_help(cli):
+    for args in ([], ["examples"], ["examples", "make"]):
+        result = cli(*args)
+        assert result.code == 0 and "Usage:" in result.out
+
+
+RANK_OPTIONS = ["--repeats", "-M", "--hidden", "--epochs", "--batch-size", "--lr",
+                "--patience", "--dist", "--normalize", "--permute", "--permute-on",
+                "--test-split", "--device", "--seed", "--out", "-o", "--json", "--quiet"]
+
+
+def test_rank_help_documents_every_option(cli):
+    result = cli("rank", "--help")
+    assert result.code == 0
+    text = re.sub(r"\s+", " ", result.out)
+    for option in RANK_OPTIONS:
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), option
+    for word in ("Algorithm 1", "mse", "minmax", "max", "auto"):
+        assert word in text
+
+
+def test_examples_make_gaussian_writes_data_and_truth(tmp_path, cli):
+    out = tmp_path / "g"
+    result = cli("examples", "make", "gaussian", "--d1", "25", "--d2", "50", "--d", "20",
+                 "--j1", "10", "--j2", "10", "--shared", "4", "--n-train", "200",
+                 "--n-test", "1000", "--seed", "2", "-o", out)
+    assert result.code == 0, result.err
+    assert np.load(out / "feats_a.npy").shape == (200, 25)
+    assert np.load(out / "feats_b_test.npy").shape == (1000, 50)
+    truth = json.loads((out / "truth.json").read_text())
+    # Appendix B.2: |J1 & J2| = 4 of |J1 u J2| = 16 gives gamma 0.25, alpha = beta = 0.375.
+    assert truth["gamma"] == pytest.approx(0.25) and truth["alpha"] == pytest.approx(0.375)
+    assert len(truth["channels_a"]["general"]) == 4 and len(truth["channels_a"]["specific"]) == 6
+    xa, xb = np.load(out / "feats_a.npy"), np.load(out / "feats_b.npy")
+    # every shared channel of a is a copied coordinate that also appears in b
+    for ch in truth["channels_a"]["general"]:
+        assert any(np.array_equal(xa[:, ch], xb[:, j]) for j in truth["channels_b"]["general"])
+
+
+def test_examples_make_gaussian_rejects_impossible_sizes(tmp_path, cli):
+    result = cli("examples", "make", "gaussian", "--j1", "5", "--j2", "5", "--shared", "6",
+                 "-o", tmp_path / "g")
+    assert result.code == 2
+    assert result.err.strip() == "error: --shared must be at most min(--j1, --j2) = 5; got 6"
+    assert not (tmp_path / "g").exists()
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
+    target = tmp_path / "rank.json"
+    write_text(target, "old")
+
+    def crash(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, crash)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["rank.json"]

@@ -18,6 +18,19 @@ from typing import Any
 import numpy as np
 
 
+def check_out_dir(path: str | Path, option: str = "--out") -> Path:
+    """Fail early, before any work, if ``path`` cannot be a run directory."""
+    from cmkd_doctor.errors import InputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path}: exists and is not a folder; pick another path")
+    parent = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{option} {path}: {parent} is not writable")
+    return path
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``path``."""
     path = Path(path)

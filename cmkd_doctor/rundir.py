@@ -22,7 +22,7 @@ import torch
 from cmkd_doctor import __version__
 from cmkd_doctor.inputs import PairedData, load_paired
 from cmkd_doctor.models import save_net
-from cmkd_doctor.outputs import write_bytes, write_json, write_npy
+from cmkd_doctor.outputs import check_out_dir, write_bytes, write_json, write_npy
 from cmkd_doctor.ranking import RankOptions, RankResult, rank
 from cmkd_doctor.runtime import Progress, no_progress
 
@@ -115,6 +115,7 @@ def rank_files(
     Everything is checked before anything is written: bad input leaves ``out`` as it was.
     """
     options = (options or RankOptions()).checked()
+    check_out_dir(out)
     data = load_paired(feats_a, feats_b, labels)
     result = rank(data, options, progress)
     return result, write_rank(out, result, data)

@@ -88,3 +88,12 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
         write_atomic(target, crash)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["rank.json"]
+
+
+def test_python_api_example_runs_and_finds_the_planted_channels():
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "examples" / "python_api.py"),
+                           "--hidden", "0"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    precision = float(re.search(r"precision ([0-9.]+)", done.stdout).group(1))
+    assert precision >= 0.9

@@ -128,6 +128,15 @@ def test_bad_input_exits_2_with_one_error_line_and_writes_nothing(tmp_path, cli,
     assert not out.exists()
 
 
+def test_out_that_is_a_file_is_bad_input(tmp_path, cli, good):
+    _, xa, xb, y = good
+    (tmp_path / "taken").write_text("x")
+    result = cli("rank", xa, xb, y, "--out", tmp_path / "taken")
+    assert result.code == 2
+    assert result.err.strip().endswith("taken: exists and is not a folder; pick another path")
+    assert (tmp_path / "taken").read_text() == "x"
+
+
 def test_cuda_request_without_cuda_is_a_clear_error(tmp_path, cli, good, monkeypatch):
     import torch
 

@@ -8,6 +8,7 @@ import typer
 
 from cmkd_doctor.cli._common import out, show_help_without_command
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.outputs import check_out_dir
 
 app = typer.Typer(help="The paper's datasets as built-in examples.")
 make_app = typer.Typer(help="Generate or build an example dataset.")
@@ -34,6 +35,7 @@ def gaussian(
     """Synthetic multimodal Gaussian data (Appendix B.2, Eq. 27) with its truth.json."""
     spec = GaussianSpec(d1=d1, d2=d2, d=d, j1=j1, j2=j2, shared=shared, n_train=n_train,
                         n_test=n_test, seed=seed)
+    check_out_dir(out_dir)
     data = make_gaussian(spec)
     write_gaussian(data, out_dir)
     t = data.truth

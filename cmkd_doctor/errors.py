@@ -26,6 +26,15 @@ class InputError(CmkdError):
     exit_code = EXIT_BAD_INPUT
 
 
+EXIT_EXPECTATION = 3
+
+
+class ExpectationFailed(CmkdError):
+    """A ``--expect`` comparison did not hold (a CI gate, not a crash)."""
+
+    exit_code = EXIT_EXPECTATION
+
+
 def option_error(name: str, expected: str, got: Any) -> InputError:
     """The one template for a bad option value.
 

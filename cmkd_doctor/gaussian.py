@@ -35,13 +35,18 @@ class GaussianSpec:
         ``|J1|``, ``|J2|`` and ``|J1 & J2|``.
     """
 
+    # Modality a holds 10 modality-general and 10 a-specific decisive channels, b only
+    # the 10 general ones (alpha = gamma = 0.5, beta = 0, as in the paper's Fig. 3 setting):
+    # a strong teacher whose help depends on which channels it relies on.
     d1: int = 50
     d2: int = 50
-    d: int = 30
+    d: int = 20
     j1: int = 20
-    j2: int = 20
+    j2: int = 10
     shared: int = 10
-    n_train: int = 4000
+    # Data-limited like the paper's Appendix B.2 (200 rows): where a student can use a
+    # teacher's help, so crossmodal KD has something to show.
+    n_train: int = 1000
     n_test: int = 1000
     seed: int = 0
 

@@ -81,3 +81,29 @@ def task_loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.
     if multilabel:
         return F.binary_cross_entropy_with_logits(logits, y)
     return F.cross_entropy(logits, y)
+
+
+def task_loss_rows(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Per-row task loss ``(..., rows)``: CE for class ids, BCE (mean over classes)."""
+    if multilabel:
+        return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(-1)
+    flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                           reduction="none")
+    return flat.view(y.shape)
+
+
+def kd_loss_rows(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                 multilabel: bool) -> torch.Tensor:
+    """Per-row ``T^2 KL(softmax(t/T) || softmax(s/T))`` of Eq. 1 (Hinton et al.).
+
+    Multi-label: one Bernoulli KL per class on sigmoids, averaged over classes.
+    """
+    s, t = student / temperature, teacher / temperature
+    if multilabel:
+        lt, ls = F.logsigmoid(t), F.logsigmoid(s)
+        lt0, ls0 = F.logsigmoid(-t), F.logsigmoid(-s)
+        kl = (lt.exp() * (lt - ls) + lt0.exp() * (lt0 - ls0)).mean(-1)
+    else:
+        lt, ls = F.log_softmax(t, -1), F.log_softmax(s, -1)
+        kl = (lt.exp() * (lt - ls)).sum(-1)
+    return temperature**2 * kl

@@ -12,6 +12,7 @@ import io
 import json
 import platform
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,13 @@ import numpy as np
 import torch
 
 from cmkd_doctor import __version__
+from cmkd_doctor.errors import InputError
 from cmkd_doctor.inputs import PairedData, load_paired
-from cmkd_doctor.models import save_net
+from cmkd_doctor.models import Net, load_net, save_net
 from cmkd_doctor.outputs import check_out_dir, write_bytes, write_json, write_npy
 from cmkd_doctor.ranking import RankOptions, RankResult, rank
 from cmkd_doctor.runtime import Progress, no_progress
+from cmkd_doctor.splits import Split
 
 DEFAULT_RUN = Path("cmkd-out")
 RANK_FILES = {
@@ -119,3 +122,71 @@ def rank_files(
     data = load_paired(feats_a, feats_b, labels)
     result = rank(data, options, progress)
     return result, write_rank(out, result, data)
+
+
+@dataclass
+class Run:
+    """A ``rank`` run read back: its document, salience, split and re-checked inputs.
+
+    The teacher's modality is the one ``rank`` permuted (``a`` unless ``--permute b``);
+    the student's is the other.
+    """
+
+    path: Path
+    document: dict[str, Any]
+    salience: np.ndarray
+    split: Split
+    data: PairedData
+
+    @property
+    def teacher_side(self) -> str:
+        return self.document["permuted_modality"]
+
+    @property
+    def student_side(self) -> str:
+        return "b" if self.teacher_side == "a" else "a"
+
+    @property
+    def seed(self) -> int:
+        return int(self.document["options"]["seed"])
+
+    @property
+    def rank_options(self) -> dict[str, Any]:
+        return self.document["options"]
+
+    def features(self, side: str) -> np.ndarray:
+        return self.data.xa if side == "a" else self.data.xb
+
+    def aligned_net(self, device: torch.device) -> Net:
+        net, _ = load_net(self.path / RANK_FILES[f"net_{self.teacher_side}"], device)
+        return net
+
+
+def load_run(path: str | Path) -> Run:
+    """Read the run directory of ``rank``; its inputs must not have changed since."""
+    path = Path(path)
+    doc_path = path / RANK_FILES["rank"]
+    if not doc_path.is_file():
+        raise InputError(f"--run {path}: no rank run there ({RANK_FILES['rank']} is missing); "
+                         "run 'cmkd-doctor rank' first or pass --run DIR")
+    try:
+        document = json.loads(doc_path.read_text())
+        salience = np.load(path / RANK_FILES["salience"], allow_pickle=False)
+        with np.load(path / RANK_FILES["split"], allow_pickle=False) as split:
+            split = Split(split["train"], split["test"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"--run {path}: the rank run is incomplete or damaged ({exc}); "
+                         "rerun 'cmkd-doctor rank'") from exc
+    inputs = document["inputs"]
+    specs = {}
+    for name, info in inputs.items():
+        spec = info["path"] + (f":{info['key']}" if info.get("key") else "")
+        if not Path(info["path"]).is_file():
+            raise InputError(f"{info['path']}: the {name} file ranked in {path} is gone")
+        specs[name] = spec
+    data = load_paired(specs["feats_a"], specs["feats_b"], specs["labels"])
+    for name, info in data.files.items():
+        if info.sha256 != inputs[name]["sha256"]:
+            raise InputError(f"{info.source}: changed since 'cmkd-doctor rank' wrote {path} "
+                             "(sha256 differs); rerun rank")
+    return Run(path, document, salience, split, data)

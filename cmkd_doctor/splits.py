@@ -43,3 +43,16 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> Split:
     mask = np.zeros(n, dtype=bool)
     mask[test] = True
     return Split(np.flatnonzero(~mask).astype(np.int64), np.flatnonzero(mask).astype(np.int64))
+
+
+def carve_validation(rows: np.ndarray, y: np.ndarray, fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Split training ``rows`` into (fit, validation) for early stopping.
+
+    Stratified like :func:`stratified_split`; the test rows are never touched, so metrics
+    reported on them stay unbiased by model selection.
+    """
+    if fraction <= 0 or len(rows) < 4:
+        return rows, np.empty(0, dtype=np.int64)
+    inner = stratified_split(y[rows], fraction, seed)
+    return rows[inner.train], rows[inner.test]

@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    data = make_gaussian(GaussianSpec(seed=args.seed))  # Appendix B.2, Eq. 27
+    data = make_gaussian(GaussianSpec(n_train=4000, seed=args.seed))  # Appendix B.2, Eq. 27
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_gaussian(data, folder / "gaussian")

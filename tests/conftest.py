@@ -34,6 +34,7 @@ def cli(capsys):
     """Run ``cmkd-doctor ARGS`` in-process through its front door, main()."""
 
     def run(*args: str) -> Run:
+        capsys.readouterr()  # only what the command itself prints
         code = main([str(a) for a in args])
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)

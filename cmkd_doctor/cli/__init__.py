@@ -1,6 +1,6 @@
 """The ``cmkd-doctor`` command: one typer app, one module per command, one exit point.
 
-Exit codes: 0 success, 1 internal error, 2 bad input or usage.
+Exit codes: 0 success, 1 internal error, 2 bad input or usage, 3 a failed --expect.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import typer
 from cmkd_doctor import __version__
 from cmkd_doctor.cli import examples
 from cmkd_doctor.cli._common import err, show_help_without_command
+from cmkd_doctor.cli.derive_teacher import derive_teacher_command
+from cmkd_doctor.cli.distill import distill_command
 from cmkd_doctor.cli.rank import rank
 from cmkd_doctor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, CmkdError
 
@@ -23,6 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("rank")(rank)
+app.command("derive-teacher")(derive_teacher_command)
+app.command("distill")(distill_command)
 app.add_typer(examples.app, name="examples")
 
 _state = {"verbose": False}

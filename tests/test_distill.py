@@ -1,0 +1,265 @@
+"""derive-teacher and distill end to end on the paper's Gaussian data (Appendix B.2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from cmkd_doctor.classifiers import KD, TrainOptions, train_classifiers
+from cmkd_doctor.derive import _train_one, run_tensors
+from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.ranking import RankOptions
+from cmkd_doctor.rundir import load_run, rank_files
+
+FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
+
+
+def _ranked(root, spec: GaussianSpec, **options):
+    data = make_gaussian(spec)
+    write_gaussian(data, root / "data")
+    rank_files(*(root / "data" / f for f in FILES), out=root / "run",
+               options=RankOptions(device="cpu", **options))
+    return data
+
+
+@pytest.fixture(scope="session")
+def ranked(tmp_path_factory):
+    """The built-in example (d1 = d2 = 50; a holds 10 shared and 10 a-specific decisive
+    channels), ranked with the paper's linear model."""
+    root = tmp_path_factory.mktemp("ranked")
+    truth = _ranked(root, GaussianSpec(seed=1), hidden="0").truth
+    return root / "run", truth
+
+
+@pytest.fixture
+def run_copy(ranked, tmp_path):
+    run, truth = ranked
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run", truth
+
+
+def test_general_teacher_student_beats_specific_teacher_student(run_copy, cli):
+    run, _ = run_copy
+    result = cli("distill", "--run", run, "--teacher", "all", "--ratio", "0.5", "--json",
+                 "--device", "cpu")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    rows = {r["teacher"]: r for r in doc["results"]}
+    assert list(rows) == ["none", "regular", "general", "specific", "random"]
+    for row in rows.values():
+        assert len(row["student_runs"]) == 5 and row["metric"] == "accuracy"
+        assert row["student_mean"] == pytest.approx(np.mean(row["student_runs"]))
+    assert rows["general"]["student_mean"] > rows["specific"]["student_mean"]
+    # the specific teacher lost the shared channels, so it is the worse teacher too
+    assert rows["general"]["teacher_metric"] > rows["specific"]["teacher_metric"]
+    assert rows["none"]["teacher_metric"] is None
+    assert rows["general"]["delta_vs_regular"] == pytest.approx(
+        rows["general"]["student_mean"] - rows["regular"]["student_mean"])
+    assert isinstance(doc["verdict"]["kd_helps"], bool)
+    assert doc["verdict"]["mfh_ordering"].keys() == {"0.5"}
+    assert doc["verdict"]["text"]
+
+
+def test_table_and_verdict_on_stdout(run_copy, cli):
+    run, _ = run_copy
+    result = cli("distill", "--run", run, "--teacher", "general", "--seeds", "2",
+                 "--device", "cpu")
+    assert result.code == 0, result.err
+    for text in ("No-KD", "Regular-KD", "general r=0.5", "vs Regular-KD", "verdict:"):
+        assert text in result.out
+    assert "specific" not in result.out.split("verdict:")[0]
+
+
+def test_refit_general_teacher_is_the_truth_based_modality_general_teacher(tmp_path, cli):
+    # 4000 rows so the linear ranking recovers the 10 shared channels exactly; keeping
+    # exactly those (r = 40/50) and retraining gives Table 2's modality-general teacher.
+    truth = _ranked(tmp_path, GaussianSpec(n_train=4000, seed=1), hidden="0").truth
+    run = tmp_path / "run"
+    result = cli("derive-teacher", "--run", run, "--mode", "general", "--ratio", "0.8",
+                 "--refit", "--json", "--device", "cpu")
+    assert result.code == 0, result.err
+    derived = json.loads(result.out)
+    kept = sorted(set(range(50)) - set(derived["nullified"]))
+    assert kept == sorted(truth["channels_a"]["general"])
+
+    loaded = load_run(run)
+    tensors = run_tensors(loaded, torch.device("cpu"))
+    keep = torch.zeros(50, dtype=torch.bool)
+    keep[truth["channels_a"]["general"]] = True
+    fill = tensors.teacher["train"].mean(0)
+    masked = {k: torch.where(keep, v, fill) for k, v in tensors.teacher.items()}
+    options = TrainOptions(**{k: tuple(v) if k == "hidden" else v
+                              for k, v in derived["train"].items()})
+    truth_teacher = _train_one(masked, tensors, options, 0, lambda *a: None, "truth")
+    with torch.no_grad():
+        truth_acc = float((truth_teacher(masked["test"]).argmax(1) == tensors.y["test"])
+                          .float().mean())
+    assert derived["metrics"]["accuracy"] == pytest.approx(truth_acc, abs=1e-9)
+
+    regular = cli("derive-teacher", "--run", run, "--mode", "regular", "--json")
+    regular_acc = json.loads(regular.out)["metrics"]["accuracy"]
+    assert regular_acc - truth_acc > 0.05  # Table 2: the general teacher is much weaker
+
+
+def test_onnx_round_trip_gives_the_same_teacher_metric(run_copy, cli, tmp_path):
+    pytest.importorskip("onnxruntime")
+    run, _ = run_copy
+    onnx_path = tmp_path / "general.onnx"
+    made = cli("derive-teacher", "--run", run, "--mode", "general", "--ratio", "0.5",
+               "--export-onnx", onnx_path, "--json")
+    assert made.code == 0, made.err
+    accuracy = json.loads(made.out)["metrics"]["accuracy"]
+    back = cli("distill", "--run", run, "--teacher", onnx_path, "--seeds", "2", "--json")
+    assert back.code == 0, back.err
+    rows = {r["teacher"]: r for r in json.loads(back.out)["results"]}
+    assert rows[str(onnx_path)]["teacher_metric"] == pytest.approx(100 * accuracy, abs=1e-9)
+    # and an ONNX source can itself be masked again
+    masked = cli("derive-teacher", "--run", run, "--teacher", onnx_path, "--mode", "specific",
+                 "--ratio", "0.2", "--json")
+    assert masked.code == 0, masked.err
+    assert json.loads(masked.out)["name"] == "specific-r0.2-general"
+
+
+def test_a_teacher_exported_from_plain_torch_works_as_onnx(run_copy, cli, tmp_path):
+    pytest.importorskip("onnxscript")
+    run, _ = run_copy
+    loaded = load_run(run)
+    x = torch.as_tensor(np.asarray(loaded.data.xa[loaded.split.train], dtype=np.float32))
+    y = torch.as_tensor(loaded.data.labels.y[loaded.split.train])
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(50, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    path = tmp_path / "user_model.onnx"
+    torch.onnx.export(model.eval(), (x[:2],), input_names=["x"], output_names=["y"],
+                      dynamic_shapes=({0: torch.export.Dim("n")},), dynamo=True,
+                      verbose=False).save(str(path))
+    result = cli("distill", "--run", run, "--teacher", f"{path},general", "--seeds", "2",
+                 "--json")
+    assert result.code == 0, result.err
+    rows = {r["teacher"]: r for r in json.loads(result.out)["results"]}
+    assert rows[str(path)]["teacher_metric"] > 70
+
+
+def test_expect_exits_0_or_3(run_copy, cli):
+    run, _ = run_copy
+    ok = cli("distill", "--run", run, "--teacher", "general,specific", "--expect",
+             "general>specific", "--seeds", "3", "-q")
+    assert ok.code == 0, ok.err
+    bad = cli("distill", "--run", run, "--teacher", "general,specific", "--expect",
+              "specific@0.5>=general", "--seeds", "3", "-q")
+    assert bad.code == 3
+    line = bad.err.strip()
+    assert line.startswith("error: expectation 'specific@0.5>=general' failed: specific r=0.5")
+    assert "\n" not in line
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--teacher", "genral"], "--teacher must be one of none, regular, general"),
+    (["--teacher", "missing.onnx"], "--teacher missing.onnx: no such file"),
+    (["--ratio", "1.2"], "--ratio must be a number in (0, 1)"),
+    (["--ratio", "0,0.5"], "--ratio must be a number in (0, 1)"),
+    (["--ratio", "half"], "--ratio must be a comma list"),
+    (["--rho", "2"], "--rho must be a number in [0, 1]"),
+    (["--expect", "general>>regular"], "--expect must be a comparison"),
+    (["--expect", "general>teacher9"], "--expect must be a comparison of rows this call"),
+    (["--teacher", "general", "--ratio", "0.25,0.5", "--expect", "general>regular"],
+     "--expect must be unambiguous"),
+    (["--from", "nowhere.pt"], "--from must be trained, aligned"),
+])
+def test_bad_distill_options_exit_2_before_any_training(run_copy, cli, args, pattern):
+    run, _ = run_copy
+    result = cli("distill", "--run", run, *args)
+    assert result.code == 2, result.err
+    assert result.err.startswith("error: ") and pattern in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert not (run / "distill.json").exists() and not (run / "teachers").exists()
+
+
+def test_bad_checkpoints_exit_2(run_copy, cli, tmp_path):
+    run, _ = run_copy
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    result = cli("distill", "--run", run, "--teacher", junk)
+    assert result.code == 2 and "cannot be loaded as an ONNX model" in result.err
+    other = tmp_path / "other.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(other))
+    result = cli("derive-teacher", "--run", run, "--teacher", other)
+    assert result.code == 2 and "not a cmkd-doctor teacher or network" in result.err
+    wrong = tmp_path / "wrong.onnx"
+    torch.onnx.export(torch.nn.Linear(7, 2), (torch.zeros(2, 7),), dynamo=True,
+                      verbose=False).save(str(wrong))
+    result = cli("distill", "--run", run, "--teacher", wrong)
+    assert result.code == 2 and "takes 7 features per row" in result.err
+
+
+def test_missing_run_and_changed_inputs_exit_2(run_copy, cli, tmp_path):
+    result = cli("distill", "--run", tmp_path / "nope")
+    assert result.code == 2 and "no rank run there" in result.err
+    run, _ = run_copy
+    doc = json.loads((run / "rank.json").read_text())
+    labels = doc["inputs"]["labels"]["path"]
+    copy = tmp_path / "labels.npy"
+    shutil.copy(labels, copy)
+    doc["inputs"]["labels"]["path"] = str(copy)
+    (run / "rank.json").write_text(json.dumps(doc))
+    y = np.load(copy)
+    np.save(copy, 1 - y)
+    result = cli("derive-teacher", "--run", run)
+    assert result.code == 2 and "changed since 'cmkd-doctor rank'" in result.err
+
+
+def test_saved_teachers_are_reused_and_distill_json_accumulates(run_copy, cli):
+    run, _ = run_copy
+    first = cli("derive-teacher", "--run", run, "--mode", "random", "--ratio", "0.3", "--json")
+    again = cli("derive-teacher", "--run", run, "--mode", "random", "--ratio", "0.3", "--json")
+    assert json.loads(first.out)["reused"] is False and json.loads(again.out)["reused"] is True
+    side = json.loads((run / "teachers" / "random-r0.3.json").read_text())
+    assert len(side["nullified"]) == 15 and sum(side["mask"]) == 35
+    assert side["fill"] == "mean" and len(side["fill_values"]) == 50
+    zero = cli("derive-teacher", "--run", run, "--mode", "random", "--ratio", "0.3", "--fill",
+               "zero", "--json")
+    assert json.loads(zero.out)["fill_values"] == [0.0] * 50
+    cli("distill", "--run", run, "--teacher", "general", "--ratio", "0.25", "--seeds", "2", "-q")
+    cli("distill", "--run", run, "--teacher", "general", "--ratio", "0.5", "--seeds", "2", "-q")
+    results = json.loads((run / "distill.json").read_text())["results"]
+    assert {k.split("|")[0] + "|" + k.split("|")[1] for k in results} == {
+        "none|", "regular|", "general|0.25", "general|0.5"}
+
+
+def test_seeds_batched_or_one_after_another_give_the_same_students():
+    torch.manual_seed(0)
+    x, xv = torch.randn(300, 6), torch.randn(60, 6)
+    y, yv = (x[:, 0] > 0).long(), (xv[:, 0] > 0).long()
+    soft, soft_v = torch.randn(300, 2), torch.randn(60, 2)
+    options = TrainOptions(hidden=(8,), epochs=15, batch_size=32, patience=3)
+    kd = KD(soft, soft_v, rho=0.5, temperature=2.0)
+    batched = train_classifiers(x, y, 2, False, options, [5, 6, 7], val=(xv, yv), kd=kd)
+    for seed, net in zip([5, 6, 7], batched, strict=True):
+        alone = train_classifiers(x, y, 2, False, options, [seed], val=(xv, yv), kd=kd)[0]
+        torch.testing.assert_close(net(xv), alone(xv), rtol=1e-5, atol=1e-6)
+
+
+def test_multilabel_distill_runs(tmp_path, cli):
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((400, 3))
+    xa = np.concatenate([z, rng.standard_normal((400, 5))], 1).astype(np.float32)
+    xb = np.concatenate([z[:, :2], rng.standard_normal((400, 4))], 1).astype(np.float32)
+    y = (z > 0).astype(np.int64)
+    for name, arr in zip(FILES, (xa, xb, y), strict=True):
+        np.save(tmp_path / name, arr)
+    assert cli("rank", *(tmp_path / f for f in FILES), "-o", tmp_path / "run", "-q",
+               "--hidden", "0").code == 0
+    result = cli("distill", "--run", tmp_path / "run", "--seeds", "2", "--json")
+    assert result.code == 0, result.err
+    rows = json.loads(result.out)["results"]
+    assert rows[0]["metric"] == "micro_f1" and 0 < rows[0]["student_mean"] <= 100

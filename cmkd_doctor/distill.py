@@ -126,6 +126,9 @@ class Row:
     teacher_metric: float | None  # %, on the test rows
     student_runs: list[float]  # %, one per seed
     teacher_file: str | None = None
+    # every metric of the task (the headline one included), %: teacher value, student runs
+    teacher_metrics: dict[str, float] | None = None
+    student_metrics: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def student_mean(self) -> float:
@@ -144,6 +147,12 @@ class Row:
             "delta_vs_none": self.student_mean - baselines["none"].student_mean,
             "delta_vs_regular": self.student_mean - baselines["regular"].student_mean,
             "teacher_file": self.teacher_file,
+            "teacher_metrics": self.teacher_metrics,
+            "student_metrics": {
+                name: {"mean": float(np.mean(runs)),
+                       "std": float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0,
+                       "runs": runs}
+                for name, runs in self.student_metrics.items()},
         }
 
 
@@ -242,7 +251,7 @@ def distill(run_dir: str | Path, options: DistillOptions | None = None,
 def _row(run: Run, plan: _Plan, options: DistillOptions, train: TrainOptions,
          seeds: list[int], t: RunTensors, device: torch.device, progress: Progress) -> Row:
     label = _label(plan)
-    teacher_metric, teacher_file, kd = None, None, None
+    teacher_metrics, teacher_file, kd = None, None, None
     if plan.teacher != "none":
         if plan.spec is not None:
             derived = derive_teacher(run, plan.spec, train, device, t, progress)
@@ -253,17 +262,24 @@ def _row(run: Run, plan: _Plan, options: DistillOptions, train: TrainOptions,
             teacher = Teacher(base, torch.ones(d, dtype=torch.bool, device=device),
                               torch.zeros(d, device=device)).to(device)
             teacher_file = str(Path(plan.teacher).resolve())
-        teacher_metric = 100 * evaluate(predict(teacher, t.teacher["test"]), t.y["test"],
-                                        t.multilabel)[t.metric]
+        teacher_metrics = _percent(evaluate(predict(teacher, t.teacher["test"]), t.y["test"],
+                                            t.multilabel))
         kd = KD(train=predict(teacher, t.teacher["fit"]),
                 val=predict(teacher, t.teacher["val"]) if len(t.teacher["val"]) else None,
                 rho=options.rho, temperature=options.temperature)
     nets = train_classifiers(t.student["fit"], t.y["fit"], t.n_classes, t.multilabel, train,
                              seeds, val=(t.student["val"], t.y["val"]), kd=kd,
                              progress=progress, task=f"students {label}")
-    runs = [100 * evaluate(predict(net, t.student["test"]), t.y["test"], t.multilabel)[t.metric]
-            for net in nets]
-    return Row(plan.teacher, plan.ratio, label, t.metric, teacher_metric, runs, teacher_file)
+    per_seed = [_percent(evaluate(predict(net, t.student["test"]), t.y["test"], t.multilabel))
+                for net in nets]
+    student_metrics = {name: [m[name] for m in per_seed] for name in per_seed[0]}
+    return Row(plan.teacher, plan.ratio, label, t.metric,
+               None if teacher_metrics is None else teacher_metrics[t.metric],
+               student_metrics[t.metric], teacher_file, teacher_metrics, student_metrics)
+
+
+def _percent(metrics: dict[str, float]) -> dict[str, float]:
+    return {name: 100 * value for name, value in metrics.items()}
 
 
 def verdict(report: DistillReport) -> dict[str, Any]:

@@ -196,7 +196,7 @@ def test_bad_checkpoints_exit_2(run_copy, cli, tmp_path):
     result = cli("derive-teacher", "--run", run, "--teacher", other)
     assert result.code == 2 and "not a cmkd-doctor teacher or network" in result.err
     wrong = tmp_path / "wrong.onnx"
-    torch.onnx.export(torch.nn.Linear(7, 2), (torch.zeros(2, 7),), dynamo=True,
+    torch.onnx.export(torch.nn.Linear(7, 2).eval(), (torch.zeros(2, 7),), dynamo=True,
                       verbose=False).save(str(wrong))
     result = cli("distill", "--run", run, "--teacher", wrong)
     assert result.code == 2 and "takes 7 features per row" in result.err
@@ -263,3 +263,10 @@ def test_multilabel_distill_runs(tmp_path, cli):
     assert result.code == 0, result.err
     rows = json.loads(result.out)["results"]
     assert rows[0]["metric"] == "micro_f1" and 0 < rows[0]["student_mean"] <= 100
+    for row in rows:
+        assert set(row["student_metrics"]) == {"micro_f1", "macro_f1", "map"}
+        assert len(row["student_metrics"]["map"]["runs"]) == 2
+    assert set(rows[1]["teacher_metrics"]) == {"micro_f1", "macro_f1", "map"}
+    table = cli("distill", "--run", tmp_path / "run", "--seeds", "2", "--teacher", "general")
+    header = table.out.split("No-KD")[0]
+    assert "macro_f1" in header and "map" in header

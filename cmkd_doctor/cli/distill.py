@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -92,6 +93,9 @@ def print_table(report: DistillReport) -> None:
                           ("student " + metric, "right"), ("vs No-KD", "right"),
                           ("vs Regular-KD", "right")):
         table.add_column(name, justify=justify)
+    extra = [name for name in report.rows[0].student_metrics if name != metric]
+    for name in extra:  # multi-label: macro F1 and mAP beside the headline micro F1
+        table.add_column("student " + name, justify="right")
     base = report.baselines
     for row in report.rows:
         teacher_metric = "-" if row.teacher_metric is None else f"{row.teacher_metric:.2f}"
@@ -100,6 +104,7 @@ def print_table(report: DistillReport) -> None:
         table.add_row(row.label, teacher_metric,
                       f"{row.student_mean:.2f} ± {row.student_std:.2f}",
                       "" if row.teacher == "none" else _signed(d_none),
-                      "" if row.teacher in ("none", "regular") else _signed(d_reg))
+                      "" if row.teacher in ("none", "regular") else _signed(d_reg),
+                      *(f"{np.mean(row.student_metrics[name]):.2f}" for name in extra))
     out.print(table)
     out.print("verdict: " + report.verdict["text"], markup=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +13,16 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+def _width() -> int | None:
+    """Terminals report their width; for pipes and CI logs use $COLUMNS, else 120."""
+    if sys.stdout.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) >= 40 else 120
+
+
 # stdout carries the result; everything else goes to stderr.
-out = Console(highlight=False)
+out = Console(highlight=False, width=_width())
 err = Console(stderr=True, highlight=False)
 
 TASK_LABELS = {"align": "Step 1: aligning f1 and f2 (Eq. 28)",

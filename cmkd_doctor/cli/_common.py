@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+
 def _width() -> int | None:
     """Terminals report their width; for pipes and CI logs use $COLUMNS, else 120."""
     if sys.stdout.isatty():

@@ -10,7 +10,7 @@ another.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -31,14 +31,14 @@ class TrainOptions:
     Attributes
     ----------
     hidden
-        Hidden widths (``()``: linear model).
+        Hidden widths (``()``: linear model); ``None`` takes the rank run's.
     epochs
         Most epochs; ``None`` picks about 4000 optimiser steps.
     patience
         Early stopping on the validation rows; 0 trains all epochs.
     """
 
-    hidden: tuple[int, ...] = (256,)
+    hidden: tuple[int, ...] | None = None
     epochs: int | None = None
     batch_size: int = 256
     lr: float = 1e-3
@@ -53,11 +53,17 @@ class TrainOptions:
             raise option_error("lr", "a positive number", self.lr)
         if not isinstance(self.patience, int) or self.patience < 0:
             raise option_error("patience", "a whole number >= 0", self.patience)
-        return TrainOptions(parse_hidden(self.hidden), self.epochs, self.batch_size, self.lr,
-                            self.patience)
+        hidden = None if self.hidden is None else parse_hidden(self.hidden)
+        return TrainOptions(hidden, self.epochs, self.batch_size, self.lr, self.patience)
+
+    def resolved(self, default_hidden: tuple[int, ...] | list[int]) -> TrainOptions:
+        """These options with ``hidden`` filled in when it was left to the run."""
+        options = self.checked()
+        return options if options.hidden is not None else replace(
+            options, hidden=parse_hidden(tuple(default_hidden)))
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "hidden": list(self.hidden)}
+        return {**asdict(self), "hidden": None if self.hidden is None else list(self.hidden)}
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,8 @@ def train_classifiers(
         One trained network per seed, in eval mode, taking raw features.
     """
     options = options.checked()
+    if options.hidden is None:
+        raise ValueError("train_classifiers needs hidden widths; call TrainOptions.resolved")
     device = x.device
     config = NetConfig(x.shape[1], options.hidden, n_classes, multilabel)
     nets = []

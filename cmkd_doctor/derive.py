@@ -24,7 +24,7 @@ from cmkd_doctor.inputs import sha256_of
 from cmkd_doctor.metrics import evaluate, headline
 from cmkd_doctor.rundir import RANK_FILES, Run
 from cmkd_doctor.runtime import Progress, derive_seed, no_progress
-from cmkd_doctor.splits import carve_validation
+from cmkd_doctor.splits import fit_and_validation
 from cmkd_doctor.teachers import (
     SOURCES,
     Teacher,
@@ -37,8 +37,7 @@ from cmkd_doctor.teachers import (
 )
 from cmkd_doctor.training import predict
 
-VAL_FRACTION = 0.1
-_SEED_VAL, _SEED_TEACHER = 21, 22
+_SEED_TEACHER = 22
 PARTS = ("fit", "val", "train", "test")
 
 
@@ -60,8 +59,7 @@ class RunTensors:
 def run_tensors(run: Run, device: torch.device) -> RunTensors:
     """Load a run's rows onto ``device``, split into fit / val / train / test."""
     y = run.data.labels.y
-    fit, val = carve_validation(run.split.train, y, VAL_FRACTION,
-                                derive_seed(run.seed, _SEED_VAL))
+    fit, val = fit_and_validation(run.split.train, y, run.seed)
     rows = {"fit": fit, "val": val, "train": run.split.train, "test": run.split.test}
 
     def take(array: np.ndarray, dtype=np.float32) -> dict[str, torch.Tensor]:
@@ -122,7 +120,7 @@ def derive_teacher(
     was derived from all match; otherwise it is derived again and overwritten.
     """
     spec = spec.checked()
-    train = (train or TrainOptions(hidden=tuple(run.rank_options["hidden"]))).checked()
+    train = (train or TrainOptions()).resolved(run.rank_options["hidden"])
     device = torch.device(device)
     path = run.path / "teachers" / f"{spec.name}.safetensors"
     wanted = _wanted(run, spec, train)

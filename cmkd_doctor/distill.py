@@ -62,7 +62,7 @@ class DistillOptions:
     source, fill, refit
         How derived teachers are made (see :class:`cmkd_doctor.teachers.TeacherSpec`).
     train
-        Student (and trained-teacher) training; ``None`` takes the run's ``--hidden``.
+        Student (and trained-teacher) training; ``hidden=None`` takes the run's.
     """
 
     teachers: tuple[str, ...] = ("all",)
@@ -73,7 +73,7 @@ class DistillOptions:
     rho: float = 0.5
     temperature: float = 1.0
     seeds: int = 5
-    train: TrainOptions | None = None
+    train: TrainOptions = TrainOptions()
     device: str = "auto"
     seed: int = 0
 
@@ -104,7 +104,7 @@ class DistillOptions:
             raise option_error("seed", "a whole number >= 0", self.seed)
         TeacherSpec(source=self.source).checked()  # validates --from
         return replace(self, teachers=teachers, ratios=tuple(sorted(set(ratios))),
-                       train=self.train.checked() if self.train else None)
+                       train=self.train.checked())
 
     def key(self, train: TrainOptions) -> str:
         """A short hash of everything that changes a student's result but the teacher."""
@@ -232,7 +232,7 @@ def distill(run_dir: str | Path, options: DistillOptions | None = None,
         raise InputError(f"--run {run.path}: the rank run kept no test rows "
                          "(--test-split 0); students need held-out rows: rerun rank with "
                          "--test-split 0.2")
-    train = options.train or TrainOptions(hidden=tuple(run.rank_options["hidden"]))
+    train = options.train.resolved(run.rank_options["hidden"])
     plans = _plans(options)
     if expect:
         _resolve_expectation(expect, [(p.teacher, p.ratio, _label(p)) for p in plans])
@@ -285,8 +285,9 @@ def _percent(metrics: dict[str, float]) -> dict[str, float]:
 def verdict(report: DistillReport) -> dict[str, Any]:
     """Does crossmodal KD help here, and does the MFH ordering hold?
 
-    KD helps when the Regular-KD student beats No-KD on the mean over seeds; the
-    difference is compared with its standard error (seed-to-seed spread / sqrt(S)).
+    KD helps when the Regular-KD student beats No-KD on the mean over seeds by more than
+    twice the difference's standard error (seed-to-seed spread / sqrt(S)); with one
+    seed, any gain counts.
     The MFH ordering holds at a ratio when general >= random >= specific on the means.
     """
     base = report.baselines
@@ -304,19 +305,24 @@ def verdict(report: DistillReport) -> dict[str, Any]:
     best = max(report.rows, key=lambda row: row.student_mean)
     unit = f"{report.metric} points"
 
+    def clear(delta: float) -> bool:
+        return abs(delta) > 2 * se
+
     def strength(delta: float) -> str:
         if se == 0:
             return ""
-        return (" (within run-to-run noise)" if abs(delta) < 2 * se
-                else f" ({abs(delta) / se:.1f} standard errors)")
+        return (f" ({abs(delta) / se:.1f} standard errors)" if clear(delta)
+                else " (within run-to-run noise)")
 
-    lines = []
-    if kd_delta > 0:
-        lines.append(f"Crossmodal KD helps here: Regular-KD is {kd_delta:+.2f} {unit} over "
-                     f"No-KD{strength(kd_delta)}.")
+    kd_helps = kd_delta > 0 and clear(kd_delta)
+    said = f"Regular-KD is {kd_delta:+.2f} {unit} against No-KD{strength(kd_delta)}"
+    if kd_helps:
+        lines = [f"Crossmodal KD helps here: {said}."]
+    elif kd_delta < 0 and clear(kd_delta):
+        lines = [f"Crossmodal KD with the regular teacher hurts here: {said}."]
     else:
-        lines.append(f"Crossmodal KD does not help here: Regular-KD is {kd_delta:+.2f} {unit} "
-                     f"against No-KD{strength(kd_delta)}.")
+        lines = [f"Crossmodal KD with the regular teacher makes no clear difference here: "
+                 f"{said}."]
     if ordering:
         held = [r for r, ok in ordering.items() if ok]
         if len(held) == len(ordering):
@@ -328,14 +334,15 @@ def verdict(report: DistillReport) -> dict[str, Any]:
                          f"{len(held)} of {len(ordering)} ratios "
                          f"({', '.join(held) or 'none'}).")
     if best.teacher not in BASELINES:
-        lines.append(f"Best student: {best.label}, {best.student_mean - regular.student_mean:+.2f}"
-                     f" {unit} over Regular-KD; use that teacher.")
+        gain = best.student_mean - regular.student_mean
+        lines.append(f"Best student: {best.label}, {gain:+.2f} {unit} over Regular-KD"
+                     f"{strength(gain)}; use that teacher.")
     elif best.teacher == "none":
         lines.append("No teacher beat training the student alone: the modalities may share "
                      "little label-relevant information; try a modality-general teacher at "
                      "other ratios (a sweep) or skip KD.")
     return {
-        "kd_helps": kd_delta > 0,
+        "kd_helps": kd_helps,
         "kd_delta": kd_delta,
         "kd_delta_se": se,
         "mfh_ordering": ordering,

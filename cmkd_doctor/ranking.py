@@ -26,7 +26,7 @@ from cmkd_doctor.losses import DISTANCES, Distance, get_distance, task_loss
 from cmkd_doctor.metrics import evaluate
 from cmkd_doctor.models import Net, NetConfig, parse_hidden
 from cmkd_doctor.runtime import Progress, derive_seed, generator, no_progress, resolve_device
-from cmkd_doctor.splits import Split, stratified_split
+from cmkd_doctor.splits import Split, fit_and_validation, stratified_split
 from cmkd_doctor.training import FitResult, auto_epochs, fit, predict
 
 NORMALIZATIONS = {
@@ -65,8 +65,8 @@ class RankOptions:
         default; networks that memorised their training rows cannot fake agreement
         there) or ``train``. With no held-out rows, the training rows are used.
     patience
-        Stop step 1 once the held-out Eq. 28 loss has not improved for this many
-        epochs and keep the best epoch; 0 trains for all epochs.
+        Stop step 1 once the Eq. 28 loss on a validation tenth of the training rows has
+        not improved for this many epochs and keep the best epoch; 0 trains all epochs.
     """
 
     repeats: int = 10
@@ -343,10 +343,11 @@ def rank(data: PairedData, options: RankOptions | None = None,
         return (_tensor(data.xa, rows, device), _tensor(data.xb, rows, device),
                 y_all[torch.as_tensor(rows, device=device)])
 
-    train, test = part(split.train), part(split.test)
+    fit_rows, val_rows = fit_and_validation(split.train, labels.y, options.seed)
+    train, test, val = part(split.train), part(split.test), part(val_rows)
     t0 = time.perf_counter()
-    net_a, net_b, fitted = align(*train, labels.n_classes, labels.multilabel, options,
-                                 held_out=test if len(split.test) else None,
+    net_a, net_b, fitted = align(*part(fit_rows), labels.n_classes, labels.multilabel,
+                                 options, held_out=val if len(val_rows) else None,
                                  progress=progress)
     train_s = time.perf_counter() - t0
 

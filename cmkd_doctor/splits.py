@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cmkd_doctor.runtime import generator
+from cmkd_doctor.runtime import derive_seed, generator
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,18 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> Split:
     mask = np.zeros(n, dtype=bool)
     mask[test] = True
     return Split(np.flatnonzero(~mask).astype(np.int64), np.flatnonzero(mask).astype(np.int64))
+
+
+VAL_FRACTION = 0.1
+_SEED_VAL = 21
+
+
+def fit_and_validation(train: np.ndarray, y: np.ndarray, seed: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows every command trains on and early-stops on: a seeded, stratified tenth of
+    the run's training rows is held back for validation. Same seed, same rows, so rank,
+    derive-teacher and distill agree."""
+    return carve_validation(train, y, VAL_FRACTION, derive_seed(seed, _SEED_VAL))
 
 
 def carve_validation(rows: np.ndarray, y: np.ndarray, fraction: float, seed: int

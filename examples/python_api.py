@@ -22,10 +22,10 @@ from cmkd_doctor.rundir import rank_files
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", default="256")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
 
-    data = make_gaussian(GaussianSpec(n_train=4000, seed=args.seed))  # Appendix B.2, Eq. 27
+    data = make_gaussian(GaussianSpec(d=30, j2=20, n_train=4000, seed=args.seed))  # Appendix B.2, Eq. 27
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_gaussian(data, folder / "gaussian")

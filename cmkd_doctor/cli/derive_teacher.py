@@ -57,9 +57,8 @@ def derive_teacher_command(
         source = teacher
     spec = TeacherSpec(mode=mode, ratio=ratio, fill=fill, source=source, refit=refit,
                        seed=seed).checked()
+    train = train_options.build(hidden, epochs, batch_size, lr, patience)
     run = load_run(run_dir)
-    train = train_options.build(hidden or ",".join(map(str, run.rank_options["hidden"])) or "0",
-                                epochs, batch_size, lr, patience)
     if export is not None:
         check_out_dir(export.parent, "--export-onnx")
     dev = resolve_device(device)

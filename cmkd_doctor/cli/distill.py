@@ -58,13 +58,7 @@ def distill_command(
     Prints the paper's Table 4 shape with a verdict, and accumulates results in
     RUN/distill.json. Exit 3 when --expect fails.
     """
-    train = None
-    if any(v is not None for v in (hidden, epochs)) or (batch_size, lr, patience) != (
-            256, 1e-3, 10):
-        from cmkd_doctor.rundir import load_run
-
-        run_hidden = hidden or ",".join(map(str, load_run(run_dir).rank_options["hidden"]))
-        train = train_options.build(run_hidden or "0", epochs, batch_size, lr, patience)
+    train = train_options.build(hidden, epochs, batch_size, lr, patience)
     options = DistillOptions(teachers=teacher, ratios=ratio, source=source, fill=fill,
                              refit=refit, rho=rho, temperature=temperature, seeds=seeds,
                              train=train, device=device, seed=seed)

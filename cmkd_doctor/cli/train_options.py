@@ -9,8 +9,9 @@ import typer
 from cmkd_doctor.classifiers import TrainOptions
 
 
-def build(hidden: str, epochs: int | None, batch_size: int, lr: float, patience: int
+def build(hidden: str | None, epochs: int | None, batch_size: int, lr: float, patience: int
           ) -> TrainOptions:
+    """Checked options; ``hidden=None`` is resolved to the rank run's later."""
     return TrainOptions(hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
                         patience=patience).checked()
 

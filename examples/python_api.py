@@ -25,7 +25,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
 
-    data = make_gaussian(GaussianSpec(d=30, j2=20, n_train=4000, seed=args.seed))  # Appendix B.2, Eq. 27
+    # Appendix B.2, Eq. 27: a holds 10 shared and 10 a-specific decisive channels
+    data = make_gaussian(GaussianSpec(d=30, j2=20, n_train=4000, seed=args.seed))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_gaussian(data, folder / "gaussian")

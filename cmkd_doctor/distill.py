@@ -335,8 +335,11 @@ def verdict(report: DistillReport) -> dict[str, Any]:
                          f"({', '.join(held) or 'none'}).")
     if best.teacher not in BASELINES:
         gain = best.student_mean - regular.student_mean
+        advice = ("use that teacher" if clear(gain) or se == 0
+                  else "no teacher is clearly better than the regular one at these seeds; "
+                       "more --seeds would tell")
         lines.append(f"Best student: {best.label}, {gain:+.2f} {unit} over Regular-KD"
-                     f"{strength(gain)}; use that teacher.")
+                     f"{strength(gain)}; {advice}.")
     elif best.teacher == "none":
         lines.append("No teacher beat training the student alone: the modalities may share "
                      "little label-relevant information; try a modality-general teacher at "

@@ -20,6 +20,8 @@ import numpy as np
 from cmkd_doctor.errors import option_error
 from cmkd_doctor.outputs import write_json, write_npy
 
+DELTAS = ("normal", "ones")
+
 
 @dataclass(frozen=True)
 class GaussianSpec:
@@ -49,6 +51,9 @@ class GaussianSpec:
     n_train: int = 1000
     n_test: int = 1000
     seed: int = 0
+    # The hyperplane: "normal" draws delta ~ N(0, I_d) as Appendix B.2 states; "ones"
+    # weighs every decisive coordinate equally, as the official code's Table 2 script does.
+    delta: str = "normal"
 
     def checked(self) -> GaussianSpec:
         for name in ("d1", "d2", "d", "n_train"):
@@ -68,6 +73,8 @@ class GaussianSpec:
         if union > self.d:
             raise option_error("d", f"at least |J1 u J2| = --j1 + --j2 - --shared = {union}",
                                self.d)
+        if self.delta not in DELTAS:
+            raise option_error("delta", f"one of {', '.join(DELTAS)}", self.delta)
         if union == 0:
             raise option_error("j1", "positive, or --j2 positive: no decisive feature would "
                                "reach either modality", self.j1)
@@ -85,6 +92,11 @@ class GaussianData:
     xb_test: np.ndarray
     y_test: np.ndarray
     truth: dict
+    # a second training-size draw from the same distribution (the official code distils
+    # its Table 2 students on such fresh data); not written to disk
+    xa_fresh: np.ndarray | None = None
+    xb_fresh: np.ndarray | None = None
+    y_fresh: np.ndarray | None = None
 
 
 def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
@@ -96,7 +108,10 @@ def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
     j2 = np.sort(order[spec.j1 - spec.shared : spec.j1 - spec.shared + spec.j2])
     pos_a = rng.choice(spec.d1, size=spec.j1, replace=False)  # channel of a holding J1[k]
     pos_b = rng.choice(spec.d2, size=spec.j2, replace=False)
-    delta = rng.standard_normal(spec.d)  # the separating hyperplane
+    # the separating hyperplane (drawn either way, so the draws after it do not shift)
+    delta = rng.standard_normal(spec.d)
+    if spec.delta == "ones":
+        delta = np.ones(spec.d)
 
     def draw(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_star = rng.standard_normal((n, spec.d))  # (n, d)
@@ -109,6 +124,7 @@ def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
 
     xa, xb, y = draw(spec.n_train)
     xa_t, xb_t, y_t = draw(spec.n_test)
+    fresh = draw(spec.n_train)  # for protocols that distil on fresh data, drawn last
 
     shared = np.intersect1d(j1, j2)
     union = np.union1d(j1, j2)
@@ -133,7 +149,7 @@ def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
         "channels_a": channels(pos_a, j1, spec.d1),
         "channels_b": channels(pos_b, j2, spec.d2),
     }
-    return GaussianData(xa, xb, y, xa_t, xb_t, y_t, truth)
+    return GaussianData(xa, xb, y, xa_t, xb_t, y_t, truth, *fresh)
 
 
 GAUSSIAN_FILES = ("feats_a.npy", "feats_b.npy", "labels.npy", "feats_a_test.npy",

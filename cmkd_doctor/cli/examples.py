@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
-from cmkd_doctor.cli._common import out, show_help_without_command
+from cmkd_doctor.cli._common import out, print_json, show_help_without_command
+from cmkd_doctor.datasets import DATASETS
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.outputs import check_out_dir
+from cmkd_doctor.reproduce import reproduce
+from cmkd_doctor.runtime import resolve_device
 
 app = typer.Typer(help="The paper's datasets as built-in examples.")
 make_app = typer.Typer(help="Generate or build an example dataset.")
@@ -30,11 +36,14 @@ def gaussian(
     n_train: int = typer.Option(_D.n_train, help="Training rows."),
     n_test: int = typer.Option(_D.n_test, help="Held-out test rows."),
     seed: int = typer.Option(_D.seed, help="Seed of everything drawn."),
+    delta: str = typer.Option(_D.delta, help="Hyperplane: normal (delta ~ N(0, I), "
+                              "Appendix B.2) or ones (equal weights, the official Table 2 "
+                              "script)."),
     out_dir: Path = typer.Option(Path("gaussian"), "--out", "-o", help="Folder to write."),
 ) -> None:
     """Synthetic multimodal Gaussian data (Appendix B.2, Eq. 27) with its truth.json."""
     spec = GaussianSpec(d1=d1, d2=d2, d=d, j1=j1, j2=j2, shared=shared, n_train=n_train,
-                        n_test=n_test, seed=seed)
+                        n_test=n_test, seed=seed, delta=delta)
     check_out_dir(out_dir)
     data = make_gaussian(spec)
     write_gaussian(data, out_dir)
@@ -43,3 +52,105 @@ def gaussian(
               f"labels.npy, the *_test.npy set and truth.json", markup=False)
     out.print(f"alpha {t['alpha']:.2f}, beta {t['beta']:.2f}, gamma {t['gamma']:.2f};  "
               f"modality-general channels of a: {t['channels_a']['general']}", markup=False)
+
+
+@app.command("list")
+def list_examples(
+    json_output: bool = typer.Option(False, "--json", help="One JSON document."),
+) -> None:
+    """The paper's six datasets: what each is, its licence, and how to prepare it."""
+    if json_output:
+        print_json([asdict(d) for d in DATASETS.values()])
+        return
+    table = Table(title="The paper's datasets", title_justify="left", show_lines=True)
+    for column in ("name", "what", "modalities", "licence", "availability", "prepare"):
+        table.add_column(column)
+    for d in DATASETS.values():
+        table.add_row(d.name, f"{d.title}: {d.task} ({d.paper})", d.modalities, d.licence,
+                      d.availability, d.prepare)
+    out.print(table)
+
+
+@app.command("reproduce")
+def reproduce_command(
+    experiment: str = typer.Argument(..., help="table2, fig2 or fig3 (paper Sec. 5.2)."),
+    runs: int = typer.Option(10, help="Runs per setting (the paper's 10)."),
+    seed: int = typer.Option(42, help="Seed of the runs' data and initialisations."),
+    device: str = typer.Option("cpu", help="cpu, auto, cuda or cuda:N."),
+    json_output: bool = typer.Option(False, "--json", help="One JSON document with a rows "
+                                     "list."),
+) -> None:
+    """The paper's Gaussian experiments, our figures beside the paper's (Appendix B.2).
+
+    Logistic-regression teachers and students, 200 training / 1000 test rows, full-batch
+    SGD, rho 0.5, all runs of an experiment trained as one batched model.
+    """
+    result = reproduce(experiment, runs=runs, seed=seed, device=resolve_device(device))
+    if json_output:
+        print_json({"experiment": result.experiment.name, "title": result.experiment.title,
+                    "runs": runs, "seed": seed, "seconds": round(result.seconds, 3),
+                    "claim": result.experiment.claim, "rows": result.rows,
+                    "source": PAPER_SOURCE})
+        return
+    print_reproduction(result)
+
+
+PAPER_SOURCE = ("Xue et al., The Modality Focusing Hypothesis, ICLR 2023: Table 2 and "
+                "Sec. 4.2 (Fig. 2: +2.1 points at gamma = 1)")
+_COLUMNS = {
+    "table2": ("regular_teacher", "general_teacher", "random_teacher", "no_kd", "regular_kd",
+               "general_kd", "random_kd", "general_kd_minus_regular_kd"),
+    "fig2": ("regular_teacher", "no_kd", "regular_kd", "kd_minus_no_kd"),
+    "fig3": ("regular_teacher", "no_kd", "regular_kd", "kd_minus_no_kd"),
+}
+
+
+def print_reproduction(result) -> None:
+    """Mean ± std over runs, the paper's figure in brackets where it gives one."""
+    name = result.experiment.name
+    axis = "alpha" if name == "fig3" else "gamma"
+    table = Table(title=escape(f"{result.experiment.title} (accuracy %, mean ± std over "
+                               f"{result.runs} runs; [paper])"), title_justify="left")
+    table.add_column(axis, justify="right")
+    columns = _COLUMNS[name]
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for row in result.rows:
+        cells = []
+        for column in columns:
+            value = row[column]
+            cell = f"{value['mean']:.2f} ± {value['std']:.2f}"
+            paper = row["paper"].get(column)
+            if paper is None and column == "general_kd_minus_regular_kd" and row["paper"]:
+                paper = row["paper"]["general_kd"] - row["paper"]["regular_kd"]
+            cells.append(cell + (f" [{paper:.2f}]" if paper is not None else ""))
+        table.add_row(f"{row[axis]:.2f}", *cells)
+    out.print(table)
+    out.print(f"paper's claim: {result.experiment.claim}", markup=False)
+    for line in claim_check(result):
+        out.print(line, markup=False)
+    out.print(f"source: {PAPER_SOURCE};  {result.seconds:.1f} s", markup=False)
+
+
+def claim_check(result) -> list[str]:
+    """Say, with the spread, what we measure of the paper's claim."""
+    rows, name = result.rows, result.experiment.name
+    lines = []
+    if name == "table2":
+        for row in rows:
+            gap = row["regular_teacher"]["mean"] - row["general_teacher"]["mean"]
+            gain = row["general_kd_minus_regular_kd"]
+            beyond = gain["mean"] > 2 * gain["std"] / result.runs**0.5
+            lines.append(
+                f"gamma {row['gamma']:.2f}: general teacher {gap:.1f} points below the regular "
+                f"one; general-KD - regular-KD {gain['mean']:+.2f} ± {gain['std']:.2f} per run "
+                f"({'beyond' if beyond else 'within'} run-to-run noise)")
+    else:
+        first, last = rows[0], rows[-1]
+        lines.append(f"KD - No-KD: {first['kd_minus_no_kd']['mean']:+.2f} ± "
+                     f"{first['kd_minus_no_kd']['std']:.2f} at the first setting, "
+                     f"{last['kd_minus_no_kd']['mean']:+.2f} ± "
+                     f"{last['kd_minus_no_kd']['std']:.2f} at the last; teacher "
+                     f"{first['regular_teacher']['mean']:.1f} -> "
+                     f"{last['regular_teacher']['mean']:.1f}")
+    return lines

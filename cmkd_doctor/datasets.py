@@ -1,0 +1,51 @@
+"""The paper's six datasets: what each is, and how cmkd-doctor gets it (a registry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cmkd_doctor.errors import option_error
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    title: str
+    task: str
+    modalities: str
+    licence: str
+    availability: str  # "built in", or what a local copy needs
+    prepare: str  # the command that prepares it, or where that is documented
+    paper: str
+
+
+DATASETS = {d.name: d for d in (
+    Dataset("gaussian", "Synthetic multimodal Gaussian (Lopez-Paz et al. 2015, extended)",
+            "binary classification", "x^a and x^b: Gaussian vectors sharing decisive "
+            "coordinates", "generated (no licence needed)", "built in",
+            "cmkd-doctor examples make gaussian", "Sec. 5.2, Table 2, Figs. 2-3, App. B.2"),
+    Dataset("avmnist", "AV-MNIST (Vielzeuf et al. 2018)", "10-class digit classification",
+            "images (MNIST, 75% PCA energy removed) and audio (spoken digits, log-mel)",
+            "MNIST CC BY-SA 3.0; FSDD CC BY-SA 4.0", "needs local MNIST and FSDD files",
+            "cmkd-doctor examples make avmnist (planned)", "Sec. 3, Table 1/5, App. B.1"),
+    Dataset("ravdess", "RAVDESS (Livingstone & Russo 2018)", "8-class emotion recognition",
+            "audio (MFCC) teacher, face images student", "CC BY-NC-SA 4.0",
+            "needs a local copy", "preparer planned", "Sec. 5.4, Table 4/8, App. B.4"),
+    Dataset("vggsound", "VGGSound (Chen et al. 2020)", "event classification (100 classes)",
+            "audio and video", "CC BY 4.0 (annotations); videos from YouTube",
+            "needs a local copy and a backbone", "feature-extraction recipe planned",
+            "Sec. 5.4, Table 4/9, Fig. 5-6"),
+    Dataset("nyu", "NYU Depth V2 (Silberman et al. 2012)", "40-class segmentation",
+            "RGB and depth images", "see the dataset's terms", "needs a local copy and a "
+            "backbone", "feature-extraction recipe planned", "Sec. 3, 5.3, Table 1/3/6"),
+    Dataset("mmimdb", "MM-IMDB (Arevalo et al. 2017)", "multi-label genre classification",
+            "movie posters (VGG features) and plots (text features)", "see the dataset's "
+            "terms", "needs MultiBench's HDF5", "preparer planned", "App. B.3, Table 7"),
+)}
+
+
+def get_dataset(name: str) -> Dataset:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise option_error("example", f"one of {', '.join(DATASETS)}", name) from None

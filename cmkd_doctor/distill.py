@@ -164,6 +164,7 @@ class DistillReport:
     rows: list[Row]
     options: dict[str, Any]
     key: str
+    rank_created: str = ""
     verdict: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -243,7 +244,7 @@ def distill(run_dir: str | Path, options: DistillOptions | None = None,
             for plan in plans]
     report = DistillReport(run.path, rows,
                            {**asdict(replace(options, train=None)), "train": train.to_dict()},
-                           options.key(train))
+                           options.key(train), run.document["created"])
     report.verdict = verdict(report)
     return report
 
@@ -282,18 +283,24 @@ def _percent(metrics: dict[str, float]) -> dict[str, float]:
     return {name: 100 * value for name, value in metrics.items()}
 
 
+def paired_se(a: Row, b: Row) -> float:
+    """Standard error of mean(a - b) over the seeds both rows share."""
+    diff = np.asarray(a.student_runs) - np.asarray(b.student_runs)
+    return float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+
+
 def verdict(report: DistillReport) -> dict[str, Any]:
     """Does crossmodal KD help here, and does the MFH ordering hold?
 
     KD helps when the Regular-KD student beats No-KD on the mean over seeds by more than
-    twice the difference's standard error (seed-to-seed spread / sqrt(S)); with one
-    seed, any gain counts.
+    twice the difference's standard error. Every row's students share seeds (the same
+    initialisations and shuffles), so the error is that of the per-seed differences:
+    their spread / sqrt(S). With one seed, any gain counts.
     The MFH ordering holds at a ratio when general >= random >= specific on the means.
     """
     base = report.baselines
     none, regular = base["none"], base["regular"]
-    n = len(none.student_runs)
-    se = math.sqrt((none.student_std**2 + regular.student_std**2) / n)
+    se = paired_se(regular, none)
     kd_delta = regular.student_mean - none.student_mean
     ordering: dict[str, bool] = {}
     by_mode = {(r.teacher, r.ratio): r for r in report.rows}
@@ -305,13 +312,13 @@ def verdict(report: DistillReport) -> dict[str, Any]:
     best = max(report.rows, key=lambda row: row.student_mean)
     unit = f"{report.metric} points"
 
-    def clear(delta: float) -> bool:
-        return abs(delta) > 2 * se
+    def clear(delta: float, error: float = se) -> bool:
+        return abs(delta) > 2 * error
 
-    def strength(delta: float) -> str:
-        if se == 0:
+    def strength(delta: float, error: float = se) -> str:
+        if error == 0:
             return ""
-        return (f" ({abs(delta) / se:.1f} standard errors)" if clear(delta)
+        return (f" ({abs(delta) / error:.1f} standard errors)" if clear(delta, error)
                 else " (within run-to-run noise)")
 
     kd_helps = kd_delta > 0 and clear(kd_delta)
@@ -335,11 +342,13 @@ def verdict(report: DistillReport) -> dict[str, Any]:
                          f"({', '.join(held) or 'none'}).")
     if best.teacher not in BASELINES:
         gain = best.student_mean - regular.student_mean
-        advice = ("use that teacher" if clear(gain) or se == 0
+        best_se = paired_se(best, regular)
+        best_clear = clear(gain, best_se) or best_se == 0
+        advice = ("use that teacher" if best_clear
                   else "no teacher is clearly better than the regular one at these seeds; "
                        "more --seeds would tell")
         lines.append(f"Best student: {best.label}, {gain:+.2f} {unit} over Regular-KD"
-                     f"{strength(gain)}; {advice}.")
+                     f"{strength(gain, best_se)}; {advice}.")
     elif best.teacher == "none":
         lines.append("No teacher beat training the student alone: the modalities may share "
                      "little label-relevant information; try a modality-general teacher at "
@@ -352,19 +361,29 @@ def verdict(report: DistillReport) -> dict[str, Any]:
         "mfh_ordering_holds": all(ordering.values()) if ordering else None,
         "best": best.label,
         "best_delta_vs_regular": best.student_mean - regular.student_mean,
+        "best_delta_vs_regular_se": paired_se(best, regular),
+        "best_is_clear": best.teacher not in BASELINES and (
+            best.student_mean - regular.student_mean > 2 * paired_se(best, regular)),
         "text": " ".join(lines),
     }
 
 
 def record(report: DistillReport) -> Path:
-    """Add the report's rows to ``RUN/distill.json``, keyed by teacher, ratio and options."""
+    """Add the report's rows to ``RUN/distill.json``, keyed by teacher, ratio and options.
+
+    The file describes one ranking: results distilled under an earlier ``rank`` in the
+    same directory are dropped rather than mixed with the new ones.
+    """
     path = report.run / "distill.json"
-    document = {"command": "distill", "results": {}}
+    rank = {"created": report.rank_created}
+    document = {"command": "distill", "rank": rank, "results": {}}
     if path.is_file():
         try:
-            document = json.loads(path.read_text())
+            previous = json.loads(path.read_text())
         except ValueError:
-            pass  # a damaged file is replaced rather than blocking new results
+            previous = {}  # a damaged file is replaced rather than blocking new results
+        if previous.get("rank") == rank:
+            document = previous
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for row in report.rows:
         key = f"{row.teacher}|{'' if row.ratio is None else f'{row.ratio:g}'}|{report.key}"

@@ -26,8 +26,10 @@ DATASETS = {d.name: d for d in (
             "cmkd-doctor examples make gaussian", "Sec. 5.2, Table 2, Figs. 2-3, App. B.2"),
     Dataset("avmnist", "AV-MNIST (Vielzeuf et al. 2018)", "10-class digit classification",
             "images (MNIST, 75% PCA energy removed) and audio (spoken digits, log-mel)",
-            "MNIST CC BY-SA 3.0; FSDD CC BY-SA 4.0", "needs local MNIST and FSDD files",
-            "cmkd-doctor examples make avmnist (planned)", "Sec. 3, Table 1/5, App. B.1"),
+            "MNIST CC BY-SA 3.0; FSDD CC BY-SA 4.0", "needs local MNIST and FSDD files (or "
+            "MultiBench's preprocessed copy)",
+            "cmkd-doctor examples make avmnist --mnist DIR --fsdd DIR",
+            "Sec. 3, Table 1/5, App. B.1"),
     Dataset("ravdess", "RAVDESS (Livingstone & Russo 2018)", "8-class emotion recognition",
             "audio (MFCC) teacher, face images student", "CC BY-NC-SA 4.0",
             "needs a local copy", "preparer planned", "Sec. 5.4, Table 4/8, App. B.4"),

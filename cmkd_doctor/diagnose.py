@@ -75,6 +75,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         # paths in a config file are relative to the file
         raw["inputs"] = {k: str((path.parent / v).resolve()) if ":" not in str(v)
                          else str(v) for k, v in inputs.items()}
+    if (raw.get("rank") or {}).get("split"):
+        raw["rank"]["split"] = str((path.parent / raw["rank"]["split"]).resolve())
     return raw
 
 

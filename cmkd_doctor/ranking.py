@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from cmkd_doctor.errors import option_error
+from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.inputs import PairedData
 from cmkd_doctor.losses import DISTANCES, Distance, get_distance, task_loss
 from cmkd_doctor.metrics import evaluate
 from cmkd_doctor.models import Net, NetConfig, parse_hidden
 from cmkd_doctor.runtime import Progress, derive_seed, generator, no_progress, resolve_device
-from cmkd_doctor.splits import Split, fit_and_validation, stratified_split
+from cmkd_doctor.splits import Split, fit_and_validation, read_split, stratified_split
 from cmkd_doctor.training import FitResult, auto_epochs, fit, predict
 
 NORMALIZATIONS = {
@@ -60,6 +61,9 @@ class RankOptions:
         ``a`` ranks modality a's channels; ``b`` ranks modality b's (paper note 3).
     test_split
         Fraction of rows held out (stratified); 0 keeps all for training.
+    split
+        A ``.npz`` with ``train`` and ``test`` row indices to use instead of
+        ``test_split`` (a dataset's documented split).
     permute_on
         Rows whose channels are permuted in steps 2-8: ``test`` (the held-out rows, the
         default; networks that memorised their training rows cannot fake agreement
@@ -80,6 +84,7 @@ class RankOptions:
     test_split: float = 0.2
     permute_on: str = "test"
     patience: int = 10
+    split: str | None = None
     device: str = "auto"
     seed: int = 0
 
@@ -108,7 +113,10 @@ class RankOptions:
             raise option_error("patience", "a whole number >= 0", self.patience)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise option_error("seed", "a whole number >= 0", self.seed)
-        return replace(self, hidden=parse_hidden(self.hidden))
+        if self.split is not None and not Path(self.split).is_file():
+            raise InputError(f"--split {self.split}: no such file")
+        return replace(self, hidden=parse_hidden(self.hidden),
+                       split=None if self.split is None else str(Path(self.split).resolve()))
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden": list(self.hidden)}
@@ -335,8 +343,9 @@ def rank(data: PairedData, options: RankOptions | None = None,
     options = (options or RankOptions()).checked()
     device = resolve_device(options.device)
     labels = data.labels
-    split = stratified_split(labels.y, options.test_split,
-                             derive_seed(options.seed, _SEED_SPLIT))
+    split = (read_split(options.split, data.n) if options.split else
+             stratified_split(labels.y, options.test_split,
+                              derive_seed(options.seed, _SEED_SPLIT)))
     y_all = torch.as_tensor(labels.y).to(device)
 
     def part(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -64,7 +64,8 @@ def rank_document(result: RankResult, data: PairedData) -> dict[str, Any]:
         "environment": environment(result.device),
         "split": {"file": RANK_FILES["split"], "n_train": len(result.split.train),
                   "n_test": len(result.split.test), "test_split": opts.test_split,
-                  "stratified": not data.labels.multilabel},
+                  "from_file": opts.split,
+                  "stratified": opts.split is None and not data.labels.multilabel},
         "aligned": {
             "epochs_max": fit.epochs_max,
             "epochs_run": fit.epochs_run,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,3 +69,31 @@ def carve_validation(rows: np.ndarray, y: np.ndarray, fraction: float, seed: int
         return rows, np.empty(0, dtype=np.int64)
     inner = stratified_split(y[rows], fraction, seed)
     return rows[inner.train], rows[inner.test]
+
+
+def read_split(path: str | Path, n: int) -> Split:
+    """A user's split: ``.npz`` with ``train`` and ``test`` row-index arrays."""
+    from cmkd_doctor.errors import InputError
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"train", "test"} - set(archive.files)
+            if missing:
+                raise InputError(f"--split {path}: needs arrays 'train' and 'test' (row "
+                                 f"indices); missing {', '.join(sorted(missing))}")
+            train, test = archive["train"], archive["test"]
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--split {path}: cannot be read as .npz ({exc})") from exc
+    for name, rows in (("train", train), ("test", test)):
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            raise InputError(f"--split {path}: '{name}' must be 1-D integer row indices")
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise InputError(f"--split {path}: '{name}' has row {int(rows.max())} but the "
+                             f"inputs have {n} rows")
+    if len(np.intersect1d(train, test)):
+        raise InputError(f"--split {path}: {len(np.intersect1d(train, test))} rows are in "
+                         "both train and test")
+    if len(train) < 2:
+        raise InputError(f"--split {path}: needs at least 2 training rows")
+    return Split(np.sort(train).astype(np.int64), np.sort(test).astype(np.int64))

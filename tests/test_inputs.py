@@ -86,6 +86,18 @@ def bad_case(tmp_path, name):
     elif name == "float_labels":
         np.save(lab, np.linspace(0, 1, 40))
         pattern = r"y\.npy: labels are non-integer floats"
+    elif name in ("split_overlap", "split_range", "split_keys"):
+        split = tmp_path / "split.npz"
+        if name == "split_overlap":
+            np.savez(split, train=np.arange(30), test=np.arange(25, 40))
+            pattern = r"--split .*split\.npz: 5 rows are in both train and test"
+        elif name == "split_range":
+            np.savez(split, train=np.arange(30), test=np.arange(30, 45))
+            pattern = r"--split .*split\.npz: 'test' has row 44 but the inputs have 40 rows"
+        else:
+            np.savez(split, rows=np.arange(30))
+            pattern = r"--split .*split\.npz: needs arrays 'train' and 'test'"
+        options = ["--split", str(split)]
     elif name == "multihot_values":
         np.save(lab, np.full((40, 3), 2))
         pattern = r"y\.npy: 2-D labels .* only 0 and 1"
@@ -108,8 +120,9 @@ def bad_case(tmp_path, name):
 
 BAD = ["rows", "label_rows", "nan", "1d", "3d", "one_class", "single_sample", "object",
        "pickled", "truncated", "missing_file", "suffix", "npz_ambiguous", "npz_missing_key",
-       "float_labels", "multihot_values", "repeats", "test_split", "hidden", "dist",
-       "normalize", "permute", "lr", "device", "unknown", "not_int"]
+       "float_labels", "multihot_values", "split_overlap", "split_range", "split_keys",
+       "repeats", "test_split", "hidden", "dist", "normalize", "permute", "lr", "device",
+       "unknown", "not_int"]
 
 
 @pytest.mark.parametrize("name", BAD)

@@ -33,6 +33,8 @@ def diagnose_command(
     epochs: int = typer.Option(None, help="Most training epochs [default: auto]."),
     device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N [default: auto]."),
     seed: int = typer.Option(None, help="Seed of every stage [default: 0]."),
+    split: Path = typer.Option(None, help="A .npz with 'train' and 'test' row indices "
+                               "(e.g. a dataset's own split) instead of a random one."),
     json_output: bool = typer.Option(False, "--json", help="One JSON document with the "
                                      "results, the verdict and the advice."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or report."),
@@ -43,7 +45,7 @@ def diagnose_command(
     raw = load_config(config) if config else {}
     overrides = {
         "rank": {"hidden": hidden, "repeats": repeats, "epochs": epochs, "device": device,
-                 "seed": seed},
+                 "seed": seed, "split": None if split is None else str(split)},
         "distill": {"ratios": ratio, "seeds": seeds, "epochs": epochs, "device": device,
                     "seed": seed},
     }

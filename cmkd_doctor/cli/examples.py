@@ -54,6 +54,49 @@ def gaussian(
               f"modality-general channels of a: {t['channels_a']['general']}", markup=False)
 
 
+@make_app.command("avmnist")
+def avmnist(
+    mnist: Path = typer.Option(None, help="Folder with MNIST's idx files (t10k-*, and train-* "
+                               "if present; .gz or not)."),
+    fsdd: Path = typer.Option(None, help="Free Spoken Digit Dataset folder (its recordings/ "
+                              "or the wav files)."),
+    multibench: Path = typer.Option(None, help="Instead of raw files: MultiBench's "
+                                    "preprocessed AV-MNIST folder."),
+    snr_db: float = typer.Option(0.0, help="Signal-to-noise ratio of the injected white "
+                                 "noise, dB."),
+    energy_removed: float = typer.Option(0.75, help="Share of the images' PCA energy "
+                                         "removed."),
+    seed: int = typer.Option(0, help="Seed of the split, pairing and noise."),
+    out_dir: Path = typer.Option(Path("avmnist"), "--out", "-o", help="Folder to write."),
+) -> None:
+    """AV-MNIST (paper Sec. 3, App. B.1): noisy spoken digits paired with PCA-degraded
+    MNIST images. Writes image.npy, audio.npy, labels.npy, split.npz and avmnist.json.
+
+    Then: cmkd-doctor diagnose OUT/image.npy OUT/audio.npy OUT/labels.npy --split
+    OUT/split.npz
+    """
+    from cmkd_doctor.avmnist import AVMnistSpec, build_avmnist, read_multibench, write_avmnist
+    from cmkd_doctor.errors import InputError
+
+    check_out_dir(out_dir)
+    if multibench is not None:
+        if mnist is not None or fsdd is not None:
+            raise InputError("--multibench replaces --mnist and --fsdd; give one or the other")
+        data = read_multibench(multibench)
+    elif mnist is None or fsdd is None:
+        raise InputError("examples make avmnist needs --mnist DIR and --fsdd DIR (the raw "
+                         "files), or --multibench DIR")
+    else:
+        data = build_avmnist(mnist, fsdd, AVMnistSpec(energy_removed=energy_removed,
+                                                      snr_db=snr_db, seed=seed))
+    write_avmnist(data, out_dir)
+    out.print(f"wrote {out_dir}/: image.npy {data.image.shape}, audio.npy {data.audio.shape}, "
+              f"labels.npy, split.npz ({len(data.train)} train / {len(data.test)} test rows) "
+              "and avmnist.json", markup=False)
+    out.print(f"next: cmkd-doctor diagnose {out_dir}/image.npy {out_dir}/audio.npy "
+              f"{out_dir}/labels.npy --split {out_dir}/split.npz", markup=False)
+
+
 @app.command("list")
 def list_examples(
     json_output: bool = typer.Option(False, "--json", help="One JSON document."),
@@ -73,7 +116,10 @@ def list_examples(
 
 @app.command("reproduce")
 def reproduce_command(
-    experiment: str = typer.Argument(..., help="table2, fig2 or fig3 (paper Sec. 5.2)."),
+    experiment: str = typer.Argument(..., help="table2, fig2 or fig3 (paper Sec. 5.2), or "
+                                     "table1-avmnist (Sec. 3, needs --data)."),
+    data: Path = typer.Option(None, help="table1-avmnist: the folder 'examples make avmnist' "
+                              "wrote."),
     runs: int = typer.Option(10, help="Runs per setting (the paper's 10)."),
     seed: int = typer.Option(42, help="Seed of the runs' data and initialisations."),
     device: str = typer.Option("cpu", help="cpu, auto, cuda or cuda:N."),
@@ -85,6 +131,19 @@ def reproduce_command(
     Logistic-regression teachers and students, 200 training / 1000 test rows, full-batch
     SGD, rho 0.5, all runs of an experiment trained as one batched model.
     """
+    if experiment == "table1-avmnist":
+        from cmkd_doctor.errors import InputError
+        from cmkd_doctor.reproduce import reproduce_avmnist
+
+        if data is None:
+            raise InputError("examples reproduce table1-avmnist needs --data DIR (from "
+                             "'cmkd-doctor examples make avmnist')")
+        found = reproduce_avmnist(data, runs=runs, seed=seed, device=resolve_device(device))
+        if json_output:
+            print_json(found)
+        else:
+            print_avmnist(found)
+        return
     result = reproduce(experiment, runs=runs, seed=seed, device=resolve_device(device))
     if json_output:
         print_json({"experiment": result.experiment.name, "title": result.experiment.title,
@@ -154,3 +213,32 @@ def claim_check(result) -> list[str]:
                      f"{first['regular_teacher']['mean']:.1f} -> "
                      f"{last['regular_teacher']['mean']:.1f}")
     return lines
+
+
+def print_avmnist(found: dict) -> None:
+    """Table 5's shape: teacher accuracy and audio-student accuracy at rho 0 and 0.5."""
+    table = Table(title=escape(f"AV-MNIST, audio student (accuracy %, mean ± std over "
+                               f"{found['runs']} seeds; [paper's Table 5])"),
+                  title_justify="left")
+    for column in ("", "teacher", "student, rho = 0", "student, rho = 0.5"):
+        table.add_column(column, justify="right" if column else "left")
+    labels = {"no_kd": "No-KD", "um_kd": "UM-KD (audio teacher)",
+              "cm_kd": "CM-KD (image + audio teacher)"}
+    for row in found["rows"]:
+        paper = row["paper"]
+        teacher = "-" if row["teacher"] is None else (
+            f"{row['teacher']:.2f} [{paper['teacher']:.2f}]")
+        cells = [f"{row[r]['mean']:.2f} ± {row[r]['std']:.2f} "
+                 f"[{paper[r]['mean']:.2f} ± {paper[r]['std']:.2f}]" for r in ("rho_0",
+                                                                               "rho_0.5")]
+        table.add_row(labels[row["row"]], teacher, *cells)
+    out.print(table)
+    out.print(f"paper's claim: {found['claim']}", markup=False)
+    by = {row["row"]: row for row in found["rows"]}
+    for rho in ("rho_0", "rho_0.5"):
+        gap = by["cm_kd"][rho]["mean"] - by["um_kd"][rho]["mean"]
+        spread = max(by["cm_kd"][rho]["std"], by["um_kd"][rho]["std"])
+        out.print(f"{rho.replace('_', ' = ')}: CM-KD - UM-KD student {gap:+.2f} (seed spread "
+                  f"{spread:.2f}); teachers {by['cm_kd']['teacher']:.1f} vs "
+                  f"{by['um_kd']['teacher']:.1f}", markup=False)
+    out.print(f"source: {found['source']};  {found['seconds']:.1f} s", markup=False)

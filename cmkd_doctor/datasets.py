@@ -32,7 +32,9 @@ DATASETS = {d.name: d for d in (
             "Sec. 3, Table 1/5, App. B.1"),
     Dataset("ravdess", "RAVDESS (Livingstone & Russo 2018)", "8-class emotion recognition",
             "audio (MFCC) teacher, face images student", "CC BY-NC-SA 4.0",
-            "needs a local copy", "preparer planned", "Sec. 5.4, Table 4/8, App. B.4"),
+            "needs a local copy (the official preprocessed layout, or raw speech wavs)",
+            "cmkd-doctor examples make ravdess --root DIR | --raw-audio DIR",
+            "Sec. 5.4, Table 4/8, App. B.4"),
     Dataset("vggsound", "VGGSound (Chen et al. 2020)", "event classification (100 classes)",
             "audio and video", "CC BY 4.0 (annotations); videos from YouTube",
             "needs a local copy and a backbone", "feature-extraction recipe planned",
@@ -42,7 +44,8 @@ DATASETS = {d.name: d for d in (
             "backbone", "feature-extraction recipe planned", "Sec. 3, 5.3, Table 1/3/6"),
     Dataset("mmimdb", "MM-IMDB (Arevalo et al. 2017)", "multi-label genre classification",
             "movie posters (VGG features) and plots (text features)", "see the dataset's "
-            "terms", "needs MultiBench's HDF5", "preparer planned", "App. B.3, Table 7"),
+            "terms", "needs MultiBench's HDF5",
+            "cmkd-doctor examples make mmimdb --hdf5 FILE", "App. B.3, Table 7"),
 )}
 
 

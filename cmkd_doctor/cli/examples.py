@@ -97,6 +97,54 @@ def avmnist(
               f"{out_dir}/labels.npy --split {out_dir}/split.npz", markup=False)
 
 
+@make_app.command("ravdess")
+def ravdess(
+    root: Path = typer.Option(None, help="The official code's preprocessed layout: CSV files "
+                              "plus aud_features/ and vid_features/."),
+    raw_audio: Path = typer.Option(None, help="Instead: a folder of raw RAVDESS speech wav "
+                                   "files (MFCC features, labels from the file names)."),
+    image_size: int = typer.Option(32, help="--root: images are resized to this square."),
+    out_dir: Path = typer.Option(Path("ravdess"), "--out", "-o", help="Folder to write."),
+) -> None:
+    """RAVDESS emotion recognition (paper Sec. 5.4, App. B.4): audio teacher, image
+    student. Writes audio.npy (and image.npy), labels.npy, split.npz, ravdess.json."""
+    from cmkd_doctor.errors import InputError
+    from cmkd_doctor.preparers import read_ravdess_audio, read_ravdess_official, write_prepared
+
+    check_out_dir(out_dir)
+    if (root is None) == (raw_audio is None):
+        raise InputError("examples make ravdess needs --root DIR (the official preprocessed "
+                         "layout) or --raw-audio DIR (wav files), one of them")
+    data = (read_ravdess_official(root, image_size) if root is not None
+            else read_ravdess_audio(raw_audio))
+    write_prepared(data, out_dir, "ravdess")
+    _report(out_dir, data)
+
+
+@make_app.command("mmimdb")
+def mmimdb(
+    hdf5: Path = typer.Option(..., help="MultiBench's multimodal_imdb.hdf5."),
+    columns: str = typer.Option(None, help="Genre columns to keep, e.g. 0,1 (the paper's task "
+                                "keeps drama and comedy) [default: all]."),
+    out_dir: Path = typer.Option(Path("mmimdb"), "--out", "-o", help="Folder to write."),
+) -> None:
+    """MM-IMDB multi-label genres (paper App. B.3): text and poster features. Writes
+    text.npy, image.npy, labels.npy (multi-hot), split.npz and mmimdb.json."""
+    from cmkd_doctor.distill import parse_list
+    from cmkd_doctor.preparers import read_mmimdb, write_prepared
+
+    check_out_dir(out_dir)
+    data = read_mmimdb(hdf5, parse_list(columns, "columns", int) if columns else None)
+    write_prepared(data, out_dir, "mmimdb")
+    _report(out_dir, data)
+
+
+def _report(out_dir: Path, data) -> None:
+    arrays = ", ".join(f"{k}.npy {v.shape}" for k, v in data.features.items())
+    out.print(f"wrote {out_dir}/: {arrays}, labels.npy, split.npz ({len(data.train)} train / "
+              f"{len(data.test)} test rows)", markup=False)
+
+
 @app.command("list")
 def list_examples(
     json_output: bool = typer.Option(False, "--json", help="One JSON document."),

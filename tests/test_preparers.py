@@ -1,0 +1,114 @@
+"""RAVDESS and MM-IMDB preparers, on small files written in the real layouts."""
+
+from __future__ import annotations
+
+import csv
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+EMOTIONS = 8
+
+
+def _ravdess_official(root, n_train=12, n_test=4):
+    from torchvision.io import write_png
+
+    (root / "aud_features").mkdir(parents=True)
+    (root / "vid_features").mkdir()
+    rng = np.random.default_rng(0)
+    for part, n in (("train", n_train), ("test", n_test)):
+        with open(root / f"{part}.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["audio", "image", "label"])
+            for i in range(n):
+                np.save(root / "aud_features" / f"{part}{i}.npy",
+                        rng.standard_normal((40, 10)).astype(np.float32))
+                picture = torch.randint(0, 255, (3, 48, 40), dtype=torch.uint8)
+                write_png(picture, str(root / "vid_features" / f"{part}{i}.png"))
+                writer.writerow([f"{part}{i}.npy", f"{part}{i}.png", i % EMOTIONS])
+
+
+def test_ravdess_official_layout(tmp_path, cli):
+    pytest.importorskip("torchvision")
+    _ravdess_official(tmp_path / "rav")
+    result = cli("examples", "make", "ravdess", "--root", tmp_path / "rav", "-o",
+                 tmp_path / "out", "--image-size", "16")
+    assert result.code == 0, result.err
+    audio = np.load(tmp_path / "out" / "audio.npy")
+    image = np.load(tmp_path / "out" / "image.npy")
+    assert audio.shape == (16, 400) and image.shape == (16, 3 * 16 * 16)
+    assert 0 <= image.min() and image.max() <= 1
+    split = np.load(tmp_path / "out" / "split.npz")
+    assert len(split["train"]) == 12 and len(split["test"]) == 4
+    labels = np.load(tmp_path / "out" / "labels.npy")
+    assert labels[split["train"]].tolist() == [i % 8 for i in range(12)]
+
+
+def test_ravdess_wrong_folder_and_missing_files(tmp_path, cli):
+    result = cli("examples", "make", "ravdess", "--root", tmp_path, "-o", tmp_path / "out")
+    assert result.code == 2 and "expected the official RAVDESS layout" in result.err
+    pytest.importorskip("torchvision")
+    _ravdess_official(tmp_path / "rav")
+    (tmp_path / "rav" / "vid_features" / "test2.png").unlink()
+    result = cli("examples", "make", "ravdess", "--root", tmp_path / "rav", "-o",
+                 tmp_path / "out")
+    assert result.code == 2 and "test.csv: line 4 names" in result.err and "missing" in result.err
+
+
+def _wav(path, seconds=0.3, rate=48000, tone=440.0):
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.3 * np.sin(2 * np.pi * tone * t) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as fh:
+        fh.setnchannels(1)
+        fh.setsampwidth(2)
+        fh.setframerate(rate)
+        fh.writeframes(samples.tobytes())
+
+
+def test_ravdess_raw_audio_mfcc_with_labels_from_names(tmp_path, cli):
+    folder = tmp_path / "Actor_all"
+    folder.mkdir()
+    for actor in (1, 2, 23):
+        for emotion in range(1, 9):
+            _wav(folder / f"03-01-{emotion:02d}-01-01-01-{actor:02d}.wav",
+                 tone=200 + 50 * emotion)
+    (folder / "notes.txt").write_text("not audio")
+    result = cli("examples", "make", "ravdess", "--raw-audio", tmp_path, "-o", tmp_path / "out")
+    assert result.code == 0, result.err
+    audio = np.load(tmp_path / "out" / "audio.npy")
+    labels = np.load(tmp_path / "out" / "labels.npy")
+    split = np.load(tmp_path / "out" / "split.npz")
+    assert audio.shape == (24, 40 * 32) and np.isfinite(audio).all()
+    assert sorted(set(labels.tolist())) == list(range(8))
+    assert len(split["test"]) == 8  # actor 23 is a test actor
+    empty = cli("examples", "make", "ravdess", "--raw-audio", tmp_path / "out", "-o",
+                tmp_path / "out2")
+    assert empty.code == 2 and "expected RAVDESS wav files named like" in empty.err
+
+
+def test_mmimdb_multibench_hdf5(tmp_path, cli):
+    h5py = pytest.importorskip("h5py")
+    n = 25959
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "multimodal_imdb.hdf5", "w") as fh:
+        fh["features"] = rng.standard_normal((n, 6)).astype(np.float32)
+        fh["vgg_features"] = rng.standard_normal((n, 5)).astype(np.float32)
+        fh["genres"] = (rng.random((n, 23)) < 0.3).astype(np.int8)
+    result = cli("examples", "make", "mmimdb", "--hdf5", tmp_path / "multimodal_imdb.hdf5",
+                 "--columns", "0,1", "-o", tmp_path / "out")
+    assert result.code == 0, result.err
+    labels = np.load(tmp_path / "out" / "labels.npy")
+    assert labels.shape == (n, 2) and set(np.unique(labels)) <= {0, 1}
+    split = np.load(tmp_path / "out" / "split.npz")
+    assert len(split["train"]) == 15552 + 2608 and len(split["test"]) == 7799
+    assert np.load(tmp_path / "out" / "text.npy").shape == (n, 6)
+    bad = cli("examples", "make", "mmimdb", "--hdf5", tmp_path / "multimodal_imdb.hdf5",
+              "--columns", "30", "-o", tmp_path / "out2")
+    assert bad.code == 2 and "--columns: 30 is out of range" in bad.err
+    with h5py.File(tmp_path / "other.hdf5", "w") as fh:
+        fh["features"] = np.zeros((3, 2))
+    bad = cli("examples", "make", "mmimdb", "--hdf5", tmp_path / "other.hdf5", "-o",
+              tmp_path / "out3")
+    assert bad.code == 2 and "missing vgg_features, genres" in bad.err

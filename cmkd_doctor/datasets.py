@@ -37,11 +37,13 @@ DATASETS = {d.name: d for d in (
             "Sec. 5.4, Table 4/8, App. B.4"),
     Dataset("vggsound", "VGGSound (Chen et al. 2020)", "event classification (100 classes)",
             "audio and video", "CC BY 4.0 (annotations); videos from YouTube",
-            "needs a local copy and a backbone", "feature-extraction recipe planned",
+            "needs a local copy and a backbone",
+            "cmkd-doctor extract, then diagnose (recipe: examples/vggsound.md)",
             "Sec. 5.4, Table 4/9, Fig. 5-6"),
     Dataset("nyu", "NYU Depth V2 (Silberman et al. 2012)", "40-class segmentation",
             "RGB and depth images", "see the dataset's terms", "needs a local copy and a "
-            "backbone", "feature-extraction recipe planned", "Sec. 3, 5.3, Table 1/3/6"),
+            "backbone", "cmkd-doctor extract, then diagnose (recipe: examples/nyu_depth_v2.md)",
+            "Sec. 3, 5.3, Table 1/3/6"),
     Dataset("mmimdb", "MM-IMDB (Arevalo et al. 2017)", "multi-label genre classification",
             "movie posters (VGG features) and plots (text features)", "see the dataset's "
             "terms", "needs MultiBench's HDF5",

@@ -16,6 +16,7 @@ from cmkd_doctor.cli._common import err, show_help_without_command
 from cmkd_doctor.cli.derive_teacher import derive_teacher_command
 from cmkd_doctor.cli.diagnose import diagnose_command
 from cmkd_doctor.cli.distill import distill_command
+from cmkd_doctor.cli.extract import extract_command
 from cmkd_doctor.cli.rank import rank
 from cmkd_doctor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, CmkdError
 
@@ -29,6 +30,7 @@ app.command("rank")(rank)
 app.command("derive-teacher")(derive_teacher_command)
 app.command("distill")(distill_command)
 app.command("diagnose")(diagnose_command)
+app.command("extract")(extract_command)
 app.add_typer(examples.app, name="examples")
 
 _state = {"verbose": False}

@@ -1,0 +1,193 @@
+"""Middle-layer features for ranking (paper Appendix B.4, note 2).
+
+Algorithm 1 can rank the channels of any layer, not only the input. ``extract`` runs a
+torchvision backbone (architecture by name, weights from a local ``.safetensors`` file,
+never downloaded) or a user's ONNX model up to a named layer. The input is a folder of
+images (read with torchvision.io) or an array, and the result is written as ``.npy``,
+one row per input. Spatial feature maps ``(n, C, H, W)`` are averaged over space to
+``(n, C)`` (``pool="avg"``), so a row holds one value per channel of that layer;
+``pool="flatten"`` keeps every position instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.inputs import read_array
+from cmkd_doctor.outputs import write_json, write_npy
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+POOLS = ("avg", "flatten")
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    layer: str
+    backbone: str | None = None  # torchvision architecture name
+    weights: str | None = None  # .safetensors state dict for the backbone
+    onnx: str | None = None  # or a user's ONNX model
+    size: int = 224
+    batch_size: int = 64
+    pool: str = "avg"
+    device: str = "cpu"
+
+    def checked(self) -> ExtractOptions:
+        if (self.backbone is None) == (self.onnx is None):
+            raise InputError("extract needs --backbone NAME (with --weights) or --onnx FILE, "
+                             "one of them")
+        if self.backbone is not None and self.weights is None:
+            raise InputError("--backbone needs --weights FILE.safetensors: cmkd-doctor never "
+                             "downloads weights")
+        if self.pool not in POOLS:
+            raise option_error("pool", f"one of {', '.join(POOLS)}", self.pool)
+        if self.size < 8 or self.batch_size < 1:
+            raise option_error("size", "at least 8 (and --batch-size at least 1)",
+                               min(self.size, self.batch_size))
+        return self
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--images {folder}: no such folder")
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise InputError(f"--images {folder}: expected image files "
+                         f"({', '.join(IMAGE_SUFFIXES)}); found none")
+    return found
+
+
+def load_images(paths: list[Path], size: int) -> torch.Tensor:
+    """RGB images resized to ``size`` squared, ImageNet-normalised: ``(n, 3, size, size)``."""
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.functional import normalize, resize
+
+    batch = []
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                image = decode_image(str(path), mode=ImageReadMode.RGB)
+        except RuntimeError as exc:
+            raise InputError(f"{path}: cannot be decoded as an image ({exc})") from exc
+        image = resize(image, [size, size], antialias=True).float().div(255)
+        batch.append(normalize(image, IMAGENET_MEAN, IMAGENET_STD))
+    return torch.stack(batch)
+
+
+def _pool(features: torch.Tensor, how: str) -> torch.Tensor:
+    if features.dim() > 2 and how == "avg":
+        return features.flatten(2).mean(-1)  # (n, C): one value per channel
+    return features.flatten(1)
+
+
+def _backbone(options: ExtractOptions, device: torch.device):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from torchvision.models import get_model, list_models
+    from torchvision.models.feature_extraction import (
+        create_feature_extractor,
+        get_graph_node_names,
+    )
+
+    if options.backbone not in list_models():
+        raise option_error("backbone", "a torchvision architecture such as resnet18, "
+                           "resnet50 or vgg16 (torchvision.models.list_models())",
+                           options.backbone)
+    model = get_model(options.backbone, weights=None)
+    try:
+        state = load_file(options.weights)
+    except (SafetensorError, OSError) as exc:
+        raise InputError(f"--weights {options.weights}: cannot be read as .safetensors "
+                         f"({exc})") from exc
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"--weights {options.weights}: not a {options.backbone} state dict "
+                         f"({first})") from exc
+    nodes = get_graph_node_names(model.eval())[1]
+    modules = {name for name, _ in model.named_modules() if name}
+    if options.layer not in nodes and options.layer not in modules:
+        close = [n for n in nodes if options.layer in n][:6] or nodes[-6:]
+        raise option_error("layer", f"a node of {options.backbone} such as "
+                           f"{', '.join(close)}", options.layer)
+    extractor = create_feature_extractor(model, return_nodes={options.layer: "out"})
+    extractor = extractor.to(device).eval()
+    return lambda x: extractor(x.to(device))["out"]
+
+
+def _onnx(options: ExtractOptions):
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx.utils import Extractor
+    except ImportError:
+        raise InputError("--onnx needs the onnx extra: pip install 'cmkd-doctor[onnx]'") from None
+    try:
+        model = onnx.load(options.onnx)
+    except Exception as exc:  # onnx raises its own untyped decode errors
+        raise InputError(f"--onnx {options.onnx}: cannot be read as ONNX ({exc})") from exc
+    inputs = [i.name for i in model.graph.input
+              if i.name not in {t.name for t in model.graph.initializer}]
+    names = {o for node in model.graph.node for o in node.output}
+    if options.layer not in names:
+        listed = [n for n in names if options.layer in n][:6] or sorted(names)[-6:]
+        raise option_error("layer", f"a tensor of {options.onnx} such as {', '.join(listed)}",
+                           options.layer)
+    sub = Extractor(model).extract_model(inputs[:1], [options.layer])
+    session = ort.InferenceSession(sub.SerializeToString(), providers=[
+        p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+        if p in ort.get_available_providers()])
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.cpu().numpy()})[0])
+
+
+@torch.no_grad()
+def extract(options: ExtractOptions, images: str | Path | None = None,
+            array: str | Path | None = None) -> tuple[np.ndarray, list[str]]:
+    """Features of every input at ``options.layer``; returns them and the input names."""
+    options = options.checked()
+    if (images is None) == (array is None):
+        raise InputError("extract needs --images DIR or --array FILE, one of them")
+    if images is not None:
+        paths = list_images(images)
+        names = [str(p.relative_to(images)) for p in paths]
+        loader = lambda rows: load_images([paths[i] for i in rows], options.size)  # noqa: E731
+        n = len(paths)
+    else:
+        data, source = read_array(array)
+        if data.dtype.kind not in "biuf":
+            raise InputError(f"{source}: must be numeric; got dtype {data.dtype}")
+        names = [str(i) for i in range(len(data))]
+        loader = lambda rows: torch.tensor(  # noqa: E731
+            np.asarray(data[rows[0] : rows[-1] + 1], dtype=np.float32))
+        n = len(data)
+    device = torch.device(options.device)
+    run = _backbone(options, device) if options.backbone else _onnx(options)
+    chunks = []
+    for start in range(0, n, options.batch_size):
+        rows = list(range(start, min(n, start + options.batch_size)))
+        chunks.append(_pool(run(loader(rows)).float(), options.pool).cpu())
+    return torch.cat(chunks).numpy(), names
+
+
+def write_features(features: np.ndarray, names: list[str], out: str | Path,
+                   options: ExtractOptions) -> Path:
+    """``out`` (.npy) and ``out`` with ``.json``: options and the input of each row."""
+    out = Path(out)
+    write_npy(out, features.astype(np.float32))
+    write_json(out.with_suffix(".json"), {
+        "layer": options.layer, "backbone": options.backbone, "weights": options.weights,
+        "onnx": options.onnx, "pool": options.pool, "size": options.size,
+        "shape": list(features.shape), "rows": names})
+    return out
+

@@ -38,7 +38,8 @@ DATASETS = {d.name: d for d in (
     Dataset("vggsound", "VGGSound (Chen et al. 2020)", "event classification (100 classes)",
             "audio and video", "CC BY 4.0 (annotations); videos from YouTube",
             "needs a local copy and a backbone",
-            "cmkd-doctor extract, then diagnose (recipe: examples/vggsound.md)",
+            "cmkd-doctor extract + examples make vggsound --csv --clips (recipe: "
+            "examples/vggsound.md)",
             "Sec. 5.4, Table 4/9, Fig. 5-6"),
     Dataset("nyu", "NYU Depth V2 (Silberman et al. 2012)", "40-class segmentation",
             "RGB and depth images", "see the dataset's terms", "needs a local copy and a "

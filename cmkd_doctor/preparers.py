@@ -38,6 +38,8 @@ def write_prepared(data: Prepared, out: str | Path, name: str) -> list[Path]:
     buffer = io.BytesIO()
     np.savez(buffer, train=data.train, test=data.test)
     paths = [write_npy(out / f"{k}.npy", v) for k, v in data.features.items()]
+    if "rows" in data.info:  # which input rows were kept, to subset feature arrays
+        paths.append(write_npy(out / "rows.npy", np.asarray(data.info["rows"], np.int64)))
     paths += [write_npy(out / "labels.npy", data.labels),
               write_bytes(out / "split.npz", buffer.getvalue()),
               write_json(out / f"{name}.json",
@@ -196,3 +198,54 @@ def read_mmimdb(hdf5: str | Path, columns: tuple[int, ...] | None = None) -> Pre
                     {"dataset": "MM-IMDB, MultiBench's HDF5", "source": str(hdf5.resolve()),
                      "splits": MMIMDB_SPLITS, "dev": "kept with train (cmkd-doctor holds "
                      "back its own validation rows)", "genre_columns": list(columns or [])})
+
+
+# --- VGGSound ---------------------------------------------------------------------------
+
+def read_vggsound(csv_path: str | Path, clips: str | Path, classes: int | None = None
+                  ) -> Prepared:
+    """Labels and split for clips whose features the user extracted, from VGGSound's
+    public ``vggsound.csv`` (rows: YouTube id, start seconds, label, train/test).
+
+    ``clips`` lists the clips in the order of the feature rows, one per line as
+    ``<youtube id>_<start seconds>`` (the usual clip file stem) or ``<id>,<start>``.
+    ``classes`` keeps the clips of the first N classes in alphabetical order (the
+    paper uses 100); the kept rows are written as ``rows.npy`` so the feature arrays
+    can be subset to match.
+    """
+    csv_path, clips = Path(csv_path), Path(clips)
+    for path, what in ((csv_path, "--csv"), (clips, "--clips")):
+        if not path.is_file():
+            raise InputError(f"{what} {path}: no such file")
+    table = {}
+    with open(csv_path, newline="") as fh:
+        for number, row in enumerate(csv.reader(fh), start=1):
+            if len(row) < 4 or row[3].strip() not in ("train", "test"):
+                if number == 1:
+                    continue  # a header row
+                raise InputError(f"--csv {csv_path}: line {number} is not 'youtube id, start "
+                                 "seconds, label, train|test' (VGGSound's vggsound.csv)")
+            table[(row[0].strip(), int(float(row[1])))] = (row[2].strip(), row[3].strip())
+    wanted = []
+    for number, line in enumerate(clips.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        head, sep, tail = line.rpartition(",") if "," in line else line.rpartition("_")
+        try:
+            key = (head.strip(), int(float(tail)))
+        except ValueError:
+            raise InputError(f"--clips {clips}: line {number} ({line!r}) is not "
+                             "<youtube id>_<start seconds>") from None
+        if key not in table:
+            raise InputError(f"--clips {clips}: line {number} ({line!r}) is not in {csv_path}")
+        wanted.append(key)
+    names = sorted({table[k][0] for k in wanted})
+    if classes is not None:
+        names = names[:classes]
+    keep = [i for i, k in enumerate(wanted) if table[k][0] in names]
+    labels = np.array([names.index(table[wanted[i]][0]) for i in keep], dtype=np.int64)
+    is_test = np.array([table[wanted[i]][1] == "test" for i in keep])
+    return Prepared({}, labels, np.flatnonzero(~is_test), np.flatnonzero(is_test),
+                    {"dataset": "VGGSound labels and split", "csv": str(csv_path.resolve()),
+                     "classes": names, "rows": keep})

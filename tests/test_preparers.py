@@ -112,3 +112,24 @@ def test_mmimdb_multibench_hdf5(tmp_path, cli):
     bad = cli("examples", "make", "mmimdb", "--hdf5", tmp_path / "other.hdf5", "-o",
               tmp_path / "out3")
     assert bad.code == 2 and "missing vgg_features, genres" in bad.err
+
+
+def test_vggsound_labels_and_split_from_the_public_csv(tmp_path, cli):
+    rows = [("abc", 30, "dog barking", "train"), ("def", 0, "cat purring", "test"),
+            ("ghi", 10, "dog barking", "test"), ("jkl", 5, "zebra", "train")]
+    with open(tmp_path / "vggsound.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    (tmp_path / "clips.txt").write_text("ghi_10\nabc_30\njkl_5\ndef_000000\n")
+    result = cli("examples", "make", "vggsound", "--csv", tmp_path / "vggsound.csv", "--clips",
+                 tmp_path / "clips.txt", "--classes", "2", "-o", tmp_path / "out")
+    assert result.code == 0, result.err
+    out = tmp_path / "out"
+    # classes alphabetically: cat purring (0), dog barking (1); zebra is dropped
+    assert np.load(out / "labels.npy").tolist() == [1, 1, 0]
+    assert np.load(out / "rows.npy").tolist() == [0, 1, 3]
+    split = np.load(out / "split.npz")
+    assert split["train"].tolist() == [1] and split["test"].tolist() == [0, 2]
+    (tmp_path / "clips.txt").write_text("zzz_1\n")
+    bad = cli("examples", "make", "vggsound", "--csv", tmp_path / "vggsound.csv", "--clips",
+              tmp_path / "clips.txt", "-o", tmp_path / "out2")
+    assert bad.code == 2 and "line 1 ('zzz_1') is not in" in bad.err

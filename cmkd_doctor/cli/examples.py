@@ -139,9 +139,29 @@ def mmimdb(
     _report(out_dir, data)
 
 
+@make_app.command("vggsound")
+def vggsound(
+    csv_file: Path = typer.Option(..., "--csv", help="VGGSound's public vggsound.csv."),
+    clips: Path = typer.Option(..., help="The clips in the order of your feature rows, one "
+                               "per line: <youtube id>_<start seconds>."),
+    classes: int = typer.Option(None, help="Keep the first N classes alphabetically (the "
+                                "paper uses 100) [default: all]."),
+    out_dir: Path = typer.Option(Path("vggsound"), "--out", "-o", help="Folder to write."),
+) -> None:
+    """VGGSound labels and split (paper Sec. 5.4) for features you extracted (see
+    examples/vggsound.md). Writes labels.npy, split.npz, rows.npy (the kept feature
+    rows) and vggsound.json."""
+    from cmkd_doctor.preparers import read_vggsound, write_prepared
+
+    check_out_dir(out_dir)
+    data = read_vggsound(csv_file, clips, classes)
+    write_prepared(data, out_dir, "vggsound")
+    _report(out_dir, data)
+
+
 def _report(out_dir: Path, data) -> None:
-    arrays = ", ".join(f"{k}.npy {v.shape}" for k, v in data.features.items())
-    out.print(f"wrote {out_dir}/: {arrays}, labels.npy, split.npz ({len(data.train)} train / "
+    arrays = "".join(f"{k}.npy {v.shape}, " for k, v in data.features.items())
+    out.print(f"wrote {out_dir}/: {arrays}labels.npy, split.npz ({len(data.train)} train / "
               f"{len(data.test)} test rows)", markup=False)
 
 

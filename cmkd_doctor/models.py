@@ -107,21 +107,30 @@ def save_net(net: Net, path: str | Path, metadata: dict[str, str] | None = None)
     return write_safetensors(path, dict(net.state_dict()), meta)
 
 
-def load_net(path: str | Path, device: str | torch.device = "cpu") -> tuple[Net, dict[str, str]]:
-    """Rebuild a network saved by :func:`save_net`; returns it and the file's metadata."""
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a ``.safetensors`` file."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as fh:
-            meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
+            return {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise InputError(f"{path}: cannot be read as .safetensors ({exc})") from exc
+
+
+def config_from(meta: dict[str, str]) -> NetConfig:
+    """The :class:`NetConfig` stored in a checkpoint's metadata."""
+    raw = json.loads(meta["config"])
+    return NetConfig(raw["d_in"], tuple(raw["hidden"]), raw["n_out"], raw["multilabel"])
+
+
+def load_net(path: str | Path, device: str | torch.device = "cpu") -> tuple[Net, dict[str, str]]:
+    """Rebuild a network saved by :func:`save_net`; returns it and the file's metadata."""
+    state, meta = read_checkpoint(path, device)
     if meta.get("format") != FORMAT:
         raise InputError(f"{path}: not a cmkd-doctor network (metadata format is "
                          f"{meta.get('format')!r}, expected {FORMAT!r})")
-    raw = json.loads(meta["config"])
-    config = NetConfig(raw["d_in"], tuple(raw["hidden"]), raw["n_out"], raw["multilabel"])
-    net = Net(config).to(device)
+    net = Net(config_from(meta)).to(device)
     net.load_state_dict(state)
     return net, meta

@@ -26,7 +26,7 @@ from torch import nn
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.inputs import sha256_of
 from cmkd_doctor.models import FORMAT as NET_FORMAT
-from cmkd_doctor.models import Net, NetConfig, load_net
+from cmkd_doctor.models import Net, config_from, load_net, read_checkpoint
 from cmkd_doctor.outputs import write_atomic, write_json, write_safetensors
 from cmkd_doctor.runtime import generator
 
@@ -257,15 +257,8 @@ def save_teacher(teacher: Teacher, path: Path, sidecar: dict[str, Any]) -> Path:
 def load_teacher(path: str | Path, device: torch.device | str = "cpu"
                  ) -> tuple[Teacher, dict[str, str]]:
     """Load a teacher written by :func:`save_teacher`, or a bare cmkd-doctor network."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as fh:
-            meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise InputError(f"{path}: cannot be read as .safetensors ({exc})") from exc
+    state, meta = read_checkpoint(path, device)
     fmt = meta.get("format")
     if fmt == NET_FORMAT:
         net, _ = load_net(path, device)
@@ -276,9 +269,7 @@ def load_teacher(path: str | Path, device: torch.device | str = "cpu"
         raise InputError(f"{path}: not a cmkd-doctor teacher or network (metadata format "
                          f"{fmt!r}); pass other frameworks' models as .onnx")
     if "config" in meta:
-        raw = json.loads(meta["config"])
-        base: nn.Module = Net(NetConfig(raw["d_in"], tuple(raw["hidden"]), raw["n_out"],
-                                        raw["multilabel"])).to(device)
+        base: nn.Module = Net(config_from(meta)).to(device)
         base.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
         base.eval()
     else:

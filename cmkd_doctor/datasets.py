@@ -43,7 +43,8 @@ DATASETS = {d.name: d for d in (
             "Sec. 5.4, Table 4/9, Fig. 5-6"),
     Dataset("nyu", "NYU Depth V2 (Silberman et al. 2012)", "40-class segmentation",
             "RGB and depth images", "see the dataset's terms", "needs a local copy and a "
-            "backbone", "cmkd-doctor extract, then diagnose (recipe: examples/nyu_depth_v2.md)",
+            "backbone", "cmkd-doctor examples make nyu --mat FILE, then extract (recipe: "
+            "examples/nyu_depth_v2.md)",
             "Sec. 3, 5.3, Table 1/3/6"),
     Dataset("mmimdb", "MM-IMDB (Arevalo et al. 2017)", "multi-label genre classification",
             "movie posters (VGG features) and plots (text features)", "see the dataset's "

@@ -168,8 +168,16 @@ def extract(options: ExtractOptions, images: str | Path | None = None,
         if data.dtype.kind not in "biuf":
             raise InputError(f"{source}: must be numeric; got dtype {data.dtype}")
         names = [str(i) for i in range(len(data))]
-        loader = lambda rows: torch.tensor(  # noqa: E731
-            np.asarray(data[rows[0] : rows[-1] + 1], dtype=np.float32))
+        if data.dtype == np.uint8 and data.ndim == 4 and data.shape[1] == 3:
+            # uint8 image arrays (n, 3, H, W) are scaled and normalised like image files
+            def loader(rows: list[int]) -> torch.Tensor:
+                from torchvision.transforms.functional import normalize
+
+                batch = torch.tensor(np.asarray(data[rows[0] : rows[-1] + 1])).float() / 255
+                return normalize(batch, IMAGENET_MEAN, IMAGENET_STD)
+        else:
+            loader = lambda rows: torch.tensor(  # noqa: E731
+                np.asarray(data[rows[0] : rows[-1] + 1], dtype=np.float32))
         n = len(data)
     device = torch.device(options.device)
     run = _backbone(options, device) if options.backbone else _onnx(options)

@@ -45,7 +45,7 @@ def write_prepared(data: Prepared, out: str | Path, name: str) -> list[Path]:
               write_json(out / f"{name}.json",
                          {**data.info, "n": len(data.labels), "n_train": len(data.train),
                           "n_test": len(data.test),
-                          "dims": {k: int(v.shape[1]) for k, v in data.features.items()}})]
+                          "shapes": {k: list(v.shape[1:]) for k, v in data.features.items()}})]
     return paths
 
 
@@ -249,3 +249,66 @@ def read_vggsound(csv_path: str | Path, clips: str | Path, classes: int | None =
     return Prepared({}, labels, np.flatnonzero(~is_test), np.flatnonzero(is_test),
                     {"dataset": "VGGSound labels and split", "csv": str(csv_path.resolve()),
                      "classes": names, "rows": keep})
+
+
+# --- NYU Depth V2 -----------------------------------------------------------------------
+
+def _mat_strings(fh, name: str) -> list[str]:
+    """A MATLAB v7.3 cell array of strings: object references to uint16 char codes."""
+    refs = np.asarray(fh[name]).reshape(-1)
+    return ["".join(chr(int(c)) for c in np.asarray(fh[ref]).reshape(-1)) for ref in refs]
+
+
+def read_nyu(mat: str | Path, size: int | None = 224, splits: str | Path | None = None
+             ) -> Prepared:
+    """NYU Depth V2's ``nyu_depth_v2_labeled.mat`` (MATLAB v7.3): ``images``, ``depths``
+    and ``sceneTypes``. Writes RGB and depth (repeated to 3 channels, scaled to 0-255 over
+    0-10 m) as uint8 ``(n, 3, size, size)`` arrays for ``cmkd-doctor extract --array``,
+    and scene-type labels. ``splits`` (the official ``splits.mat``: 1-based
+    ``trainNdxs``/``testNdxs``) gives the 795/654 split; without it every row is train
+    and ``rank`` draws its own.
+    """
+    try:
+        import h5py
+    except ImportError:
+        raise InputError("NYU Depth V2 needs h5py: pip install h5py") from None
+    mat = Path(mat)
+    if not mat.is_file():
+        raise InputError(f"--mat {mat}: no such file (expected nyu_depth_v2_labeled.mat)")
+    try:
+        with h5py.File(mat, "r") as fh:
+            missing = [k for k in ("images", "depths", "sceneTypes") if k not in fh]
+            if missing:
+                raise InputError(f"--mat {mat}: expected images, depths and sceneTypes (the "
+                                 f"labeled NYU Depth V2 file); missing {', '.join(missing)}")
+            # MATLAB stores arrays transposed: (n, 3, W, H) and (n, W, H)
+            rgb = torch.as_tensor(np.asarray(fh["images"])).permute(0, 1, 3, 2)
+            depth = torch.as_tensor(np.asarray(fh["depths"], dtype=np.float32)).permute(0, 2, 1)
+            scenes = _mat_strings(fh, "sceneTypes")
+    except OSError as exc:
+        raise InputError(f"--mat {mat}: not a MATLAB v7.3 (HDF5) file ({exc})") from exc
+    depth = (depth.clamp(0, 10) / 10 * 255)[:, None].repeat(1, 3, 1, 1)
+    if size is not None:
+        def shrink(x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(x.float(), size=(size, size),
+                                                   mode="bilinear", antialias=True)
+        rgb, depth = shrink(rgb), shrink(depth)
+    names = sorted(set(scenes))
+    labels = np.array([names.index(s) for s in scenes], dtype=np.int64)
+    n = len(labels)
+    train, test = np.arange(n), np.empty(0, dtype=np.int64)
+    if splits is not None:
+        try:
+            with h5py.File(splits, "r") as fh:
+                train = np.asarray(fh["trainNdxs"]).reshape(-1).astype(np.int64) - 1
+                test = np.asarray(fh["testNdxs"]).reshape(-1).astype(np.int64) - 1
+        except (OSError, KeyError) as exc:
+            raise InputError(f"--splits {splits}: expected the official splits.mat with "
+                             f"trainNdxs and testNdxs ({exc})") from exc
+    to_uint8 = lambda x: x.round().clamp(0, 255).to(torch.uint8).numpy()  # noqa: E731
+    return Prepared({"rgb": to_uint8(rgb), "depth": to_uint8(depth)}, labels, train, test,
+                    {"dataset": "NYU Depth V2 (labeled), scene types",
+                     "source": str(mat.resolve()), "classes": names, "size": size,
+                     "note": "rgb.npy and depth.npy are image arrays (n, 3, H, W) for "
+                             "'cmkd-doctor extract --array'; depth is 0-10 m scaled to "
+                             "0-255"})

@@ -97,3 +97,23 @@ def test_extract_errors(tmp_path, cli, resnet):
         assert result.code == 2, (args, result.err)
         assert pattern in result.err, result.err
     assert not (tmp_path / "f.npy").exists()
+
+
+def test_uint8_image_arrays_are_normalised_like_image_files(tmp_path, cli, resnet):
+    from torchvision.io import write_png
+
+    _, weights = resnet
+    torch.manual_seed(3)
+    pictures = torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8)
+    (tmp_path / "imgs").mkdir()
+    for i, picture in enumerate(pictures):
+        write_png(picture, str(tmp_path / "imgs" / f"p{i}.png"))
+    np.save(tmp_path / "pictures.npy", pictures.numpy())
+    common = ["--backbone", "resnet18", "--weights", weights, "--layer", "layer2", "--size",
+              "32", "--device", "cpu"]
+    assert cli("extract", *common, "--images", tmp_path / "imgs", "-o", tmp_path / "a.npy"
+               ).code == 0
+    assert cli("extract", *common, "--array", tmp_path / "pictures.npy", "-o",
+               tmp_path / "b.npy").code == 0
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"),
+                               rtol=1e-5, atol=1e-6)

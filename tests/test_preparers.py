@@ -133,3 +133,39 @@ def test_vggsound_labels_and_split_from_the_public_csv(tmp_path, cli):
     bad = cli("examples", "make", "vggsound", "--csv", tmp_path / "vggsound.csv", "--clips",
               tmp_path / "clips.txt", "-o", tmp_path / "out2")
     assert bad.code == 2 and "line 1 ('zzz_1') is not in" in bad.err
+
+
+def _matlab_cellstr(fh, name, strings):
+    h5py = pytest.importorskip("h5py")
+    refs = fh.create_group("#refs#")
+    references = []
+    for i, text in enumerate(strings):
+        refs[f"s{i}"] = np.array([[ord(c)] for c in text], dtype=np.uint16)
+        references.append(refs[f"s{i}"].ref)
+    fh.create_dataset(name, data=np.array([references], dtype=h5py.ref_dtype))
+
+
+def test_nyu_labeled_mat_and_official_splits(tmp_path, cli):
+    h5py = pytest.importorskip("h5py")
+    pytest.importorskip("torchvision")
+    rng = np.random.default_rng(0)
+    n, width, height = 4, 20, 16
+    with h5py.File(tmp_path / "nyu.mat", "w") as fh:  # MATLAB v7.3 stores arrays transposed
+        fh["images"] = rng.integers(0, 255, (n, 3, width, height), dtype=np.uint8)
+        fh["depths"] = rng.uniform(0.5, 12, (n, width, height)).astype(np.float32)
+        _matlab_cellstr(fh, "sceneTypes", ["kitchen", "bedroom", "kitchen", "office"])
+    with h5py.File(tmp_path / "splits.mat", "w") as fh:
+        fh["trainNdxs"] = np.array([[1, 2, 4]], dtype=np.float64)
+        fh["testNdxs"] = np.array([[3]], dtype=np.float64)
+    result = cli("examples", "make", "nyu", "--mat", tmp_path / "nyu.mat", "--splits",
+                 tmp_path / "splits.mat", "--size", "12", "-o", tmp_path / "out")
+    assert result.code == 0, result.err
+    rgb = np.load(tmp_path / "out" / "rgb.npy")
+    depth = np.load(tmp_path / "out" / "depth.npy")
+    assert rgb.shape == depth.shape == (n, 3, 12, 12) and rgb.dtype == np.uint8
+    assert np.load(tmp_path / "out" / "labels.npy").tolist() == [1, 0, 1, 2]
+    split = np.load(tmp_path / "out" / "split.npz")
+    assert split["train"].tolist() == [0, 1, 3] and split["test"].tolist() == [2]
+    bad = cli("examples", "make", "nyu", "--mat", tmp_path / "splits.mat", "-o",
+              tmp_path / "out2")
+    assert bad.code == 2 and "expected images, depths and sceneTypes" in bad.err

@@ -159,6 +159,24 @@ def vggsound(
     _report(out_dir, data)
 
 
+@make_app.command("nyu")
+def nyu(
+    mat: Path = typer.Option(..., help="nyu_depth_v2_labeled.mat (MATLAB v7.3)."),
+    splits: Path = typer.Option(None, help="The official splits.mat (795 train / 654 test)."),
+    size: int = typer.Option(224, help="Images are resized to size x size."),
+    out_dir: Path = typer.Option(Path("nyu"), "--out", "-o", help="Folder to write."),
+) -> None:
+    """NYU Depth V2 (paper Sec. 3, 5.3): RGB and depth image arrays for 'cmkd-doctor
+    extract --array', scene-type labels and the official split (examples/nyu_depth_v2.md).
+    """
+    from cmkd_doctor.preparers import read_nyu, write_prepared
+
+    check_out_dir(out_dir)
+    data = read_nyu(mat, size, splits)
+    write_prepared(data, out_dir, "nyu")
+    _report(out_dir, data)
+
+
 def _report(out_dir: Path, data) -> None:
     arrays = "".join(f"{k}.npy {v.shape}, " for k, v in data.features.items())
     out.print(f"wrote {out_dir}/: {arrays}labels.npy, split.npz ({len(data.train)} train / "

@@ -26,6 +26,7 @@ from cmkd_doctor.rundir import DEFAULT_RUN, rank_files
 from cmkd_doctor.runtime import Progress, no_progress
 
 EXAMPLE_FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
+SWEEP = (0.1, 0.25, 0.5, 0.75, 0.9)  # diagnose --sweep (paper Fig. 5)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,9 @@ def advise(report: DistillReport, rank_document: dict, truth: dict | None) -> li
     """What to try next, in the order a user would."""
     verdict = report.verdict
     rows = {(r.teacher, r.ratio): r for r in report.rows}
-    ratio = report.options["ratios"][0]
+    sweet = verdict.get("sweet_spot")
+    ratio = sweet["ratio"] if sweet else (report.search or {}).get("best_ratio") or \
+        report.options["ratios"][0]
     general = rows.get(("general", ratio))
     regular = rows[("regular", None)]
     advice = []

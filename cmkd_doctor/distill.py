@@ -28,10 +28,14 @@ from cmkd_doctor.metrics import evaluate
 from cmkd_doctor.outputs import write_json
 from cmkd_doctor.rundir import Run, load_run
 from cmkd_doctor.runtime import Progress, derive_seed, no_progress, resolve_device
-from cmkd_doctor.teachers import FILLS, MODES, Teacher, TeacherSpec, load_base
+from cmkd_doctor.teachers import FILLS, MODES, Teacher, TeacherSpec, load_base, n_nullified
 from cmkd_doctor.training import predict
 
 BASELINES = ("none", "regular")
+# --ratio auto: a coarse grid, then a refinement around its best (paper Fig. 5's sweet
+# spot); a full grid at the refined step would be FULL_GRID distillations.
+COARSE, REFINE_STEP = (0.1, 0.3, 0.5, 0.7, 0.9), 0.1
+FULL_GRID = 19  # 0.05, 0.10, ..., 0.95
 DERIVED = ("general", "specific", "random")
 TEACHER_CHOICES = ("none", "regular", *DERIVED, "all")
 _SEED_STUDENT = 31
@@ -58,7 +62,8 @@ class DistillOptions:
         Names from :data:`TEACHER_CHOICES` or checkpoint paths; No-KD and Regular-KD
         rows are always added.
     ratios
-        Nullifying ratios; several give a sweep.
+        Nullifying ratios; several give a sweep; ``"auto"`` searches for the ratio whose
+        general teacher gives the best student (see :data:`COARSE`).
     source, fill, refit
         How derived teachers are made (see :class:`cmkd_doctor.teachers.TeacherSpec`).
     train
@@ -77,9 +82,13 @@ class DistillOptions:
     device: str = "auto"
     seed: int = 0
 
+    @property
+    def auto_ratio(self) -> bool:
+        return self.ratios in ("auto", ("auto",))
+
     def checked(self) -> DistillOptions:
         teachers = parse_list(self.teachers, "teacher", str)
-        ratios = parse_list(self.ratios, "ratio", float)
+        ratios = COARSE if self.auto_ratio else parse_list(self.ratios, "ratio", float)
         if not teachers:
             raise option_error("teacher", "one or more teacher names", self.teachers)
         for name in teachers:
@@ -103,7 +112,8 @@ class DistillOptions:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise option_error("seed", "a whole number >= 0", self.seed)
         TeacherSpec(source=self.source).checked()  # validates --from
-        return replace(self, teachers=teachers, ratios=tuple(sorted(set(ratios))),
+        return replace(self, teachers=teachers,
+                       ratios="auto" if self.auto_ratio else tuple(sorted(set(ratios))),
                        train=self.train.checked())
 
     def key(self, train: TrainOptions) -> str:
@@ -166,6 +176,7 @@ class DistillReport:
     key: str
     rank_created: str = ""
     verdict: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] | None = None  # what --ratio auto ran
 
     @property
     def baselines(self) -> dict[str, Row]:
@@ -179,7 +190,7 @@ class DistillReport:
         return {"command": "distill", "run": str(self.run), "metric": self.metric,
                 "options": self.options, "options_key": self.key,
                 "results": [row.to_dict(self.baselines) for row in self.rows],
-                "verdict": self.verdict}
+                "verdict": self.verdict, "search": self.search}
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,8 @@ class _Plan:
     spec: TeacherSpec | None  # None: No-KD, or a checkpoint used as is
 
 
-def _plans(options: DistillOptions) -> list[_Plan]:
+def _plans(options: DistillOptions, ratios: tuple[float, ...] | None = None) -> list[_Plan]:
+    ratios = options.ratios if ratios is None else ratios
     names = list(options.teachers)
     if "all" in names:
         names = [n for n in names if n != "all"] + [*BASELINES, *DERIVED]
@@ -203,11 +215,48 @@ def _plans(options: DistillOptions) -> list[_Plan]:
         elif name == "regular":
             plans.append(_Plan("regular", None, replace(spec, mode="regular")))
         elif name in MODES:
-            plans += [_Plan(name, r, replace(spec, mode=name, ratio=r))
-                      for r in options.ratios]
+            plans += [_Plan(name, r, replace(spec, mode=name, ratio=r)) for r in ratios]
         else:
             plans.append(_Plan(name, None, None))
     return plans
+
+
+def _search(options: DistillOptions, d: int, rows_for) -> tuple[list[Row], dict[str, Any]]:
+    """--ratio auto: general teachers on a coarse grid, then at the best ratio +- 0.1;
+    the other requested teachers only at the ratio found (the sweet spot)."""
+    def valid(r: float) -> bool:
+        return 0 < r < 1 and 0 < n_nullified(r, d) < d
+
+    spec = TeacherSpec(mode="general", fill=options.fill, source=options.source,
+                       refit=options.refit, seed=options.seed)
+    general: dict[float, Row] = {}
+
+    def distil(ratios: list[float]) -> None:
+        fresh = [r for r in ratios if valid(r) and r not in general]
+        for row in rows_for([_Plan("general", r, replace(spec, ratio=r)) for r in fresh]):
+            general[row.ratio] = row
+
+    def best() -> float:
+        return max(general, key=lambda r: general[r].student_mean)
+
+    distil(list(COARSE))
+    coarse_best = best()
+    distil([round(coarse_best - REFINE_STEP, 2), round(coarse_best + REFINE_STEP, 2)])
+    found = best()
+    names = [n for n in options.teachers if n not in ("general", "all")]
+    if "all" in options.teachers:
+        names += ["specific", "random"]
+    others = [n for n in dict.fromkeys(names) if n in DERIVED]
+    paths = [n for n in dict.fromkeys(names) if n not in TEACHER_CHOICES]
+    baselines = rows_for([_Plan("none", None, None),
+                          _Plan("regular", None, replace(spec, mode="regular"))])
+    extra = rows_for([_Plan(n, found, replace(spec, mode=n, ratio=found)) for n in others]
+                     + [_Plan(p, None, None) for p in paths])
+    rows = baselines + [general[r] for r in sorted(general)] + extra
+    return rows, {"coarse": [r for r in COARSE if valid(r)],
+                  "refined": sorted(set(general) - set(COARSE)),
+                  "best_ratio": found, "distillations": len(general),
+                  "full_grid": FULL_GRID}
 
 
 def _label(plan: _Plan) -> str:
@@ -234,17 +283,30 @@ def distill(run_dir: str | Path, options: DistillOptions | None = None,
                          "(--test-split 0); students need held-out rows: rerun rank with "
                          "--test-split 0.2")
     train = options.train.resolved(run.rank_options["hidden"])
-    plans = _plans(options)
+    d = len(run.salience)
+    if options.auto_ratio and not [r for r in COARSE if 0 < n_nullified(r, d) < d]:
+        raise InputError(f"--ratio auto: modality {run.teacher_side} has {d} channels, too "
+                         "few to search nullifying ratios")
     if expect:
-        _resolve_expectation(expect, [(p.teacher, p.ratio, _label(p)) for p in plans])
+        ratios = COARSE if options.auto_ratio else None
+        _resolve_expectation(expect, [(p.teacher, p.ratio, _label(p))
+                                      for p in _plans(options, ratios)])
     device = resolve_device(options.device)
     tensors = run_tensors(run, device)
     seeds = [derive_seed(options.seed, _SEED_STUDENT, s) for s in range(options.seeds)]
-    rows = [_row(run, plan, options, train, seeds, tensors, device, progress)
-            for plan in plans]
+
+    def rows_for(plans: list[_Plan]) -> list[Row]:
+        return [_row(run, plan, options, train, seeds, tensors, device, progress)
+                for plan in plans]
+
+    search = None
+    if options.auto_ratio:
+        rows, search = _search(options, d, rows_for)
+    else:
+        rows = rows_for(_plans(options))
     report = DistillReport(run.path, rows,
                            {**asdict(replace(options, train=None)), "train": train.to_dict()},
-                           options.key(train), run.document["created"])
+                           options.key(train), run.document["created"], search=search)
     report.verdict = verdict(report)
     return report
 
@@ -311,6 +373,8 @@ def verdict(report: DistillReport) -> dict[str, Any]:
             ordering[f"{ratio:g}"] = g >= r >= s
     best = max(report.rows, key=lambda row: row.student_mean)
     unit = f"{report.metric} points"
+    general_rows = [r for r in report.rows if r.teacher == "general"]
+    sweet = max(general_rows, key=lambda r: r.student_mean) if len(general_rows) > 1 else None
 
     def clear(delta: float, error: float = se) -> bool:
         return abs(delta) > 2 * error
@@ -340,6 +404,10 @@ def verdict(report: DistillReport) -> dict[str, Any]:
             lines.append(f"The MFH ordering general >= random >= specific holds at "
                          f"{len(held)} of {len(ordering)} ratios "
                          f"({', '.join(held) or 'none'}).")
+    if sweet is not None:
+        lines.append(f"Sweet spot: the modality-general teacher's student is best at r = "
+                     f"{sweet.ratio:g} ({sweet.student_mean:.2f}) of the "
+                     f"{len(general_rows)} ratios distilled.")
     if best.teacher not in BASELINES:
         gain = best.student_mean - regular.student_mean
         best_se = paired_se(best, regular)
@@ -359,6 +427,8 @@ def verdict(report: DistillReport) -> dict[str, Any]:
         "kd_delta_se": se,
         "mfh_ordering": ordering,
         "mfh_ordering_holds": all(ordering.values()) if ordering else None,
+        "sweet_spot": None if sweet is None else {"ratio": sweet.ratio,
+                                                  "student_mean": sweet.student_mean},
         "best": best.label,
         "best_delta_vs_regular": best.student_mean - regular.student_mean,
         "best_delta_vs_regular_se": paired_se(best, regular),

@@ -269,3 +269,35 @@ def test_multilabel_distill_runs(tmp_path, cli):
     assert set(rows[1]["teacher_metrics"]) == {"micro_f1", "macro_f1", "map"}
     table = cli("distill", "--run", tmp_path / "run", "--seeds", "2", "--teacher", "general")
     assert "student macro_f1" in table.out and "student map" in table.out
+
+
+def test_ratio_auto_finds_the_best_general_ratio_with_fewer_distillations(run_copy, cli):
+    run, _ = run_copy
+    result = cli("distill", "--run", run, "--ratio", "auto", "--teacher", "general,specific",
+                 "--seeds", "2", "--json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    search = doc["search"]
+    general = {r["ratio"]: r["student_mean"] for r in doc["results"]
+               if r["teacher"] == "general"}
+    assert search["coarse"] == [0.1, 0.3, 0.5, 0.7, 0.9]
+    assert search["distillations"] == len(general) < search["full_grid"]
+    assert search["best_ratio"] == max(general, key=general.get)
+    assert set(search["refined"]) <= {round(search["best_ratio"] + s, 2) for s in (-0.1, 0.1)}
+    specific = [r for r in doc["results"] if r["teacher"] == "specific"]
+    assert [r["ratio"] for r in specific] == [search["best_ratio"]]
+    assert doc["verdict"]["sweet_spot"]["ratio"] == search["best_ratio"]
+    assert "Sweet spot" in doc["verdict"]["text"]
+
+
+def test_diagnose_sweep_distils_every_teacher_at_five_ratios(tmp_path, cli):
+    result = cli("diagnose", "--example", "gaussian", "--sweep", "--seeds", "2", "--hidden",
+                 "0", "--out", tmp_path / "run", "--json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    ratios = sorted({r["ratio"] for r in doc["results"] if r["ratio"] is not None})
+    assert ratios == [0.1, 0.25, 0.5, 0.75, 0.9] and len(doc["results"]) == 2 + 3 * 5
+    assert set(doc["verdict"]["mfh_ordering"]) == {"0.1", "0.25", "0.5", "0.75", "0.9"}
+    conflict = cli("diagnose", "--example", "gaussian", "--sweep", "--ratio", "0.5",
+                   "--out", tmp_path / "run2")
+    assert conflict.code == 2 and "--sweep and --ratio both choose" in conflict.err

@@ -9,7 +9,7 @@ import typer
 from cmkd_doctor.cli._common import out, print_json, progress_bars
 from cmkd_doctor.cli.distill import print_table
 from cmkd_doctor.cli.rank import print_summary
-from cmkd_doctor.diagnose import build_config, diagnose, load_config
+from cmkd_doctor.diagnose import SWEEP, build_config, diagnose, load_config
 from cmkd_doctor.rundir import DEFAULT_RUN
 
 
@@ -23,8 +23,10 @@ def diagnose_command(
                                 "inputs:); flags given here win."),
     out_dir: Path = typer.Option(None, "--out", "-o", help=f"Run directory [default: "
                                  f"{DEFAULT_RUN}]."),
-    ratio: str = typer.Option(None, help="Nullifying ratio of the derived teachers "
-                              "[default: 0.5]."),
+    ratio: str = typer.Option(None, help="Nullifying ratio of the derived teachers, a comma "
+                              "list, or auto [default: 0.5]."),
+    sweep: bool = typer.Option(False, help="Distil every teacher at r = 0.1, 0.25, 0.5, 0.75 "
+                               "and 0.9 (paper Fig. 5)."),
     hidden: str = typer.Option(None, help="Network widths for ranking and students "
                                "[default: 256]."),
     repeats: int = typer.Option(None, "--repeats", "-M", help="Permutations per channel "
@@ -43,6 +45,12 @@ def diagnose_command(
     distil each against No-KD and Regular-KD, and say what it means and what to try.
     """
     raw = load_config(config) if config else {}
+    if sweep:
+        if ratio is not None:
+            from cmkd_doctor.errors import InputError
+
+            raise InputError("--sweep and --ratio both choose the ratios; give one")
+        ratio = ",".join(map(str, SWEEP))
     overrides = {
         "rank": {"hidden": hidden, "repeats": repeats, "epochs": epochs, "device": device,
                  "seed": seed, "split": None if split is None else str(split)},

@@ -29,7 +29,8 @@ def distill_command(
                                 ".safetensors/.onnx checkpoint used as is. No-KD and "
                                 "Regular-KD rows are always included."),
     ratio: str = typer.Option("0.5", help="Nullifying ratio r in (0, 1); a comma list runs a "
-                              "sweep."),
+                              "sweep; auto searches for the sweet spot (coarse grid, then a "
+                              "refinement)."),
     source: str = typer.Option("trained", "--from", help="What derived teachers mask: trained, "
                                "aligned (rank's f1) or a checkpoint path."),
     fill: str = typer.Option("mean", help="Fill of nullified channels: " + ", ".join(FILLS)
@@ -101,4 +102,11 @@ def print_table(report: DistillReport) -> None:
                       "" if row.teacher in ("none", "regular") else _signed(d_reg),
                       *(f"{np.mean(row.student_metrics[name]):.2f}" for name in extra))
     out.print(table)
+    if report.search:
+        s = report.search
+        out.print(f"ratio search: {s['distillations']} general-teacher distillations (coarse "
+                  f"{', '.join(f'{r:g}' for r in s['coarse'])}; refined "
+                  f"{', '.join(f'{r:g}' for r in s['refined']) or 'nothing new'}) where a full "
+                  f"0.05 grid takes {s['full_grid']}; sweet spot r = {s['best_ratio']:g}",
+                  markup=False)
     out.print("verdict: " + report.verdict["text"], markup=False)

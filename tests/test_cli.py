@@ -97,3 +97,14 @@ def test_python_api_example_runs_and_finds_the_planted_channels():
     assert done.returncode == 0, done.stderr
     precision = float(re.search(r"precision ([0-9.]+)", done.stdout).group(1))
     assert precision >= 0.9
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "x.json", "{}")
+    finally:
+        os.umask(old)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)

@@ -18,6 +18,7 @@ from cmkd_doctor.cli.diagnose import diagnose_command
 from cmkd_doctor.cli.distill import distill_command
 from cmkd_doctor.cli.extract import extract_command
 from cmkd_doctor.cli.rank import rank
+from cmkd_doctor.cli.report import report_command
 from cmkd_doctor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, CmkdError
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.command("derive-teacher")(derive_teacher_command)
 app.command("distill")(distill_command)
 app.command("diagnose")(diagnose_command)
 app.command("extract")(extract_command)
+app.command("report")(report_command)
 app.add_typer(examples.app, name="examples")
 
 _state = {"verbose": False}

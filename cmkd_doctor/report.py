@@ -1,0 +1,291 @@
+"""The diagnosis as a report: everything a run directory holds, with plots.
+
+:func:`collect` reads a run directory (rank, teachers, distill results, and the truth for
+generated data) into one JSON-able document. :func:`plots` draws its figures with
+matplotlib (the ``report`` extra) as PNG bytes, and says which it skipped without it.
+:func:`to_markdown` and :func:`to_html` lay the document out; the HTML is one
+self-contained file with the plots embedded, so it opens offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cmkd_doctor.errors import InputError
+from cmkd_doctor.rundir import RANK_FILES
+
+PLOTS = {
+    "salience_sorted": "Salience, channels sorted (Algorithm 1, step 9)",
+    "salience_histogram": "Salience histogram",
+    "salience_spread": "Spread across repeats of the 20 most salient channels",
+    "students": "Students by teacher (the paper's Table 4 shape)",
+    "sweep": "Student metric against the nullifying ratio r (paper Fig. 5)",
+}
+
+
+def collect(run_dir: str | Path) -> dict[str, Any]:
+    """Everything the run directory holds, as one document."""
+    run = Path(run_dir)
+    path = run / RANK_FILES["rank"]
+    if not path.is_file():
+        raise InputError(f"--run {run}: no rank run there ({RANK_FILES['rank']} is missing); "
+                         "run 'cmkd-doctor rank' or 'diagnose' first")
+    rank = json.loads(path.read_text())
+    salience = np.load(run / RANK_FILES["salience"], allow_pickle=False)
+    distances = np.load(run / RANK_FILES["permuted_distances"], allow_pickle=False)
+    increase = distances - rank["unpermuted_distance"]  # (d, M)
+    order = np.argsort(-salience, kind="stable")
+    top = order[:20]
+    scale = max(float(increase.mean(1).max()), 1e-12)
+    doc: dict[str, Any] = {
+        "run": str(run.resolve()),
+        "rank": rank,
+        "salience": {
+            "values": salience.tolist(),
+            "top": [{"channel": int(i), "salience": float(salience[i])} for i in order[:10]],
+            "bottom": [{"channel": int(i), "salience": float(salience[i])}
+                       for i in order[::-1][:10]],
+            # the spread of each channel's increase across repeats, on the salience scale
+            "spread_top": [{"channel": int(i), "mean": float(increase[i].mean() / scale),
+                            "std": float(increase[i].std() / scale)} for i in top],
+            "repeats": int(distances.shape[1]),
+        },
+        "teachers": [json.loads(p.read_text())
+                     for p in sorted((run / "teachers").glob("*.json"))],
+        "students": None,
+        "truth": None,
+    }
+    distill_path = run / "distill.json"
+    if distill_path.is_file():
+        results = json.loads(distill_path.read_text())
+        if results.get("rank", {}).get("created") == rank["created"]:
+            doc["students"] = {"results": list(results["results"].values()),
+                               "verdict": results.get("last_verdict")}
+    truth_path = Path(rank["inputs"]["feats_a"]["path"]).parent / "truth.json"
+    if truth_path.is_file():
+        truth = json.loads(truth_path.read_text())
+        side = rank["permuted_modality"]
+        general = truth[f"channels_{side}"]["general"]
+        found = set(order[: len(general)].tolist()) & set(general)
+        doc["truth"] = {"shared_channels": general, "found": sorted(found),
+                        "precision": len(found) / len(general) if general else None,
+                        "gamma": truth["gamma"], "alpha": truth["alpha"],
+                        "beta": truth["beta"]}
+    doc["sweep"] = sweep(doc)
+    return doc
+
+
+def sweep(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """Student metric against r per derived teacher, when several ratios were distilled."""
+    if not doc["students"]:
+        return None
+    series: dict[str, list[dict[str, float]]] = {}
+    for row in doc["students"]["results"]:
+        if row["teacher"] in ("general", "random", "specific") and row["ratio"] is not None:
+            series.setdefault(row["teacher"], []).append(
+                {"ratio": row["ratio"], "mean": row["student_mean"], "std": row["student_std"]})
+    general = series.get("general", [])
+    if len({p["ratio"] for p in general}) < 2:
+        return None
+    for points in series.values():
+        points.sort(key=lambda p: p["ratio"])
+    best = max(general, key=lambda p: p["mean"])
+    return {"series": series, "sweet_spot": best["ratio"], "sweet_spot_mean": best["mean"]}
+
+
+def plots(doc: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
+    """PNG bytes per plot name; the second list names the plots skipped and why."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}, [f"{name} (matplotlib is not installed: pip install "
+                    "'cmkd-doctor[report]')" for name in PLOTS]
+    import io
+
+    made: dict[str, bytes] = {}
+    skipped: list[str] = []
+
+    def save(name: str, fig) -> None:
+        buffer = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", dpi=110)
+        plt.close(fig)
+        made[name] = buffer.getvalue()
+
+    salience = np.asarray(doc["salience"]["values"])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(np.sort(salience)[::-1], marker=".", lw=1)
+    ax.set(xlabel="channel, by salience", ylabel="salience", title=PLOTS["salience_sorted"])
+    save("salience_sorted", fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(salience, bins=20, color="#4c72b0")
+    ax.set(xlabel="salience", ylabel="channels", title=PLOTS["salience_histogram"])
+    save("salience_histogram", fig)
+
+    spread = doc["salience"]["spread_top"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.errorbar(range(len(spread)), [s["mean"] for s in spread],
+                yerr=[s["std"] for s in spread], fmt="o", capsize=3)
+    ax.set_xticks(range(len(spread)), [str(s["channel"]) for s in spread], rotation=90)
+    ax.set(xlabel="channel", ylabel="increase / max (mean ± std)",
+           title=f"{PLOTS['salience_spread']} (M = {doc['salience']['repeats']})")
+    save("salience_spread", fig)
+
+    students = doc["students"]
+    if students:
+        rows = students["results"]
+        fig, ax = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2))
+        labels = [r["label"] for r in rows]
+        ax.barh(range(len(rows)), [r["student_mean"] for r in rows],
+                xerr=[r["student_std"] for r in rows], color="#55a868")
+        ax.set_yticks(range(len(rows)), labels)
+        ax.invert_yaxis()
+        low = min(r["student_mean"] - r["student_std"] for r in rows)
+        ax.set_xlim(left=max(0, low - 5))
+        ax.set(xlabel=f"student {rows[0]['metric']} (%)", title=PLOTS["students"])
+        save("students", fig)
+    else:
+        skipped.append("students (no distill results for this ranking yet)")
+
+    if doc["sweep"]:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        colours = {"general": "#4c72b0", "random": "#8c8c8c", "specific": "#c44e52"}
+        for name, points in doc["sweep"]["series"].items():
+            r = [p["ratio"] for p in points]
+            m = np.array([p["mean"] for p in points])
+            s = np.array([p["std"] for p in points])
+            ax.plot(r, m, marker="o", label=name, color=colours.get(name))
+            ax.fill_between(r, m - s, m + s, alpha=0.2, color=colours.get(name))
+        ax.axvline(doc["sweep"]["sweet_spot"], ls="--", color="#4c72b0", lw=1)
+        ax.set(xlabel="nullifying ratio r", ylabel="student metric (%)", title=PLOTS["sweep"])
+        ax.legend()
+        save("sweep", fig)
+    else:
+        skipped.append("sweep (fewer than two ratios distilled for the general teacher)")
+    return made, skipped
+
+
+def _table(headers: list[str], rows: list[list[Any]], fmt: str) -> str:
+    if fmt == "md":
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+        return "\n".join(lines)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def sections(doc: dict[str, Any], fmt: str) -> list[tuple[str, str, list[str]]]:
+    """(title, body, plot names) per section; ``fmt`` is ``md`` or ``html`` for tables."""
+    rank = doc["rank"]
+    out = []
+    inputs = [[name, info["path"], "x".join(map(str, info["shape"])), info["sha256"][:16]]
+              for name, info in rank["inputs"].items()]
+    options = ", ".join(f"{k}={v}" for k, v in rank["options"].items())
+    env = ", ".join(f"{k} {v}" for k, v in rank["environment"].items())
+    out.append(("Inputs and options",
+                _table(["input", "path", "shape", "sha256"], inputs, fmt)
+                + _para(f"rank options: {options}", fmt) + _para(f"environment: {env}", fmt), []))
+    aligned = rank["aligned"]
+    rows = []
+    for side in ("a", "b"):
+        for part in ("train", "test"):
+            metrics = aligned["metrics"][side][part] or {}
+            rows.append([f"f{'1' if side == 'a' else '2'} ({side})", part,
+                         ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics.items()) or "-"])
+    out.append(("Aligned networks (Eq. 28)", _table(["network", "rows", "metrics"], rows, fmt)
+                + _para(f"epochs run {aligned['epochs_run']}, best {aligned['best_epoch']}; "
+                        f"unpermuted distance {rank['unpermuted_distance']:.4g}; rows permuted: "
+                        f"{rank['permuted_rows']}", fmt), []))
+    sal = doc["salience"]
+    top = _table(["channel", "salience"], [[t["channel"], f"{t['salience']:.3f}"]
+                                           for t in sal["top"]], fmt)
+    bottom = _table(["channel", "salience"], [[t["channel"], f"{t['salience']:.3f}"]
+                                              for t in sal["bottom"]], fmt)
+    out.append((f"Salience of modality {rank['permuted_modality']}",
+                _para("Most modality-general channels:", fmt) + top
+                + _para("Least:", fmt) + bottom,
+                ["salience_sorted", "salience_histogram", "salience_spread"]))
+    if doc["truth"]:
+        t = doc["truth"]
+        out.append(("Truth (generated data)",
+                    _para(f"The ranking put {len(t['found'])} of the {len(t['shared_channels'])} "
+                          f"planted shared channels on top (precision {t['precision']:.2f}); "
+                          f"alpha {t['alpha']:.2f}, beta {t['beta']:.2f}, gamma "
+                          f"{t['gamma']:.2f}.", fmt), []))
+    if doc["teachers"]:
+        rows = [[t["name"], t["mode"], t["ratio"], len(t["nullified"]), t["fill"],
+                 Path(str(t["source"])).name, t["refit"],
+                 "-" if not t["metrics"] else ", ".join(f"{k} {100 * v:.2f}%"
+                                                        for k, v in t["metrics"].items())]
+                for t in doc["teachers"]]
+        out.append(("Teachers", _table(["teacher", "mode", "r", "nullified", "fill", "source",
+                                        "refit", "test metrics"], rows, fmt), []))
+    if doc["students"]:
+        results = doc["students"]["results"]
+        rows = [[r["label"], "-" if r["teacher_metric"] is None else f"{r['teacher_metric']:.2f}",
+                 f"{r['student_mean']:.2f} ± {r['student_std']:.2f}",
+                 f"{r['delta_vs_none']:+.2f}", f"{r['delta_vs_regular']:+.2f}"]
+                for r in results]
+        verdict = (doc["students"].get("verdict") or {}).get("text", "")
+        metric = results[0]["metric"]
+        out.append(("Students (the paper's Table 4 shape)",
+                    _table(["teacher", f"teacher {metric}", f"student {metric}", "vs No-KD",
+                            "vs Regular-KD"], rows, fmt) + _para(f"Verdict: {verdict}", fmt),
+                    ["students"]))
+    if doc["sweep"]:
+        s = doc["sweep"]
+        out.append(("Ratio sweep", _para(f"The modality-general teacher's student is best at "
+                                         f"r = {s['sweet_spot']:g} ({s['sweet_spot_mean']:.2f}).",
+                                         fmt), ["sweep"]))
+    return out
+
+
+def _para(text: str, fmt: str) -> str:
+    return f"\n\n{text}\n\n" if fmt == "md" else f"<p>{html.escape(text)}</p>"
+
+
+def to_markdown(doc: dict[str, Any], images: dict[str, str], skipped: list[str]) -> str:
+    """Markdown; ``images`` maps plot names to the PNG files written beside it."""
+    parts = [f"# cmkd-doctor report\n\nRun directory: `{doc['run']}`"]
+    for title, body, names in sections(doc, "md"):
+        parts.append(f"## {title}\n\n{body}")
+        parts += [f"![{PLOTS[n]}]({images[n]})" for n in names if n in images]
+    if skipped:
+        parts.append("Plots skipped: " + "; ".join(skipped))
+    return "\n\n".join(parts) + "\n"
+
+
+def to_html(doc: dict[str, Any], pngs: dict[str, bytes], skipped: list[str]) -> str:
+    """One self-contained HTML page: no network fetches, plots embedded as PNG."""
+    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
+             "padding:0 1rem;color:#222}table{border-collapse:collapse;margin:.5rem 0}"
+             "td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}"
+             "th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5rem 0}"
+             "h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>cmkd-doctor report"
+             f"</title><style>{style}</style></head><body><h1>cmkd-doctor report</h1>"
+             f"<p>Run directory: <code>{html.escape(doc['run'])}</code></p>"]
+    for title, body, names in sections(doc, "html"):
+        parts.append(f"<section><h2>{html.escape(title)}</h2>{body}")
+        for name in names:
+            if name in pngs:
+                data = base64.b64encode(pngs[name]).decode()
+                parts.append(f"<img id='plot-{name}' alt='{html.escape(PLOTS[name])}' "
+                             f"src='data:image/png;base64,{data}'>")
+        parts.append("</section>")
+    if skipped:
+        parts.append("<p>Plots skipped: " + html.escape("; ".join(skipped)) + "</p>")
+    parts.append("</body></html>")
+    return "".join(parts)

@@ -81,3 +81,10 @@ def test_examples_list_names_the_six_datasets(cli):
     assert [d["name"] for d in doc] == ["gaussian", "avmnist", "ravdess", "vggsound", "nyu",
                                         "mmimdb"]
     assert all(d["licence"] and d["prepare"] for d in doc)
+
+
+def test_plot_draws_our_series_beside_the_papers(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    result = cli("examples", "reproduce", "fig2", "--runs", "2", "--plot", tmp_path / "f2.png")
+    assert result.code == 0, result.err
+    assert (tmp_path / "f2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

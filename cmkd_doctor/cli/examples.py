@@ -211,6 +211,8 @@ def reproduce_command(
     device: str = typer.Option("cpu", help="cpu, auto, cuda or cuda:N."),
     json_output: bool = typer.Option(False, "--json", help="One JSON document with a rows "
                                      "list."),
+    plot: Path = typer.Option(None, help="Also draw our series beside the paper's figures "
+                              "as a PNG file (table2, fig2, fig3)."),
 ) -> None:
     """The paper's Gaussian experiments, our figures beside the paper's (Appendix B.2).
 
@@ -230,7 +232,15 @@ def reproduce_command(
         else:
             print_avmnist(found)
         return
+    if plot is not None:
+        check_out_dir(plot.parent)
     result = reproduce(experiment, runs=runs, seed=seed, device=resolve_device(device))
+    if plot is not None:
+        from cmkd_doctor.outputs import write_bytes
+        from cmkd_doctor.report import plot_reproduction
+
+        write_bytes(plot, plot_reproduction(result.rows, experiment, result.experiment.title,
+                                            PAPER_SOURCE))
     if json_output:
         print_json({"experiment": result.experiment.name, "title": result.experiment.title,
                     "runs": runs, "seed": seed, "seconds": round(result.seconds, 3),

@@ -64,6 +64,9 @@ class RankOptions:
     split
         A ``.npz`` with ``train`` and ``test`` row indices to use instead of
         ``test_split`` (a dataset's documented split).
+    estimator
+        ``sampled`` (M permutations) or ``exact`` (the closed-form expectation over all
+        permutations; linear head with MSE only, see :func:`expected_increase`).
     permute_on
         Rows whose channels are permuted in steps 2-8: ``test`` (the held-out rows, the
         default; networks that memorised their training rows cannot fake agreement
@@ -85,6 +88,7 @@ class RankOptions:
     permute_on: str = "test"
     patience: int = 10
     split: str | None = None
+    estimator: str = "sampled"
     device: str = "auto"
     seed: int = 0
 
@@ -113,6 +117,12 @@ class RankOptions:
             raise option_error("patience", "a whole number >= 0", self.patience)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise option_error("seed", "a whole number >= 0", self.seed)
+        if self.estimator not in ESTIMATORS:
+            raise option_error("estimator", f"one of {', '.join(ESTIMATORS)}", self.estimator)
+        if self.estimator == "exact" and (parse_hidden(self.hidden) or self.dist != "mse"):
+            raise InputError("--estimator exact has a closed form only for a linear head "
+                             "with MSE: use --hidden 0 --dist mse, or --estimator sampled "
+                             "(no closed form exists through a ReLU or for l1/kl)")
         if self.split is not None and not Path(self.split).is_file():
             raise InputError(f"--split {self.split}: no such file")
         return replace(self, hidden=parse_hidden(self.hidden),
@@ -308,6 +318,61 @@ def permutation_distances(
     return increase / denom, float(base) / denom
 
 
+ESTIMATORS = {
+    "sampled": "M random permutations per channel (Algorithm 1 as written)",
+    "exact": "the expectation over all permutations in closed form (M = infinity); linear "
+             "head (--hidden 0) with --dist mse only",
+}
+
+
+@torch.no_grad()
+def expected_increase(net: Net, x: torch.Tensor, target: torch.Tensor,
+                      rows: int = 65536) -> tuple[torch.Tensor, float]:
+    """The exact expectation, over a uniformly random row permutation, of the increase in
+    MSE when channel i is permuted: ``(d,)`` float64, and the unpermuted distance.
+
+    Proof. With a linear head the logits are ``L = x W^T + b`` (``W (K, d)``, standardising
+    folded in). Permuting column i by pi adds ``delta_n W[:, i]`` to row n, where
+    ``delta_n = x[pi(n), i] - x[n, i]``. With the residual ``R = L - target`` and
+    ``q = R W[:, i]`` (n,), the summed squared error grows by
+
+        sum_n 2 delta_n q_n + delta_n^2 |W[:, i]|^2.
+
+    For a uniformly random permutation, ``pi(n)`` is uniform over the n rows, so
+    ``E[x[pi(n), i]] = mean(x_i)`` and ``E[x[pi(n), i]^2] = mean(x_i^2)``. Hence
+    ``E[delta_n] = mean(x_i) - x[n, i]`` and, summing over n,
+
+        sum_n E[delta_n] q_n = -n cov(x_i, q)
+        sum_n E[delta_n^2]   = n (2 mean(x_i^2) - 2 mean(x_i)^2) = 2 n var(x_i)
+
+    (population moments). The MSE divides by n K, so
+
+        E[increase_i] = (2 / K) (var(x_i) |W[:, i]|^2 - cov(x_i, R W[:, i])).
+
+    Only column moments and one product ``R W`` (n x d) are needed: O(n d), no sampling.
+    Sampled estimates (:func:`permutation_distances`) converge to it as M grows.
+    """
+    w, b = net.folded_first()  # (K, d), (K,)
+    n, n_classes = len(x), w.shape[0]
+    sums = {k: torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+            for k in ("x", "xx", "q", "xq")}
+    base = torch.zeros((), dtype=torch.float64, device=x.device)
+    for r0 in range(0, n, rows):
+        xc = x[r0 : r0 + rows].double()
+        residual = torch.addmm(b, x[r0 : r0 + rows], w.T).double() - target[r0 : r0 + rows]
+        q = residual @ w.double()  # (c, d): q for every channel at once
+        sums["x"] += xc.sum(0)
+        sums["xx"] += xc.square().sum(0)
+        sums["q"] += q.sum(0)
+        sums["xq"] += (xc * q).sum(0)
+        base += residual.square().sum()
+    mean = sums["x"] / n
+    var = sums["xx"] / n - mean.square()
+    cov = sums["xq"] / n - mean * sums["q"] / n
+    increase = 2.0 / n_classes * (var * w.double().square().sum(0) - cov)
+    return increase, float(base) / (n * n_classes)
+
+
 def normalize(importance: np.ndarray, how: str) -> np.ndarray:
     """Algorithm 1, step 9, applied to the increase over the unpermuted distance.
 
@@ -367,10 +432,14 @@ def rank(data: PairedData, options: RankOptions | None = None,
     else:
         net, x, target = net_b, xb, predict(net_a, xa)
     t0 = time.perf_counter()
-    increase, unpermuted = permutation_distances(
-        net, x, target, get_distance(options.dist), permutations(len(x), options.repeats,
-                                                                  options.seed),
-        multilabel=labels.multilabel, progress=progress)
+    if options.estimator == "exact":
+        expected, unpermuted = expected_increase(net, x, target)
+        increase = expected[:, None]  # (d, 1): the expectation, M = infinity
+    else:
+        increase, unpermuted = permutation_distances(
+            net, x, target, get_distance(options.dist),
+            permutations(len(x), options.repeats, options.seed),
+            multilabel=labels.multilabel, progress=progress)
     permute_s = time.perf_counter() - t0
     increase = increase.cpu().numpy()
     importance = increase.mean(axis=1)

@@ -189,3 +189,42 @@ def test_json_output_and_run_directory(tmp_path, cli, gaussian_dir):
     net, meta = load_net(out / "net_a.safetensors")
     assert net.config.hidden == (32, 16) and meta["modality"] == "a"
     assert not list(out.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_exact_estimator_is_what_sampling_converges_to():
+    from cmkd_doctor.ranking import expected_increase
+
+    gen = torch.Generator().manual_seed(4)
+    n, d, k = 400, 6, 3
+    x = torch.randn(n, d, generator=gen) * torch.linspace(0.5, 2, d) + 1.0
+    net = _net(d, (), k)
+    with torch.no_grad():  # Algorithm 1's regime: the other network nearly agrees
+        target = net(x) + 0.3 * torch.randn(n, k, generator=gen)
+    exact, base = expected_increase(net, x, target)
+    errors = []
+    for m in (10, 100, 1000):
+        sampled, base_s = permutation_distances(net, x, target, get_distance("mse"),
+                                                permutations(n, m, seed=m))
+        errors.append(float((sampled.mean(1) - exact).abs().max() / exact.abs().max()))
+        assert base_s == pytest.approx(base, rel=1e-5)
+    assert errors[2] < 0.01  # agrees with M = 1000 sampling to 1%
+    assert errors[2] < errors[0]  # and sampling converges to it
+
+
+def test_exact_estimator_end_to_end_and_where_it_has_no_closed_form(tmp_path, cli,
+                                                                     gaussian_dir):
+    files = [gaussian_dir / f for f in ("feats_a.npy", "feats_b.npy", "labels.npy")]
+    result = cli("rank", *files, "--hidden", "0", "--estimator", "exact", "--json",
+                 "-o", tmp_path / "run")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert doc["options"]["estimator"] == "exact" and max(doc["salience"]) == 1.0
+    assert np.load(tmp_path / "run" / "permuted_distances.npy").shape == (50, 1)
+    # the same trained networks (same seed) ranked by M = 1000 sampling agree to 1%
+    sampled = cli("rank", *files, "--hidden", "0", "-M", "1000", "--json", "-o",
+                  tmp_path / "run3")
+    assert sampled.code == 0, sampled.err
+    gap = np.abs(np.array(json.loads(sampled.out)["salience"]) - np.array(doc["salience"]))
+    assert gap.max() < 0.01
+    bad = cli("rank", *files, "--estimator", "exact", "-o", tmp_path / "run2")
+    assert bad.code == 2 and "closed form only for a linear head with MSE" in bad.err

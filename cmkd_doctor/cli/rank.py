@@ -44,6 +44,9 @@ def rank(
                                    "robust to memorisation) or train."),
     test_split: float = typer.Option(0.2, help="Fraction of rows held out, stratified by "
                                      "class and seeded; saved as split.npz for later commands."),
+    estimator: str = typer.Option("sampled", help="sampled: M permutations per channel; "
+                                  "exact: the expectation over all permutations in closed "
+                                  "form (needs --hidden 0 --dist mse)."),
     split: Path = typer.Option(None, help="A .npz with 'train' and 'test' row indices to use "
                                "instead of --test-split (e.g. a dataset's own split)."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
@@ -62,7 +65,8 @@ def rank(
     options = RankOptions(repeats=repeats, hidden=hidden, epochs=epochs, batch_size=batch_size,
                           lr=lr, dist=dist, normalize=normalize, permute=permute,
                           test_split=test_split, permute_on=permute_on, patience=patience,
-                          split=None if split is None else str(split), device=device, seed=seed)
+                          split=None if split is None else str(split), estimator=estimator,
+                          device=device, seed=seed)
     with progress_bars(quiet or json_output) as progress:
         result, document = rank_files(feats_a, feats_b, labels, out_dir, options, progress)
     for message in result.warnings:

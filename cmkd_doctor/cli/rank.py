@@ -80,8 +80,7 @@ def rank(
 def _fmt(metrics: dict | None) -> str:
     if not metrics:
         return "-"
-    name, value = next(iter(metrics.items()))
-    return f"{100 * value:.2f}"
+    return f"{100 * next(iter(metrics.values())):.2f}"
 
 
 def print_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:

@@ -23,7 +23,7 @@ from cmkd_doctor.errors import InputError
 from cmkd_doctor.inputs import sha256_of
 from cmkd_doctor.metrics import evaluate, headline
 from cmkd_doctor.rundir import RANK_FILES, Run
-from cmkd_doctor.runtime import Progress, derive_seed, no_progress
+from cmkd_doctor.runtime import Progress, derive_seed, no_progress, rows_to
 from cmkd_doctor.splits import fit_and_validation
 from cmkd_doctor.teachers import (
     SOURCES,
@@ -63,8 +63,7 @@ def run_tensors(run: Run, device: torch.device) -> RunTensors:
     rows = {"fit": fit, "val": val, "train": run.split.train, "test": run.split.test}
 
     def take(array: np.ndarray, dtype=np.float32) -> dict[str, torch.Tensor]:
-        return {k: torch.as_tensor(np.asarray(array[r], dtype=dtype)).to(device)
-                for k, r in rows.items()}
+        return {k: rows_to(array, r, device, dtype) for k, r in rows.items()}
 
     labels = run.data.labels
     return RunTensors(

@@ -12,14 +12,18 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from cmkd_doctor.classifiers import TrainOptions
 from cmkd_doctor.datasets import DATASETS
 from cmkd_doctor.distill import DistillOptions, DistillReport, distill, record
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.gaussian import (
+    GaussianSpec,
+    make_gaussian,
+    ranking_against_truth,
+    write_gaussian,
+)
 from cmkd_doctor.outputs import check_out_dir
 from cmkd_doctor.ranking import RankOptions, RankResult
 from cmkd_doctor.rundir import DEFAULT_RUN, rank_files
@@ -156,19 +160,10 @@ def diagnose(
     result, document = rank_files(*inputs, out=out, options=rank_options, progress=progress)
     report = distill(out, distill_options, progress)
     record(report)
-    truth_summary = _truth(result, truth, rank_options.permute) if truth else None
+    truth_summary = (ranking_against_truth(result.salience, truth, rank_options.permute)
+                     if truth else None)
     return Diagnosis(out, result, document, report, advise(report, document, truth_summary),
                      truth_summary)
-
-
-def _truth(result: RankResult, truth: dict, side: str) -> dict[str, Any]:
-    """For generated data: how many planted shared channels the ranking put on top."""
-    general = truth[f"channels_{side}"]["general"]
-    top = np.argsort(-result.salience, kind="stable")[: len(general)].tolist()
-    found = sorted(set(top) & set(general))
-    return {"shared_channels": general, "top_by_salience": sorted(top),
-            "precision": len(found) / len(general) if general else None,
-            "alpha": truth["alpha"], "beta": truth["beta"], "gamma": truth["gamma"]}
 
 
 def advise(report: DistillReport, rank_document: dict, truth: dict | None) -> list[str]:

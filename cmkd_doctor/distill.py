@@ -248,8 +248,7 @@ def _search(options: DistillOptions, d: int, rows_for) -> tuple[list[Row], dict[
         names += ["specific", "random"]
     others = [n for n in dict.fromkeys(names) if n in DERIVED]
     paths = [n for n in dict.fromkeys(names) if n not in TEACHER_CHOICES]
-    baselines = rows_for([_Plan("none", None, None),
-                          _Plan("regular", None, replace(spec, mode="regular"))])
+    baselines = rows_for(_plans(replace(options, teachers=()), ratios=()))
     extra = rows_for([_Plan(n, found, replace(spec, mode=n, ratio=found)) for n in others]
                      + [_Plan(p, None, None) for p in paths])
     rows = baselines + [general[r] for r in sorted(general)] + extra

@@ -163,3 +163,14 @@ def write_gaussian(data: GaussianData, out: str | Path) -> list[Path]:
     paths = [write_npy(out / name, a) for name, a in zip(GAUSSIAN_FILES[:-1], arrays, strict=True)]
     paths.append(write_json(out / GAUSSIAN_FILES[-1], data.truth))
     return paths
+
+
+def ranking_against_truth(salience: np.ndarray, truth: dict, side: str) -> dict:
+    """How many of the planted shared channels of modality ``side`` a salience puts on
+    top (precision at the number of shared channels), with the truth's proportions."""
+    general = truth[f"channels_{side}"]["general"]
+    top = np.argsort(-np.asarray(salience), kind="stable")[: len(general)].tolist()
+    found = sorted(set(top) & set(general))
+    return {"shared_channels": general, "top_by_salience": sorted(top), "found": found,
+            "precision": len(found) / len(general) if general else None,
+            "alpha": truth["alpha"], "beta": truth["beta"], "gamma": truth["gamma"]}

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from cmkd_doctor.errors import InputError
+
 
 def check_out_dir(path: str | Path, option: str = "--out") -> Path:
     """Fail early, before any work, if ``path`` cannot be a run directory."""
-    from cmkd_doctor.errors import InputError
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{option} {path}: exists and is not a folder; pick another path")

@@ -26,7 +26,14 @@ from cmkd_doctor.inputs import PairedData
 from cmkd_doctor.losses import DISTANCES, Distance, get_distance, task_loss
 from cmkd_doctor.metrics import evaluate
 from cmkd_doctor.models import Net, NetConfig, parse_hidden
-from cmkd_doctor.runtime import Progress, derive_seed, generator, no_progress, resolve_device
+from cmkd_doctor.runtime import (
+    Progress,
+    derive_seed,
+    generator,
+    no_progress,
+    resolve_device,
+    rows_to,
+)
 from cmkd_doctor.splits import Split, fit_and_validation, read_split, stratified_split
 from cmkd_doctor.training import FitResult, auto_epochs, fit, predict
 
@@ -164,10 +171,6 @@ class RankResult:
     def importance(self) -> np.ndarray:
         """``(d,)``: mean increase of Dist over the unpermuted distance."""
         return self.distances.mean(axis=1) - self.unpermuted
-
-
-def _tensor(array: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(array[rows], dtype=np.float32)).to(device)
 
 
 def _new_net(config: NetConfig, x: torch.Tensor, seed: int, stage: int) -> Net:
@@ -414,7 +417,7 @@ def rank(data: PairedData, options: RankOptions | None = None,
     y_all = torch.as_tensor(labels.y).to(device)
 
     def part(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (_tensor(data.xa, rows, device), _tensor(data.xb, rows, device),
+        return (rows_to(data.xa, rows, device), rows_to(data.xb, rows, device),
                 y_all[torch.as_tensor(rows, device=device)])
 
     fit_rows, val_rows = fit_and_validation(split.train, labels.y, options.seed)

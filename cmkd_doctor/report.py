@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.gaussian import ranking_against_truth
 from cmkd_doctor.rundir import RANK_FILES
 
 PLOTS = {
@@ -69,14 +70,8 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
                                "verdict": results.get("last_verdict")}
     truth_path = Path(rank["inputs"]["feats_a"]["path"]).parent / "truth.json"
     if truth_path.is_file():
-        truth = json.loads(truth_path.read_text())
-        side = rank["permuted_modality"]
-        general = truth[f"channels_{side}"]["general"]
-        found = set(order[: len(general)].tolist()) & set(general)
-        doc["truth"] = {"shared_channels": general, "found": sorted(found),
-                        "precision": len(found) / len(general) if general else None,
-                        "gamma": truth["gamma"], "alpha": truth["alpha"],
-                        "beta": truth["beta"]}
+        doc["truth"] = ranking_against_truth(salience, json.loads(truth_path.read_text()),
+                                             rank["permuted_modality"])
     doc["sweep"] = sweep(doc)
     return doc
 
@@ -99,14 +94,22 @@ def sweep(doc: dict[str, Any]) -> dict[str, Any] | None:
     return {"series": series, "sweet_spot": best["ratio"], "sweet_spot_mean": best["mean"]}
 
 
-def plots(doc: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
-    """PNG bytes per plot name; the second list names the plots skipped and why."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or None without the extra."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plots(doc: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
+    """PNG bytes per plot name; the second list names the plots skipped and why."""
+    plt = _pyplot()
+    if plt is None:
         return {}, [f"{name} (matplotlib is not installed: pip install "
                     "'cmkd-doctor[report]')" for name in PLOTS]
     import io
@@ -295,13 +298,9 @@ def plot_reproduction(rows: list[dict[str, Any]], experiment: str, title: str,
                       source: str) -> bytes:
     """Our series (mean ± std over runs) against gamma or alpha, the paper's figures
     marked beside them (hollow markers, or the +2.1 points Fig. 2 states), as PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError("--plot needs matplotlib: pip install 'cmkd-doctor[report]'") from None
+    plt = _pyplot()
+    if plt is None:
+        raise InputError("--plot needs matplotlib: pip install 'cmkd-doctor[report]'")
     import io
 
     axis = "alpha" if experiment == "fig3" else "gamma"

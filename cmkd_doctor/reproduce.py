@@ -35,7 +35,7 @@ from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.gaussian import GaussianData, GaussianSpec, make_gaussian
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig
-from cmkd_doctor.runtime import Progress, derive_seed, generator, no_progress
+from cmkd_doctor.runtime import Progress, derive_seed, generator, no_progress, rows_to
 
 EPOCHS, LR, RHO, N_TRAIN, N_TEST = 1000, 0.1, 0.5, 200, 1000
 _SEED_INIT, _SEED_RANDOM_CHANNELS = 41, 42
@@ -306,7 +306,7 @@ def reproduce_avmnist(data_dir: str | Path, runs: int = 10, seed: int = 0,
     fit, val = fit_and_validation(split.train, y_all, seed)
 
     def rows(array: np.ndarray, index: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(array[index], dtype=np.float32)).to(device)
+        return rows_to(array, index, device)
 
     audio = np.load(folder / "audio.npy", mmap_mode="r", allow_pickle=False)
     image = np.load(folder / "image.npy", mmap_mode="r", allow_pickle=False)

@@ -38,6 +38,12 @@ def resolve_device(spec: str) -> torch.device:
     raise InputError(f"--device must be auto, cpu, cuda or cuda:N; got {spec!r}")
 
 
+def rows_to(array: np.ndarray, rows: np.ndarray, device: torch.device,
+            dtype: type = np.float32) -> torch.Tensor:
+    """Rows ``rows`` of a (possibly memory-mapped) array as a tensor on ``device``."""
+    return torch.as_tensor(np.asarray(array[rows], dtype=dtype)).to(device)
+
+
 def derive_seed(seed: int, *path: int) -> int:
     """One seed in, an independent child seed per ``path`` (e.g. stage, repeat) out.
 

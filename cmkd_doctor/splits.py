@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cmkd_doctor.errors import InputError
 from cmkd_doctor.runtime import derive_seed, generator
 
 
@@ -73,8 +74,6 @@ def carve_validation(rows: np.ndarray, y: np.ndarray, fraction: float, seed: int
 
 def read_split(path: str | Path, n: int) -> Split:
     """A user's split: ``.npz`` with ``train`` and ``test`` row-index arrays."""
-    from cmkd_doctor.errors import InputError
-
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as archive:

@@ -43,7 +43,6 @@ def fit(
     lr: float,
     gen: torch.Generator,
     device: torch.device,
-    weight_decay: float = 0.0,
     val_loss: Callable[[], float] | None = None,
     patience: int = 0,
     modules: list[torch.nn.Module] | None = None,
@@ -57,7 +56,7 @@ def fit(
     has not improved for ``patience`` epochs and restores ``modules`` to their best epoch.
     """
     params = list(params)
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(params, lr=lr)
     result = FitResult(epochs, 0, 0)
     best, best_state = float("inf"), None
     for epoch in range(epochs):

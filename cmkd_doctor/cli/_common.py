@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -50,6 +51,18 @@ def progress_bars(quiet: bool) -> Iterator[Any]:
 
     with bars:
         yield report
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def spark(values, low: float | None = None) -> str:
+    """A one-line bar plot; bars span ``low`` (default: the minimum) to the maximum."""
+    v = np.asarray(values, dtype=float)
+    low = v.min() if low is None else low
+    span = v.max() - low
+    scaled = (v - low) / span if span > 0 else np.zeros_like(v)
+    return "".join(_BARS[int(round(x * (len(_BARS) - 1)))] for x in scaled)
 
 
 def print_json(document: Any) -> None:

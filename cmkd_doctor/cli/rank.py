@@ -8,12 +8,10 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from cmkd_doctor.cli._common import out, print_json, progress_bars, warn
+from cmkd_doctor.cli._common import out, print_json, progress_bars, spark, warn
 from cmkd_doctor.losses import DISTANCES
 from cmkd_doctor.ranking import NORMALIZATIONS, RankOptions
 from cmkd_doctor.rundir import DEFAULT_RUN, rank_files
-
-_BARS = " ▁▂▃▄▅▆▇█"
 
 
 def rank(
@@ -109,8 +107,7 @@ def print_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
     out.print(f"least:  {bottom}", markup=False)
 
     counts, edges = np.histogram(np.clip(salience, 0, 1), bins=10, range=(0, 1))
-    scale = counts.max() or 1
-    bars = "".join(_BARS[int(round(c / scale * (len(_BARS) - 1)))] for c in counts)
+    bars = spark(counts, low=0)
     out.print(f"salience histogram  0 |{bars}| 1   (bins of 0.1; counts {counts.tolist()})",
               markup=False)
     t = document["timings"]

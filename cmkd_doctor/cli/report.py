@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.markdown import Markdown
 
-from cmkd_doctor.cli._common import err, out
+from cmkd_doctor.cli._common import err, out, spark
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.outputs import check_out_dir, write_bytes, write_text
 from cmkd_doctor.report import collect, plots, to_html, to_markdown
 from cmkd_doctor.rundir import DEFAULT_RUN
 
 FORMATS = ("text", "md", "html", "json")
-_BARS = " ▁▂▃▄▅▆▇█"
 
 
 def report_command(
@@ -62,21 +60,14 @@ def report_command(
         err.print(f"wrote {out_file}", markup=False)
 
 
-def _spark(values: list[float]) -> str:
-    v = np.asarray(values, dtype=float)
-    span = v.max() - v.min()
-    scaled = (v - v.min()) / span if span > 0 else np.zeros_like(v)
-    return "".join(_BARS[int(round(x * (len(_BARS) - 1)))] for x in scaled)
-
-
 def _print_text(doc: dict) -> None:
     """The Markdown content rendered by rich, with small text plots."""
     out.print(Markdown(to_markdown(doc, {}, [])))
     salience = sorted(doc["salience"]["values"], reverse=True)
-    out.print(f"salience, sorted: |{_spark(salience)}|  (1 -> {salience[-1]:.2f})",
+    out.print(f"salience, sorted: |{spark(salience)}|  (1 -> {salience[-1]:.2f})",
               markup=False)
     if doc["sweep"]:
         for name, points in doc["sweep"]["series"].items():
             ratios = ", ".join(f"{p['ratio']:g}" for p in points)
-            out.print(f"sweep {name:8s} |{_spark([p['mean'] for p in points])}|  r = {ratios}",
+            out.print(f"sweep {name:8s} |{spark([p['mean'] for p in points])}|  r = {ratios}",
                       markup=False)

@@ -24,9 +24,10 @@ from cmkd_doctor.gaussian import (
     ranking_against_truth,
     write_gaussian,
 )
+from cmkd_doctor.inputs import load_paired
 from cmkd_doctor.outputs import check_out_dir
-from cmkd_doctor.ranking import RankOptions, RankResult
-from cmkd_doctor.rundir import DEFAULT_RUN, rank_files
+from cmkd_doctor.ranking import RankOptions, RankResult, rank
+from cmkd_doctor.rundir import DEFAULT_RUN, Run, write_rank
 from cmkd_doctor.runtime import Progress, no_progress
 
 EXAMPLE_FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
@@ -157,8 +158,12 @@ def diagnose(
         inputs, truth = prepare_example(example, out, config)
     if len(inputs) != 3:
         raise InputError("diagnose needs three inputs: FEATS_A FEATS_B LABELS")
-    result, document = rank_files(*inputs, out=out, options=rank_options, progress=progress)
-    report = distill(out, distill_options, progress)
+    data = load_paired(*inputs)
+    result = rank(data, rank_options, progress)
+    document = write_rank(out, result, data)
+    # distil on the run just written, without reading and hashing the inputs again
+    run = Run(out, document, result.salience, result.split, data)
+    report = distill(run, distill_options, progress)
     record(report)
     truth_summary = (ranking_against_truth(result.salience, truth, rank_options.permute)
                      if truth else None)

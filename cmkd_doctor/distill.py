@@ -268,7 +268,7 @@ def _label(plan: _Plan) -> str:
     return Path(plan.teacher).name
 
 
-def distill(run_dir: str | Path, options: DistillOptions | None = None,
+def distill(run_dir: str | Path | Run, options: DistillOptions | None = None,
             progress: Progress = no_progress, expect: str | None = None) -> DistillReport:
     """Train students with each teacher and compare them (paper Table 4 / Table 8).
 
@@ -276,7 +276,8 @@ def distill(run_dir: str | Path, options: DistillOptions | None = None,
     :func:`check_expectation` on the report to apply it.
     """
     options = (options or DistillOptions()).checked()
-    run = load_run(run_dir)
+    # a Run already in hand (diagnose's) is used as is: its inputs were just verified
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     if not len(run.split.test):
         raise InputError(f"--run {run.path}: the rank run kept no test rows "
                          "(--test-split 0); students need held-out rows: rerun rank with "

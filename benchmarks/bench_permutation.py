@@ -22,6 +22,7 @@ from literal import literal_permutation_distances
 from cmkd_doctor.losses import get_distance
 from cmkd_doctor.ranking import RankOptions, align, permutation_distances, permutations
 from cmkd_doctor.runtime import resolve_device
+from cmkd_doctor.streaming import RowSet
 from cmkd_doctor.training import predict
 
 
@@ -69,7 +70,7 @@ def main() -> None:
     for hidden in args.hidden.split(";"):
         options = RankOptions(hidden=hidden, epochs=args.train_epochs, device=str(device),
                               patience=0).checked()
-        net_a, net_b, _ = align(xa, xb, y, args.classes, False, options)
+        net_a, net_b, _ = align(RowSet.of_tensors([xa, xb, y]), args.classes, False, options)
         target = predict(net_b, xb)
         permutation_distances(net_a, xa[:512], target[:512], mse, perms[:1, :512] % 512)
         sync(device)

@@ -21,20 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cmkd_doctor import distributed
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.inputs import PairedData
-from cmkd_doctor.losses import DISTANCES, Distance, get_distance, task_loss
+from cmkd_doctor.losses import DISTANCES, Distance, get_distance, task_loss_rows
 from cmkd_doctor.metrics import evaluate
 from cmkd_doctor.models import Net, NetConfig, parse_hidden
-from cmkd_doctor.runtime import (
-    Progress,
-    derive_seed,
-    generator,
-    no_progress,
-    resolve_device,
-    rows_to,
-)
+from cmkd_doctor.runtime import Progress, derive_seed, generator, no_progress, resolve_device
 from cmkd_doctor.splits import Split, fit_and_validation, read_split, stratified_split
+from cmkd_doctor.streaming import RowSet, check_chunk_rows, plan_chunk_rows, row_bytes
 from cmkd_doctor.training import FitResult, auto_epochs, fit, predict
 
 NORMALIZATIONS = {
@@ -78,6 +73,10 @@ class RankOptions:
         Rows whose channels are permuted in steps 2-8: ``test`` (the held-out rows, the
         default; networks that memorised their training rows cannot fake agreement
         there) or ``train``. With no held-out rows, the training rows are used.
+    chunk_rows
+        Rows read at a time when the inputs are streamed from memory-mapped ``.npy``
+        files; ``None`` keeps them on the device when they fit and otherwise picks
+        chunk sets of about 128 MiB (:mod:`cmkd_doctor.streaming`).
     patience
         Stop step 1 once the Eq. 28 loss on a validation tenth of the training rows has
         not improved for this many epochs and keep the best epoch; 0 trains all epochs.
@@ -96,6 +95,7 @@ class RankOptions:
     patience: int = 10
     split: str | None = None
     estimator: str = "sampled"
+    chunk_rows: int | None = None
     device: str = "auto"
     seed: int = 0
 
@@ -130,6 +130,7 @@ class RankOptions:
             raise InputError("--estimator exact has a closed form only for a linear head "
                              "with MSE: use --hidden 0 --dist mse, or --estimator sampled "
                              "(no closed form exists through a ReLU or for l1/kl)")
+        check_chunk_rows(self.chunk_rows)
         if self.split is not None and not Path(self.split).is_file():
             raise InputError(f"--split {self.split}: no such file")
         return replace(self, hidden=parse_hidden(self.hidden),
@@ -173,57 +174,69 @@ class RankResult:
         return self.distances.mean(axis=1) - self.unpermuted
 
 
-def _new_net(config: NetConfig, x: torch.Tensor, seed: int, stage: int) -> Net:
+def _new_net(config: NetConfig, moments: tuple[torch.Tensor, torch.Tensor], seed: int,
+             stage: int) -> Net:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, stage))
         net = Net(config)
-    net = net.to(x.device)
-    net.set_standardisation(x.mean(0), x.std(0))
+    net = net.to(moments[0].device)
+    net.set_standardisation(*moments)
     return net
 
 
+class _Pair(torch.nn.Module):
+    """f1 and f2 as one module, so one DistributedDataParallel wrapper trains both."""
+
+    def __init__(self, net_a: Net, net_b: Net):
+        super().__init__()
+        self.net_a, self.net_b = net_a, net_b
+
+    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net_a(xa), self.net_b(xb)
+
+
 def align(
-    xa: torch.Tensor,
-    xb: torch.Tensor,
-    y: torch.Tensor,
+    train: RowSet,
     n_classes: int,
     multilabel: bool,
     options: RankOptions,
-    held_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    held_out: RowSet | None = None,
     progress: Progress = no_progress,
 ) -> tuple[Net, Net, FitResult]:
     """Algorithm 1, step 1: jointly train f1 on X^a and f2 on X^b with Eq. 28.
 
     ``L = Dist(f1(Xa), f2(Xb)) + CE(Y, f1(Xa)) + CE(Y, f2(Xb))`` (BCE for multi-hot).
-    ``held_out = (xa, xb, y)`` enables early stopping on the same loss.
+    ``train`` and ``held_out`` hold the arrays ``(xa, xb, y)``; ``held_out`` enables
+    early stopping on the same loss. Data-parallel under torchrun (:func:`fit`).
     """
     distance = get_distance(options.dist)
-    net_a = _new_net(NetConfig(xa.shape[1], options.hidden, n_classes, multilabel), xa,
+    d_a, d_b = train.widths[0], train.widths[1]
+    net_a = _new_net(NetConfig(d_a, options.hidden, n_classes, multilabel), train.moments(0),
                      options.seed, _SEED_INIT_A)
-    net_b = _new_net(NetConfig(xb.shape[1], options.hidden, n_classes, multilabel), xb,
+    net_b = _new_net(NetConfig(d_b, options.hidden, n_classes, multilabel), train.moments(1),
                      options.seed, _SEED_INIT_B)
-    net_a.train()
-    net_b.train()
+    pair = _Pair(net_a, net_b).train()
+    per_row = distance.denominator(1, n_classes)  # Dist as a mean over rows
 
-    def eq28(xa_: torch.Tensor, xb_: torch.Tensor, y_: torch.Tensor) -> torch.Tensor:
-        out_a, out_b = net_a(xa_), net_b(xb_)  # (batch, K) each
-        return (distance(out_a, out_b, multilabel) + task_loss(out_a, y_, multilabel)
-                + task_loss(out_b, y_, multilabel))
+    def eq28_rows(model: torch.nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+        xa, xb, y = batch
+        out_a, out_b = model(xa, xb)  # (rows, K) each
+        return (distance.row_terms(out_a, out_b, multilabel) / per_row
+                + task_loss_rows(out_a, y, multilabel) + task_loss_rows(out_b, y, multilabel))
 
     val_loss = None
-    if held_out is not None and len(held_out[0]):
+    if held_out is not None and len(held_out):
         def val_loss() -> float:
-            return float(eq28(*held_out))
+            total = sum(float(eq28_rows(pair, batch).double().sum())
+                        for _, batch in held_out.chunks())
+            return total / len(held_out)
 
-    epochs = options.epochs or auto_epochs(len(xa), options.batch_size)
-    result = fit([*net_a.parameters(), *net_b.parameters()],
-                 lambda index: eq28(xa[index], xb[index], y[index]), len(xa),
-                 epochs=epochs, batch_size=options.batch_size, lr=options.lr,
-                 gen=generator(options.seed, _SEED_SHUFFLE), device=xa.device,
-                 val_loss=val_loss, patience=options.patience, modules=[net_a, net_b],
-                 progress=progress, task="align")
-    net_a.eval()
-    net_b.eval()
+    epochs = options.epochs or auto_epochs(len(train), options.batch_size)
+    result = fit(pair, eq28_rows, train, epochs=epochs, batch_size=options.batch_size,
+                 lr=options.lr, gen=generator(options.seed, _SEED_SHUFFLE),
+                 val_loss=val_loss, patience=options.patience, progress=progress,
+                 task="align")
+    pair.eval()
     return net_a, net_b, result
 
 
@@ -245,15 +258,28 @@ def _tail(net: Net, pre: torch.Tensor) -> torch.Tensor:
     return pre
 
 
+def _rows_of(x: torch.Tensor | RowSet, which: int):
+    """``(n, d, span, read)``: ``span(r0, r1)`` and ``read(positions)`` give those rows of
+    ``x`` on the device (read from disk for a streamed :class:`RowSet`)."""
+    if isinstance(x, RowSet):
+        def read(pos: torch.Tensor) -> torch.Tensor:
+            return x.take(pos, only=[which])[0]
+
+        return len(x), x.widths[which], lambda r0, r1: read(torch.arange(r0, r1)), read
+    return len(x), x.shape[1], lambda r0, r1: x[r0:r1], lambda pos: x[pos.to(x.device)]
+
+
 @torch.no_grad()
 def permutation_distances(
     net: Net,
-    x: torch.Tensor,
+    x: torch.Tensor | RowSet,
     target: torch.Tensor,
     distance: Distance,
     perms: torch.Tensor,
     *,
     multilabel: bool = False,
+    which: int = 0,
+    channels: range | None = None,
     tile_elements: int | None = None,
     progress: Progress = no_progress,
 ) -> tuple[torch.Tensor, float]:
@@ -264,11 +290,14 @@ def permutation_distances(
     net
         The aligned network of the permuted modality.
     x
-        ``(n, d)`` its inputs.
+        ``(n, d)`` its inputs, or a :class:`RowSet` whose array ``which`` they are
+        (streamed sets are read one tile of rows at a time).
     target
         ``(n, K)`` the other network's logits on the paired rows.
     perms
         ``(M, n)`` row permutations, from :func:`permutations`.
+    channels
+        Only these channels (a distributed process's share); the others stay 0.
     tile_elements
         Work-tile size; defaults to :data:`TILE_ELEMENTS` for the device.
 
@@ -278,44 +307,48 @@ def permutation_distances(
         ``(d, M)`` float64 increase of Dist over the unpermuted value (computed as a sum
         of per-row differences, so small increases do not cancel), and that value.
     """
-    n, d = x.shape
+    n, d, span, read = _rows_of(x, which)
+    channels = range(d) if channels is None else channels
+    lo, hi = channels.start, channels.stop
     n_repeats, n_classes = len(perms), target.shape[1]
-    device = x.device
-    perms = perms.to(device)
+    device = target.device
+    if not isinstance(x, RowSet):
+        perms = perms.to(device)
     w, b = net.folded_first()  # (H, d), (H,): acts on raw x
     width = w.shape[0]
     closed_form = not net.config.hidden and distance.name == "mse"
     tile = tile_elements or TILE_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
     rows = max(1, min(n, tile // max(width, d)))
     block = max(1, tile // (rows * width))
-    w_sq = w.square().sum(0)  # (d,)
+    w_sq = w[:, lo:hi].square().sum(0)  # (channels,)
     buffer = torch.empty(0 if closed_form else block * rows * width, device=device)
     increase = torch.zeros(d, n_repeats, dtype=torch.float64, device=device)
     base = torch.zeros((), dtype=torch.float64, device=device)
     for r0 in range(0, n, rows):
-        xc, tc = x[r0 : r0 + rows], target[r0 : r0 + rows]  # (c, d), (c, K)
+        xc, tc = span(r0, min(n, r0 + rows)), target[r0 : r0 + rows]  # (c, d), (c, K)
         pre = torch.addmm(b, xc, w.T)  # (c, H)
         out = _tail(net, pre.clone())  # (c, K)
         base_terms = distance.row_terms(out, tc, multilabel)  # (c,)
         base += base_terms.sum()
         if closed_form:
             # Linear head, MSE: ||R + delta w_i||^2 - ||R||^2 = 2 delta R.w_i + delta^2 |w_i|^2
-            rw = (out - tc) @ w  # (c, d)
+            rw = (out - tc) @ w[:, lo:hi]  # (c, channels)
         for m in range(n_repeats):
-            delta = x[perms[m, r0 : r0 + rows]] - xc  # (c, d)
+            delta = read(perms[m, r0 : r0 + rows])[:, lo:hi] - xc[:, lo:hi]  # (c, channels)
             if closed_form:
-                inc = 2 * (delta * rw).sum(0) + w_sq * delta.square().sum(0)  # (d,)
-                increase[:, m] += inc
+                inc = 2 * (delta * rw).sum(0) + w_sq * delta.square().sum(0)  # (channels,)
+                increase[lo:hi, m] += inc
                 continue
-            for j0 in range(0, d, block):
-                dj, wj = delta[:, j0 : j0 + block].T, w[:, j0 : j0 + block].T  # (B, c), (B, H)
+            for j0 in range(lo, hi, block):
+                j1 = min(hi, j0 + block)
+                dj, wj = delta[:, j0 - lo : j1 - lo].T, w[:, j0:j1].T  # (B, c), (B, H)
                 # into a reused contiguous buffer, so the tail runs as 2-D GEMMs (faster
                 # than batched 3-D ones on the CPU)
                 moved = buffer[: len(dj) * len(xc) * width].view(len(dj), len(xc), width)
                 torch.addcmul(pre, dj[:, :, None], wj[:, None, :], out=moved)  # (B, c, H)
                 out = _tail(net, moved.view(-1, width)).view(len(dj), len(xc), n_classes)
                 terms = distance.row_terms(out, tc, multilabel)  # (B, c)
-                increase[j0 : j0 + block, m] += (terms - base_terms).sum(-1)
+                increase[j0:j1, m] += (terms - base_terms).sum(-1)
         progress("permute", min(n, r0 + rows), n)
     denom = distance.denominator(n, n_classes)
     return increase / denom, float(base) / denom
@@ -329,8 +362,8 @@ ESTIMATORS = {
 
 
 @torch.no_grad()
-def expected_increase(net: Net, x: torch.Tensor, target: torch.Tensor,
-                      rows: int = 65536) -> tuple[torch.Tensor, float]:
+def expected_increase(net: Net, x: torch.Tensor | RowSet, target: torch.Tensor,
+                      rows: int = 65536, which: int = 0) -> tuple[torch.Tensor, float]:
     """The exact expectation, over a uniformly random row permutation, of the increase in
     MSE when channel i is permuted: ``(d,)`` float64, and the unpermuted distance.
 
@@ -356,13 +389,15 @@ def expected_increase(net: Net, x: torch.Tensor, target: torch.Tensor,
     Sampled estimates (:func:`permutation_distances`) converge to it as M grows.
     """
     w, b = net.folded_first()  # (K, d), (K,)
-    n, n_classes = len(x), w.shape[0]
-    sums = {k: torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    n, d, span, _ = _rows_of(x, which)
+    n_classes, device = w.shape[0], target.device
+    sums = {k: torch.zeros(d, dtype=torch.float64, device=device)
             for k in ("x", "xx", "q", "xq")}
-    base = torch.zeros((), dtype=torch.float64, device=x.device)
+    base = torch.zeros((), dtype=torch.float64, device=device)
     for r0 in range(0, n, rows):
-        xc = x[r0 : r0 + rows].double()
-        residual = torch.addmm(b, x[r0 : r0 + rows], w.T).double() - target[r0 : r0 + rows]
+        raw = span(r0, min(n, r0 + rows))
+        xc = raw.double()
+        residual = torch.addmm(b, raw, w.T).double() - target[r0 : r0 + rows]
         q = residual @ w.double()  # (c, d): q for every channel at once
         sums["x"] += xc.sum(0)
         sums["xx"] += xc.square().sum(0)
@@ -414,35 +449,37 @@ def rank(data: PairedData, options: RankOptions | None = None,
     split = (read_split(options.split, data.n) if options.split else
              stratified_split(labels.y, options.test_split,
                               derive_seed(options.seed, _SEED_SPLIT)))
-    y_all = torch.as_tensor(labels.y).to(device)
+    arrays = [data.xa, data.xb, labels.y]
+    # one plan for every part: resident when all rows fit, else chunk sets of one size
+    chunk_rows = plan_chunk_rows(data.n, row_bytes(arrays), device, options.chunk_rows)
 
-    def part(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (rows_to(data.xa, rows, device), rows_to(data.xb, rows, device),
-                y_all[torch.as_tensor(rows, device=device)])
+    def part(rows: np.ndarray) -> RowSet:
+        return RowSet(arrays, rows, device, chunk_rows)
 
     fit_rows, val_rows = fit_and_validation(split.train, labels.y, options.seed)
-    train, test, val = part(split.train), part(split.test), part(val_rows)
+    fitting, val, test = part(fit_rows), part(val_rows), part(split.test)
     t0 = time.perf_counter()
-    net_a, net_b, fitted = align(*part(fit_rows), labels.n_classes, labels.multilabel,
-                                 options, held_out=val if len(val_rows) else None,
-                                 progress=progress)
+    net_a, net_b, fitted = align(fitting, labels.n_classes, labels.multilabel, options,
+                                 held_out=val if len(val) else None, progress=progress)
     train_s = time.perf_counter() - t0
 
     permuted_rows = "test" if options.permute_on == "test" and len(split.test) else "train"
-    xa, xb, _ = test if permuted_rows == "test" else train
-    if options.permute == "a":
-        net, x, target = net_a, xa, predict(net_b, xb)
-    else:
-        net, x, target = net_b, xb, predict(net_a, xa)
+    rows = test if permuted_rows == "test" else part(split.train)
+    which = 0 if options.permute == "a" else 1
+    net = net_a if which == 0 else net_b
+    target = predict(net_b if which == 0 else net_a, rows, which=1 - which)
     t0 = time.perf_counter()
     if options.estimator == "exact":
-        expected, unpermuted = expected_increase(net, x, target)
+        expected, unpermuted = expected_increase(net, rows, target, which=which)
         increase = expected[:, None]  # (d, 1): the expectation, M = infinity
     else:
+        # each process of a torchrun job permutes its own block of channels
         increase, unpermuted = permutation_distances(
-            net, x, target, get_distance(options.dist),
-            permutations(len(x), options.repeats, options.seed),
-            multilabel=labels.multilabel, progress=progress)
+            net, rows, target, get_distance(options.dist),
+            permutations(len(rows), options.repeats, options.seed),
+            multilabel=labels.multilabel, which=which,
+            channels=distributed.my_channels(rows.widths[which]), progress=progress)
+        distributed.sum_all(increase)
     permute_s = time.perf_counter() - t0
     increase = increase.cpu().numpy()
     importance = increase.mean(axis=1)
@@ -454,10 +491,12 @@ def rank(data: PairedData, options: RankOptions | None = None,
             "permuted: the salience is all zeros (are the features informative?)")
 
     metrics: dict = {"a": {}, "b": {}}
-    for name, (xa_, xb_, y_) in (("train", train), ("test", test)):
-        for side, net_s, x_ in (("a", net_a, xa_), ("b", net_b, xb_)):
-            metrics[side][name] = (evaluate(predict(net_s, x_), y_, labels.multilabel)
-                                   if len(y_) else None)
+    train_parts = [fitting, val]
+    for name, parts in (("train", train_parts), ("test", [test])):
+        y = torch.cat([torch.cat([t for _, (t,) in p.chunks(only=[2])]) for p in parts])
+        for side, net_s, w in (("a", net_a, 0), ("b", net_b, 1)):
+            logits = torch.cat([predict(net_s, p, which=w) for p in parts])
+            metrics[side][name] = (evaluate(logits, y, labels.multilabel) if len(y) else None)
     return RankResult(
         salience=salience, distances=unpermuted + increase, unpermuted=unpermuted,
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,

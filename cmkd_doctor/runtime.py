@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from cmkd_doctor import distributed
 from cmkd_doctor.errors import InputError
 
 # progress(task, completed, total): library code reports, the CLI draws.
@@ -18,10 +19,23 @@ def no_progress(task: str, completed: int, total: int) -> None:
 
 
 def resolve_device(spec: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU; ``cuda[:N]`` must exist."""
+    """``auto`` picks CUDA when present, else the CPU; ``cuda[:N]`` must exist.
+
+    Under torchrun, ``auto`` and ``cuda`` mean this process's own GPU
+    (``cuda:LOCAL_RANK``), and the first call joins the process group
+    (:func:`cmkd_doctor.distributed.init`).
+    """
+    device = _parse_device(spec)
+    distributed.init(device)
+    return device
+
+
+def _parse_device(spec: str) -> torch.device:
     text = spec.strip().lower()
     if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cuda" and distributed.launched():
+        text = f"cuda:{distributed.local_rank()}"
     if text == "cpu":
         return torch.device("cpu")
     if text == "cuda" or text.startswith("cuda:"):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from cmkd_doctor import distributed
 from cmkd_doctor.runtime import Progress, no_progress
+from cmkd_doctor.streaming import RowSet, epoch_order
 
 # Aim for about this many optimiser steps when the user gives no --epochs.
 AUTO_STEPS = 4000
@@ -34,42 +36,46 @@ class FitResult:
 
 
 def fit(
-    params: Iterable[torch.nn.Parameter],
-    batch_loss: Callable[[torch.Tensor], torch.Tensor],
-    n_rows: int,
+    model: torch.nn.Module,
+    row_losses: Callable[[torch.nn.Module, list[torch.Tensor]], torch.Tensor],
+    rows: RowSet,
     *,
     epochs: int,
     batch_size: int,
     lr: float,
     gen: torch.Generator,
-    device: torch.device,
     val_loss: Callable[[], float] | None = None,
     patience: int = 0,
-    modules: list[torch.nn.Module] | None = None,
     progress: Progress = no_progress,
     task: str = "train",
 ) -> FitResult:
-    """Adam over shuffled minibatches; ``batch_loss(index)`` gives the loss of rows ``index``.
+    """Adam over shuffled minibatches of ``rows``, data-parallel under torchrun.
 
-    The shuffle order comes from ``gen`` (a CPU generator), so it is identical on every
-    device. With ``val_loss`` and ``patience > 0`` it stops early once the held-out loss
-    has not improved for ``patience`` epochs and restores ``modules`` to their best epoch.
+    ``row_losses(module, tensors)`` gives the per-row losses of a minibatch (the
+    minibatch loss is their mean); it must call ``module``, which is ``model`` wrapped
+    in DistributedDataParallel when several processes train. Every process draws the
+    same order from ``gen`` (a CPU generator, identical on every device) and trains on
+    its slice of each global minibatch (:mod:`cmkd_doctor.distributed`). With
+    ``val_loss`` and ``patience > 0`` it stops once the held-out loss has not improved
+    for ``patience`` epochs, and restores ``model`` to its best epoch.
     """
-    params = list(params)
-    opt = torch.optim.Adam(params, lr=lr)
+    trained = distributed.wrap(model)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     result = FitResult(epochs, 0, 0)
     best, best_state = float("inf"), None
+    n_rows = len(rows)
+    device = rows.device
     for epoch in range(epochs):
-        order = torch.randperm(n_rows, generator=gen).to(device)
-        total = torch.zeros((), device=device)
-        for start in range(0, n_rows, batch_size):
-            index = order[start : start + batch_size]
-            loss = batch_loss(index)
+        order = epoch_order(n_rows, rows.chunk_rows, gen)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for global_rows, batch in rows.batches(order, batch_size, distributed.my_part):
+            losses = row_losses(trained, batch)  # (rows of this process,)
+            loss = losses.sum() * distributed.loss_scale(global_rows)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.detach() * len(index)
-        result.train_loss.append(float(total) / n_rows)
+            total += losses.detach().sum()
+        result.train_loss.append(float(distributed.sum_all(total)) / n_rows)
         result.epochs_run = epoch + 1
         progress(task, epoch + 1, epochs)
         if val_loss is None:
@@ -80,19 +86,21 @@ def fit(
         result.val_loss.append(current)
         if current < best:
             best, result.best_epoch = current, epoch + 1
-            if modules is not None and patience > 0:
-                best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+            if patience > 0:
+                best_state = copy.deepcopy(model.state_dict())
         elif patience > 0 and epoch + 1 - result.best_epoch >= patience:
             progress(task, epochs, epochs)
             break
     if best_state is not None:
-        for module, state in zip(modules, best_state, strict=True):
-            module.load_state_dict(state)
+        model.load_state_dict(best_state)
     return result
 
 
 @torch.no_grad()
-def predict(net: torch.nn.Module, x: torch.Tensor, batch_rows: int = 65536) -> torch.Tensor:
-    """Logits of ``net`` over ``x`` in row chunks."""
+def predict(net: torch.nn.Module, x: torch.Tensor | RowSet, batch_rows: int = 65536,
+            which: int = 0) -> torch.Tensor:
+    """Logits of ``net`` over ``x`` (or array ``which`` of a RowSet) in row chunks."""
     net.eval()
+    if isinstance(x, RowSet):
+        return torch.cat([predict(net, t, batch_rows) for _, (t,) in x.chunks(only=[which])])
     return torch.cat([net(x[i : i + batch_rows]) for i in range(0, len(x), batch_rows)])

@@ -1,0 +1,113 @@
+"""Data parallelism on PyTorch's own engine, for runs launched with ``torchrun``.
+
+``torchrun --nproc-per-node N -m cmkd_doctor rank ...`` starts N processes with the
+``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` variables set. The first
+:func:`cmkd_doctor.runtime.resolve_device` call joins them into one process group
+(``nccl`` on CUDA, ``gloo`` on the CPU) through torchrun's rendezvous. Then:
+
+- training (step 1 of Algorithm 1, teachers, students) runs under
+  :class:`~torch.nn.parallel.DistributedDataParallel`: every process draws the same
+  global minibatch, computes the loss of its own slice of it, and DDP averages the
+  gradients, so the update is the single-process one;
+- the permutation phase gives each process a contiguous block of channels and sums
+  the blocks with ``all_reduce``;
+- only rank 0 writes files (:func:`cmkd_doctor.outputs.write_atomic` asks
+  :func:`is_main`) and prints.
+
+Without torchrun every function here is the single-process identity.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched() -> bool:
+    """True inside a process started by torchrun with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_rank() -> int:
+    """This process's index on its own machine (torchrun's ``LOCAL_RANK``)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init(device: torch.device) -> None:
+    """Join torchrun's process group once: ``nccl`` for CUDA devices, else ``gloo``."""
+    if not launched() or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+
+
+def shutdown() -> None:
+    """Leave the process group (the CLI calls this on the way out)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def is_main() -> bool:
+    """True in the one process that writes files and prints (rank 0, or no torchrun)."""
+    return rank() == 0
+
+
+def my_part(index: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """This process's contiguous slice of a global minibatch ``index``."""
+    return torch.tensor_split(index, size(), dim=dim)[rank()] if active() else index
+
+
+def my_channels(d: int) -> range:
+    """This process's contiguous block of ``d`` channels in the permutation phase."""
+    world, me = size(), rank()
+    return range(d * me // world, d * (me + 1) // world)
+
+
+def sum_all(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all processes, in place; every process gets the total."""
+    if active():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def wrap(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` under DistributedDataParallel when several processes train it.
+
+    Buffers (the standardisation statistics) are the same everywhere and never change,
+    so they are not re-broadcast at every step.
+    """
+    if not active():
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(module.parameters()).device
+    return DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False)
+
+
+def loss_scale(global_rows: int) -> float:
+    """Multiply a sum of per-row losses over this process's slice by this.
+
+    DDP averages gradients over the processes, so ``size() * sum_local / global_rows``
+    gives every update the gradient of the mean over the whole global minibatch, also
+    when the slices differ in size.
+    """
+    return size() / global_rows

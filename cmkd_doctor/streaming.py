@@ -1,0 +1,263 @@
+"""Rows of the user's arrays: on the device at once, or streamed from disk in chunks.
+
+A :class:`RowSet` is a subset of rows (a split's training or test rows) of aligned
+arrays, e.g. features a, features b and labels. When the rows fit the memory budget
+they are copied to the device once (*resident*). Otherwise they stay in their
+memory-mapped ``.npy`` files and each step reads only the rows it needs, one chunk set
+at a time: the rows are gathered in file order, copied to the device, and the pages
+just read are dropped from the process's memory again (``madvise(MADV_DONTNEED)``; the
+kernel's page cache keeps them if it has room). Peak memory is then about one chunk set
+plus the model, whatever the size of the files, including files larger than RAM.
+
+Training reads each epoch as a sequence of chunks (:func:`epoch_order`). Resident rows
+are shuffled as a whole; streamed rows are shuffled in blocks of consecutive rows, and
+within each chunk, so that a chunk is a few large reads from all over the file rather
+than one read per row.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from cmkd_doctor.errors import option_error
+
+# Bytes of one chunk set (the rows of every array of a RowSet) when streaming.
+CHUNK_BYTES = 128 << 20
+# Rows are kept resident up to this many bytes on the CPU; on CUDA, half the free memory.
+RESIDENT_BYTES_CPU = 1 << 30
+# Blocks of consecutive rows per training chunk when streaming (epoch_order).
+BLOCKS_PER_CHUNK = 64
+
+
+def release(array: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped array from this process's resident memory.
+
+    The data stays in the file (and in the page cache when there is room); the next read
+    maps it again. A no-op for arrays in memory.
+    """
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is not None and hasattr(mmap, "MADV_DONTNEED"):
+        base.madvise(mmap.MADV_DONTNEED)
+
+
+def row_bytes(arrays: Sequence[np.ndarray]) -> int:
+    """Bytes of one row across ``arrays`` once on the device (float32 / int64)."""
+    return sum(8 if a.dtype.kind in "iub" and a.ndim == 1 else 4 * int(np.prod(a.shape[1:]))
+               for a in arrays)
+
+
+def plan_chunk_rows(n_rows: int, bytes_per_row: int, device: torch.device,
+                    chunk_rows: int | None) -> int:
+    """Rows per chunk; ``n_rows`` (or more) means resident.
+
+    ``chunk_rows`` (``--chunk-rows``) wins. Automatically, rows stay resident when they
+    fit :data:`RESIDENT_BYTES_CPU` on the CPU or half the free memory of a CUDA device,
+    and are otherwise streamed in chunk sets of :data:`CHUNK_BYTES`.
+    """
+    if chunk_rows is not None:
+        return chunk_rows
+    total = n_rows * bytes_per_row
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free // 2
+    else:
+        budget = RESIDENT_BYTES_CPU
+    if total <= budget:
+        return max(n_rows, 1)
+    return max(1, CHUNK_BYTES // max(bytes_per_row, 1))
+
+
+def check_chunk_rows(chunk_rows: int | None) -> int | None:
+    if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
+        raise option_error("chunk_rows", "a whole number >= 1", chunk_rows)
+    return chunk_rows
+
+
+_TORCH = {np.dtype(np.int64): torch.int64, np.dtype(np.float32): torch.float32}
+
+
+def _dtype_of(array: np.ndarray) -> np.dtype:
+    if array.ndim == 1 and array.dtype.kind in "iub":
+        return np.dtype(np.int64)
+    return np.dtype(np.float32)
+
+
+class RowSet:
+    """Rows ``index`` of aligned arrays, resident on ``device`` or streamed in chunks.
+
+    Parameters
+    ----------
+    arrays
+        Arrays with the same number of rows (possibly memory-mapped). 1-D integer arrays
+        become int64 tensors (class ids), everything else float32.
+    index
+        The rows of ``arrays`` this set holds, in the order positions refer to.
+    chunk_rows
+        Rows per chunk; ``None`` plans it (:func:`plan_chunk_rows`). At least
+        ``len(index)`` keeps the rows resident.
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray], index: np.ndarray, device: torch.device,
+                 chunk_rows: int | None = None):
+        self.arrays = list(arrays)
+        self.index = np.asarray(index, dtype=np.int64)
+        self.device = device
+        self.dtypes = [_dtype_of(a) for a in self.arrays]
+        self.chunk_rows = plan_chunk_rows(len(self.index), row_bytes(self.arrays), device,
+                                          check_chunk_rows(chunk_rows))
+        self.resident = self.chunk_rows >= len(self.index)
+        self._tensors: list[torch.Tensor] | None = None
+        if self.resident:
+            self._tensors = self._load_all()
+
+    @classmethod
+    def of_tensors(cls, tensors: Sequence[torch.Tensor]) -> RowSet:
+        """A resident set holding ``tensors`` as they are (already on their device)."""
+        rows = cls.__new__(cls)
+        rows.arrays, rows.index = [], np.arange(len(tensors[0]))
+        rows.device, rows.dtypes = tensors[0].device, []
+        rows.chunk_rows, rows.resident = max(len(tensors[0]), 1), True
+        rows._tensors = list(tensors)
+        return rows
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def widths(self) -> list[int]:
+        return [int(np.prod(a.shape[1:])) for a in self.arrays]
+
+    def _read(self, rows: np.ndarray, only: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Rows ``rows`` of every array (or those in ``only``), read in file order, as
+        tensors on the device."""
+        order = np.argsort(rows, kind="stable")
+        out = []
+        for i in only if only is not None else range(len(self.arrays)):
+            array, dtype = self.arrays[i], self.dtypes[i]
+            block = np.asarray(array[rows[order]], dtype=dtype)
+            release(array)
+            values = np.empty_like(block)
+            values[order] = block
+            out.append(torch.from_numpy(values).to(self.device))
+        return out
+
+    def _load_all(self) -> list[torch.Tensor]:
+        # filled chunk by chunk, so loading onto a GPU never holds a host copy of it all
+        n = len(self.index)
+        step = max(1, CHUNK_BYTES // max(row_bytes(self.arrays), 1))
+        if n <= step:
+            return self._read(self.index)
+        tensors = [torch.empty((n, *a.shape[1:]), dtype=_TORCH[dt], device=self.device)
+                   for a, dt in zip(self.arrays, self.dtypes, strict=True)]
+        for start in range(0, n, step):
+            for t, part in zip(tensors, self._read(self.index[start : start + step]),
+                               strict=True):
+                t[start : start + len(part)] = part
+        return tensors
+
+    def tensors(self) -> list[torch.Tensor]:
+        """All rows as device tensors; resident sets only."""
+        if self._tensors is None:
+            raise RuntimeError("tensors() on a streamed RowSet: iterate over chunks()")
+        return self._tensors
+
+    def take(self, positions: torch.Tensor | np.ndarray,
+             only: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Rows at ``positions`` (``0 .. len - 1``), in that order, on the device, of every
+        array or of those in ``only``."""
+        if self._tensors is not None:
+            pos = torch.as_tensor(positions, device=self.device)
+            picked = self._tensors if only is None else [self._tensors[i] for i in only]
+            return [t[pos] for t in picked]
+        pos = torch.as_tensor(positions).cpu().numpy()
+        return self._read(self.index[pos], only)
+
+    def chunks(self, rows: int | None = None,
+               only: Sequence[int] | None = None) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        """``(start, tensors)`` for consecutive chunks of positions, in order; a resident
+        set gives all its rows as one chunk unless ``rows`` is given."""
+        n = len(self)
+        if self._tensors is not None:
+            picked = self._tensors if only is None else [self._tensors[i] for i in only]
+            step = rows or max(n, 1)
+            for start in range(0, n, step):
+                yield start, [t[start : start + step] for t in picked]
+            return
+        step = rows or self.chunk_rows
+        for start in range(0, n, step):
+            yield start, self._read(self.index[start : start + step], only)
+
+    def moments(self, which: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Column mean and standard deviation (unbiased) of array ``which``."""
+        if self._tensors is not None:
+            x = self._tensors[which]
+            return x.mean(0), x.std(0)
+        total = sq = None
+        for _, (x,) in self.chunks(only=[which]):
+            x = x.double()
+            total = x.sum(0) if total is None else total + x.sum(0)
+            sq = x.square().sum(0) if sq is None else sq + x.square().sum(0)
+        n = len(self)
+        mean = total / n
+        var = (sq - n * mean.square()).clamp_min(0) / max(n - 1, 1)
+        return mean.float(), var.sqrt().float()
+
+    def batches(self, order: torch.Tensor, batch_size: int,
+                part=lambda index: index) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        """Minibatches of positions ``order``: ``(global rows, tensors of part(rows))``.
+
+        ``part`` picks this process's slice of each global batch (DDP). Streamed sets read
+        one chunk of ``order`` at a time (a whole number of batches).
+        """
+        n = len(order)
+        if self._tensors is not None:
+            order = order.to(self.device)
+            for start in range(0, n, batch_size):
+                index = order[start : start + batch_size]
+                yield len(index), [t[part(index)] for t in self._tensors]
+            return
+        per_chunk = max(1, self.chunk_rows // batch_size) * batch_size
+        for c0 in range(0, n, per_chunk):
+            chunk_order = order[c0 : c0 + per_chunk]
+            local = torch.arange(len(chunk_order))
+            mine = [part(local[s : s + batch_size])
+                    for s in range(0, len(chunk_order), batch_size)]
+            # read only the rows this process trains on
+            wanted = torch.cat(mine)
+            tensors = self.take(chunk_order[wanted])
+            offset = 0
+            for s, m in zip(range(0, len(chunk_order), batch_size), mine, strict=True):
+                size = len(m)
+                yield min(batch_size, len(chunk_order) - s), [
+                    t[offset : offset + size] for t in tensors]
+                offset += size
+
+
+def epoch_order(n: int, chunk_rows: int, gen: torch.Generator) -> torch.Tensor:
+    """The order in which one epoch visits positions ``0 .. n - 1``.
+
+    ``chunk_rows >= n``: a uniform shuffle. Otherwise the positions are cut into blocks
+    of consecutive rows (:data:`BLOCKS_PER_CHUNK` per chunk), the blocks are shuffled,
+    and the rows inside each chunk of ``chunk_rows`` are shuffled again. A chunk then
+    mixes rows from all over the file (class-sorted files included) yet is read as a few
+    contiguous runs. Depends only on ``n``, ``chunk_rows`` and ``gen``: every process of
+    a distributed run draws the same order.
+    """
+    if chunk_rows >= n:
+        return torch.randperm(n, generator=gen)
+    block = max(1, chunk_rows // BLOCKS_PER_CHUNK)
+    n_blocks = -(-n // block)
+    starts = torch.randperm(n_blocks, generator=gen) * block
+    order = (starts[:, None] + torch.arange(block)[None, :]).reshape(-1)
+    order = order[order < n]
+    for start in range(0, n, chunk_rows):
+        segment = order[start : start + chunk_rows]
+        order[start : start + chunk_rows] = segment[torch.randperm(len(segment),
+                                                                   generator=gen)]
+    return order

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
+from cmkd_doctor import distributed
 from cmkd_doctor.errors import option_error
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig, parse_hidden
@@ -142,6 +143,9 @@ def train_classifiers(
     Eq. 1. ``val = (x_val, y_val)`` enables per-seed early stopping on the same loss,
     each network kept at its best epoch and frozen once its patience runs out.
 
+    Under torchrun every process draws the same minibatches and trains on its slice of
+    each, under DistributedDataParallel (:mod:`cmkd_doctor.distributed`).
+
     Returns
     -------
     list of Net
@@ -162,9 +166,11 @@ def train_classifiers(
     n_seeds, n = len(seeds), len(x)
     gens = [generator(seed, _SEED_SHUFFLE) for seed in seeds]
     opt = torch.optim.Adam(stacked.parameters(), lr=options.lr)
+    trained = distributed.wrap(stacked)  # DistributedDataParallel under torchrun
 
-    def loss_rows(xb: torch.Tensor, yb: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
-        logits = stacked(xb)  # (S, b, K)
+    def loss_rows(xb: torch.Tensor, yb: torch.Tensor, soft: torch.Tensor | None,
+                  model: nn.Module = stacked) -> torch.Tensor:
+        logits = model(xb)  # (S, b, K)
         loss = task_loss_rows(logits, yb, multilabel)  # (S, b)
         if kd is None:
             return loss
@@ -185,8 +191,11 @@ def train_classifiers(
         orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (S, n)
         for start in range(0, n, options.batch_size):
             index = orders[:, start : start + options.batch_size]  # (S, b)
+            scale = distributed.loss_scale(index.shape[1])
+            index = distributed.my_part(index, dim=1)  # this process's slice of each batch
             soft = kd.train[index] if kd is not None else None
-            loss = loss_rows(x[index], y[index], soft).mean(-1).sum()  # sum of per-seed means
+            # the sum over seeds of each seed's mean loss over the global batch
+            loss = loss_rows(x[index], y[index], soft, trained).sum() * scale
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

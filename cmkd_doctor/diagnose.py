@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from cmkd_doctor import distributed
 from cmkd_doctor.classifiers import TrainOptions
 from cmkd_doctor.datasets import DATASETS
 from cmkd_doctor.distill import DistillOptions, DistillReport, distill, record
@@ -28,7 +29,7 @@ from cmkd_doctor.inputs import load_paired
 from cmkd_doctor.outputs import check_out_dir
 from cmkd_doctor.ranking import RankOptions, RankResult, rank
 from cmkd_doctor.rundir import DEFAULT_RUN, Run, write_rank
-from cmkd_doctor.runtime import Progress, no_progress
+from cmkd_doctor.runtime import Progress, no_progress, resolve_device
 
 EXAMPLE_FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
 SWEEP = (0.1, 0.25, 0.5, 0.75, 0.9)  # diagnose --sweep (paper Fig. 5)
@@ -156,6 +157,9 @@ def diagnose(
     truth = None
     if example is not None:
         inputs, truth = prepare_example(example, out, config)
+        # under torchrun rank 0 alone wrote the example: the others wait for it
+        resolve_device(rank_options.device)
+        distributed.barrier()
     if len(inputs) != 3:
         raise InputError("diagnose needs three inputs: FEATS_A FEATS_B LABELS")
     data = load_paired(*inputs)

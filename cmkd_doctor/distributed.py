@@ -19,6 +19,7 @@ Without torchrun every function here is the single-process identity.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -61,12 +62,21 @@ def size() -> int:
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    """This process's rank; torchrun's ``RANK`` before the group is joined."""
+    if active():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0")) if launched() else 0
 
 
 def is_main() -> bool:
     """True in the one process that writes files and prints (rank 0, or no torchrun)."""
     return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every process (e.g. for files rank 0 writes and all then read)."""
+    if active():
+        dist.barrier()
 
 
 def my_part(index: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -98,9 +108,13 @@ def wrap(module: torch.nn.Module) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     device = next(module.parameters()).device
+    # newer torch renames the switch (and deprecates the old name)
+    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+               inspect.signature(DistributedDataParallel.__init__).parameters
+               else "broadcast_buffers")
     return DistributedDataParallel(
         module, device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False)
+        **{no_sync: False})
 
 
 def loss_scale(global_rows: int) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.streaming import release
 
 SUFFIXES = (".npy", ".npz", ".safetensors")
 # Rows scanned at a time for NaN/Inf, so a memory-mapped array is never read whole.
@@ -171,6 +172,7 @@ def check_finite(array: np.ndarray, source: ArraySource) -> None:
     for start in range(0, len(flat), _SCAN_ROWS):
         block = np.asarray(flat[start : start + _SCAN_ROWS])
         bad = ~np.isfinite(block)
+        release(array)  # a memory-mapped file never becomes resident as a whole
         n_bad = int(bad.sum())
         if n_bad and first is None:
             row, col = np.argwhere(bad)[0]

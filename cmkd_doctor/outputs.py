@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cmkd_doctor import distributed
 from cmkd_doctor.errors import InputError
 
 
@@ -32,8 +33,13 @@ def check_out_dir(path: str | Path, option: str = "--out") -> Path:
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``path``."""
+    """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``path``.
+
+    In a torchrun job only rank 0 writes; the other processes skip every file.
+    """
     path = Path(path)
+    if not distributed.is_main():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -35,7 +35,12 @@ def _parse_device(spec: str) -> torch.device:
     if text == "auto":
         text = "cuda" if torch.cuda.is_available() else "cpu"
     if text == "cuda" and distributed.launched():
-        text = f"cuda:{distributed.local_rank()}"
+        local, visible = distributed.local_rank(), torch.cuda.device_count()
+        if local >= visible:
+            raise InputError(f"--device {spec}: torchrun started process {local} on this "
+                             f"machine but only {visible} CUDA device(s) are visible; use "
+                             "one process per GPU (--nproc-per-node) or --device cpu")
+        text = f"cuda:{local}"
     if text == "cpu":
         return torch.device("cpu")
     if text == "cuda" or text.startswith("cuda:"):

@@ -10,9 +10,9 @@ import traceback
 
 import typer
 
-from cmkd_doctor import __version__
+from cmkd_doctor import __version__, distributed
 from cmkd_doctor.cli import examples
-from cmkd_doctor.cli._common import err, show_help_without_command
+from cmkd_doctor.cli._common import err, show_help_without_command, silence
 from cmkd_doctor.cli.derive_teacher import derive_teacher_command
 from cmkd_doctor.cli.diagnose import diagnose_command
 from cmkd_doctor.cli.distill import distill_command
@@ -67,8 +67,20 @@ def _kinds(exc: BaseException) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (``sys.exit`` is left to the caller)."""
+    """Run the CLI; returns the exit code (``sys.exit`` is left to the caller).
+
+    Under torchrun only rank 0 prints; every process leaves the process group on exit.
+    """
     args = sys.argv[1:] if argv is None else list(argv)
+    if not distributed.is_main():
+        silence()
+    try:
+        return _main(args)
+    finally:
+        distributed.shutdown()
+
+
+def _main(args: list[str]) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="cmkd-doctor", standalone_mode=False)

@@ -71,6 +71,12 @@ def print_json(document: Any) -> None:
     sys.stdout.flush()
 
 
+def silence() -> None:
+    """Print nothing from this process (a torchrun rank other than 0)."""
+    out.quiet = err.quiet = True
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+
+
 def warn(message: str) -> None:
     err.print(f"warning: {message}", markup=False)
 

@@ -33,6 +33,8 @@ def diagnose_command(
                                 "[default: 10]."),
     seeds: int = typer.Option(None, help="Student seeds per teacher [default: 5]."),
     epochs: int = typer.Option(None, help="Most training epochs [default: auto]."),
+    chunk_rows: int = typer.Option(None, help="Rows read at a time from memory-mapped .npy "
+                                   "inputs while ranking [default: all when they fit]."),
     device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N [default: auto]."),
     seed: int = typer.Option(None, help="Seed of every stage [default: 0]."),
     split: Path = typer.Option(None, help="A .npz with 'train' and 'test' row indices "
@@ -53,6 +55,7 @@ def diagnose_command(
         ratio = ",".join(map(str, SWEEP))
     overrides = {
         "rank": {"hidden": hidden, "repeats": repeats, "epochs": epochs, "device": device,
+                 "chunk_rows": chunk_rows,
                  "seed": seed, "split": None if split is None else str(split)},
         "distill": {"ratios": ratio, "seeds": seeds, "epochs": epochs, "device": device,
                     "seed": seed},

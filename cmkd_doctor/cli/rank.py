@@ -47,6 +47,10 @@ def rank(
                                   "form (needs --hidden 0 --dist mse)."),
     split: Path = typer.Option(None, help="A .npz with 'train' and 'test' row indices to use "
                                "instead of --test-split (e.g. a dataset's own split)."),
+    chunk_rows: int = typer.Option(None, help="Rows read at a time from memory-mapped .npy "
+                                   "inputs [default: all rows on the device when they fit "
+                                   "(1 GiB on the CPU, half the free GPU memory), else chunk "
+                                   "sets of about 128 MiB]."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, help="Seed of the split, initialisation, shuffling and "
                              "permutations."),
@@ -64,7 +68,7 @@ def rank(
                           lr=lr, dist=dist, normalize=normalize, permute=permute,
                           test_split=test_split, permute_on=permute_on, patience=patience,
                           split=None if split is None else str(split), estimator=estimator,
-                          device=device, seed=seed)
+                          chunk_rows=chunk_rows, device=device, seed=seed)
     with progress_bars(quiet or json_output) as progress:
         result, document = rank_files(feats_a, feats_b, labels, out_dir, options, progress)
     for message in result.warnings:

@@ -171,7 +171,9 @@ class RowSet:
 
     @property
     def widths(self) -> list[int]:
-        return [int(np.prod(a.shape[1:])) for a in self.arrays]
+        """Columns of each array (1 for a 1-D one)."""
+        shapes = [a.shape for a in (self.arrays or self._tensors)]
+        return [int(np.prod(shape[1:])) for shape in shapes]
 
     def _read(self, rows: np.ndarray, only: Sequence[int] | None = None) -> list[torch.Tensor]:
         """Rows ``rows`` of every array (or those in ``only``), read in file order, as

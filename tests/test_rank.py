@@ -170,7 +170,7 @@ def test_json_output_and_run_directory(tmp_path, cli, gaussian_dir):
         assert len(doc["inputs"][name]["sha256"]) == 64 and doc["inputs"][name]["shape"]
     assert doc["options"]["repeats"] == 3 and doc["options"]["hidden"] == [32, 16]
     assert doc["environment"]["torch"] == torch.__version__
-    assert doc["environment"]["device"] == "cpu"
+    assert doc["environment"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert set(doc["timings"]) == {"train_s", "permute_s"}
     for side in ("a", "b"):
         for part in ("train", "test"):

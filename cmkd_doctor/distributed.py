@@ -42,7 +42,10 @@ def init(device: torch.device) -> None:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        if "device_id" in inspect.signature(dist.init_process_group).parameters:
+            dist.init_process_group("nccl", device_id=device)  # binds NCCL eagerly
+        else:  # torch < 2.3
+            dist.init_process_group("nccl")
     else:
         dist.init_process_group("gloo")
 

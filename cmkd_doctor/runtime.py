@@ -9,6 +9,7 @@ import torch
 
 from cmkd_doctor import distributed
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.streaming import read_rows
 
 # progress(task, completed, total): library code reports, the CLI draws.
 Progress = Callable[[str, int, int], None]
@@ -59,8 +60,9 @@ def _parse_device(spec: str) -> torch.device:
 
 def rows_to(array: np.ndarray, rows: np.ndarray, device: torch.device,
             dtype: type = np.float32) -> torch.Tensor:
-    """Rows ``rows`` of a (possibly memory-mapped) array as a tensor on ``device``."""
-    return torch.as_tensor(np.asarray(array[rows], dtype=dtype)).to(device)
+    """Rows ``rows`` of a (possibly memory-mapped) array as a tensor on ``device``, read
+    as :func:`cmkd_doctor.streaming.read_rows` does (no pages of the file kept)."""
+    return torch.as_tensor(np.asarray(read_rows(array, rows), dtype=dtype)).to(device)
 
 
 def derive_seed(seed: int, *path: int) -> int:

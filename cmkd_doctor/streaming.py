@@ -51,7 +51,8 @@ def release(array: np.ndarray) -> None:
 
 
 def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``array[rows]`` for ascending ``rows``, without mapping the file into memory.
+    """``array[rows]`` (integer row indices, any order), without mapping the file into
+    memory.
 
     Gathering rows through a memory map faults in whole 64 KiB windows around every row
     touched and keeps them in the process's resident memory: a sparse gather (every
@@ -67,6 +68,9 @@ def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return block
     shape, dtype = array.shape[1:], array.dtype
     row_nbytes = dtype.itemsize * int(np.prod(shape))
+    wanted = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(wanted, kind="stable")  # read in file order, return in the given one
+    rows = wanted[order]
     out = np.empty((len(rows), *shape), dtype=dtype)
     if not len(rows) or row_nbytes == 0:
         return out
@@ -83,13 +87,14 @@ def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
             raw = os.pread(fd, count * row_nbytes, array.offset + first * row_nbytes)
             block = np.frombuffer(raw, dtype=dtype).reshape(count, *shape)
             out[a:b] = block[rows[a:b] - first]
-    return out
+    result = np.empty_like(out)
+    result[order] = out
+    return result
 
 
 def row_bytes(arrays: Sequence[np.ndarray]) -> int:
     """Bytes of one row across ``arrays`` once on the device (float32 / int64)."""
-    return sum(8 if a.dtype.kind in "iub" and a.ndim == 1 else 4 * int(np.prod(a.shape[1:]))
-               for a in arrays)
+    return sum(_dtype_of(a).itemsize * int(np.prod(a.shape[1:])) for a in arrays)
 
 
 def plan_chunk_rows(n_rows: int, bytes_per_row: int, device: torch.device,
@@ -178,15 +183,10 @@ class RowSet:
     def _read(self, rows: np.ndarray, only: Sequence[int] | None = None) -> list[torch.Tensor]:
         """Rows ``rows`` of every array (or those in ``only``), read in file order, as
         tensors on the device."""
-        order = np.argsort(rows, kind="stable")
-        out = []
-        for i in only if only is not None else range(len(self.arrays)):
-            array, dtype = self.arrays[i], self.dtypes[i]
-            block = read_rows(array, rows[order]).astype(dtype, copy=False)
-            values = np.empty_like(block)
-            values[order] = block
-            out.append(torch.from_numpy(values).to(self.device))
-        return out
+        return [torch.from_numpy(read_rows(self.arrays[i], rows).astype(self.dtypes[i],
+                                                                          copy=False))
+                .to(self.device)
+                for i in (only if only is not None else range(len(self.arrays)))]
 
     def _load_all(self) -> list[torch.Tensor]:
         # filled chunk by chunk, so loading onto a GPU never holds a host copy of it all

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from literal import literal_permutation_distances
 
-from cmkd_doctor.losses import get_distance
+from cmkd_doctor.devices import resolve_device
+from cmkd_doctor.engine import predict
+from cmkd_doctor.losses import DISTANCES
 from cmkd_doctor.ranking import RankOptions, align, permutation_distances, permutations
-from cmkd_doctor.runtime import resolve_device
 from cmkd_doctor.streaming import RowSet
-from cmkd_doctor.training import predict
 
 
 def synthetic(n: int, d_a: int, d_b: int, k: int, seed: int = 0):
@@ -61,7 +61,7 @@ def main() -> None:
     xa, xb, y = synthetic(args.n, args.d_a, args.d_b, args.classes)
     xa, xb, y = xa.to(device), xb.to(device), y.to(device)
     perms = permutations(args.n, args.repeats, seed=0)
-    mse = get_distance("mse")
+    mse = DISTANCES["mse"]
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))

@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 from cmkd_doctor.errors import CmkdError, InputError  # noqa: E402
 from cmkd_doctor.inputs import PairedData, load_paired  # noqa: E402
-from cmkd_doctor.ranking import RankOptions, RankResult, rank  # noqa: E402
+from cmkd_doctor.ranking import RankOptions, RankResult, rank, rank_files  # noqa: E402
+from cmkd_doctor.rundir import RunDir  # noqa: E402
 
-__all__ = ["CmkdError", "InputError", "PairedData", "RankOptions", "RankResult",
-           "__version__", "load_paired", "rank"]
+__all__ = ["CmkdError", "InputError", "PairedData", "RankOptions", "RankResult", "RunDir",
+           "__version__", "load_paired", "rank", "rank_files"]

@@ -30,13 +30,12 @@ import numpy as np
 import torch
 
 from cmkd_doctor.errors import InputError, option_error
-from cmkd_doctor.outputs import write_bytes, write_json, write_npy
-from cmkd_doctor.runtime import generator
+from cmkd_doctor.outputs import check_out_dir, write_bytes, write_json, write_npy
+from cmkd_doctor.seeds import generator
 
 MNIST_FILES = {"test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
                "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")}
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
-_SEED_SPLIT, _SEED_PAIR, _SEED_NOISE = 51, 52, 53
 
 
 @dataclass(frozen=True)
@@ -205,7 +204,7 @@ def build_avmnist(mnist: str | Path, fsdd: str | Path, spec: AVMnistSpec | None 
         images, digits = parts["test"]
         share = np.mean([r.is_test for r in recordings])
         is_test = np.zeros(len(digits), bool)
-        gen = generator(spec.seed, _SEED_SPLIT)
+        gen = generator(spec.seed, "avmnist_split")
         for d in range(10):
             rows = np.flatnonzero(digits == d)
             rows = rows[torch.randperm(len(rows), generator=gen).numpy()]
@@ -220,7 +219,7 @@ def build_avmnist(mnist: str | Path, fsdd: str | Path, spec: AVMnistSpec | None 
     flat, kept = remove_energy(images, spec.energy_removed)
     pool = {(d, side): [r for r in recordings if r.digit == d and r.is_test == side]
             for d in range(10) for side in (True, False)}
-    gen = generator(spec.seed, _SEED_PAIR)
+    gen = generator(spec.seed, "avmnist_pair")
     choice = np.empty(len(digits), dtype=np.int64)
     chosen: list[Recording] = []
     for i, (d, side) in enumerate(zip(digits, is_test, strict=True)):
@@ -236,7 +235,7 @@ def build_avmnist(mnist: str | Path, fsdd: str | Path, spec: AVMnistSpec | None 
     waves = torch.stack([clean[r.path] for r in chosen])  # (n, samples)
     power = waves.square().sum(1, keepdim=True) / (waves.abs() > 1e-4).sum(1, keepdim=True
                                                                           ).clamp(min=1)
-    noise = torch.randn(waves.shape, generator=generator(spec.seed, _SEED_NOISE))
+    noise = torch.randn(waves.shape, generator=generator(spec.seed, "avmnist_noise"))
     waves = waves + noise * torch.sqrt(power / 10 ** (spec.snr_db / 10))
     audio = torch.cat([log_mel(waves[i : i + 2048], spec) for i in range(0, len(waves), 2048)])
 
@@ -281,9 +280,6 @@ def read_multibench(folder: str | Path) -> AVMnist:
                     "source": str(folder.resolve())})
 
 
-AVMNIST_FILES = ("image.npy", "audio.npy", "labels.npy", "split.npz", "avmnist.json")
-
-
 def write_avmnist(data: AVMnist, out: str | Path) -> list[Path]:
     """``image.npy``, ``audio.npy``, ``labels.npy``, ``split.npz`` and ``avmnist.json``."""
     out = Path(out)
@@ -297,3 +293,22 @@ def write_avmnist(data: AVMnist, out: str | Path) -> list[Path]:
                                               "n_test": len(data.test),
                                               "image_dim": data.image.shape[1],
                                               "audio_dim": data.audio.shape[1]})]
+
+
+def make_avmnist(out: str | Path, mnist: str | Path | None = None,
+                 fsdd: str | Path | None = None, multibench: str | Path | None = None,
+                 spec: AVMnistSpec | None = None) -> AVMnist:
+    """``examples make avmnist``: build AV-MNIST from the raw files (or read MultiBench's
+    copy) and write it into ``out``, checked before any work."""
+    check_out_dir(out)
+    if multibench is not None:
+        if mnist is not None or fsdd is not None:
+            raise InputError("--multibench replaces --mnist and --fsdd; give one or the other")
+        data = read_multibench(multibench)
+    elif mnist is None or fsdd is None:
+        raise InputError("examples make avmnist needs --mnist DIR and --fsdd DIR (the raw "
+                         "files), or --multibench DIR")
+    else:
+        data = build_avmnist(mnist, fsdd, spec)
+    write_avmnist(data, out)
+    return data

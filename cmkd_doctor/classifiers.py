@@ -1,28 +1,35 @@
-"""Training S classifiers at once: teachers, and students with the KD loss of Eq. 1.
+"""Teachers and students: S classifiers on one modality's rows, trained as one stack.
 
-The S networks of a batch are stacked along a leading axis and trained with batched
-matrix products. Each has its own initialisation, shuffle order and early stopping,
-drawn from its own child seed, and Adam updates each element from its own gradient. So
-a batch of S seeds gives the same networks, to float rounding, as S runs one after
-another.
+A student learns with Eq. 1 plus a temperature (Hinton et al.):
+``rho * CE(y, s(x_b)) + (1 - rho) * T^2 * KL(softmax(t(x_a)/T) || softmax(s(x_b)/T))``
+(BCE and per-class sigmoid KD for multi-label tasks). A teacher, or a No-KD student, is
+the case ``rho = 1``. Every classifier of a call is one *member* of one stacked model
+(:mod:`cmkd_doctor.engine`), with its own seed, its own ``rho`` and its own teacher, so
+the students of every teacher train at once; a member's result does not depend on the
+others in the stack.
+
+The teachers' logits come as a grouped array ``(n, T, K)`` beside the features: member
+``m`` reads column ``Member.teacher``. Inputs may be streamed from memory-mapped files
+(:class:`~cmkd_doctor.streaming.RowSet`); the logits then go to a scratch file too.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
+import numpy as np
 import torch
-from torch import nn
 
-from cmkd_doctor import distributed
-from cmkd_doctor.errors import option_error
+from cmkd_doctor.engine import Schedule, auto_epochs, fit, predict
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
-from cmkd_doctor.models import Net, NetConfig, parse_hidden
-from cmkd_doctor.runtime import Progress, derive_seed, generator, no_progress
-from cmkd_doctor.training import auto_epochs
-
-_SEED_INIT, _SEED_SHUFFLE = 0, 1
+from cmkd_doctor.models import Net, NetConfig, Stacked, new_net, parse_hidden
+from cmkd_doctor.options import number, whole
+from cmkd_doctor.progress import Progress, no_progress
+from cmkd_doctor.seeds import derive_seed
+from cmkd_doctor.streaming import RowSet, plan_chunk_rows, row_bytes
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class TrainOptions:
         Most epochs; ``None`` picks about 4000 optimiser steps.
     patience
         Early stopping on the validation rows; 0 trains all epochs.
+    chunk_rows
+        Rows read at a time from memory-mapped inputs; ``None`` keeps them on the device
+        when they fit (see :func:`cmkd_doctor.streaming.plan_chunk_rows`).
     """
 
     hidden: tuple[int, ...] | None = None
@@ -44,18 +54,16 @@ class TrainOptions:
     batch_size: int = 256
     lr: float = 1e-3
     patience: int = 10
+    chunk_rows: int | None = None
 
     def checked(self) -> TrainOptions:
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise option_error("epochs", "a whole number >= 1", self.epochs)
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise option_error("batch_size", "a whole number >= 1", self.batch_size)
-        if not self.lr > 0:
-            raise option_error("lr", "a positive number", self.lr)
-        if not isinstance(self.patience, int) or self.patience < 0:
-            raise option_error("patience", "a whole number >= 0", self.patience)
+        whole("epochs", self.epochs, 1, optional=True)
+        whole("batch_size", self.batch_size, 1)
+        number("lr", self.lr, "a positive number", low=0, open_low=True)
+        whole("patience", self.patience, 0)
+        whole("chunk_rows", self.chunk_rows, 1, optional=True)
         hidden = None if self.hidden is None else parse_hidden(self.hidden)
-        return TrainOptions(hidden, self.epochs, self.batch_size, self.lr, self.patience)
+        return replace(self, hidden=hidden)
 
     def resolved(self, default_hidden: tuple[int, ...] | list[int]) -> TrainOptions:
         """These options with ``hidden`` filled in when it was left to the run."""
@@ -68,154 +76,188 @@ class TrainOptions:
 
 
 @dataclass(frozen=True)
-class KD:
-    """The distillation part of Eq. 1: ``rho * task + (1 - rho) * T^2 * KL``.
+class Member:
+    """One classifier of a stacked fit.
 
-    ``train`` and ``val`` are the teacher's logits on the training and validation rows.
+    Attributes
+    ----------
+    seed
+        Its member seed: its initialisation and minibatch order derive from it (stages
+        ``net_init`` and ``net_shuffle`` of :mod:`cmkd_doctor.seeds`).
+    rho, temperature
+        Eq. 1: ``rho = 1`` is the task loss alone (a teacher, a No-KD student).
+    teacher
+        The column of the soft-label array it distils from.
+    keep, fill
+        An input mask (a refitted teacher, paper Sec. 5.1): channels where ``keep`` is
+        false are replaced by ``fill`` before the network sees them.
     """
 
-    train: torch.Tensor
-    val: torch.Tensor | None
-    rho: float = 0.5
+    seed: int
+    rho: float = 1.0
     temperature: float = 1.0
+    teacher: int = 0
+    keep: np.ndarray | None = None
+    fill: np.ndarray | None = None
 
 
-class Stacked(nn.Module):
-    """S networks of one :class:`NetConfig`, weights stacked as ``(S, out, in)``."""
+@dataclass
+class Rows:
+    """What classifiers train on: one modality's features and the labels, with the rows
+    that are fitted (``fit``), watched for early stopping (``val``) and reported
+    (``test``)."""
 
-    def __init__(self, nets: Sequence[Net]):
-        super().__init__()
-        self.config = nets[0].config
-        linears = [[m for m in net.layers if isinstance(m, nn.Linear)] for net in nets]
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([layers[i].weight.detach() for layers in linears]))
-            for i in range(len(linears[0])))
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.stack([layers[i].bias.detach() for layers in linears]))
-            for i in range(len(linears[0])))
-        self.register_buffer("mean", nets[0].mean.clone())
-        self.register_buffer("scale", nets[0].scale.clone())
+    x: np.ndarray
+    y: np.ndarray
+    fit: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    n_classes: int
+    multilabel: bool
+    device: torch.device
+    chunk_rows: int | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (S, b, d)`` -> logits ``(S, b, K)``."""
-        h = (x - self.mean) / self.scale
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if i:
-                h = h.relu()
-            h = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
-        return h
+    def plan(self, extra_bytes: int = 0) -> int:
+        """Rows per chunk for every part (resident when all fit)."""
+        n = len(self.fit) + len(self.val) + len(self.test)
+        return plan_chunk_rows(n, row_bytes([self.x, self.y]) + extra_bytes, self.device,
+                               self.chunk_rows)
 
-    def state_of(self, s: int) -> list[torch.Tensor]:
-        return [p[s].detach().clone() for p in (*self.weights, *self.biases)]
+    def part(self, rows: np.ndarray, extra: Sequence[np.ndarray] = (),
+             chunk_rows: int | None = None) -> RowSet:
+        """A RowSet of ``[x, y, *extra]`` over ``rows``; every extra array is grouped."""
+        grouped = range(2, 2 + len(extra))
+        return RowSet([self.x, self.y, *extra], rows, self.device,
+                      chunk_rows or self.plan(), grouped=grouped)
 
-    @torch.no_grad()
-    def set_state(self, s: int, state: list[torch.Tensor]) -> None:
-        for p, v in zip((*self.weights, *self.biases), state, strict=True):
-            p[s].copy_(v)
-
-    @torch.no_grad()
-    def unstack(self, s: int) -> Net:
-        net = Net(self.config).to(self.mean.device)
-        linears = [m for m in net.layers if isinstance(m, nn.Linear)]
-        for layer, w, b in zip(linears, self.weights, self.biases, strict=True):
-            layer.weight.copy_(w[s])
-            layer.bias.copy_(b[s])
-        net.set_standardisation(self.mean, self.scale)
-        return net.eval()
+    def with_x(self, x: np.ndarray) -> Rows:
+        return replace(self, x=x)
 
 
 def train_classifiers(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    n_classes: int,
-    multilabel: bool,
+    rows: Rows,
+    members: Sequence[Member],
     options: TrainOptions,
-    seeds: Sequence[int],
     *,
-    val: tuple[torch.Tensor, torch.Tensor] | None = None,
-    kd: KD | None = None,
+    soft: np.ndarray | None = None,
     progress: Progress = no_progress,
     task: str = "train",
 ) -> list[Net]:
-    """Train one classifier per seed on ``x (n, d)``, all at once.
+    """Train one classifier per member on ``rows.x``, all at once.
 
-    Without ``kd`` the loss is the task loss (CE, or BCE for multi-hot ``y``); with it,
-    Eq. 1. ``val = (x_val, y_val)`` enables per-seed early stopping on the same loss,
-    each network kept at its best epoch and frozen once its patience runs out.
-
-    Under torchrun every process draws the same minibatches and trains on its slice of
-    each, under DistributedDataParallel (:mod:`cmkd_doctor.distributed`).
+    ``soft (n, T, K)``, filled on the fit and validation rows, holds the teachers'
+    logits of Eq. 1. Members with ``patience > 0`` early-stop on their own loss over
+    ``rows.val`` and keep their best epoch.
 
     Returns
     -------
     list of Net
-        One trained network per seed, in eval mode, taking raw features.
+        One trained network per member, in eval mode, taking raw features.
     """
     options = options.checked()
     if options.hidden is None:
         raise ValueError("train_classifiers needs hidden widths; call TrainOptions.resolved")
-    device = x.device
-    config = NetConfig(x.shape[1], options.hidden, n_classes, multilabel)
+    extra = [] if soft is None else [soft]
+    chunk = rows.plan(row_bytes(extra))
+    fitting = rows.part(rows.fit, extra, chunk)
+    val = (rows.part(rows.val, extra, chunk)
+           if len(rows.val) and options.patience > 0 else None)
+    device = rows.device
+    mean, std = (t.cpu() for t in fitting.moments(0))
+    config = NetConfig(fitting.widths[0], options.hidden, rows.n_classes, rows.multilabel)
     nets = []
-    for seed in seeds:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, _SEED_INIT))
-            nets.append(Net(config))
-    nets[0].set_standardisation(x.mean(0).cpu(), x.std(0).cpu())
-    stacked = Stacked(nets).to(device)
-    n_seeds, n = len(seeds), len(x)
-    gens = [generator(seed, _SEED_SHUFFLE) for seed in seeds]
-    opt = torch.optim.Adam(stacked.parameters(), lr=options.lr)
-    trained = distributed.wrap(stacked)  # DistributedDataParallel under torchrun
+    for m in members:
+        net = new_net(config, derive_seed(m.seed, "net_init"))
+        if m.keep is None:
+            net.set_standardisation(mean, std)
+        else:  # a masked channel is constant: its fill, unscaled
+            keep = torch.as_tensor(m.keep, dtype=torch.bool)
+            net.set_standardisation(torch.where(keep, mean, torch.as_tensor(m.fill).float()),
+                                    torch.where(keep, std, torch.zeros_like(std)))
+        nets.append(net)
+    model = Stacked(nets).to(device)
 
-    def loss_rows(xb: torch.Tensor, yb: torch.Tensor, soft: torch.Tensor | None,
-                  model: nn.Module = stacked) -> torch.Tensor:
-        logits = model(xb)  # (S, b, K)
-        loss = task_loss_rows(logits, yb, multilabel)  # (S, b)
-        if kd is None:
+    def column(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device)[:, None]  # (S, 1)
+
+    rho, temperature = column([m.rho for m in members]), column([m.temperature
+                                                                 for m in members])
+    masked = any(m.keep is not None for m in members)
+    if masked:
+        d = config.d_in
+        keep = torch.stack([torch.ones(d, dtype=torch.bool) if m.keep is None else
+                            torch.as_tensor(m.keep, dtype=torch.bool) for m in members])
+        fill = torch.stack([torch.zeros(d) if m.fill is None else
+                            torch.as_tensor(m.fill).float() for m in members])
+        keep, fill = keep[:, None, :].to(device), fill[:, None, :].to(device)  # (S, 1, d)
+
+    def loss_rows(module: torch.nn.Module, batch: list[torch.Tensor],
+                  alive: torch.Tensor) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        if masked:
+            x = torch.where(keep[alive], x, fill[alive])
+        logits = module(x)  # (S, b, K)
+        loss = task_loss_rows(logits, y, rows.multilabel)  # (S, b)
+        if soft is None:
             return loss
-        return kd.rho * loss + (1 - kd.rho) * kd_loss_rows(logits, soft, kd.temperature,
-                                                           multilabel)
+        r, t = rho[alive], temperature[alive]
+        return r * loss + (1 - r) * kd_loss_rows(logits, batch[2], t, rows.multilabel)
 
-    use_val = val is not None and len(val[0]) > 0 and options.patience > 0
-    if use_val:
-        xv, yv = val
-        xv_s, yv_s = xv.expand(n_seeds, *xv.shape), yv.expand(n_seeds, *yv.shape)
-        soft_v = kd.val.expand(n_seeds, *kd.val.shape) if kd is not None else None
-    best = torch.full((n_seeds,), float("inf"))
-    best_epoch = [0] * n_seeds
-    best_state = [stacked.state_of(s) for s in range(n_seeds)]
-    stopped = [False] * n_seeds
-    epochs = options.epochs or auto_epochs(n, options.batch_size)
-    for epoch in range(epochs):
-        orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (S, n)
-        for start in range(0, n, options.batch_size):
-            index = orders[:, start : start + options.batch_size]  # (S, b)
-            scale = distributed.loss_scale(index.shape[1])
-            index = distributed.my_part(index, dim=1)  # this process's slice of each batch
-            soft = kd.train[index] if kd is not None else None
-            # the sum over seeds of each seed's mean loss over the global batch
-            loss = loss_rows(x[index], y[index], soft, trained).sum() * scale
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        progress(task, epoch + 1, epochs)
-        if not use_val:
-            continue
-        with torch.no_grad():
-            current = loss_rows(xv_s, yv_s, soft_v).mean(-1).cpu()  # (S,)
-        for s in range(n_seeds):
-            if stopped[s]:
+    epochs = options.epochs or auto_epochs(len(rows.fit), options.batch_size)
+    fit(model, loss_rows, fitting,
+        Schedule(epochs, options.lr, options.batch_size, options.patience),
+        shuffle_seeds=[derive_seed(m.seed, "net_shuffle") for m in members],
+        groups=None if soft is None else torch.tensor([m.teacher for m in members]),
+        val=val, progress=progress, task=task)
+    return [model.unstack(s) for s in range(len(members))]
+
+
+# Bytes one stacked fit may take on the CPU (on CUDA: a quarter of the free memory).
+STACK_BYTES_CPU = 1 << 30
+
+
+def members_per_fit(d_in: int, hidden: Sequence[int], n_classes: int, batch_size: int,
+                    device: torch.device) -> int:
+    """How many members one stacked fit may hold: each costs its weights four times
+    (weights, gradients, Adam's two moments) and a minibatch of activations and their
+    gradients."""
+    widths = [d_in, *hidden, n_classes]
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=False))
+    per_member = 4 * (4 * params + 3 * batch_size * sum(widths))
+    if device.type == "cuda":
+        budget = torch.cuda.mem_get_info(device)[0] // 4
+    else:
+        budget = STACK_BYTES_CPU
+    return max(1, budget // per_member)
+
+
+class SoftLabels:
+    """The teachers' logits on the training rows, ``(n, T, K)``: in memory, or in a
+    scratch ``.npy`` file (memory-mapped, deleted on :meth:`close`) when the rows are
+    streamed, so the logits of a large data set never sit in RAM."""
+
+    def __init__(self, n_rows: int, n_teachers: int, n_classes: int, streamed: bool):
+        shape = (n_rows, n_teachers, n_classes)
+        self._dir = None
+        if streamed:
+            self._dir = tempfile.TemporaryDirectory(prefix="cmkd-soft-")
+            self.array = np.lib.format.open_memmap(Path(self._dir.name) / "soft.npy", "w+",
+                                                   np.float32, shape)
+        else:
+            self.array = np.zeros(shape, dtype=np.float32)
+
+    def fill(self, column: int, teacher: torch.nn.Module, rows: Rows,
+             parts: Sequence[np.ndarray]) -> None:
+        """Write ``teacher``'s logits on the rows of ``parts`` into ``column``."""
+        for index in parts:
+            if not len(index):
                 continue
-            if current[s] < best[s]:
-                best[s], best_epoch[s] = current[s], epoch + 1
-                best_state[s] = stacked.state_of(s)
-            elif epoch + 1 - best_epoch[s] >= options.patience:
-                stopped[s] = True
-        if all(stopped):
-            progress(task, epochs, epochs)
-            break
-    if use_val:
-        for s in range(n_seeds):
-            stacked.set_state(s, best_state[s])
-    return [stacked.unstack(s) for s in range(n_seeds)]
+            source = RowSet([rows.x], index, rows.device, rows.plan())
+            for start, (x,) in source.chunks():
+                self.array[index[start : start + len(x)], column] = (
+                    predict(teacher, x).cpu().numpy())
+
+    def close(self) -> None:
+        if self._dir is not None:
+            del self.array
+            self._dir.cleanup()

@@ -1,10 +1,18 @@
-"""The paper's six datasets: what each is, and how cmkd-doctor gets it (a registry)."""
+"""The paper's six datasets: what each is, and how cmkd-doctor gets it (a registry).
+
+A dataset that is built in carries ``make``: it writes the example's arrays into a
+folder and returns their paths (feats_a, feats_b, labels) and, for generated data, the
+truth.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from cmkd_doctor.errors import option_error
+from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -17,13 +25,27 @@ class Dataset:
     availability: str  # "built in", or what a local copy needs
     prepare: str  # the command that prepares it, or where that is documented
     paper: str
+    make: Callable[[Path, GaussianSpec], tuple[list[Path], dict | None]] | None = field(
+        default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in ("name", "title", "task", "modalities",
+                                              "licence", "availability", "prepare", "paper")}
 
 
-DATASETS = {d.name: d for d in (
+def _make_gaussian(folder: Path, spec: GaussianSpec) -> tuple[list[Path], dict]:
+    data = make_gaussian(spec)
+    write_gaussian(data, folder)
+    return [folder / f for f in ("feats_a.npy", "feats_b.npy", "labels.npy")], data.truth
+
+
+DATASETS: Registry[Dataset] = Registry("example")
+for _dataset in (
     Dataset("gaussian", "Synthetic multimodal Gaussian (Lopez-Paz et al. 2015, extended)",
             "binary classification", "x^a and x^b: Gaussian vectors sharing decisive "
             "coordinates", "generated (no licence needed)", "built in",
-            "cmkd-doctor examples make gaussian", "Sec. 5.2, Table 2, Figs. 2-3, App. B.2"),
+            "cmkd-doctor examples make gaussian", "Sec. 5.2, Table 2, Figs. 2-3, App. B.2",
+            make=_make_gaussian),
     Dataset("avmnist", "AV-MNIST (Vielzeuf et al. 2018)", "10-class digit classification",
             "images (MNIST, 75% PCA energy removed) and audio (spoken digits, log-mel)",
             "MNIST CC BY-SA 3.0; FSDD CC BY-SA 4.0", "needs local MNIST and FSDD files (or "
@@ -50,11 +72,5 @@ DATASETS = {d.name: d for d in (
             "movie posters (VGG features) and plots (text features)", "see the dataset's "
             "terms", "needs MultiBench's HDF5",
             "cmkd-doctor examples make mmimdb --hdf5 FILE", "App. B.3, Table 7"),
-)}
-
-
-def get_dataset(name: str) -> Dataset:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise option_error("example", f"one of {', '.join(DATASETS)}", name) from None
+):
+    DATASETS.add(_dataset.name, _dataset, _dataset.title)

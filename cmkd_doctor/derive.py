@@ -1,76 +1,41 @@
-"""Deriving teachers from a ``rank`` run, and the tensors teachers and students train on.
+"""Deriving teachers from a ``rank`` run (paper Sec. 5.4, App. B.4).
 
-Rows: the run's saved split gives ``train`` and ``test``; a seeded, stratified tenth of
-``train`` is held back as ``val`` for early stopping, and the rest is ``fit``. Test rows
-only ever report metrics.
+A derived teacher is a mask in front of a base model (:class:`~cmkd_doctor.teachers.
+Teacher`): the base is a regular teacher trained here, rank's aligned f1, or a user's
+checkpoint; with ``refit`` it is retrained on the masked features (Sec. 5.1). Teachers
+train on the run's training rows through :func:`~cmkd_doctor.classifiers.train_classifiers`
+(early-stopping on a seeded tenth of them); the test rows only report metrics. Derived
+teachers are saved in the run directory and reused while their options and the ranking
+match.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from cmkd_doctor import __version__
-from cmkd_doctor.classifiers import TrainOptions, train_classifiers
+from cmkd_doctor.classifiers import Member, Rows, TrainOptions, train_classifiers
+from cmkd_doctor.devices import resolve_device
+from cmkd_doctor.engine import evaluate_rows
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.inputs import sha256_of
-from cmkd_doctor.metrics import evaluate, headline
-from cmkd_doctor.rundir import RANK_FILES, Run
-from cmkd_doctor.runtime import Progress, derive_seed, no_progress, rows_to
-from cmkd_doctor.splits import fit_and_validation
+from cmkd_doctor.outputs import check_out_dir
+from cmkd_doctor.progress import Progress, no_progress
+from cmkd_doctor.rundir import Run, RunDir, now
+from cmkd_doctor.seeds import derive_seed
 from cmkd_doctor.teachers import (
+    FILLS,
     SOURCES,
     Teacher,
     TeacherSpec,
-    fill_values,
+    export_onnx,
     load_base,
-    load_teacher,
     nullified_channels,
-    save_teacher,
 )
-from cmkd_doctor.training import predict
-
-_SEED_TEACHER = 22
-PARTS = ("fit", "val", "train", "test")
-
-
-@dataclass
-class RunTensors:
-    """Features of both sides and labels, per part of the rows, on one device."""
-
-    teacher: dict[str, torch.Tensor]
-    student: dict[str, torch.Tensor]
-    y: dict[str, torch.Tensor]
-    n_classes: int
-    multilabel: bool
-
-    @property
-    def metric(self) -> str:
-        return headline(self.multilabel)
-
-
-def run_tensors(run: Run, device: torch.device) -> RunTensors:
-    """Load a run's rows onto ``device``, split into fit / val / train / test."""
-    y = run.data.labels.y
-    fit, val = fit_and_validation(run.split.train, y, run.seed)
-    rows = {"fit": fit, "val": val, "train": run.split.train, "test": run.split.test}
-
-    def take(array: np.ndarray, dtype=np.float32) -> dict[str, torch.Tensor]:
-        return {k: rows_to(array, r, device, dtype) for k, r in rows.items()}
-
-    labels = run.data.labels
-    return RunTensors(
-        teacher=take(run.features(run.teacher_side)),
-        student=take(run.features(run.student_side)),
-        y=take(y, np.float32 if labels.multilabel else np.int64),
-        n_classes=labels.n_classes, multilabel=labels.multilabel)
 
 
 @dataclass
@@ -90,19 +55,11 @@ class DerivedTeacher:
 
 
 def _wanted(run: Run, spec: TeacherSpec, train: TrainOptions) -> dict[str, Any]:
+    """What a saved teacher must have been made with to be reused."""
     trains = spec.source == "trained" or spec.refit
     return {"spec": spec.to_dict(),
             "train": train.to_dict() if trains else None,
-            "rank": {"created": run.document["created"],
-                     "salience_sha256": sha256_of(run.path / RANK_FILES["salience"])}}
-
-
-def _train_one(x: dict[str, torch.Tensor], tensors: RunTensors, train: TrainOptions,
-               seed: int, progress: Progress, task: str) -> nn.Module:
-    return train_classifiers(
-        x["fit"], tensors.y["fit"], tensors.n_classes, tensors.multilabel, train,
-        [derive_seed(seed, _SEED_TEACHER)], val=(x["val"], tensors.y["val"]),
-        progress=progress, task=task)[0]
+            "rank": {"run_id": run.run_id}}
 
 
 def derive_teacher(
@@ -110,53 +67,57 @@ def derive_teacher(
     spec: TeacherSpec,
     train: TrainOptions | None = None,
     device: torch.device | str = "cpu",
-    tensors: RunTensors | None = None,
     progress: Progress = no_progress,
+    cache: dict[str, DerivedTeacher] | None = None,
 ) -> DerivedTeacher:
     """Derive (or reuse from ``teachers/``) the teacher ``spec`` describes.
 
     A saved teacher is reused only when its spec, training options and the ranking it
     was derived from all match; otherwise it is derived again and overwritten.
+    ``cache`` holds the teachers of one call (``distill`` derives several from one
+    regular teacher) so that they are never read back from disk mid-call.
     """
     spec = spec.checked()
     train = (train or TrainOptions()).resolved(run.rank_options["hidden"])
-    device = torch.device(device)
-    path = run.path / "teachers" / f"{spec.name}.safetensors"
+    device = resolve_device(device)
+    cache = {} if cache is None else cache
+    if spec.name in cache:
+        return cache[spec.name]
     wanted = _wanted(run, spec, train)
-    sidecar_path = path.with_suffix(".json")
-    if path.is_file() and sidecar_path.is_file():
-        sidecar = json.loads(sidecar_path.read_text())
-        if all(sidecar.get(k) == v for k, v in wanted.items()):
-            teacher, _ = load_teacher(path, device)
-            return DerivedTeacher(spec, teacher, path, sidecar, reused=True)
+    saved = run.dir.saved_teacher(spec.name, wanted, device)
+    if saved is not None:
+        found = DerivedTeacher(spec, saved[0], run.dir.teacher_path(spec.name), saved[1],
+                               reused=True)
+        cache[spec.name] = found
+        return found
 
-    tensors = tensors or run_tensors(run, device)
-    x = tensors.teacher
-    d = x["fit"].shape[1]
+    rows = run.rows(run.teacher_side, device, train.chunk_rows)
+    d = run.salience.shape[0]
     nullified = nullified_channels(run.salience, spec.mode, spec.ratio, spec.seed)
-    keep = torch.ones(d, dtype=torch.bool, device=device)
-    keep[torch.as_tensor(nullified, device=device)] = False
-    fill = fill_values(x["train"], spec.fill)
+    keep = np.ones(d, dtype=bool)
+    keep[nullified] = False
+    mean, _ = rows.part(run.split.train).moments(0)
+    fill = FILLS[spec.fill](mean)
+    member = Member(derive_seed(spec.seed, "teacher"))
     if spec.refit and spec.mode != "regular":
         if spec.source not in SOURCES and Path(spec.source).suffix.lower() == ".onnx":
             raise InputError("--refit retrains a cmkd-doctor network on the masked "
                              f"features; {spec.source} is an ONNX model and cannot be "
                              "retrained here: drop --refit or use --from trained")
-        masked = {k: torch.where(keep, v, fill) for k, v in x.items()}
-        base = _train_one(masked, tensors, train, spec.seed, progress, f"refit {spec.name}")
+        refit = Member(member.seed, keep=keep, fill=fill.cpu().numpy())
+        base = train_classifiers(rows, [refit], train, progress=progress,
+                                 task=f"refit {spec.name}")[0]
     elif spec.source == "trained" and spec.mode == "regular":
-        base = _train_one(x, tensors, train, spec.seed, progress, "teacher regular")
+        base = train_classifiers(rows, [member], train, progress=progress,
+                                 task="teacher regular")[0]
     elif spec.source == "trained":
         regular = TeacherSpec(mode="regular", source="trained", seed=spec.seed)
-        base = derive_teacher(run, regular, train, device, tensors, progress).teacher.base
+        base = derive_teacher(run, regular, train, device, progress, cache).teacher.base
     elif spec.source == "aligned":
         base = run.aligned_net(device)
     else:
-        base = load_base(spec.source, d, tensors.n_classes, device)
-    teacher = Teacher(base, keep, fill).to(device)
-
-    metrics = (evaluate(predict(teacher, x["test"]), tensors.y["test"], tensors.multilabel)
-               if len(x["test"]) else None)
+        base = load_base(spec.source, d, rows.n_classes, device)
+    teacher = Teacher(base, torch.as_tensor(keep), fill).to(device)
     sidecar = {
         **wanted,
         "name": spec.name,
@@ -169,11 +130,41 @@ def derive_teacher(
         "modality": run.teacher_side,
         "n_channels": d,
         "nullified": nullified.tolist(),
-        "mask": keep.cpu().int().tolist(),
+        "mask": keep.astype(int).tolist(),
         "fill_values": fill.cpu().tolist(),
-        "metrics": metrics,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "metrics": teacher_metrics(teacher, rows),
+        "created": now(),
         "cmkd_doctor": __version__,
     }
-    save_teacher(teacher, path, sidecar)
-    return DerivedTeacher(spec, teacher, path, sidecar, reused=False)
+    path = run.dir.write_teacher(teacher, spec.name, sidecar)
+    found = DerivedTeacher(spec, teacher, path, sidecar, reused=False)
+    cache[spec.name] = found
+    return found
+
+
+def derive(
+    run_dir: str | Path,
+    spec: TeacherSpec,
+    train: TrainOptions | None = None,
+    device: torch.device | str = "auto",
+    export: str | Path | None = None,
+    progress: Progress = no_progress,
+) -> DerivedTeacher:
+    """``derive-teacher``: derive one teacher from the run in ``run_dir`` and, with
+    ``export``, also write it (mask baked in) as ONNX. Every option and path is checked
+    before any training."""
+    spec = spec.checked()
+    train = (train or TrainOptions()).checked()
+    run = RunDir(run_dir).load()
+    if export is not None:
+        check_out_dir(Path(export).parent, "--export-onnx")
+    found = derive_teacher(run, spec, train, resolve_device(device), progress)
+    if export is not None:
+        export_onnx(found.teacher, export, len(run.salience))
+    return found
+
+
+def teacher_metrics(model: torch.nn.Module, rows: Rows) -> dict[str, float] | None:
+    """A teacher's metrics on the test rows (``None`` without any)."""
+    found = evaluate_rows(model, [rows.part(rows.test)], 0, 1, rows.multilabel)
+    return None if found is None else found[0]

@@ -16,22 +16,18 @@ import yaml
 
 from cmkd_doctor import distributed
 from cmkd_doctor.classifiers import TrainOptions
+from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.datasets import DATASETS
-from cmkd_doctor.distill import DistillOptions, DistillReport, distill, record
+from cmkd_doctor.devices import resolve_device
+from cmkd_doctor.distill import DistillOptions, distill
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.gaussian import (
-    GaussianSpec,
-    make_gaussian,
-    ranking_against_truth,
-    write_gaussian,
-)
+from cmkd_doctor.gaussian import GaussianSpec, ranking_against_truth
 from cmkd_doctor.inputs import load_paired
-from cmkd_doctor.outputs import check_out_dir
+from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.ranking import RankOptions, RankResult, rank
-from cmkd_doctor.rundir import DEFAULT_RUN, Run, write_rank
-from cmkd_doctor.runtime import Progress, no_progress, resolve_device
+from cmkd_doctor.rundir import DEFAULT_RUN, Run, RunDir
+from cmkd_doctor.verdict import advise
 
-EXAMPLE_FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
 SWEEP = (0.1, 0.25, 0.5, 0.75, 0.9)  # diagnose --sweep (paper Fig. 5)
 
 
@@ -103,6 +99,33 @@ def build_config(raw: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> D
     return DiagnoseConfig(**sections)
 
 
+def resolve(
+    inputs: list[str | Path] | None = None,
+    example: str | None = None,
+    out: str | Path | None = None,
+    config: str | Path | None = None,
+    ratio: str | None = None,
+    sweep: bool = False,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> tuple[list[str | Path] | None, str | None, Path, DiagnoseConfig]:
+    """What a ``diagnose`` call runs on, from its arguments, a YAML ``config`` and
+    command-line ``overrides`` (which win): the inputs or the example, the run directory
+    and the options of every stage. ``sweep`` distils at :data:`SWEEP`."""
+    raw = load_config(config) if config else {}
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    if sweep:
+        if ratio is not None:
+            raise InputError("--sweep and --ratio both choose the ratios; give one")
+        ratio = ",".join(map(str, SWEEP))
+    overrides.setdefault("distill", {})["ratios"] = ratio
+    settings = build_config(raw, overrides)
+    if not inputs and example is None:
+        example = raw.get("example")
+        if example is None and "inputs" in raw:
+            inputs = [raw["inputs"][k] for k in ("feats_a", "feats_b", "labels")]
+    return inputs or None, example, Path(out or raw.get("out", DEFAULT_RUN)), settings
+
+
 @dataclass
 class Diagnosis:
     """What ``diagnose`` found: the ranking, the comparison and the advice."""
@@ -110,7 +133,7 @@ class Diagnosis:
     out: Path
     rank: RankResult
     rank_document: dict[str, Any]
-    report: DistillReport
+    report: Comparison
     advice: list[str]
     truth: dict[str, Any] | None = None
 
@@ -123,17 +146,15 @@ class Diagnosis:
                 "advice": self.advice, "truth": self.truth}
 
 
-def prepare_example(name: str, out: Path, config: DiagnoseConfig) -> tuple[list[Path], dict]:
-    """Write a built-in example's arrays under ``out/example``; returns paths and truth."""
-    if name not in DATASETS:
-        raise InputError(f"--example must be one of {', '.join(DATASETS)}; got {name!r}")
-    if name != "gaussian":
-        raise InputError(f"--example {name}: not built in yet ({DATASETS[name].availability});"
+def prepare_example(name: str, out: RunDir, config: DiagnoseConfig
+                    ) -> tuple[list[Path], dict | None]:
+    """Write a built-in example's arrays into the run directory; returns their paths
+    (feats_a, feats_b, labels) and the truth of generated data."""
+    dataset = DATASETS[name]
+    if dataset.make is None:
+        raise InputError(f"--example {name}: not built in yet ({dataset.availability});"
                          " see 'cmkd-doctor examples list'")
-    data = make_gaussian(config.gaussian)
-    folder = out / "example"
-    write_gaussian(data, folder)
-    return [folder / f for f in EXAMPLE_FILES], data.truth
+    return dataset.make(out.example_dir, config.gaussian)
 
 
 def diagnose(
@@ -151,12 +172,12 @@ def diagnose(
     if (inputs is None) == (example is None):
         raise InputError("diagnose needs FEATS_A FEATS_B LABELS or --example NAME (one of "
                          "them)")
-    out = check_out_dir(out)
+    run_dir = RunDir(out).check_writable()
     rank_options = config.rank.checked()
     distill_options = config.distill.checked()  # every option checked before any work
     truth = None
     if example is not None:
-        inputs, truth = prepare_example(example, out, config)
+        inputs, truth = prepare_example(example, run_dir, config)
         # under torchrun rank 0 alone wrote the example: the others wait for it
         resolve_device(rank_options.device)
         distributed.barrier()
@@ -164,51 +185,12 @@ def diagnose(
         raise InputError("diagnose needs three inputs: FEATS_A FEATS_B LABELS")
     data = load_paired(*inputs)
     result = rank(data, rank_options, progress)
-    document = write_rank(out, result, data)
-    # distil on the run just written, without reading and hashing the inputs again
-    run = Run(out, document, result.salience, result.split, data)
+    document = run_dir.write_rank(result, data)
+    # distil on the run just computed, without reading and hashing the inputs again
+    run = Run(run_dir, document, result.salience, result.split, data)
     report = distill(run, distill_options, progress)
-    record(report)
+    run_dir.record(report)
     truth_summary = (ranking_against_truth(result.salience, truth, rank_options.permute)
                      if truth else None)
-    return Diagnosis(out, result, document, report, advise(report, document, truth_summary),
-                     truth_summary)
-
-
-def advise(report: DistillReport, rank_document: dict, truth: dict | None) -> list[str]:
-    """What to try next, in the order a user would."""
-    verdict = report.verdict
-    rows = {(r.teacher, r.ratio): r for r in report.rows}
-    sweet = verdict.get("sweet_spot")
-    ratio = sweet["ratio"] if sweet else (report.search or {}).get("best_ratio") or \
-        report.options["ratios"][0]
-    general = rows.get(("general", ratio))
-    regular = rows[("regular", None)]
-    advice = []
-    if general is not None and verdict["best"] == general.label:
-        if verdict["best_is_clear"]:
-            advice.append(f"Distil from the modality-general teacher (teachers/general-r"
-                          f"{ratio:g}.safetensors in the run directory; 'cmkd-doctor "
-                          f"derive-teacher --mode general --ratio {ratio:g} --export-onnx "
-                          "teacher.onnx' exports it for your own training code).")
-        else:
-            advice.append("The modality-general teacher gives the best student, but not "
-                          "clearly: rerun with more --seeds (say 10) before switching to it.")
-    if verdict["mfh_ordering_holds"] is False:
-        metrics = rank_document["aligned"]["metrics"]["a"]["test"] or {}
-        advice.append("The students do not order as the hypothesis predicts, so the ranking "
-                      "may be unreliable here: check the aligned networks' test "
-                      f"{next(iter(metrics), 'metric')} above, raise --repeats, or rank with "
-                      "--hidden 0 or more data.")
-    if not verdict["kd_helps"]:
-        advice.append("The regular teacher does not clearly help the student: much of what "
-                      "it knows may be specific to its modality. Try other ratios (--ratio "
-                      "0.25 or 0.75), or a teacher trained to be modality-general (paper "
-                      "Sec. 5.3).")
-    if general is not None and general.student_mean <= regular.student_mean:
-        advice.append(f"At r = {ratio:g} the modality-general teacher does not beat the "
-                      "regular one; nullifying fewer channels may keep decisive ones.")
-    if truth and truth["precision"] is not None and truth["precision"] < 1:
-        advice.append(f"The ranking recovered {truth['precision']:.0%} of the planted shared "
-                      "channels; more repeats or rows sharpen it.")
-    return advice or ["Nothing to change: the comparison is as the hypothesis predicts."]
+    return Diagnosis(run_dir.path, result, document, report,
+                     advise(report, document, truth_summary), truth_summary)

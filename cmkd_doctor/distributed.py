@@ -2,7 +2,7 @@
 
 ``torchrun --nproc-per-node N -m cmkd_doctor rank ...`` starts N processes with the
 ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` variables set. The first
-:func:`cmkd_doctor.runtime.resolve_device` call joins them into one process group
+:func:`cmkd_doctor.devices.resolve_device` call joins them into one process group
 (``nccl`` on CUDA, ``gloo`` on the CPU) through torchrun's rendezvous. Then:
 
 - training (step 1 of Algorithm 1, teachers, students) runs under
@@ -80,6 +80,16 @@ def barrier() -> None:
     """Wait for every process (e.g. for files rank 0 writes and all then read)."""
     if active():
         dist.barrier()
+
+
+def from_main(value):
+    """Rank 0's ``value`` in every process (a run id, a time stamp); ``value`` itself
+    without torchrun."""
+    if not active():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def my_part(index: torch.Tensor, dim: int = -1) -> torch.Tensor:

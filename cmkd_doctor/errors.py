@@ -7,11 +7,12 @@ the CLI catches it once, prints ``error: <message>`` on stderr and exits with
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
+EXIT_EXPECTATION = 3
 
 
 class CmkdError(Exception):
@@ -26,9 +27,6 @@ class InputError(CmkdError):
     exit_code = EXIT_BAD_INPUT
 
 
-EXIT_EXPECTATION = 3
-
-
 class ExpectationFailed(CmkdError):
     """A ``--expect`` comparison did not hold (a CI gate, not a crash)."""
 
@@ -38,9 +36,21 @@ class ExpectationFailed(CmkdError):
 def option_error(name: str, expected: str, got: Any) -> InputError:
     """The one template for a bad option value.
 
+    ``name`` is an option (``ratio`` becomes ``--ratio``) or, with a space or a capital,
+    a phrase used as it is (``examples reproduce EXPERIMENT``).
+
     >>> str(option_error("ratio", "a number in (0, 1)", 1.5))
     '--ratio must be a number in (0, 1); got 1.5'
     """
-    flag = "--" + name.replace("_", "-")
-    return InputError(f"{flag} must be {expected}; got {got!r}" if isinstance(got, str)
-                      else f"{flag} must be {expected}; got {got}")
+    flag = name if (" " in name or name.isupper()) else "--" + name.replace("_", "-")
+    shown = repr(got) if isinstance(got, str) else got
+    return InputError(f"{flag} must be {expected}; got {shown}")
+
+
+def unknown_name(name: str, valid: Iterable[str], got: Any) -> InputError:
+    """The one message for a name that is not in a registry: it lists the valid ones.
+
+    >>> str(unknown_name("dist", ["mse", "l1"], "l2"))
+    "--dist must be one of mse, l1; got 'l2'"
+    """
+    return option_error(name, f"one of {', '.join(valid)}", got)

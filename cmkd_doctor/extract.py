@@ -19,11 +19,15 @@ import torch
 
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.inputs import read_array
-from cmkd_doctor.outputs import write_json, write_npy
+from cmkd_doctor.outputs import check_out_dir, write_json, write_npy
+from cmkd_doctor.registry import Registry
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-POOLS = ("avg", "flatten")
+POOLS: Registry = Registry("pool")
+POOLS.add("avg", lambda f: f.flatten(2).mean(-1) if f.dim() > 2 else f.flatten(1),
+          "one value per channel (spatial mean)")
+POOLS.add("flatten", lambda f: f.flatten(1), "every position")
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,7 @@ class ExtractOptions:
         if self.backbone is not None and self.weights is None:
             raise InputError("--backbone needs --weights FILE.safetensors: cmkd-doctor never "
                              "downloads weights")
-        if self.pool not in POOLS:
-            raise option_error("pool", f"one of {', '.join(POOLS)}", self.pool)
+        POOLS.check(self.pool)
         if self.size < 8 or self.batch_size < 1:
             raise option_error("size", "at least 8 (and --batch-size at least 1)",
                                min(self.size, self.batch_size))
@@ -81,12 +84,6 @@ def load_images(paths: list[Path], size: int) -> torch.Tensor:
         image = resize(image, [size, size], antialias=True).float().div(255)
         batch.append(normalize(image, IMAGENET_MEAN, IMAGENET_STD))
     return torch.stack(batch)
-
-
-def _pool(features: torch.Tensor, how: str) -> torch.Tensor:
-    if features.dim() > 2 and how == "avg":
-        return features.flatten(2).mean(-1)  # (n, C): one value per channel
-    return features.flatten(1)
 
 
 def _backbone(options: ExtractOptions, device: torch.device):
@@ -184,7 +181,7 @@ def extract(options: ExtractOptions, images: str | Path | None = None,
     chunks = []
     for start in range(0, n, options.batch_size):
         rows = list(range(start, min(n, start + options.batch_size)))
-        chunks.append(_pool(run(loader(rows)).float(), options.pool).cpu())
+        chunks.append(POOLS[options.pool](run(loader(rows)).float()).cpu())
     return torch.cat(chunks).numpy(), names
 
 
@@ -199,3 +196,16 @@ def write_features(features: np.ndarray, names: list[str], out: str | Path,
         "shape": list(features.shape), "rows": names})
     return out
 
+
+
+def extract_to(out: str | Path, options: ExtractOptions, images: str | Path | None = None,
+               array: str | Path | None = None) -> tuple[np.ndarray, Path]:
+    """``extract``: features of every input, written to ``out`` (checked before any
+    work) with the JSON sidecar of :func:`write_features`."""
+    out = Path(out)
+    if out.suffix.lower() != ".npy":
+        raise InputError(f"--out {out}: features are written as .npy")
+    check_out_dir(out.parent)
+    options = options.checked()
+    features, names = extract(options, images=images, array=array)
+    return features, write_features(features, names, out, options)

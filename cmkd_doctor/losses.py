@@ -1,4 +1,5 @@
-"""Registries of the losses cmkd-doctor trains and ranks with.
+"""The losses cmkd-doctor trains and ranks with: Eq. 28's distances (a registry), the
+task loss and Eq. 1's KD term.
 
 A :class:`Distance` is the ``Dist`` of Algorithm 1 (Eq. 28): it compares the logits of
 the two aligned networks. Each one is a sum of per-row terms, so it can be accumulated
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cmkd_doctor.errors import InputError
+from cmkd_doctor.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,11 @@ def _l1(p: torch.Tensor, q: torch.Tensor, multilabel: bool) -> torch.Tensor:
     return (p - q).abs().sum(-1)
 
 
-def _kl(p: torch.Tensor, q: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    # KL(softmax(p) || softmax(q)): p is the permuted modality's network, q the other.
-    if multilabel:  # one Bernoulli KL per class
+def kl_rows(p: torch.Tensor, q: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Per-row ``KL(P || Q)`` between the distributions logits ``p`` and ``q`` predict,
+    summed over classes: softmax distributions, or one Bernoulli per class (sigmoids)
+    for multi-label tasks."""
+    if multilabel:
         lp, lq = F.logsigmoid(p), F.logsigmoid(q)
         lp0, lq0 = F.logsigmoid(-p), F.logsigmoid(-q)
         return (lp.exp() * (lp - lq) + lp0.exp() * (lp0 - lq0)).sum(-1)
@@ -56,31 +59,14 @@ def _kl(p: torch.Tensor, q: torch.Tensor, multilabel: bool) -> torch.Tensor:
     return (lp.exp() * (lp - lq)).sum(-1)
 
 
-DISTANCES: dict[str, Distance] = {
-    d.name: d
-    for d in (
-        Distance("mse", "mean squared error between logits (the official code's)", _mse, True),
-        Distance("l1", "mean absolute error between logits", _l1, True),
-        Distance("kl", "KL divergence between predicted distributions", _kl, False),
-    )
-}
-
-
-def get_distance(name: str) -> Distance:
-    """Look up a distance by name; the error lists the valid names."""
-    try:
-        return DISTANCES[name]
-    except KeyError:
-        raise InputError(
-            f"--dist must be one of {', '.join(DISTANCES)}; got {name!r}"
-        ) from None
-
-
-def task_loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    """CE for class ids, BCE for multi-hot targets (mean over the batch)."""
-    if multilabel:
-        return F.binary_cross_entropy_with_logits(logits, y)
-    return F.cross_entropy(logits, y)
+DISTANCES: Registry[Distance] = Registry("dist")
+for _d in (
+    Distance("mse", "mean squared error between logits (the official code's)", _mse, True),
+    Distance("l1", "mean absolute error between logits", _l1, True),
+    # KL(softmax(f1) || softmax(f2)): f1 is the permuted modality's network
+    Distance("kl", "KL divergence between predicted distributions", kl_rows, False),
+):
+    DISTANCES.add(_d.name, _d, _d.description)
 
 
 def task_loss_rows(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
@@ -92,18 +78,16 @@ def task_loss_rows(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> t
     return flat.view(y.shape)
 
 
-def kd_loss_rows(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+def kd_loss_rows(student: torch.Tensor, teacher: torch.Tensor, temperature: float | torch.Tensor,
                  multilabel: bool) -> torch.Tensor:
     """Per-row ``T^2 KL(softmax(t/T) || softmax(s/T))`` of Eq. 1 (Hinton et al.).
 
     Multi-label: one Bernoulli KL per class on sigmoids, averaged over classes.
+    ``temperature`` may be a tensor broadcasting against the rows, ``(S, 1)`` for a
+    stack of students.
     """
-    s, t = student / temperature, teacher / temperature
+    per_logit = temperature[..., None] if torch.is_tensor(temperature) else temperature
+    kl = kl_rows(teacher / per_logit, student / per_logit, multilabel)
     if multilabel:
-        lt, ls = F.logsigmoid(t), F.logsigmoid(s)
-        lt0, ls0 = F.logsigmoid(-t), F.logsigmoid(-s)
-        kl = (lt.exp() * (lt - ls) + lt0.exp() * (lt0 - ls0)).mean(-1)
-    else:
-        lt, ls = F.log_softmax(t, -1), F.log_softmax(s, -1)
-        kl = (lt.exp() * (lt - ls)).sum(-1)
+        kl = kl / student.shape[-1]
     return temperature**2 * kl

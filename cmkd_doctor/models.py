@@ -1,4 +1,4 @@
-"""The network family shared by ``rank``, teachers and students.
+"""The network family shared by ``rank``, teachers and students, alone or stacked.
 
 ``hidden=()`` is a linear (logistic-regression) model, as in the paper's Gaussian
 experiments (Appendix B.2); ``hidden=(H,)`` is Linear(d, H) -> ReLU -> Linear(H, K);
@@ -9,6 +9,7 @@ training set's mean and standard deviation, so saved networks take raw features.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,12 +77,6 @@ class Net(nn.Module):
     def first(self) -> nn.Linear:
         return self.layers[0]
 
-    def tail(self, pre: torch.Tensor) -> torch.Tensor:
-        """Everything after the first linear layer: pre-activation -> logits."""
-        for layer in list(self.layers)[1:]:
-            pre = layer(pre)
-        return pre
-
     def folded_first(self) -> tuple[torch.Tensor, torch.Tensor]:
         """First-layer weight and bias acting on raw features (standardisation folded in).
 
@@ -98,6 +93,85 @@ class Net(nn.Module):
         self.mean.copy_(mean)
         # A constant channel gets scale 1, so it stays constant rather than dividing by 0.
         self.scale.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
+
+
+def new_net(config: NetConfig, init_seed: int) -> Net:
+    """A freshly initialised network, drawn from ``init_seed`` alone (the global RNG is
+    left as it was), on the CPU with the identity standardisation."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return Net(config)
+
+
+class Stacked(nn.Module):
+    """S networks of one :class:`NetConfig` as one module: weights ``(S, out, in)``.
+
+    Each member keeps its own weights and standardisation (``mean``, ``scale`` of shape
+    ``(S, 1, d)``), and its own gradient: batched matrix products keep the members
+    independent, so a stacked fit gives the networks S separate fits would.
+
+    Members can be dropped and restored (:meth:`member_state`, :meth:`set_members`),
+    which the engine does when some stop early.
+    """
+
+    def __init__(self, nets: Sequence[Net]):
+        super().__init__()
+        self.config = nets[0].config
+        linears = [[m for m in net.layers if isinstance(m, nn.Linear)] for net in nets]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([layers[i].weight.detach() for layers in linears]))
+            for i in range(len(linears[0])))
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([layers[i].bias.detach() for layers in linears]))
+            for i in range(len(linears[0])))
+        self.register_buffer("mean", torch.stack([n.mean for n in nets])[:, None, :])
+        self.register_buffer("scale", torch.stack([n.scale for n in nets])[:, None, :])
+
+    @property
+    def n_members(self) -> int:
+        return self.weights[0].shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (S, b, d)``, or ``(b, d)`` shared by every member -> logits ``(S, b, K)``."""
+        if x.dim() == 2:
+            x = x.expand(self.n_members, *x.shape)
+        h = (x - self.mean) / self.scale
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if i:
+                h = h.relu()
+            h = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
+        return h
+
+    def _tensors(self) -> list[torch.Tensor]:
+        return [*self.weights, *self.biases, self.mean, self.scale]
+
+    def member_state(self, s: int) -> list[torch.Tensor]:
+        """Member ``s``'s weights and standardisation (copies)."""
+        return [t[s].detach().clone() for t in self._tensors()]
+
+    @torch.no_grad()
+    def set_members(self, states: Sequence[list[torch.Tensor]]) -> None:
+        """Make the members exactly ``states`` (any number of them), in that order.
+
+        The parameters are new tensors: an optimiser must be given them again.
+        """
+        n = len(self.weights)
+        stacked = [torch.stack([state[i] for state in states]) for i in range(2 * n + 2)]
+        self.weights = nn.ParameterList(nn.Parameter(t) for t in stacked[:n])
+        self.biases = nn.ParameterList(nn.Parameter(t) for t in stacked[n : 2 * n])
+        self.mean, self.scale = stacked[2 * n], stacked[2 * n + 1]
+
+    @torch.no_grad()
+    def unstack(self, s: int) -> Net:
+        """Member ``s`` as a standalone :class:`Net` in eval mode."""
+        net = Net(self.config).to(self.mean.device)
+        linears = [m for m in net.layers if isinstance(m, nn.Linear)]
+        for layer, w, b in zip(linears, self.weights, self.biases, strict=True):
+            layer.weight.copy_(w[s])
+            layer.bias.copy_(b[s])
+        net.mean.copy_(self.mean[s, 0])
+        net.scale.copy_(self.scale[s, 0])
+        return net.eval()
 
 
 def save_net(net: Net, path: str | Path, metadata: dict[str, str] | None = None) -> Path:

@@ -19,7 +19,7 @@ import torch
 
 from cmkd_doctor.avmnist import read_wav
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.outputs import write_bytes, write_json, write_npy
+from cmkd_doctor.outputs import check_out_dir, write_bytes, write_json, write_npy
 
 
 @dataclass
@@ -312,3 +312,20 @@ def read_nyu(mat: str | Path, size: int | None = 224, splits: str | Path | None 
                      "note": "rgb.npy and depth.npy are image arrays (n, 3, H, W) for "
                              "'cmkd-doctor extract --array'; depth is 0-10 m scaled to "
                              "0-255"})
+
+
+def make(name: str, out: str | Path, read) -> Prepared:
+    """``examples make NAME``: check ``out``, read the data with ``read()``, write it."""
+    check_out_dir(out)
+    data = read()
+    write_prepared(data, out, name)
+    return data
+
+
+def make_ravdess(out: str | Path, root: str | Path | None = None,
+                 raw_audio: str | Path | None = None, image_size: int = 32) -> Prepared:
+    if (root is None) == (raw_audio is None):
+        raise InputError("examples make ravdess needs --root DIR (the official preprocessed "
+                         "layout) or --raw-audio DIR (wav files), one of them")
+    return make("ravdess", out, lambda: read_ravdess_official(root, image_size)
+                if root is not None else read_ravdess_audio(raw_audio))

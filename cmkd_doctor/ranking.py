@@ -22,22 +22,20 @@ import numpy as np
 import torch
 
 from cmkd_doctor import distributed
-from cmkd_doctor.errors import InputError, option_error
-from cmkd_doctor.inputs import PairedData
-from cmkd_doctor.losses import DISTANCES, Distance, get_distance, task_loss_rows
-from cmkd_doctor.metrics import evaluate
-from cmkd_doctor.models import Net, NetConfig, parse_hidden
-from cmkd_doctor.runtime import Progress, derive_seed, generator, no_progress, resolve_device
+from cmkd_doctor.devices import resolve_device
+from cmkd_doctor.engine import FitResult, Schedule, auto_epochs, evaluate_rows, fit, predict
+from cmkd_doctor.errors import InputError
+from cmkd_doctor.inputs import PairedData, load_paired
+from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
+from cmkd_doctor.models import Net, NetConfig, new_net, parse_hidden
+from cmkd_doctor.options import number, whole
+from cmkd_doctor.progress import Progress, no_progress
+from cmkd_doctor.registry import Registry
+from cmkd_doctor.rundir import DEFAULT_RUN, RunDir
+from cmkd_doctor.seeds import derive_seed, generator
 from cmkd_doctor.splits import Split, fit_and_validation, read_split, stratified_split
 from cmkd_doctor.streaming import RowSet, check_chunk_rows, plan_chunk_rows, row_bytes
-from cmkd_doctor.training import FitResult, auto_epochs, fit, predict
 
-NORMALIZATIONS = {
-    "max": "p / max(p), the paper's step 9",
-    "minmax": "(p - min(p)) / (max(p) - min(p)), the official code's",
-}
-# Seed paths: one child seed per stage, and per repeat for the permutations.
-_SEED_SPLIT, _SEED_INIT_A, _SEED_INIT_B, _SEED_SHUFFLE, _SEED_PERMUTE = range(5)
 # Elements of one (channels, rows, hidden) tile in the permutation phase: small enough to
 # stay in a CPU core's cache, large enough that per-call overhead does not dominate.
 TILE_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
@@ -101,31 +99,19 @@ class RankOptions:
 
     def checked(self) -> RankOptions:
         """Validate every option; return a copy with ``hidden`` parsed."""
-        if not isinstance(self.repeats, int) or self.repeats < 1:
-            raise option_error("repeats", "a whole number >= 1", self.repeats)
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise option_error("epochs", "a whole number >= 1", self.epochs)
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise option_error("batch_size", "a whole number >= 1", self.batch_size)
-        if not self.lr > 0 or not np.isfinite(self.lr):
-            raise option_error("lr", "a positive number", self.lr)
-        if self.dist not in DISTANCES:
-            raise option_error("dist", f"one of {', '.join(DISTANCES)}", self.dist)
-        if self.normalize not in NORMALIZATIONS:
-            raise option_error("normalize", f"one of {', '.join(NORMALIZATIONS)}",
-                               self.normalize)
-        if self.permute not in ("a", "b"):
-            raise option_error("permute", "a or b", self.permute)
-        if not 0 <= self.test_split < 1:
-            raise option_error("test_split", "a fraction in [0, 1)", self.test_split)
-        if self.permute_on not in ("test", "train"):
-            raise option_error("permute_on", "test or train", self.permute_on)
-        if not isinstance(self.patience, int) or self.patience < 0:
-            raise option_error("patience", "a whole number >= 0", self.patience)
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise option_error("seed", "a whole number >= 0", self.seed)
-        if self.estimator not in ESTIMATORS:
-            raise option_error("estimator", f"one of {', '.join(ESTIMATORS)}", self.estimator)
+        whole("repeats", self.repeats, 1)
+        whole("epochs", self.epochs, 1, optional=True)
+        whole("batch_size", self.batch_size, 1)
+        number("lr", self.lr, "a positive number", low=0, open_low=True)
+        DISTANCES.check(self.dist)
+        NORMALIZATIONS.check(self.normalize)
+        SIDES.check(self.permute)
+        number("test_split", self.test_split, "a fraction in [0, 1)", low=0, high=1,
+               open_high=True)
+        PERMUTED_ROWS.check(self.permute_on)
+        whole("patience", self.patience, 0)
+        whole("seed", self.seed, 0)
+        ESTIMATORS.check(self.estimator)
         if self.estimator == "exact" and (parse_hidden(self.hidden) or self.dist != "mse"):
             raise InputError("--estimator exact has a closed form only for a linear head "
                              "with MSE: use --hidden 0 --dist mse, or --estimator sampled "
@@ -168,24 +154,9 @@ class RankResult:
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def importance(self) -> np.ndarray:
-        """``(d,)``: mean increase of Dist over the unpermuted distance."""
-        return self.distances.mean(axis=1) - self.unpermuted
-
-
-def _new_net(config: NetConfig, moments: tuple[torch.Tensor, torch.Tensor], seed: int,
-             stage: int) -> Net:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, stage))
-        net = Net(config)
-    net = net.to(moments[0].device)
-    net.set_standardisation(*moments)
-    return net
-
 
 class _Pair(torch.nn.Module):
-    """f1 and f2 as one module, so one DistributedDataParallel wrapper trains both."""
+    """f1 and f2 as one module, so one engine member (and one DDP wrapper) trains both."""
 
     def __init__(self, net_a: Net, net_b: Net):
         super().__init__()
@@ -207,35 +178,31 @@ def align(
 
     ``L = Dist(f1(Xa), f2(Xb)) + CE(Y, f1(Xa)) + CE(Y, f2(Xb))`` (BCE for multi-hot).
     ``train`` and ``held_out`` hold the arrays ``(xa, xb, y)``; ``held_out`` enables
-    early stopping on the same loss. Data-parallel under torchrun (:func:`fit`).
+    early stopping on the same loss. The pair is one member of the engine's fit.
     """
-    distance = get_distance(options.dist)
-    d_a, d_b = train.widths[0], train.widths[1]
-    net_a = _new_net(NetConfig(d_a, options.hidden, n_classes, multilabel), train.moments(0),
-                     options.seed, _SEED_INIT_A)
-    net_b = _new_net(NetConfig(d_b, options.hidden, n_classes, multilabel), train.moments(1),
-                     options.seed, _SEED_INIT_B)
+    distance = DISTANCES[options.dist]
+    nets = []
+    for which, stage in ((0, "init_a"), (1, "init_b")):
+        config = NetConfig(train.widths[which], options.hidden, n_classes, multilabel)
+        net = new_net(config, derive_seed(options.seed, stage)).to(train.device)
+        net.set_standardisation(*train.moments(which))
+        nets.append(net)
+    net_a, net_b = nets
     pair = _Pair(net_a, net_b).train()
     per_row = distance.denominator(1, n_classes)  # Dist as a mean over rows
 
-    def eq28_rows(model: torch.nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
-        xa, xb, y = batch
-        out_a, out_b = model(xa, xb)  # (rows, K) each
+    def eq28_rows(model: torch.nn.Module, batch: list[torch.Tensor],
+                  members: torch.Tensor) -> torch.Tensor:
+        xa, xb, y = batch  # (1, rows, ...) each: the pair is the only member
+        out_a, out_b = model(xa, xb)  # (1, rows, K) each
         return (distance.row_terms(out_a, out_b, multilabel) / per_row
                 + task_loss_rows(out_a, y, multilabel) + task_loss_rows(out_b, y, multilabel))
 
-    val_loss = None
-    if held_out is not None and len(held_out):
-        def val_loss() -> float:
-            total = sum(float(eq28_rows(pair, batch).double().sum())
-                        for _, batch in held_out.chunks())
-            return total / len(held_out)
-
     epochs = options.epochs or auto_epochs(len(train), options.batch_size)
-    result = fit(pair, eq28_rows, train, epochs=epochs, batch_size=options.batch_size,
-                 lr=options.lr, gen=generator(options.seed, _SEED_SHUFFLE),
-                 val_loss=val_loss, patience=options.patience, progress=progress,
-                 task="align")
+    result = fit(pair, eq28_rows, train,
+                 Schedule(epochs, options.lr, options.batch_size, options.patience),
+                 shuffle_seeds=[derive_seed(options.seed, "shuffle")],
+                 val=held_out, progress=progress, task="align")
     pair.eval()
     return net_a, net_b, result
 
@@ -247,12 +214,13 @@ def permutations(n: int, repeats: int, seed: int) -> torch.Tensor:
     the child seed ``(seed, permute, m)``: each channel is still permuted alone (the
     others stay in place), and any device, batching or sharding sees the same rows.
     """
-    return torch.stack([torch.randperm(n, generator=generator(seed, _SEED_PERMUTE, m))
+    return torch.stack([torch.randperm(n, generator=generator(seed, "permute", m))
                         for m in range(repeats)])
 
 
 def _tail(net: Net, pre: torch.Tensor) -> torch.Tensor:
-    """``net.tail`` on a fresh tensor, with in-place ReLUs to halve memory traffic."""
+    """Everything after the first linear layer, pre-activation -> logits, on a fresh
+    tensor, with in-place ReLUs to halve memory traffic."""
     for layer in list(net.layers)[1:]:
         pre = pre.relu_() if isinstance(layer, torch.nn.ReLU) else layer(pre)
     return pre
@@ -354,13 +322,6 @@ def permutation_distances(
     return increase / denom, float(base) / denom
 
 
-ESTIMATORS = {
-    "sampled": "M random permutations per channel (Algorithm 1 as written)",
-    "exact": "the expectation over all permutations in closed form (M = infinity); linear "
-             "head (--hidden 0) with --dist mse only",
-}
-
-
 @torch.no_grad()
 def expected_increase(net: Net, x: torch.Tensor | RowSet, target: torch.Tensor,
                       rows: int = 65536, which: int = 0) -> tuple[torch.Tensor, float]:
@@ -411,6 +372,21 @@ def expected_increase(net: Net, x: torch.Tensor | RowSet, target: torch.Tensor,
     return increase, float(base) / (n * n_classes)
 
 
+NORMALIZATIONS: Registry = Registry("normalize")
+
+
+@NORMALIZATIONS.register("max", "p / max(p), the paper's step 9")
+def _by_max(imp: np.ndarray) -> np.ndarray:
+    top = imp.max()
+    return imp / top if top > 0 else np.zeros_like(imp)
+
+
+@NORMALIZATIONS.register("minmax", "(p - min(p)) / (max(p) - min(p)), the official code's")
+def _by_range(imp: np.ndarray) -> np.ndarray:
+    span = imp.max() - imp.min()
+    return (imp - imp.min()) / span if span > 0 else np.zeros_like(imp)
+
+
 def normalize(importance: np.ndarray, how: str) -> np.ndarray:
     """Algorithm 1, step 9, applied to the increase over the unpermuted distance.
 
@@ -421,13 +397,43 @@ def normalize(importance: np.ndarray, how: str) -> np.ndarray:
     Returns zeros when no channel moves the distance.
     """
     imp = np.asarray(importance, dtype=np.float64)
-    if how == "minmax":
-        span = imp.max() - imp.min()
-        out = (imp - imp.min()) / span if span > 0 else np.zeros_like(imp)
-    else:
-        top = imp.max()
-        out = imp / top if top > 0 else np.zeros_like(imp)
-    return out.astype(np.float32)
+    return NORMALIZATIONS[how](imp).astype(np.float32)
+
+
+# An estimator gives the (d, M) increases of Dist and the unpermuted distance, from the
+# aligned network of the permuted modality, its rows and the other network's logits.
+ESTIMATORS: Registry = Registry("estimator")
+
+
+@ESTIMATORS.register("sampled", "M random permutations per channel (Algorithm 1 as "
+                     "written)")
+def _sampled(net: Net, rows: RowSet, target: torch.Tensor, options: RankOptions,
+             multilabel: bool, which: int, progress: Progress) -> tuple[torch.Tensor, float]:
+    # each process of a torchrun job permutes its own block of channels
+    increase, unpermuted = permutation_distances(
+        net, rows, target, DISTANCES[options.dist],
+        permutations(len(rows), options.repeats, options.seed),
+        multilabel=multilabel, which=which,
+        channels=distributed.my_channels(rows.widths[which]), progress=progress)
+    return distributed.sum_all(increase), unpermuted
+
+
+@ESTIMATORS.register("exact", "the expectation over all permutations in closed form "
+                     "(M = infinity); linear head (--hidden 0) with --dist mse only")
+def _exact(net: Net, rows: RowSet, target: torch.Tensor, options: RankOptions,
+           multilabel: bool, which: int, progress: Progress) -> tuple[torch.Tensor, float]:
+    expected, unpermuted = expected_increase(net, rows, target, which=which)
+    return expected[:, None], unpermuted  # (d, 1): the expectation, M = infinity
+
+
+# The modality whose channels are ranked, and the rows permuted in steps 2-8.
+SIDES: Registry[int] = Registry("permute")
+SIDES.add("a", 0, "rank modality a's channels (the teacher's)")
+SIDES.add("b", 1, "rank modality b's channels (paper note 3)")
+PERMUTED_ROWS: Registry[str] = Registry("permute_on")
+PERMUTED_ROWS.add("test", "test", "the held-out rows (networks that memorised their "
+                  "training rows cannot fake agreement there)")
+PERMUTED_ROWS.add("train", "train", "the training rows (the literal reading)")
 
 
 def rank(data: PairedData, options: RankOptions | None = None,
@@ -448,7 +454,7 @@ def rank(data: PairedData, options: RankOptions | None = None,
     labels = data.labels
     split = (read_split(options.split, data.n) if options.split else
              stratified_split(labels.y, options.test_split,
-                              derive_seed(options.seed, _SEED_SPLIT)))
+                              derive_seed(options.seed, "split")))
     arrays = [data.xa, data.xb, labels.y]
     # one plan for every part: resident when all rows fit, else chunk sets of one size
     chunk_rows = plan_chunk_rows(data.n, row_bytes(arrays), device, options.chunk_rows)
@@ -465,25 +471,15 @@ def rank(data: PairedData, options: RankOptions | None = None,
 
     permuted_rows = "test" if options.permute_on == "test" and len(split.test) else "train"
     rows = test if permuted_rows == "test" else part(split.train)
-    which = 0 if options.permute == "a" else 1
+    which = SIDES[options.permute]
     net = net_a if which == 0 else net_b
     target = predict(net_b if which == 0 else net_a, rows, which=1 - which)
     t0 = time.perf_counter()
-    if options.estimator == "exact":
-        expected, unpermuted = expected_increase(net, rows, target, which=which)
-        increase = expected[:, None]  # (d, 1): the expectation, M = infinity
-    else:
-        # each process of a torchrun job permutes its own block of channels
-        increase, unpermuted = permutation_distances(
-            net, rows, target, get_distance(options.dist),
-            permutations(len(rows), options.repeats, options.seed),
-            multilabel=labels.multilabel, which=which,
-            channels=distributed.my_channels(rows.widths[which]), progress=progress)
-        distributed.sum_all(increase)
+    increase, unpermuted = ESTIMATORS[options.estimator](
+        net, rows, target, options, labels.multilabel, which, progress)
     permute_s = time.perf_counter() - t0
     increase = increase.cpu().numpy()
-    importance = increase.mean(axis=1)
-    salience = normalize(importance, options.normalize)
+    salience = normalize(increase.mean(axis=1), options.normalize)
     warnings = []
     if not np.any(salience):
         warnings.append(
@@ -491,15 +487,33 @@ def rank(data: PairedData, options: RankOptions | None = None,
             "permuted: the salience is all zeros (are the features informative?)")
 
     metrics: dict = {"a": {}, "b": {}}
-    train_parts = [fitting, val]
-    for name, parts in (("train", train_parts), ("test", [test])):
-        y = torch.cat([torch.cat([t for _, (t,) in p.chunks(only=[2])]) for p in parts])
+    for name, parts in (("train", [fitting, val]), ("test", [test])):
         for side, net_s, w in (("a", net_a, 0), ("b", net_b, 1)):
-            logits = torch.cat([predict(net_s, p, which=w) for p in parts])
-            metrics[side][name] = (evaluate(logits, y, labels.multilabel) if len(y) else None)
+            found = evaluate_rows(net_s, parts, w, 2, labels.multilabel)
+            metrics[side][name] = None if found is None else found[0]
     return RankResult(
         salience=salience, distances=unpermuted + increase, unpermuted=unpermuted,
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,
         permuted_rows=permuted_rows, device=str(device), metrics=metrics,
         timings={"train_s": round(train_s, 4), "permute_s": round(permute_s, 4)},
         warnings=warnings)
+
+
+def rank_files(
+    feats_a: str | Path,
+    feats_b: str | Path,
+    labels: str | Path,
+    out: str | Path = DEFAULT_RUN,
+    options: RankOptions | None = None,
+    progress: Progress = no_progress,
+) -> tuple[RankResult, dict]:
+    """Read the inputs, run Algorithm 1 and write the run directory ``out``.
+
+    Everything is checked before anything is written: bad input leaves ``out`` as it was.
+    Returns the result and the ``rank.json`` document.
+    """
+    options = (options or RankOptions()).checked()
+    run_dir = RunDir(out).check_writable()
+    data = load_paired(feats_a, feats_b, labels)
+    result = rank(data, options, progress)
+    return result, run_dir.write_rank(result, data)

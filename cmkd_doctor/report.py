@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import numpy as np
 
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import ranking_against_truth
-from cmkd_doctor.rundir import RANK_FILES
+from cmkd_doctor.outputs import check_out_dir, write_bytes, write_text
+from cmkd_doctor.rundir import RunDir
 
 PLOTS = {
     "salience_sorted": "Salience, channels sorted (Algorithm 1, step 9)",
@@ -31,21 +33,22 @@ PLOTS = {
 
 
 def collect(run_dir: str | Path) -> dict[str, Any]:
-    """Everything the run directory holds, as one document."""
-    run = Path(run_dir)
-    path = run / RANK_FILES["rank"]
-    if not path.is_file():
-        raise InputError(f"--run {run}: no rank run there ({RANK_FILES['rank']} is missing); "
-                         "run 'cmkd-doctor rank' or 'diagnose' first")
-    rank = json.loads(path.read_text())
-    salience = np.load(run / RANK_FILES["salience"], allow_pickle=False)
-    distances = np.load(run / RANK_FILES["permuted_distances"], allow_pickle=False)
+    """Everything the run directory holds, as one document (read through the run
+    directory's guarded loader: a damaged file is named, never a crash)."""
+    run = RunDir(run_dir)
+    rank = run.read_document()
+    run.verify(rank)
+    salience = run.read_salience(rank)
+    distances = run.read_distances()
+    if distances.ndim != 2 or distances.shape[0] != salience.shape[0]:
+        raise InputError(f"{run.file('permuted_distances')}: shape {distances.shape} does "
+                         f"not fit {salience.shape[0]} channels; rerun 'cmkd-doctor rank'")
     increase = distances - rank["unpermuted_distance"]  # (d, M)
     order = np.argsort(-salience, kind="stable")
     top = order[:20]
     scale = max(float(increase.mean(1).max()), 1e-12)
     doc: dict[str, Any] = {
-        "run": str(run.resolve()),
+        "run": str(run.path.resolve()),
         "rank": rank,
         "salience": {
             "values": salience.tolist(),
@@ -57,21 +60,21 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
                             "std": float(increase[i].std() / scale)} for i in top],
             "repeats": int(distances.shape[1]),
         },
-        "teachers": [json.loads(p.read_text())
-                     for p in sorted((run / "teachers").glob("*.json"))],
+        "teachers": run.teacher_sidecars(rank["run_id"]),
         "students": None,
         "truth": None,
     }
-    distill_path = run / "distill.json"
-    if distill_path.is_file():
-        results = json.loads(distill_path.read_text())
-        if results.get("rank", {}).get("created") == rank["created"]:
-            doc["students"] = {"results": list(results["results"].values()),
-                               "verdict": results.get("last_verdict")}
+    results = run.read_distill()
+    if results is not None and results.get("rank", {}).get("run_id") == rank["run_id"]:
+        doc["students"] = {"results": list(results["results"].values()),
+                           "verdict": results.get("last_verdict")}
     truth_path = Path(rank["inputs"]["feats_a"]["path"]).parent / "truth.json"
     if truth_path.is_file():
-        doc["truth"] = ranking_against_truth(salience, json.loads(truth_path.read_text()),
-                                             rank["permuted_modality"])
+        truth = run.read_json(truth_path)
+        try:
+            doc["truth"] = ranking_against_truth(salience, truth, rank["permuted_modality"])
+        except (KeyError, TypeError, IndexError):
+            doc["truth"] = None  # a truth.json of something else beside the inputs
     doc["sweep"] = sweep(doc)
     return doc
 
@@ -335,3 +338,52 @@ def plot_reproduction(rows: list[dict[str, Any]], experiment: str, title: str,
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
     return buffer.getvalue()
+
+
+FORMATS = ("text", "md", "html", "json")
+
+
+@dataclass
+class Rendered:
+    """A report in one format: its document, the text (``None`` for ``text``, which the
+    terminal renders from the document), the file written, and the plots skipped."""
+
+    doc: dict[str, Any]
+    text: str | None
+    written: Path | None
+    skipped: list[str]
+
+
+def render(run_dir: str | Path, fmt: str, out_file: str | Path | None = None) -> Rendered:
+    """The report of a run in ``fmt``, written to ``out_file`` when given.
+
+    ``md`` writes its plots as PNG files beside ``out_file`` (or into the run's
+    ``report/`` folder); ``html`` embeds them and needs ``out_file``.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if fmt == "html" and out_file is None:
+        raise InputError("--format html writes a file: give --out report.html")
+    out_file = None if out_file is None else Path(out_file)
+    if out_file is not None:
+        check_out_dir(out_file.parent)
+    doc = collect(run_dir)
+    skipped: list[str] = []
+    if fmt == "text":
+        return Rendered(doc, None, None, skipped)
+    if fmt == "json":
+        text = json.dumps(doc, indent=2) + "\n"
+    else:
+        pngs, skipped = plots(doc)
+        if fmt == "html":
+            text = to_html(doc, pngs, skipped)
+        else:
+            folder = out_file.parent if out_file else RunDir(run_dir).report_dir
+            stem = out_file.stem if out_file else "report"
+            images = {}
+            for name, data in pngs.items():
+                path = write_bytes(folder / f"{stem}_{name}.png", data)
+                images[name] = path.name if out_file else str(path)
+            text = to_markdown(doc, images, skipped)
+    written = None if out_file is None else write_text(out_file, text)
+    return Rendered(doc, text, written, skipped)

@@ -30,15 +30,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmkd_doctor.classifiers import Stacked
-from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.classifiers import Member, Rows, SoftLabels, TrainOptions, train_classifiers
+from cmkd_doctor.engine import Schedule, evaluate_rows, fit
+from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import GaussianData, GaussianSpec, make_gaussian
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
-from cmkd_doctor.models import Net, NetConfig
-from cmkd_doctor.runtime import Progress, derive_seed, generator, no_progress, rows_to
+from cmkd_doctor.models import NetConfig, Stacked, new_net
+from cmkd_doctor.options import whole
+from cmkd_doctor.progress import Progress, no_progress
+from cmkd_doctor.registry import Registry
+from cmkd_doctor.seeds import derive_seed, generator
+from cmkd_doctor.splits import fit_and_validation, read_split
+from cmkd_doctor.streaming import RowSet
 
 EPOCHS, LR, RHO, N_TRAIN, N_TEST = 1000, 0.1, 0.5, 200, 1000
-_SEED_INIT, _SEED_RANDOM_CHANNELS = 41, 42
+PAPER_SOURCE = ("Xue et al., The Modality Focusing Hypothesis, ICLR 2023: Table 2 and "
+                "Sec. 4.2 (Fig. 2: +2.1 points at gamma = 1)")
 
 
 @dataclass(frozen=True)
@@ -75,13 +82,14 @@ def _table2() -> tuple[Setting, ...]:
         for gamma, shared in ((0.25, 5), (0.50, 10), (0.75, 15)))
 
 
-EXPERIMENTS = {
-    "table2": Experiment(
+EXPERIMENTS: Registry[Experiment] = Registry("examples reproduce EXPERIMENT")
+for _experiment in (
+    Experiment(
         "table2", "Table 2: regular vs modality-general teacher", _table2(), fresh=True,
         teachers=("general", "random"),
         claim="the modality-general teacher is 10 or more points less accurate than the "
               "regular one, yet its student beats the Regular-KD student"),
-    "fig2": Experiment(
+    Experiment(
         "fig2", "Fig. 2: crossmodal KD as gamma grows",
         tuple(Setting(f"{s / (20 - s):.2f}",
                       GaussianSpec(d1=25, d2=50, d=20, j1=10, j2=10, shared=s,
@@ -90,7 +98,7 @@ EXPERIMENTS = {
               for s in range(0, 11, 2)),
         fresh=False, teachers=(),
         claim="KD helps more as gamma grows: +2.1 points over No-KD at gamma = 1"),
-    "fig3": Experiment(
+    Experiment(
         "fig3", "Fig. 3: crossmodal KD as alpha grows (beta = 0)",
         tuple(Setting(f"{a / (a + 10):.2f}",
                       GaussianSpec(d1=50, d2=50, d=50, j1=a + 10, j2=10, shared=10,
@@ -98,15 +106,8 @@ EXPERIMENTS = {
               for a in range(0, 41, 10)),
         fresh=False, teachers=(),
         claim="the teacher improves as alpha grows, the student does not follow"),
-}
-
-
-def get_experiment(name: str) -> Experiment:
-    try:
-        return EXPERIMENTS[name]
-    except KeyError:
-        raise InputError(f"examples reproduce: no experiment {name!r}; choose one of "
-                         f"{', '.join(EXPERIMENTS)}") from None
+):
+    EXPERIMENTS.add(_experiment.name, _experiment, _experiment.title)
 
 
 def _stack(arrays: list[np.ndarray], dtype=torch.float32) -> torch.Tensor:
@@ -114,12 +115,8 @@ def _stack(arrays: list[np.ndarray], dtype=torch.float32) -> torch.Tensor:
 
 
 def _linear_models(d_in: int, seeds: list[int], device: torch.device) -> Stacked:
-    nets = []
-    for seed in seeds:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            nets.append(Net(NetConfig(d_in, (), 2)))
-    return Stacked(nets).to(device)  # no standardisation: the data are N(0, 1) already
+    # no standardisation: the data are N(0, 1) already
+    return Stacked([new_net(NetConfig(d_in, (), 2), seed) for seed in seeds]).to(device)
 
 
 def fit_batched(x: torch.Tensor, y: torch.Tensor, seeds: list[int],
@@ -128,20 +125,27 @@ def fit_batched(x: torch.Tensor, y: torch.Tensor, seeds: list[int],
     """Logistic regression per model, ``x (S, n, d)``, full-batch SGD as the official code.
 
     Models with ``kd[s]`` true learn with Eq. 1 (rho = 0.5, T = 1) from the teacher logits
-    ``soft (S, n, 2)``; the others with cross-entropy alone. Each model's loss is its own
-    mean, so batching changes nothing in any model's updates.
+    ``soft (S, n, 2)``; the others with cross-entropy alone. Each model has its own rows
+    (a grouped array, one group per model) and its own mean loss, so batching changes
+    nothing in any model's updates.
     """
     model = _linear_models(x.shape[-1], seeds, x.device)
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    for _ in range(epochs):
-        logits = model(x)  # (S, n, 2)
-        loss = task_loss_rows(logits, y, False)  # (S, n)
-        if soft is not None:
-            with_kd = RHO * loss + (1 - RHO) * kd_loss_rows(logits, soft, 1.0, False)
-            loss = torch.where(kd[:, None], with_kd, loss)
-        opt.zero_grad(set_to_none=True)
-        loss.mean(-1).sum().backward()
-        opt.step()
+    arrays = [x, y] if soft is None else [x, y, soft]
+    rows = RowSet.of_tensors([a.transpose(0, 1) for a in arrays],  # (n, S, ...)
+                             grouped=range(len(arrays)))
+    rho = None if soft is None else torch.where(kd, RHO, 1.0)[:, None].to(x.device)  # (S, 1)
+
+    def loss_rows(module: torch.nn.Module, batch: list[torch.Tensor],
+                  members: torch.Tensor) -> torch.Tensor:
+        logits = module(batch[0])  # (S, n, 2)
+        loss = task_loss_rows(logits, batch[1], False)  # (S, n)
+        if rho is None:
+            return loss
+        r = rho[members]
+        return r * loss + (1 - r) * kd_loss_rows(logits, batch[2], 1.0, False)
+
+    fit(model, loss_rows, rows, Schedule(epochs, LR, batch_size=None, optimizer="sgd"),
+        shuffle_seeds=seeds, groups=torch.arange(len(seeds)))
     return model
 
 
@@ -158,11 +162,11 @@ def run_experiment(experiment: Experiment, runs: int, seed: int, device: torch.d
     as another: two batched fits instead of one per model and run.
     """
     settings = experiment.settings
-    run_seeds = [derive_seed(seed, r) for r in range(runs)]
+    run_seeds = [derive_seed(seed, "repro_run", r) for r in range(runs)]
     cells = [(i, r) for i in range(len(settings)) for r in range(runs)]
     data: list[GaussianData] = [
         make_gaussian(replace(settings[i].spec, seed=run_seeds[r])) for i, r in cells]
-    init = [derive_seed(run_seeds[r], _SEED_INIT) for _, r in cells]
+    init = [derive_seed(run_seeds[r], "repro_init") for _, r in cells]
 
     def part(name: str, dtype=torch.float32) -> torch.Tensor:
         return _stack([getattr(g, name) for g in data], dtype).to(device)
@@ -182,7 +186,7 @@ def run_experiment(experiment: Experiment, runs: int, seed: int, device: torch.d
         keeps["general"] = [np.array(g.truth["channels_a"]["general"]) for g in data]
     if "random" in experiment.teachers:
         keeps["random"] = [
-            torch.randperm(d1, generator=generator(run_seeds[r], _SEED_RANDOM_CHANNELS))[
+            torch.randperm(d1, generator=generator(run_seeds[r], "repro_random_channels"))[
                 : settings[i].spec.shared].numpy() for i, r in cells]
     kinds = list(keeps)
     mask = _stack([np.isin(np.arange(d1), k) for kind in kinds for k in keeps[kind]]
@@ -198,7 +202,7 @@ def run_experiment(experiment: Experiment, runs: int, seed: int, device: torch.d
         soft = teachers(tile(sa, len(kinds)) * mask)  # (kinds * cells, n, 2)
     # students: No-KD first, then one per teacher kind, all on x^b
     n_models = 1 + len(kinds)
-    student_init = [derive_seed(s, 1) for s in init] * n_models
+    student_init = [derive_seed(s, "repro_student_init") for s in init] * n_models
     soft_all = torch.cat([torch.zeros_like(soft[: len(cells)]), soft])
     kd = torch.tensor([False] * len(cells) + [True] * len(cells) * len(kinds), device=device)
     students = fit_batched(tile(sb, n_models), tile(sy, n_models), student_init,
@@ -218,10 +222,41 @@ def run_experiment(experiment: Experiment, runs: int, seed: int, device: torch.d
 
 @dataclass
 class Reproduction:
+    """An experiment's rows (mean, std and runs per model, the paper's figures beside)."""
+
     experiment: Experiment
     runs: int
     rows: list[dict]
     seconds: float
+
+    def claim_check(self) -> list[str]:
+        """What we measure of the paper's claim, with the run-to-run spread."""
+        rows, name = self.rows, self.experiment.name
+        lines = []
+        if name == "table2":
+            for row in rows:
+                gap = row["regular_teacher"]["mean"] - row["general_teacher"]["mean"]
+                gain = row["general_kd_minus_regular_kd"]
+                beyond = gain["mean"] > 2 * gain["std"] / self.runs**0.5
+                lines.append(
+                    f"gamma {row['gamma']:.2f}: general teacher {gap:.1f} points below the "
+                    f"regular one; general-KD - regular-KD {gain['mean']:+.2f} ± "
+                    f"{gain['std']:.2f} per run ({'beyond' if beyond else 'within'} "
+                    "run-to-run noise)")
+        else:
+            first, last = rows[0], rows[-1]
+            lines.append(f"KD - No-KD: {first['kd_minus_no_kd']['mean']:+.2f} ± "
+                         f"{first['kd_minus_no_kd']['std']:.2f} at the first setting, "
+                         f"{last['kd_minus_no_kd']['mean']:+.2f} ± "
+                         f"{last['kd_minus_no_kd']['std']:.2f} at the last; teacher "
+                         f"{first['regular_teacher']['mean']:.1f} -> "
+                         f"{last['regular_teacher']['mean']:.1f}")
+        return lines
+
+    def to_dict(self, seed: int) -> dict:
+        return {"experiment": self.experiment.name, "title": self.experiment.title,
+                "runs": self.runs, "seed": seed, "seconds": round(self.seconds, 3),
+                "claim": self.experiment.claim, "rows": self.rows, "source": PAPER_SOURCE}
 
 
 def reproduce(name: str, runs: int = 10, seed: int = 42, device: str | torch.device = "cpu",
@@ -230,9 +265,8 @@ def reproduce(name: str, runs: int = 10, seed: int = 42, device: str | torch.dev
     """Run one experiment; each row holds per-model mean, std and runs, and the paper's."""
     import time
 
-    experiment = get_experiment(name)
-    if not isinstance(runs, int) or runs < 2:
-        raise option_error("runs", "a whole number >= 2", runs)
+    experiment = EXPERIMENTS[name]
+    whole("runs", runs, 2)
     clock = clock or time.perf_counter
     device = torch.device(device)
     start = clock()
@@ -256,6 +290,15 @@ def reproduce(name: str, runs: int = 10, seed: int = 42, device: str | torch.dev
     return Reproduction(experiment, runs, rows, clock() - start)
 
 
+def save_plot(result: Reproduction, path: str | Path) -> Path:
+    """Our series beside the paper's figures, as a PNG file (needs matplotlib)."""
+    from cmkd_doctor.outputs import write_bytes
+    from cmkd_doctor.report import plot_reproduction
+
+    return write_bytes(path, plot_reproduction(result.rows, result.experiment.name,
+                                               result.experiment.title, PAPER_SOURCE))
+
+
 def _gamma(spec: GaussianSpec) -> float:
     return spec.shared / (spec.j1 + spec.j2 - spec.shared)
 
@@ -273,7 +316,7 @@ TABLE5 = {
 TEACHER_HIDDEN, STUDENT_HIDDEN = (512, 256), (128,)
 
 
-def reproduce_avmnist(data_dir: str | Path, runs: int = 10, seed: int = 0,
+def reproduce_avmnist(data_dir: str | Path | None, runs: int = 10, seed: int = 0,
                       device: str | torch.device = "cpu",
                       progress: Progress = no_progress) -> dict:
     """The Sec. 3 case study (Table 1 / Table 5) at the feature level.
@@ -286,12 +329,10 @@ def reproduce_avmnist(data_dir: str | Path, runs: int = 10, seed: int = 0,
     """
     import time
 
-    from cmkd_doctor.classifiers import KD, TrainOptions, train_classifiers
-    from cmkd_doctor.splits import fit_and_validation, read_split
-    from cmkd_doctor.training import predict
-
-    if not isinstance(runs, int) or runs < 2:
-        raise option_error("runs", "a whole number >= 2", runs)
+    whole("runs", runs, 2)
+    if data_dir is None:
+        raise InputError("examples reproduce table1-avmnist needs --data DIR (from "
+                         "'cmkd-doctor examples make avmnist')")
     folder = Path(data_dir)
     names = ("image.npy", "audio.npy", "labels.npy", "split.npz")
     missing = [n for n in names if not (folder / n).is_file()]
@@ -303,46 +344,42 @@ def reproduce_avmnist(data_dir: str | Path, runs: int = 10, seed: int = 0,
     device = torch.device(device)
     y_all = np.load(folder / "labels.npy", allow_pickle=False)
     split = read_split(folder / "split.npz", len(y_all))
-    fit, val = fit_and_validation(split.train, y_all, seed)
-
-    def rows(array: np.ndarray, index: np.ndarray) -> torch.Tensor:
-        return rows_to(array, index, device)
-
+    fit_rows, val_rows = fit_and_validation(split.train, y_all, seed)
     audio = np.load(folder / "audio.npy", mmap_mode="r", allow_pickle=False)
     image = np.load(folder / "image.npy", mmap_mode="r", allow_pickle=False)
-    both = {k: torch.cat([rows(image, r), rows(audio, r)], 1)
-            for k, r in (("fit", fit), ("val", val), ("test", split.test))}
-    aud = {k: rows(audio, r) for k, r in (("fit", fit), ("val", val), ("test", split.test))}
-    y = {k: torch.as_tensor(y_all[r]).to(device)
-         for k, r in (("fit", fit), ("val", val), ("test", split.test))}
     n_classes = int(y_all.max()) + 1
+    aud = Rows(audio, y_all, fit_rows, val_rows, split.test, n_classes, False, device)
+    both = aud.with_x(np.concatenate([image, audio], axis=1))
+    sources = {"um_kd": aud, "cm_kd": both}
 
-    def accuracy(net, x: torch.Tensor) -> float:
-        return 100 * float((predict(net, x).argmax(1) == y["test"]).float().mean())
+    def accuracy(model: torch.nn.Module, rows: Rows) -> list[float]:
+        return [100 * m["accuracy"] for m in evaluate_rows(model, [rows.part(rows.test)],
+                                                           0, 1, False)]
 
-    teachers = {}
-    for name, x in (("um_kd", aud), ("cm_kd", both)):
-        net = train_classifiers(x["fit"], y["fit"], n_classes, False,
-                                TrainOptions(hidden=TEACHER_HIDDEN), [derive_seed(seed, 61)],
-                                val=(x["val"], y["val"]), progress=progress,
-                                task=f"teacher {name}")[0]
-        teachers[name] = (net, x)
-    seeds = [derive_seed(seed, 62, r) for r in range(runs)]
-    student = TrainOptions(hidden=STUDENT_HIDDEN)
-    results = {}
-    baseline = train_classifiers(aud["fit"], y["fit"], n_classes, False, student, seeds,
-                                 val=(aud["val"], y["val"]), progress=progress,
-                                 task="students no_kd")
-    base_runs = [accuracy(net, aud["test"]) for net in baseline]
-    results["no_kd"] = {"teacher": None, "rho_0": base_runs, "rho_0.5": base_runs}
-    for name, (teacher, x) in teachers.items():
-        results[name] = {"teacher": accuracy(teacher, x["test"])}
-        for rho in (0.0, 0.5):
-            kd = KD(train=predict(teacher, x["fit"]), val=predict(teacher, x["val"]), rho=rho)
-            nets = train_classifiers(aud["fit"], y["fit"], n_classes, False, student, seeds,
-                                     val=(aud["val"], y["val"]), kd=kd, progress=progress,
-                                     task=f"students {name} rho {rho:g}")
-            results[name][f"rho_{rho:g}"] = [accuracy(net, aud["test"]) for net in nets]
+    teachers = {name: train_classifiers(rows, [Member(derive_seed(seed, "avmnist_teacher"))],
+                                        TrainOptions(hidden=TEACHER_HIDDEN),
+                                        progress=progress, task=f"teacher {name}")[0]
+                for name, rows in sources.items()}
+    # every student (No-KD, and both teachers at both rho) as one stacked fit
+    soft = SoftLabels(len(y_all), len(teachers), n_classes, streamed=False)
+    for column, name in enumerate(teachers):
+        soft.fill(column, teachers[name], sources[name], [fit_rows, val_rows])
+    seeds = [derive_seed(seed, "avmnist_student", r) for r in range(runs)]
+    cells = [("no_kd", 1.0, 0)] + [(name, rho, column)
+                                   for column, name in enumerate(teachers)
+                                   for rho in (0.0, 0.5)]
+    members = [Member(s, rho=rho, teacher=column) for _, rho, column in cells for s in seeds]
+    nets = train_classifiers(aud, members, TrainOptions(hidden=STUDENT_HIDDEN),
+                             soft=soft.array, progress=progress, task="students")
+    student_runs = accuracy(Stacked(nets), aud)
+    results: dict[str, dict] = {"no_kd": {"teacher": None}}
+    for i, (name, rho, _) in enumerate(cells):
+        per_seed = student_runs[i * runs:(i + 1) * runs]
+        if name == "no_kd":
+            results[name].update({"rho_0": per_seed, "rho_0.5": per_seed})
+            continue
+        results.setdefault(name, {"teacher": accuracy(teachers[name], sources[name])[0]})
+        results[name][f"rho_{rho:g}"] = per_seed
     rows_out = []
     for name in ("no_kd", "um_kd", "cm_kd"):
         row = {"row": name, "teacher": results[name]["teacher"],

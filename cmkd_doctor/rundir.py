@@ -1,9 +1,16 @@
-"""The run directory (``cmkd-out`` by default) that every command reads and writes.
+"""The run directory (``cmkd-out`` by default): every path in it, every load and save,
+and the provenance stamped into every file.
 
 ``rank`` writes ``salience.npy``, ``permuted_distances.npy``, ``split.npz``, the two
-aligned networks as ``.safetensors`` (config in metadata) and, last, ``rank.json``,
-which describes all of them: inputs with checksums, options, versions, timings and
-metrics. Each file is written atomically, and only after all work is done.
+aligned networks and, last, ``rank.json``: inputs with checksums, options, versions,
+timings, metrics, a fresh ``run_id``, and the SHA-256 of every file it vouches for.
+Teachers go to ``teachers/`` (a ``.safetensors`` and a JSON sidecar each), student
+comparisons to ``distill.json``, a built-in example's arrays to ``example/`` and report
+images to ``report/``. Every file carries the ``run_id`` of the ranking it belongs to,
+so a teacher or a result from an earlier ranking in the same folder is never used.
+
+Reading goes through one guarded loader: a damaged, foreign or mismatched file is an
+:class:`~cmkd_doctor.errors.InputError` naming it (exit 2), never an internal error.
 """
 
 from __future__ import annotations
@@ -12,32 +19,35 @@ import io
 import json
 import platform
 import sys
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 
-from cmkd_doctor import __version__
+from cmkd_doctor import __version__, distributed
+from cmkd_doctor.classifiers import Rows
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.inputs import PairedData, load_paired
+from cmkd_doctor.inputs import PairedData, load_paired, sha256_of
 from cmkd_doctor.models import Net, load_net, save_net
 from cmkd_doctor.outputs import check_out_dir, write_bytes, write_json, write_npy
-from cmkd_doctor.ranking import RankOptions, RankResult, rank
-from cmkd_doctor.runtime import Progress, no_progress
-from cmkd_doctor.splits import Split
+from cmkd_doctor.splits import Split, fit_and_validation
+
+if TYPE_CHECKING:
+    from cmkd_doctor.comparison import Comparison
+    from cmkd_doctor.ranking import RankResult
+    from cmkd_doctor.teachers import Teacher
 
 DEFAULT_RUN = Path("cmkd-out")
-RANK_FILES = {
-    "salience": "salience.npy",
-    "permuted_distances": "permuted_distances.npy",
-    "split": "split.npz",
-    "net_a": "net_a.safetensors",
-    "net_b": "net_b.safetensors",
-    "rank": "rank.json",
-}
+T = TypeVar("T")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -50,94 +60,333 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
-def rank_document(result: RankResult, data: PairedData) -> dict[str, Any]:
-    """The content of ``rank.json``."""
+class RunDir:
+    """A run directory: its files, how they are written, and how they are read back.
+
+    Parameters
+    ----------
+    path
+        The folder (``--out`` of rank and diagnose, ``--run`` of the later commands).
+    """
+
+    RANK = {
+        "salience": "salience.npy",
+        "permuted_distances": "permuted_distances.npy",
+        "split": "split.npz",
+        "net_a": "net_a.safetensors",
+        "net_b": "net_b.safetensors",
+    }
+    DOCUMENT = "rank.json"
+    DISTILL = "distill.json"
+
+    def __init__(self, path: str | Path = DEFAULT_RUN):
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # -- paths -------------------------------------------------------------------------
+    def file(self, key: str) -> Path:
+        """A file of the ranking by key (``salience``, ``split``, ``net_a``, ...)."""
+        return self.path / self.RANK[key]
+
+    @property
+    def document_path(self) -> Path:
+        return self.path / self.DOCUMENT
+
+    @property
+    def distill_path(self) -> Path:
+        return self.path / self.DISTILL
+
+    @property
+    def teachers_dir(self) -> Path:
+        return self.path / "teachers"
+
+    @property
+    def example_dir(self) -> Path:
+        """Where ``diagnose --example`` writes the example's arrays."""
+        return self.path / "example"
+
+    @property
+    def report_dir(self) -> Path:
+        """Where ``report --format md`` puts its images when no ``--out`` is given."""
+        return self.path / "report"
+
+    def teacher_path(self, name: str) -> Path:
+        return self.teachers_dir / f"{name}.safetensors"
+
+    def check_writable(self, option: str = "--out") -> RunDir:
+        """Fail early, before any work, if the folder cannot be written."""
+        check_out_dir(self.path, option)
+        return self
+
+    # -- writing -----------------------------------------------------------------------
+    def write_rank(self, result: RankResult, data: PairedData) -> dict[str, Any]:
+        """Write a ``rank`` run; returns the ``rank.json`` document (written last, it
+        vouches for the other files by their checksums)."""
+        run_id = distributed.from_main(uuid.uuid4().hex)  # one id for every process
+        document = rank_document(result, data, run_id)
+        meta = {"role": "aligned", "options": json.dumps(document["options"]),
+                "inputs": json.dumps(document["inputs"]), "cmkd_doctor": __version__,
+                "run_id": run_id}
+        write_npy(self.file("salience"), result.salience.astype(np.float32))
+        write_npy(self.file("permuted_distances"), result.distances)
+        buffer = io.BytesIO()
+        np.savez(buffer, train=result.split.train, test=result.split.test)
+        write_bytes(self.file("split"), buffer.getvalue())
+        save_net(result.net_a, self.file("net_a"), {**meta, "modality": "a"})
+        save_net(result.net_b, self.file("net_b"), {**meta, "modality": "b"})
+        document["files"] = {name: sha256_of(self.path / name) for name in self.RANK.values()
+                             if (self.path / name).is_file()}
+        write_json(self.document_path, document)
+        return document
+
+    def write_teacher(self, teacher: Teacher, name: str, sidecar: dict[str, Any]) -> Path:
+        """``teachers/NAME.safetensors`` and its sidecar, which records the file's
+        checksum so a stale or foreign network is never taken for it."""
+        from cmkd_doctor.teachers import save_teacher
+
+        path = self.teacher_path(name)
+        save_teacher(teacher, path, sidecar)
+        if path.is_file():  # rank 0 only writes under torchrun
+            write_json(path.with_suffix(".json"), {**sidecar, "sha256": sha256_of(path)})
+        return path
+
+    def record(self, comparison: Comparison) -> Path:
+        """Add the comparison's rows to ``distill.json``, keyed by teacher, ratio and
+        options. Results of another ranking (another ``run_id``) are dropped, never mixed
+        with the new ones."""
+        rank = {"run_id": comparison.run_id}
+        document = {"command": "distill", "rank": rank, "results": {}}
+        previous = self.read_distill()
+        if previous is not None and previous.get("rank") == rank:
+            document = previous
+        created = now()
+        for row in comparison.rows:
+            ratio = "" if row.ratio is None else f"{row.ratio:g}"
+            document.setdefault("results", {})[f"{row.teacher}|{ratio}|{comparison.key}"] = {
+                **row.to_dict(comparison.baselines), "options": comparison.options,
+                "options_key": comparison.key, "created": created}
+        document["last_verdict"] = comparison.verdict
+        document["cmkd_doctor"] = __version__
+        return write_json(self.distill_path, document)
+
+    # -- reading -----------------------------------------------------------------------
+    def guarded(self, path: Path, read: Callable[[Path], T]) -> T:
+        """``read(path)``, with any failure turned into one ``InputError`` naming the file."""
+        try:
+            return read(path)
+        except InputError:
+            raise
+        except FileNotFoundError:
+            raise InputError(f"{path}: missing from the run directory {self.path}; rerun "
+                             "'cmkd-doctor rank'") from None
+        except Exception as exc:  # noqa: BLE001 - every reader's failure means the same
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{path}: damaged or not written by cmkd-doctor ({reason}); "
+                             "rerun 'cmkd-doctor rank'") from exc
+
+    def read_json(self, path: Path) -> Any:
+        return self.guarded(path, lambda p: json.loads(p.read_text()))
+
+    def read_document(self, option: str = "--run") -> dict[str, Any]:
+        """``rank.json``, checked: the fields later commands rely on are there."""
+        if not self.document_path.is_file():
+            raise InputError(f"{option} {self.path}: no rank run there ({self.DOCUMENT} is "
+                             "missing); run 'cmkd-doctor rank' first or pass --run DIR")
+        document = self.read_json(self.document_path)
+        self.guarded(self.document_path, lambda _: _check_document(document))
+        return document
+
+    def verify(self, document: dict[str, Any]) -> None:
+        """Every file ``rank.json`` vouches for is the one it wrote (same SHA-256)."""
+        for name, digest in document["files"].items():
+            path = self.path / name
+            if not path.is_file():
+                raise InputError(f"{path}: missing from the run directory {self.path}; "
+                                 "rerun 'cmkd-doctor rank'")
+            if sha256_of(path) != digest:
+                raise InputError(f"{path}: not the file rank.json describes (another run's, "
+                                 "or changed since); rerun 'cmkd-doctor rank'")
+
+    def read_salience(self, document: dict[str, Any]) -> np.ndarray:
+        def read(path: Path) -> np.ndarray:
+            salience = np.load(path, allow_pickle=False)
+            side = "feats_a" if document["permuted_modality"] == "a" else "feats_b"
+            d = int(np.prod(document["inputs"][side]["shape"][1:]))
+            if salience.shape != (d,) or not np.issubdtype(salience.dtype, np.floating):
+                raise ValueError(f"expected float salience of shape ({d},), got "
+                                 f"{salience.dtype} {salience.shape}")
+            return salience
+        return self.guarded(self.file("salience"), read)
+
+    def read_distances(self) -> np.ndarray:
+        return self.guarded(self.file("permuted_distances"),
+                            lambda p: np.load(p, allow_pickle=False))
+
+    def read_split(self, n_rows: int) -> Split:
+        def read(path: Path) -> Split:
+            with np.load(path, allow_pickle=False) as archive:
+                train, test = archive["train"], archive["test"]
+            for rows in (train, test):
+                if rows.ndim != 1 or rows.dtype.kind not in "iu" or (
+                        len(rows) and (rows.min() < 0 or rows.max() >= n_rows)):
+                    raise ValueError(f"row indices outside 0..{n_rows - 1}")
+            return Split(train.astype(np.int64), test.astype(np.int64))
+        return self.guarded(self.file("split"), read)
+
+    def read_net(self, side: str, device: torch.device | str = "cpu") -> Net:
+        return self.guarded(self.file(f"net_{side}"), lambda p: load_net(p, device)[0])
+
+    def read_distill(self) -> dict[str, Any] | None:
+        """``distill.json``, or ``None`` when there is none yet."""
+        if not self.distill_path.is_file():
+            return None
+        document = self.read_json(self.distill_path)
+        if not isinstance(document, dict) or not isinstance(document.get("results"), dict):
+            raise InputError(f"{self.distill_path}: damaged or not written by cmkd-doctor "
+                             "(no 'results' mapping); delete it and rerun 'cmkd-doctor "
+                             "distill'")
+        return document
+
+    def teacher_sidecars(self, run_id: str) -> list[dict[str, Any]]:
+        """The sidecars of the teachers derived from ranking ``run_id``."""
+        found = []
+        for path in sorted(self.teachers_dir.glob("*.json")):
+            sidecar = self.read_json(path)
+            if isinstance(sidecar, dict) and (sidecar.get("rank") or {}).get("run_id") == run_id:
+                found.append(sidecar)
+        return found
+
+    def saved_teacher(self, name: str, wanted: dict[str, Any], device: torch.device
+                      ) -> tuple[Teacher, dict[str, Any]] | None:
+        """The saved teacher ``name`` when its sidecar matches ``wanted`` (spec, training
+        options and ranking) and its network is the one the sidecar describes."""
+        from cmkd_doctor.teachers import load_teacher
+
+        path = self.teacher_path(name)
+        sidecar_path = path.with_suffix(".json")
+        if not (path.is_file() and sidecar_path.is_file()):
+            return None
+        sidecar = self.read_json(sidecar_path)
+        if not isinstance(sidecar, dict) or any(sidecar.get(k) != v for k, v in wanted.items()):
+            return None
+        if sidecar.get("sha256") != sha256_of(path):
+            return None
+        teacher, _ = self.guarded(path, lambda p: load_teacher(p, device))
+        return teacher, sidecar
+
+    def load(self, option: str = "--run") -> Run:
+        """Read the ranking back; its files and its inputs must not have changed since."""
+        document = self.read_document(option)
+        self.verify(document)
+        inputs = document["inputs"]
+        specs = {}
+        for name, info in inputs.items():
+            if not Path(info["path"]).is_file():
+                raise InputError(f"{info['path']}: the {name} file ranked in {self.path} "
+                                 "is gone")
+            specs[name] = info["path"] + (f":{info['key']}" if info.get("key") else "")
+        data = load_paired(specs["feats_a"], specs["feats_b"], specs["labels"])
+        for name, info in data.files.items():
+            if info.sha256 != inputs[name]["sha256"]:
+                raise InputError(f"{info.source}: changed since 'cmkd-doctor rank' wrote "
+                                 f"{self.path} (sha256 differs); rerun rank")
+        return self.run_of(document, data)
+
+    def run_of(self, document: dict[str, Any], data: PairedData) -> Run:
+        """The run of a document and the data it ranked (already verified)."""
+        return Run(self, document, self.read_salience(document), self.read_split(data.n),
+                   data)
+
+
+_REQUIRED = {
+    "command": str, "run_id": str, "created": str, "inputs": dict, "labels": dict,
+    "options": dict, "permuted_modality": str, "unpermuted_distance": (int, float),
+    "files": dict, "aligned": dict,
+}
+
+
+def _check_document(document: Any) -> None:
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    for key, kind in _REQUIRED.items():
+        if not isinstance(document.get(key), kind):
+            raise ValueError(f"no valid '{key}'")
+    if document["command"] != "rank" or document["permuted_modality"] not in ("a", "b"):
+        raise ValueError("not a rank document")
+    for name in ("feats_a", "feats_b", "labels"):
+        info = document["inputs"].get(name)
+        if not (isinstance(info, dict) and isinstance(info.get("path"), str)
+                and isinstance(info.get("sha256"), str)
+                and isinstance(info.get("shape"), list)):
+            raise ValueError(f"no valid 'inputs.{name}'")
+    for key in ("seed", "hidden"):
+        if key not in document["options"]:
+            raise ValueError(f"no 'options.{key}'")
+
+
+def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str, Any]:
+    """The content of ``rank.json`` (the ``files`` checksums are added on writing)."""
     opts = result.options
     fit = result.fit
     return {
         "command": "rank",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_id": run_id,
+        "created": distributed.from_main(now()),
         "inputs": {name: info.to_dict() for name, info in data.files.items()},
         "labels": {"task": "multi-label" if data.labels.multilabel else "single-label",
                    "n_classes": data.labels.n_classes, "classes": data.labels.classes},
         "options": opts.to_dict(),
         "environment": environment(result.device),
-        "split": {"file": RANK_FILES["split"], "n_train": len(result.split.train),
+        "split": {"file": RunDir.RANK["split"], "n_train": len(result.split.train),
                   "n_test": len(result.split.test), "test_split": opts.test_split,
                   "from_file": opts.split,
                   "stratified": opts.split is None and not data.labels.multilabel},
         "aligned": {
             "epochs_max": fit.epochs_max,
             "epochs_run": fit.epochs_run,
-            "best_epoch": fit.best_epoch,
-            "train_loss": fit.train_loss,
-            "val_loss": fit.val_loss,
+            "best_epoch": fit.best_epoch[0],
+            "train_loss": fit.train_loss[0],
+            "val_loss": fit.val_loss[0],
             "metrics": result.metrics,
-            "files": {"a": RANK_FILES["net_a"], "b": RANK_FILES["net_b"]},
+            "files": {"a": RunDir.RANK["net_a"], "b": RunDir.RANK["net_b"]},
         },
         "permuted_modality": opts.permute,
         "permuted_rows": result.permuted_rows,
         "unpermuted_distance": result.unpermuted,
         "permuted_distance": {
-            "file": RANK_FILES["permuted_distances"],
+            "file": RunDir.RANK["permuted_distances"],
             "mean": result.distances.mean(axis=1).tolist(),
             "std": result.distances.std(axis=1).tolist(),
         },
-        "salience_file": RANK_FILES["salience"],
+        "salience_file": RunDir.RANK["salience"],
         "timings": result.timings,
         "warnings": result.warnings,
     }
 
 
-def write_rank(out: str | Path, result: RankResult, data: PairedData) -> dict[str, Any]:
-    """Write a ``rank`` run into ``out``; returns the ``rank.json`` document."""
-    out = Path(out)
-    document = rank_document(result, data)
-    meta = {"role": "aligned", "options": json.dumps(document["options"]),
-            "inputs": json.dumps(document["inputs"]), "cmkd_doctor": __version__}
-    write_npy(out / RANK_FILES["salience"], result.salience.astype(np.float32))
-    write_npy(out / RANK_FILES["permuted_distances"], result.distances)
-    buffer = io.BytesIO()
-    np.savez(buffer, train=result.split.train, test=result.split.test)
-    write_bytes(out / RANK_FILES["split"], buffer.getvalue())
-    save_net(result.net_a, out / RANK_FILES["net_a"], {**meta, "modality": "a"})
-    save_net(result.net_b, out / RANK_FILES["net_b"], {**meta, "modality": "b"})
-    write_json(out / RANK_FILES["rank"], document)  # last: it vouches for the rest
-    return document
-
-
-def rank_files(
-    feats_a: str | Path,
-    feats_b: str | Path,
-    labels: str | Path,
-    out: str | Path = DEFAULT_RUN,
-    options: RankOptions | None = None,
-    progress: Progress = no_progress,
-) -> tuple[RankResult, dict[str, Any]]:
-    """Read the inputs, run Algorithm 1 and write the run directory ``out``.
-
-    Everything is checked before anything is written: bad input leaves ``out`` as it was.
-    """
-    options = (options or RankOptions()).checked()
-    check_out_dir(out)
-    data = load_paired(feats_a, feats_b, labels)
-    result = rank(data, options, progress)
-    return result, write_rank(out, result, data)
-
-
 @dataclass
 class Run:
-    """A ``rank`` run read back: its document, salience, split and re-checked inputs.
+    """A ``rank`` run read back: its directory, document, salience, split and inputs.
 
     The teacher's modality is the one ``rank`` permuted (``a`` unless ``--permute b``);
     the student's is the other.
     """
 
-    path: Path
+    dir: RunDir
     document: dict[str, Any]
     salience: np.ndarray
     split: Split
     data: PairedData
+
+    @property
+    def path(self) -> Path:
+        return self.dir.path
+
+    @property
+    def run_id(self) -> str:
+        return self.document["run_id"]
 
     @property
     def teacher_side(self) -> str:
@@ -158,36 +407,18 @@ class Run:
     def features(self, side: str) -> np.ndarray:
         return self.data.xa if side == "a" else self.data.xb
 
+    def rows(self, side: str, device: torch.device, chunk_rows: int | None = None) -> Rows:
+        """One modality's rows for teachers and students: the run's split, with a
+        seeded, stratified tenth of its training rows held back for early stopping."""
+        labels = self.data.labels
+        fit, val = fit_and_validation(self.split.train, labels.y, self.seed)
+        return Rows(self.features(side), labels.y, fit, val, self.split.test,
+                    labels.n_classes, labels.multilabel, device, chunk_rows)
+
     def aligned_net(self, device: torch.device) -> Net:
-        net, _ = load_net(self.path / RANK_FILES[f"net_{self.teacher_side}"], device)
-        return net
+        return self.dir.read_net(self.teacher_side, device)
 
 
 def load_run(path: str | Path) -> Run:
-    """Read the run directory of ``rank``; its inputs must not have changed since."""
-    path = Path(path)
-    doc_path = path / RANK_FILES["rank"]
-    if not doc_path.is_file():
-        raise InputError(f"--run {path}: no rank run there ({RANK_FILES['rank']} is missing); "
-                         "run 'cmkd-doctor rank' first or pass --run DIR")
-    try:
-        document = json.loads(doc_path.read_text())
-        salience = np.load(path / RANK_FILES["salience"], allow_pickle=False)
-        with np.load(path / RANK_FILES["split"], allow_pickle=False) as split:
-            split = Split(split["train"], split["test"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"--run {path}: the rank run is incomplete or damaged ({exc}); "
-                         "rerun 'cmkd-doctor rank'") from exc
-    inputs = document["inputs"]
-    specs = {}
-    for name, info in inputs.items():
-        spec = info["path"] + (f":{info['key']}" if info.get("key") else "")
-        if not Path(info["path"]).is_file():
-            raise InputError(f"{info['path']}: the {name} file ranked in {path} is gone")
-        specs[name] = spec
-    data = load_paired(specs["feats_a"], specs["feats_b"], specs["labels"])
-    for name, info in data.files.items():
-        if info.sha256 != inputs[name]["sha256"]:
-            raise InputError(f"{info.source}: changed since 'cmkd-doctor rank' wrote {path} "
-                             "(sha256 differs); rerun rank")
-    return Run(path, document, salience, split, data)
+    """Read the run directory of ``rank``; see :meth:`RunDir.load`."""
+    return RunDir(path).load()

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.runtime import derive_seed, generator
+from cmkd_doctor.seeds import derive_seed, generator
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,6 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> Split:
 
 
 VAL_FRACTION = 0.1
-_SEED_VAL = 21
 
 
 def fit_and_validation(train: np.ndarray, y: np.ndarray, seed: int
@@ -56,7 +55,7 @@ def fit_and_validation(train: np.ndarray, y: np.ndarray, seed: int
     """The rows every command trains on and early-stops on: a seeded, stratified tenth of
     the run's training rows is held back for validation. Same seed, same rows, so rank,
     derive-teacher and distill agree."""
-    return carve_validation(train, y, VAL_FRACTION, derive_seed(seed, _SEED_VAL))
+    return carve_validation(train, y, VAL_FRACTION, derive_seed(seed, "validation"))
 
 
 def carve_validation(rows: np.ndarray, y: np.ndarray, fraction: float, seed: int

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from cmkd_doctor.errors import option_error
+from cmkd_doctor.options import whole
 
 # Bytes of one chunk set (the rows of every array of a RowSet) when streaming.
 CHUNK_BYTES = 128 << 20
@@ -119,9 +119,7 @@ def plan_chunk_rows(n_rows: int, bytes_per_row: int, device: torch.device,
 
 
 def check_chunk_rows(chunk_rows: int | None) -> int | None:
-    if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
-        raise option_error("chunk_rows", "a whole number >= 1", chunk_rows)
-    return chunk_rows
+    return whole("chunk_rows", chunk_rows, 1, optional=True)
 
 
 _TORCH = {np.dtype(np.int64): torch.int64, np.dtype(np.float32): torch.float32}
@@ -136,6 +134,11 @@ def _dtype_of(array: np.ndarray) -> np.dtype:
 class RowSet:
     """Rows ``index`` of aligned arrays, resident on ``device`` or streamed in chunks.
 
+    Training reads rows for S *members* at once (the networks of a stacked fit, see
+    :mod:`cmkd_doctor.engine`): every member visits the rows in its own order, and an
+    array listed in ``grouped`` has a group axis, ``(n, G, ...)``, of which each member
+    reads its own column (a student reads the soft labels of its own teacher).
+
     Parameters
     ----------
     arrays
@@ -146,13 +149,16 @@ class RowSet:
     chunk_rows
         Rows per chunk; ``None`` plans it (:func:`plan_chunk_rows`). At least
         ``len(index)`` keeps the rows resident.
+    grouped
+        Indices of the arrays with a group axis.
     """
 
     def __init__(self, arrays: Sequence[np.ndarray], index: np.ndarray, device: torch.device,
-                 chunk_rows: int | None = None):
+                 chunk_rows: int | None = None, grouped: Sequence[int] = ()):
         self.arrays = list(arrays)
         self.index = np.asarray(index, dtype=np.int64)
         self.device = device
+        self.grouped = frozenset(grouped)
         self.dtypes = [_dtype_of(a) for a in self.arrays]
         self.chunk_rows = plan_chunk_rows(len(self.index), row_bytes(self.arrays), device,
                                           check_chunk_rows(chunk_rows))
@@ -162,11 +168,13 @@ class RowSet:
             self._tensors = self._load_all()
 
     @classmethod
-    def of_tensors(cls, tensors: Sequence[torch.Tensor]) -> RowSet:
+    def of_tensors(cls, tensors: Sequence[torch.Tensor], grouped: Sequence[int] = ()
+                   ) -> RowSet:
         """A resident set holding ``tensors`` as they are (already on their device)."""
         rows = cls.__new__(cls)
         rows.arrays, rows.index = [], np.arange(len(tensors[0]))
         rows.device, rows.dtypes = tensors[0].device, []
+        rows.grouped = frozenset(grouped)
         rows.chunk_rows, rows.resident = max(len(tensors[0]), 1), True
         rows._tensors = list(tensors)
         return rows
@@ -181,8 +189,7 @@ class RowSet:
         return [int(np.prod(shape[1:])) for shape in shapes]
 
     def _read(self, rows: np.ndarray, only: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Rows ``rows`` of every array (or those in ``only``), read in file order, as
-        tensors on the device."""
+        """Rows ``rows`` of every array (or those in ``only``) as tensors on the device."""
         return [torch.from_numpy(read_rows(self.arrays[i], rows).astype(self.dtypes[i],
                                                                           copy=False))
                 .to(self.device)
@@ -249,35 +256,54 @@ class RowSet:
         var = (sq - n * mean.square()).clamp_min(0) / max(n - 1, 1)
         return mean.float(), var.sqrt().float()
 
-    def batches(self, order: torch.Tensor, batch_size: int,
-                part=lambda index: index) -> Iterator[tuple[int, list[torch.Tensor]]]:
-        """Minibatches of positions ``order``: ``(global rows, tensors of part(rows))``.
+    def _gather(self, tensors: list[torch.Tensor], pos: torch.Tensor,
+                groups: torch.Tensor | None) -> list[torch.Tensor]:
+        """``(S, b, ...)`` per array: member s's rows ``pos[s]`` (its group's column of a
+        grouped array)."""
+        return [t[pos, groups[:, None]] if i in self.grouped else t[pos]
+                for i, t in enumerate(tensors)]
 
-        ``part`` picks this process's slice of each global batch (DDP). Streamed sets read
-        one chunk of ``order`` at a time (a whole number of batches).
+    def member_batches(self, orders: torch.Tensor, seed_of: torch.Tensor, batch_size: int,
+                       groups: torch.Tensor | None = None, part=lambda index: index
+                       ) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        """One epoch of minibatches for S members: ``(global rows, tensors (S, b, ...))``.
+
+        ``orders (U, n)`` are the epoch's orders (:func:`epoch_orders`), ``seed_of (S,)``
+        says which order each member follows, ``groups (S,)`` which column of a grouped
+        array it reads. ``part`` picks this process's slice of each global batch (DDP).
+        Streamed sets read each chunk of the orders once, whatever the number of members:
+        every order visits the same rows in a chunk.
         """
-        n = len(order)
+        n = orders.shape[1]
         if self._tensors is not None:
-            order = order.to(self.device)
+            orders, seed_of = orders.to(self.device), seed_of.to(self.device)
+            groups = None if groups is None else groups.to(self.device)
             for start in range(0, n, batch_size):
-                index = order[start : start + batch_size]
-                yield len(index), [t[part(index)] for t in self._tensors]
+                index = orders[:, start : start + batch_size]  # (U, b)
+                yield index.shape[1], self._gather(self._tensors, part(index)[seed_of], groups)
             return
         per_chunk = max(1, self.chunk_rows // batch_size) * batch_size
+        device_groups = None if groups is None else groups.to(self.device)
         for c0 in range(0, n, per_chunk):
-            chunk_order = order[c0 : c0 + per_chunk]
-            local = torch.arange(len(chunk_order))
-            mine = [part(local[s : s + batch_size])
-                    for s in range(0, len(chunk_order), batch_size)]
-            # read only the rows this process trains on
-            wanted = torch.cat(mine)
-            tensors = self.take(chunk_order[wanted])
-            offset = 0
-            for s, m in zip(range(0, len(chunk_order), batch_size), mine, strict=True):
-                size = len(m)
-                yield min(batch_size, len(chunk_order) - s), [
-                    t[offset : offset + size] for t in tensors]
-                offset += size
+            chunk = orders[:, c0 : c0 + per_chunk]  # (U, L)
+            starts = range(0, chunk.shape[1], batch_size)
+            mine = [part(chunk[:, s : s + batch_size]) for s in starts]  # (U, b_local) each
+            wanted = torch.unique(torch.cat([m.reshape(-1) for m in mine]))  # sorted
+            tensors = self._read(self.index[wanted.numpy()])  # only this process's rows
+            for s, m in zip(starts, mine, strict=True):
+                local = torch.searchsorted(wanted, m.contiguous())[seed_of].to(self.device)
+                yield min(batch_size, chunk.shape[1] - s), self._gather(tensors, local,
+                                                                        device_groups)
+
+    def member_chunks(self, n_members: int, groups: torch.Tensor | None = None,
+                      rows: int | None = None) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        """Every row for S members, ``rows`` at a time (default: a chunk):
+        ``(start, tensors (S, c, ...))``, shared arrays expanded without a copy."""
+        groups = None if groups is None else groups.to(self.device)
+        for start, tensors in self.chunks(rows):
+            yield start, [t[:, groups].movedim(1, 0) if i in self.grouped
+                          else t.expand(n_members, *t.shape)
+                          for i, t in enumerate(tensors)]
 
 
 def epoch_order(n: int, chunk_rows: int, gen: torch.Generator) -> torch.Tensor:
@@ -302,3 +328,25 @@ def epoch_order(n: int, chunk_rows: int, gen: torch.Generator) -> torch.Tensor:
         order[start : start + chunk_rows] = segment[torch.randperm(len(segment),
                                                                    generator=gen)]
     return order
+
+
+def epoch_orders(n: int, chunk_rows: int, gens: Sequence[torch.Generator]) -> torch.Tensor:
+    """``(U, n)``: one epoch's order per generator.
+
+    Resident rows: an independent uniform shuffle each. Streamed rows: the first
+    generator draws :func:`epoch_order`, which decides which rows each chunk holds, and
+    every other generator reorders the rows inside each chunk; so all orders read the
+    same chunks and one read serves them all.
+    """
+    first = epoch_order(n, chunk_rows, gens[0])
+    if chunk_rows >= n:
+        return torch.stack([first] + [torch.randperm(n, generator=g) for g in gens[1:]])
+    orders = [first]
+    for gen in gens[1:]:
+        order = first.clone()
+        for start in range(0, n, chunk_rows):
+            segment = first[start : start + chunk_rows]
+            order[start : start + chunk_rows] = segment[torch.randperm(len(segment),
+                                                                       generator=gen)]
+        orders.append(order)
+    return torch.stack(orders)

@@ -28,26 +28,39 @@ from cmkd_doctor.inputs import sha256_of
 from cmkd_doctor.models import FORMAT as NET_FORMAT
 from cmkd_doctor.models import Net, config_from, load_net, read_checkpoint
 from cmkd_doctor.outputs import write_atomic, write_json, write_safetensors
-from cmkd_doctor.runtime import generator
+from cmkd_doctor.registry import Registry
+from cmkd_doctor.seeds import generator
 
-MODES = {
-    "regular": "nullifies nothing",
-    "general": "nullifies the r% channels with the smallest salience (modality-general teacher)",
-    "specific": "nullifies the r% channels with the largest salience (modality-specific teacher)",
-    "random": "nullifies r% channels chosen at random (seeded)",
-}
-FILLS = {
-    "mean": "the channel's training-set mean (the official code's choice for RAVDESS)",
-    "zero": "zero (the paper's wording)",
-}
 SOURCES = ("trained", "aligned")
 FORMAT = "cmkd-doctor/teacher-v1"
-_SEED_RANDOM_MASK = 11
 
 
 def n_nullified(ratio: float, d: int) -> int:
     """``round(ratio * d)``, halves rounded up."""
     return int(math.floor(ratio * d + 0.5))
+
+
+# A mode picks the k channels to nullify from the salience (ties broken by channel index,
+# a stable sort); the generator serves the random mode.
+MODES: Registry = Registry("mode")
+MODES.add("regular", None, "nullifies nothing")
+
+
+@MODES.register("general", "nullifies the r% channels with the smallest salience "
+                "(modality-general teacher)")
+def _general(salience: np.ndarray, k: int, seed: int) -> np.ndarray:
+    return np.argsort(salience, kind="stable")[:k]
+
+
+@MODES.register("specific", "nullifies the r% channels with the largest salience "
+                "(modality-specific teacher)")
+def _specific(salience: np.ndarray, k: int, seed: int) -> np.ndarray:
+    return np.argsort(-np.asarray(salience), kind="stable")[:k]
+
+
+@MODES.register("random", "nullifies r% channels chosen at random (seeded)")
+def _random(salience: np.ndarray, k: int, seed: int) -> np.ndarray:
+    return torch.randperm(len(salience), generator=generator(seed, "random_mask"))[:k].numpy()
 
 
 def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int = 0
@@ -57,10 +70,9 @@ def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int 
     Exactly ``round(ratio * d)`` of them, or none for ``regular``. Ties in salience are
     broken by channel index (stable sort).
     """
-    if mode not in MODES:
-        raise option_error("mode", f"one of {', '.join(MODES)}", mode)
+    choose = MODES[mode]
     d = len(salience)
-    if mode == "regular":
+    if choose is None:
         return np.empty(0, dtype=np.int64)
     if not 0 < ratio < 1:
         raise option_error("ratio", "a number in (0, 1)", ratio)
@@ -68,21 +80,20 @@ def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int 
     if k == 0 or k == d:
         raise option_error("ratio", f"a ratio that nullifies between 1 and {d - 1} of the "
                            f"{d} channels (round({ratio:g} * {d}) = {k})", ratio)
-    if mode == "general":
-        chosen = np.argsort(salience, kind="stable")[:k]
-    elif mode == "specific":
-        chosen = np.argsort(-np.asarray(salience), kind="stable")[:k]
-    else:
-        chosen = torch.randperm(d, generator=generator(seed, _SEED_RANDOM_MASK))[:k].numpy()
-    return np.sort(chosen).astype(np.int64)
+    return np.sort(choose(salience, k, seed)).astype(np.int64)
+
+
+# What a nullified channel becomes, from the per-channel mean of the teacher's training
+# rows (d,).
+FILLS: Registry = Registry("fill")
+FILLS.add("mean", lambda mean: mean,
+          "the channel's training-set mean (the official code's choice for RAVDESS)")
+FILLS.add("zero", torch.zeros_like, "zero (the paper's wording)")
 
 
 def fill_values(x_train: torch.Tensor, how: str) -> torch.Tensor:
-    """``(d,)`` values that replace nullified channels."""
-    if how not in FILLS:
-        raise option_error("fill", f"one of {', '.join(FILLS)}", how)
-    return x_train.mean(0) if how == "mean" else torch.zeros(x_train.shape[1],
-                                                             device=x_train.device)
+    """``(d,)`` values that replace nullified channels, from the training rows."""
+    return FILLS[how](x_train.mean(0))
 
 
 class OnnxModel(nn.Module):
@@ -173,10 +184,8 @@ class TeacherSpec:
     seed: int = 0
 
     def checked(self) -> TeacherSpec:
-        if self.mode not in MODES:
-            raise option_error("mode", f"one of {', '.join(MODES)}", self.mode)
-        if self.fill not in FILLS:
-            raise option_error("fill", f"one of {', '.join(FILLS)}", self.fill)
+        MODES.check(self.mode)
+        FILLS.check(self.fill)
         if self.mode != "regular" and (not isinstance(self.ratio, (int, float))
                                        or not 0 < self.ratio < 1):
             raise option_error("ratio", "a number in (0, 1)", self.ratio)
@@ -194,6 +203,19 @@ class TeacherSpec:
         if not (spec.mode == "random" or spec.refit or spec.source == "trained"):
             spec = replace(spec, seed=0)
         return spec
+
+    @classmethod
+    def given(cls, mode: str = "general", ratio: float = 0.5, fill: str = "mean",
+              source: str = "trained", teacher: str | None = None, refit: bool = False,
+              seed: int = 0) -> TeacherSpec:
+        """The spec of ``derive-teacher``'s options: ``teacher`` (a checkpoint path) is
+        another way to give ``source``, and only one of them may be given."""
+        if teacher is not None:
+            if source != "trained":
+                raise InputError("--teacher and --from both name the source; give one")
+            source = teacher
+        return cls(mode=mode, ratio=ratio, fill=fill, source=source, refit=refit,
+                   seed=seed).checked()
 
     @property
     def name(self) -> str:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cmkd_doctor import RankOptions
+from cmkd_doctor import RankOptions, rank_files
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
-from cmkd_doctor.rundir import rank_files
 
 
 def main() -> None:

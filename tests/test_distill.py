@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from cmkd_doctor.classifiers import KD, TrainOptions, train_classifiers
-from cmkd_doctor.derive import _train_one, run_tensors
+from cmkd_doctor.classifiers import Member, Rows, TrainOptions, train_classifiers
+from cmkd_doctor.derive import teacher_metrics
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
-from cmkd_doctor.ranking import RankOptions
-from cmkd_doctor.rundir import load_run, rank_files
+from cmkd_doctor.ranking import RankOptions, rank_files
+from cmkd_doctor.rundir import load_run
+from cmkd_doctor.seeds import derive_seed
+from cmkd_doctor.teachers import Teacher
 
 FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
 
@@ -59,7 +61,11 @@ def test_general_teacher_student_beats_specific_teacher_student(run_copy, cli):
     assert rows["none"]["teacher_metric"] is None
     assert rows["general"]["delta_vs_regular"] == pytest.approx(
         rows["general"]["student_mean"] - rows["regular"]["student_mean"])
-    assert isinstance(doc["verdict"]["kd_helps"], bool)
+    # the verdict's KD gain is Regular-KD - No-KD, called a help beyond 2 paired SEs
+    diff = np.subtract(rows["regular"]["student_runs"], rows["none"]["student_runs"])
+    se = diff.std(ddof=1) / np.sqrt(len(diff))
+    assert doc["verdict"]["kd_delta"] == pytest.approx(diff.mean())
+    assert doc["verdict"]["kd_helps"] == bool(diff.mean() > 2 * se)
     assert doc["verdict"]["mfh_ordering"].keys() == {"0.5"}
     assert doc["verdict"]["text"]
 
@@ -87,17 +93,16 @@ def test_refit_general_teacher_is_the_truth_based_modality_general_teacher(tmp_p
     assert kept == sorted(truth["channels_a"]["general"])
 
     loaded = load_run(run)
-    tensors = run_tensors(loaded, torch.device("cpu"))
-    keep = torch.zeros(50, dtype=torch.bool)
+    rows = loaded.rows("a", torch.device("cpu"))
+    keep = np.zeros(50, dtype=bool)
     keep[truth["channels_a"]["general"]] = True
-    fill = tensors.teacher["train"].mean(0)
-    masked = {k: torch.where(keep, v, fill) for k, v in tensors.teacher.items()}
+    fill = rows.part(loaded.split.train).moments(0)[0]
     options = TrainOptions(**{k: tuple(v) if k == "hidden" else v
                               for k, v in derived["train"].items()})
-    truth_teacher = _train_one(masked, tensors, options, 0, lambda *a: None, "truth")
-    with torch.no_grad():
-        truth_acc = float((truth_teacher(masked["test"]).argmax(1) == tensors.y["test"])
-                          .float().mean())
+    # the truth's channels kept, the rest at their mean, trained as derive-teacher does
+    member = Member(derive_seed(0, "teacher"), keep=keep, fill=fill.numpy())
+    net = train_classifiers(rows, [member], options)[0]
+    truth_acc = teacher_metrics(Teacher(net, torch.as_tensor(keep), fill), rows)["accuracy"]
     assert derived["metrics"]["accuracy"] == pytest.approx(truth_acc, abs=1e-9)
 
     regular = cli("derive-teacher", "--run", run, "--mode", "regular", "--json")
@@ -236,17 +241,74 @@ def test_saved_teachers_are_reused_and_distill_json_accumulates(run_copy, cli):
         "none|", "regular|", "general|0.25", "general|0.5"}
 
 
-def test_seeds_batched_or_one_after_another_give_the_same_students():
-    torch.manual_seed(0)
-    x, xv = torch.randn(300, 6), torch.randn(60, 6)
-    y, yv = (x[:, 0] > 0).long(), (xv[:, 0] > 0).long()
-    soft, soft_v = torch.randn(300, 2), torch.randn(60, 2)
-    options = TrainOptions(hidden=(8,), epochs=15, batch_size=32, patience=3)
-    kd = KD(soft, soft_v, rho=0.5, temperature=2.0)
-    batched = train_classifiers(x, y, 2, False, options, [5, 6, 7], val=(xv, yv), kd=kd)
-    for seed, net in zip([5, 6, 7], batched, strict=True):
-        alone = train_classifiers(x, y, 2, False, options, [seed], val=(xv, yv), kd=kd)[0]
-        torch.testing.assert_close(net(xv), alone(xv), rtol=1e-5, atol=1e-6)
+def _toy_rows(n=300, n_val=60):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n + n_val, 6, generator=gen).numpy()
+    y = (x[:, 0] > 0).astype(np.int64)
+    soft = torch.randn(n + n_val, 2, 2, generator=gen).numpy()  # two teachers' logits
+    rows = Rows(x, y, np.arange(n), np.arange(n, n + n_val), np.arange(0), 2, False,
+                torch.device("cpu"))
+    return rows, soft
+
+
+def _logits(nets, x):
+    with torch.no_grad():
+        return [net(torch.as_tensor(x)) for net in nets]
+
+
+def test_members_stacked_or_one_at_a_time_give_the_same_networks():
+    """Seeds x teachers (and a No-KD member) in one stack equal each member trained
+    alone, also when they stop early at different epochs and are dropped from the stack."""
+    rows, soft = _toy_rows()
+    options = TrainOptions(hidden=(8,), epochs=40, batch_size=32, patience=3)
+    members = [Member(seed, rho=rho, temperature=2.0, teacher=teacher)
+               for seed in (5, 6, 7) for rho, teacher in ((1.0, 0), (0.5, 0), (0.3, 1))]
+    stacked = train_classifiers(rows, members, options, soft=soft)
+    xv = rows.x[rows.val]
+    for member, net in zip(members, stacked, strict=True):
+        alone = train_classifiers(rows, [member], options, soft=soft)[0]
+        torch.testing.assert_close(*_logits([net, alone], xv), rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopped_members_are_dropped_and_restored_at_their_best_epoch():
+    from cmkd_doctor.engine import Schedule, fit
+    from cmkd_doctor.losses import task_loss_rows
+    from cmkd_doctor.models import NetConfig, Stacked, new_net
+
+    rows, _ = _toy_rows()
+    # lr 0 for member 0 (never improves after epoch 1), a real lr for the others
+    model = Stacked([new_net(NetConfig(6, (8,), 2), s) for s in range(3)])
+    start = model.member_state(0)
+    fitting, val = rows.part(rows.fit), rows.part(rows.val)
+    frozen = torch.tensor([1.0, 0.0, 0.0])[:, None]
+
+    def loss_rows(module, batch, members):
+        loss = task_loss_rows(module(batch[0]), batch[1], False)
+        # member 0's loss has no gradient: it cannot improve and stops first
+        return torch.where(frozen[members] > 0, loss.detach() + 0 * loss, loss)
+
+    result = fit(model, loss_rows, fitting, Schedule(30, 1e-2, 32, patience=2),
+                 shuffle_seeds=[0, 1, 2], val=val)
+    assert result.active[0] == 3 and result.active[-1] < 3  # members were dropped
+    assert model.n_members == 3  # and restored
+    assert result.best_epoch[0] == 1 and result.best_epoch[1] > 1
+    for a, b in zip(model.member_state(0), start, strict=True):
+        torch.testing.assert_close(a, b)  # member 0 kept at its best epoch: unchanged
+    assert len(result.val_loss[0]) < len(result.val_loss[1])
+
+
+def test_streamed_students_read_chunks_and_still_learn(tmp_path):
+    rows, soft = _toy_rows(n=900, n_val=100)
+    np.save(tmp_path / "x.npy", rows.x)
+    mapped = Rows(np.load(tmp_path / "x.npy", mmap_mode="r"), rows.y, rows.fit, rows.val,
+                  rows.val, 2, False, torch.device("cpu"), chunk_rows=128)
+    options = TrainOptions(hidden=(8,), epochs=15, batch_size=32, patience=0,
+                           chunk_rows=128)
+    assert not mapped.part(mapped.fit).resident
+    nets = train_classifiers(mapped, [Member(1), Member(2, rho=0.5, teacher=1)], options,
+                             soft=soft)
+    for net in nets:
+        assert teacher_metrics(net, mapped)["accuracy"] > 0.9
 
 
 def test_multilabel_distill_runs(tmp_path, cli):

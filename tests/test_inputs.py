@@ -108,7 +108,7 @@ def bad_case(tmp_path, name):
             "hidden": ("--hidden", "-3", r"--hidden must be 0 or a comma list"),
             "dist": ("--dist", "cosine", r"--dist must be one of mse, l1, kl; got 'cosine'"),
             "normalize": ("--normalize", "sum", r"--normalize must be one of max, minmax"),
-            "permute": ("--permute", "c", r"--permute must be a or b; got 'c'"),
+            "permute": ("--permute", "c", r"--permute must be one of a, b; got 'c'"),
             "lr": ("--lr", "-1", r"--lr must be a positive number; got -1"),
             "device": ("--device", "tpu", r"--device must be auto, cpu, cuda or cuda:N"),
             "unknown": ("--frobnicate", None, r"No such option: --frobnicate"),

@@ -11,7 +11,7 @@ from literal import literal_permutation_distances
 
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian
 from cmkd_doctor.inputs import Labels, PairedData
-from cmkd_doctor.losses import get_distance
+from cmkd_doctor.losses import DISTANCES
 from cmkd_doctor.models import Net, NetConfig
 from cmkd_doctor.ranking import RankOptions, normalize, permutation_distances, permutations, rank
 
@@ -37,7 +37,7 @@ def test_fast_permutation_phase_matches_the_literal_loop(hidden, dist, multilabe
     target = torch.randn(n, k, generator=gen)
     net = _net(d, hidden, k, multilabel=multilabel)
     perms = permutations(n, 3, seed=7)
-    distance = get_distance(dist)
+    distance = DISTANCES[dist]
     increase, base = permutation_distances(net, x, target, distance, perms,
                                            multilabel=multilabel, tile_elements=2048)
     literal = literal_permutation_distances(net, x, target, distance, perms, multilabel)
@@ -56,7 +56,7 @@ def test_tile_size_does_not_change_the_result():
     perms = permutations(200, 2, seed=1)
     # 64: 6-row chunks, one channel at a time; 8000: all rows, blocks of 4, 4 and 1
     # channels; 2**20: one block of all channels
-    results = [permutation_distances(net, x, target, get_distance("mse"), perms,
+    results = [permutation_distances(net, x, target, DISTANCES["mse"], perms,
                                      tile_elements=tile)[0] for tile in (64, 8000, 1 << 20)]
     for other in results[1:]:
         np.testing.assert_allclose(results[0].numpy(), other.numpy(), rtol=1e-5, atol=1e-8)
@@ -67,7 +67,7 @@ def test_a_network_that_ignores_its_input_gives_zero_salience():
     with torch.no_grad():
         net.first.weight.zero_()
     x = torch.randn(100, 6)
-    increase, _ = permutation_distances(net, x, torch.randn(100, 3), get_distance("mse"),
+    increase, _ = permutation_distances(net, x, torch.randn(100, 3), DISTANCES["mse"],
                                         permutations(100, 4, seed=0))
     assert torch.all(increase == 0)
     assert not np.any(normalize(increase.mean(1).numpy(), "max"))
@@ -81,7 +81,7 @@ def test_an_ignored_channel_scores_zero_and_the_used_one_one():
     x = torch.randn(500, 3)
     with torch.no_grad():
         aligned = net(x)  # the other network agrees perfectly before permutation
-    increase, base = permutation_distances(net, x, aligned, get_distance("mse"),
+    increase, base = permutation_distances(net, x, aligned, DISTANCES["mse"],
                                            permutations(500, 5, seed=0))
     assert base == pytest.approx(0, abs=1e-12)
     salience = normalize(increase.mean(1).numpy(), "max")
@@ -203,7 +203,7 @@ def test_exact_estimator_is_what_sampling_converges_to():
     exact, base = expected_increase(net, x, target)
     errors = []
     for m in (10, 100, 1000):
-        sampled, base_s = permutation_distances(net, x, target, get_distance("mse"),
+        sampled, base_s = permutation_distances(net, x, target, DISTANCES["mse"],
                                                 permutations(n, m, seed=m))
         errors.append(float((sampled.mean(1) - exact).abs().max() / exact.abs().max()))
         assert base_s == pytest.approx(base, rel=1e-5)

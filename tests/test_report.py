@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 PLOT_IDS = ("salience_sorted", "salience_histogram", "salience_spread", "students", "sweep")
@@ -74,11 +75,40 @@ def test_without_matplotlib_the_report_says_which_plots_it_skipped(swept, cli, t
     assert "Plots skipped:" in (tmp_path / "r.html").read_text()
 
 
-def test_bad_report_options_exit_2(cli, tmp_path, swept):
-    assert "--format must be one of" in cli("report", "--run", swept, "--format", "pdf").err
-    assert "--format html writes a file" in cli("report", "--run", swept, "--format",
-                                                "html").err
-    assert "no rank run there" in cli("report", "--run", tmp_path).err
+@pytest.mark.parametrize("args,pattern", [
+    (["--format", "pdf"], "--format must be one of"),
+    (["--format", "html"], "--format html writes a file"),
+    (["--run", "{empty}"], "no rank run there"),
+])
+def test_bad_report_options_exit_2(cli, tmp_path, swept, args, pattern):
+    args = [str(tmp_path) if a == "{empty}" else a for a in args]
+    result = cli("report", "--run", swept, *args)
+    assert result.code == 2, result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0]
+    assert result.out == ""
+
+
+@pytest.mark.parametrize("damage", ["empty_json", "truncated_split", "foreign_salience"])
+def test_a_damaged_run_directory_exits_2_naming_the_file(cli, tmp_path, swept, damage):
+    run = tmp_path / "run"
+    shutil.copytree(swept, run)
+    if damage == "empty_json":
+        (run / "rank.json").write_text("{}")
+        named = "rank.json"
+    elif damage == "truncated_split":
+        data = (run / "split.npz").read_bytes()
+        (run / "split.npz").write_bytes(data[: len(data) // 2])
+        named = "split.npz"
+    else:  # a salience of another run: the checksum in rank.json no longer matches
+        np.save(run / "salience.npy", np.ones(50, dtype=np.float32))
+        named = "salience.npy"
+    for args in (["report", "--run", run], ["distill", "--run", run, "--seeds", "1"],
+                 ["derive-teacher", "--run", run]):
+        result = cli(*args)
+        assert result.code == 2, (args, result.err)
+        assert result.err.startswith("error: ") and named in result.err, result.err
+        assert len(result.err.strip().splitlines()) == 1
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

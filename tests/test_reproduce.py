@@ -48,9 +48,13 @@ def test_fig2_kd_gains_grow_with_gamma(cli):
     assert doc["rows"][-1]["paper"] == {"kd_minus_no_kd": 2.1}
 
 
-def test_fig3_teacher_improves_with_alpha():
-    teacher = [s.spec.j1 for s in EXPERIMENTS["fig3"].settings]
-    assert teacher == [10, 20, 30, 40, 50]
+def test_fig3_teacher_improves_with_alpha_and_the_student_does_not_follow(cli):
+    doc = json.loads(cli("examples", "reproduce", "fig3", "--runs", "3", "--json").out)
+    assert [s.spec.j1 for s in EXPERIMENTS["fig3"].settings] == [10, 20, 30, 40, 50]
+    teacher = [row["regular_teacher"]["mean"] for row in doc["rows"]]
+    student_gain = [row["kd_minus_no_kd"]["mean"] for row in doc["rows"]]
+    assert teacher[-1] > teacher[0] + 3  # more a-specific decisive channels: better teacher
+    assert student_gain[-1] < student_gain[0]  # ... whose student gains less from it
 
 
 def test_batched_runs_equal_runs_alone():
@@ -70,8 +74,8 @@ def test_batched_runs_equal_runs_alone():
 def test_unknown_experiment_and_too_few_runs_exit_2(cli):
     bad = cli("examples", "reproduce", "table9")
     assert bad.code == 2
-    assert bad.err.strip() == ("error: examples reproduce: no experiment 'table9'; choose one "
-                               "of table2, fig2, fig3")
+    assert bad.err.strip() == ("error: examples reproduce EXPERIMENT must be one of table2, "
+                               "fig2, fig3; got 'table9'")
     few = cli("examples", "reproduce", "table2", "--runs", "1")
     assert few.code == 2 and "--runs must be a whole number >= 2" in few.err
 

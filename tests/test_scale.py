@@ -15,7 +15,7 @@ from conftest import ROOT
 
 from cmkd_doctor import distributed
 from cmkd_doctor.inputs import load_paired
-from cmkd_doctor.losses import get_distance
+from cmkd_doctor.losses import DISTANCES
 from cmkd_doctor.models import Net, NetConfig
 from cmkd_doctor.outputs import write_text
 from cmkd_doctor.ranking import (
@@ -25,7 +25,7 @@ from cmkd_doctor.ranking import (
     permutations,
     rank,
 )
-from cmkd_doctor.streaming import BLOCKS_PER_CHUNK, RowSet, epoch_order
+from cmkd_doctor.streaming import BLOCKS_PER_CHUNK, RowSet, epoch_order, epoch_orders
 
 
 def _torchrun(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -94,7 +94,7 @@ def test_channel_shards_add_up_to_the_whole():
     torch.manual_seed(0)
     net = Net(NetConfig(10, (8,), 3)).eval()
     perms = permutations(200, 4, seed=1)
-    mse = get_distance("mse")
+    mse = DISTANCES["mse"]
     whole, base = permutation_distances(net, x, target, mse, perms)
     parts = [permutation_distances(net, x, target, mse, perms, channels=r)[0]
              for r in (range(0, 3), range(3, 10))]
@@ -136,8 +136,18 @@ def test_streamed_rows_read_what_resident_rows_hold(mapped):
             torch.testing.assert_close(r, s, rtol=1e-5, atol=1e-5)
     # minibatches cover the epoch order once, whole batches per chunk
     order = epoch_order(700, streamed.chunk_rows, torch.Generator().manual_seed(0))
-    got = torch.cat([b[0] for _, b in streamed.batches(order, 50)])
+    one = torch.zeros(1, dtype=torch.long)
+    got = torch.cat([b[0][0] for _, b in streamed.member_batches(order[None], one, 50)])
     assert torch.equal(got, resident.take(order)[0])
+    # several members, each its own order: every member reads its own rows
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    orders = epoch_orders(700, streamed.chunk_rows, gens)
+    seed_of = torch.tensor([1, 0, 1])
+    for rowset in (resident, streamed):
+        batches = list(rowset.member_batches(orders, seed_of, 50))
+        xa = torch.cat([b[0] for _, b in batches], dim=1)  # (3, 700, 12)
+        for member, which in enumerate(seed_of.tolist()):
+            assert torch.equal(xa[member], resident.take(orders[which])[0])
 
 
 def test_streamed_permutation_phase_equals_resident(mapped):
@@ -152,9 +162,9 @@ def test_streamed_permutation_phase_equals_resident(mapped):
         torch.manual_seed(1)
         net = Net(NetConfig(12, hidden, 3)).eval()
         for tile in (None, 64 * 16):  # tiles of whole rows, and several per chunk
-            a = permutation_distances(net, x, target, get_distance("mse"), perms,
+            a = permutation_distances(net, x, target, DISTANCES["mse"], perms,
                                       tile_elements=tile)
-            b = permutation_distances(net, streamed, target, get_distance("mse"), perms,
+            b = permutation_distances(net, streamed, target, DISTANCES["mse"], perms,
                                       tile_elements=tile)
             torch.testing.assert_close(a[0], b[0], rtol=1e-6, atol=1e-9)
             assert a[1] == pytest.approx(b[1])
@@ -176,6 +186,14 @@ def test_epoch_order_streams_blocks_and_is_a_permutation():
     # and a resident set (one chunk) is a plain uniform shuffle
     again = epoch_order(n, n, torch.Generator().manual_seed(0))
     assert torch.equal(again, torch.randperm(n, generator=torch.Generator().manual_seed(0)))
+    # several orders over streamed rows visit the same rows in each chunk, each in its own
+    # order, so one read of a chunk serves every member
+    orders = epoch_orders(n, chunk, [torch.Generator().manual_seed(s) for s in (0, 1, 2)])
+    assert torch.equal(orders[0], epoch_order(n, chunk, torch.Generator().manual_seed(0)))
+    for start in range(0, n, chunk):
+        sets = [set(o[start : start + chunk].tolist()) for o in orders]
+        assert sets[0] == sets[1] == sets[2]
+    assert not torch.equal(orders[1], orders[2])
 
 
 def test_streamed_rank_finds_the_shared_channels(mapped):
@@ -199,7 +217,9 @@ def test_chunk_rows_must_be_positive(gaussian_dir, cli):
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is None or not torch.cuda.is_available(),
                     reason="needs a CUDA device")
-def test_streamed_rank_on_cuda(mapped):
-    result = rank(mapped, RankOptions(epochs=5, repeats=2, hidden="16", device="cuda",
-                                      chunk_rows=200))
+def test_streamed_rank_on_cuda_finds_the_shared_channels(mapped):
+    options = {"epochs": 30, "batch_size": 32, "repeats": 5, "hidden": "16", "chunk_rows": 100}
+    result = rank(mapped, RankOptions(**options, device="cuda"))
     assert result.device.startswith("cuda")
+    assert set(np.argsort(-result.salience)[:4]) == {0, 1, 2, 3}
+    assert result.metrics["a"]["test"]["accuracy"] > 0.7

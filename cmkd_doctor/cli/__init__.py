@@ -26,6 +26,8 @@ app = typer.Typer(
     help="Diagnose crossmodal knowledge distillation with the Modality Focusing Hypothesis.",
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts are plain: "[default: ...]" and user paths are never read as markup
+    rich_markup_mode=None,
 )
 app.command("rank")(rank)
 app.command("derive-teacher")(derive_teacher_command)

@@ -28,7 +28,8 @@ out = Console(highlight=False, width=_width())
 err = Console(stderr=True, highlight=False)
 
 TASK_LABELS = {"align": "Step 1: aligning f1 and f2 (Eq. 28)",
-               "permute": "Steps 2-8: permuting channels"}
+               "permute": "Steps 2-8: permuting channels",
+               "students": "Students of every teacher (Eq. 1, one stack)"}
 
 
 @contextmanager

@@ -3,51 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from cmkd_doctor.cli._common import out
-from cmkd_doctor.errors import InputError
-from cmkd_doctor.extract import POOLS, ExtractOptions, extract, write_features
-from cmkd_doctor.outputs import check_out_dir
-from cmkd_doctor.runtime import resolve_device
+from cmkd_doctor.cli.render import line
+from cmkd_doctor.devices import resolve_device
+from cmkd_doctor.extract import POOLS, ExtractOptions, extract_to
 
 
 def extract_command(
-    layer: str = typer.Option(..., help="The node (torchvision) or tensor name (ONNX) whose "
-                              "output is the feature, e.g. layer3 for a ResNet."),
-    backbone: str = typer.Option(None, help="A torchvision architecture, e.g. resnet18."),
-    weights: Path = typer.Option(None, help="Its weights as .safetensors (a state dict); "
-                                 "never downloaded."),
-    onnx: Path = typer.Option(None, help="Instead of --backbone: a user's ONNX model."),
-    images: Path = typer.Option(None, help="A folder of images (.jpg, .png), read with "
-                                "torchvision.io, RGB, resized and ImageNet-normalised."),
-    array: str = typer.Option(None, help="Instead of --images: an array (n, ...) of model "
-                              "inputs (.npy, .npz[:key], .safetensors)."),
-    size: int = typer.Option(224, help="Images are resized to size x size."),
-    batch_size: int = typer.Option(64, help="Inputs per forward pass."),
-    pool: str = typer.Option("avg", help="avg: one value per channel (spatial mean); "
-                             "flatten: every position."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (torchvision "
-                               "backbones)."),
-    out_file: Path = typer.Option(..., "--out", "-o", help="Features to write (.npy); a "
-                                  ".json beside it lists the input of each row."),
+    layer: Annotated[str, typer.Option(
+        help="The node (torchvision) or tensor name (ONNX) whose output is the feature, "
+             "e.g. layer3 for a ResNet.")],
+    out_file: Annotated[Path, typer.Option(
+        "--out", "-o", help="Features to write (.npy); a .json beside it lists the input "
+                            "of each row.")],
+    backbone: Annotated[str | None, typer.Option(
+        help="A torchvision architecture, e.g. resnet18.")] = None,
+    weights: Annotated[Path | None, typer.Option(
+        help="Its weights as .safetensors (a state dict); never downloaded.")] = None,
+    onnx: Annotated[Path | None, typer.Option(
+        help="Instead of --backbone: a user's ONNX model.")] = None,
+    images: Annotated[Path | None, typer.Option(
+        help="A folder of images (.jpg, .png), read with torchvision.io, RGB, resized and "
+             "ImageNet-normalised.")] = None,
+    array: Annotated[str | None, typer.Option(
+        help="Instead of --images: an array (n, ...) of model inputs (.npy, .npz[:key], "
+             ".safetensors).")] = None,
+    size: Annotated[int, typer.Option(help="Images are resized to size x size.")] = 224,
+    batch_size: Annotated[int, typer.Option(help="Inputs per forward pass.")] = 64,
+    pool: Annotated[str, typer.Option(help=POOLS.describe() + ".")] = "avg",
+    device: Annotated[str, typer.Option(
+        help="auto, cpu, cuda or cuda:N (torchvision backbones).")] = "auto",
 ) -> None:
     """Run a backbone up to a named layer and save the features (paper App. B.4 note 2).
 
     The result ranks like any feature array: cmkd-doctor rank OUT.npy OTHER.npy LABELS.
     """
-    if out_file.suffix.lower() != ".npy":
-        raise InputError(f"--out {out_file}: features are written as .npy")
-    check_out_dir(out_file.parent)
-    if pool not in POOLS:
-        raise InputError(f"--pool must be one of {', '.join(POOLS)}; got {pool!r}")
     options = ExtractOptions(layer=layer, backbone=backbone,
                              weights=None if weights is None else str(weights),
                              onnx=None if onnx is None else str(onnx), size=size,
                              batch_size=batch_size, pool=pool,
                              device=str(resolve_device(device)))
-    features, names = extract(options, images=images, array=array)
-    write_features(features, names, out_file, options)
-    out.print(f"wrote {out_file}: {features.shape[0]} rows x {features.shape[1]} features "
-              f"from {options.backbone or options.onnx} at {layer}", markup=False)
+    features, path = extract_to(out_file, options, images=images, array=array)
+    line(f"wrote {path}: {features.shape[0]} rows x {features.shape[1]} features from "
+         f"{options.backbone or options.onnx} at {layer}")

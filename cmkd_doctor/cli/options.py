@@ -1,0 +1,40 @@
+"""Options shared by several commands, declared once as ``typing.Annotated`` aliases.
+
+A command writes ``device: Device = "auto"``: the default stays a plain Python default,
+and the help text lives here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cmkd_doctor.rundir import DEFAULT_RUN
+
+Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+Seed = Annotated[int, typer.Option(help="Seed of everything this command draws.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout "
+                                          "instead of tables.")]
+RunOption = Annotated[Path, typer.Option("--run", help="Run directory written by rank or "
+                                         "diagnose.")]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")]
+Hidden = Annotated[str | None, typer.Option(
+    help="Hidden widths: 0 for a linear model, H for Linear-ReLU-Linear, a comma list for "
+         "deeper MLPs [default: the rank run's].")]
+Epochs = Annotated[int | None, typer.Option(
+    help="Most training epochs [default: about 4000 optimiser steps, 20 to 300 epochs].")]
+BatchSize = Annotated[int, typer.Option(help="Minibatch size.")]
+Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
+Patience = Annotated[int, typer.Option(help="Early stopping on a validation tenth of the "
+                                       "training rows, keeping the best epoch; 0 trains all "
+                                       "epochs.")]
+ChunkRows = Annotated[int | None, typer.Option(
+    help="Rows read at a time from memory-mapped .npy inputs [default: all rows on the "
+         "device when they fit (1 GiB on the CPU, half the free GPU memory), else chunk "
+         "sets of about 128 MiB].")]
+
+__all__ = ["DEFAULT_RUN", "BatchSize", "ChunkRows", "Device", "Epochs", "Hidden",
+           "JsonOutput", "Lr", "OutDir", "Patience", "Quiet", "RunOption", "Seed"]

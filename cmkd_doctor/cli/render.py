@@ -1,0 +1,215 @@
+"""Every table and summary the commands print, in one place.
+
+Commands call these with what the library returned; nothing here computes a result.
+User text (file names, labels) is printed with markup off, so ``feats_a.npy:x`` stays
+as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.markdown import Markdown
+from rich.markup import escape
+from rich.table import Table
+
+from cmkd_doctor.cli._common import out, spark
+from cmkd_doctor.comparison import Comparison
+from cmkd_doctor.report import to_markdown
+
+
+def line(text: str) -> None:
+    out.print(text, markup=False)
+
+
+def _fmt(metrics: dict | None) -> str:
+    if not metrics:
+        return "-"
+    return f"{100 * next(iter(metrics.values())):.2f}"
+
+
+def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
+    """Aligned accuracies, top and bottom channels and a salience histogram."""
+    aligned = document["aligned"]
+    metric = next(iter((aligned["metrics"]["a"]["train"] or {}).keys()), "accuracy")
+    table = Table(title=f"Aligned networks, {metric} (%)", title_justify="left")
+    table.add_column("network")
+    table.add_column("train", justify="right")
+    table.add_column("test", justify="right")
+    for side in ("a", "b"):
+        m = aligned["metrics"][side]
+        table.add_row(f"f{'1' if side == 'a' else '2'} on modality {side}",
+                      _fmt(m["train"]), _fmt(m["test"]))
+    out.print(table)
+    line(f"epochs: {aligned['epochs_run']} run, best {aligned['best_epoch']};  "
+         f"unpermuted distance {document['unpermuted_distance']:.4g};  "
+         f"rows permuted: {document['permuted_rows']}")
+    order = np.argsort(-salience, kind="stable")
+    k = min(10, len(order))
+    mod = document["permuted_modality"]
+    top = ", ".join(f"{i} ({salience[i]:.2f})" for i in order[:k])
+    bottom = ", ".join(f"{i} ({salience[i]:.2f})" for i in order[::-1][:min(5, len(order))])
+    line(f"most modality-general channels of {mod}:  {top}")
+    line(f"least:  {bottom}")
+    counts, _ = np.histogram(np.clip(salience, 0, 1), bins=10, range=(0, 1))
+    line(f"salience histogram  0 |{spark(counts, low=0)}| 1   (bins of 0.1; counts "
+         f"{counts.tolist()})")
+    t = document["timings"]
+    line(f"time: train {t['train_s']:.1f} s, permute {t['permute_s']:.1f} s;  "
+         f"wrote {out_dir}/salience.npy and rank.json")
+
+
+def _signed(value: float) -> str:
+    return f"{value + 0.0:+.2f}" if abs(value) >= 0.005 else "+0.00"
+
+
+def comparison(report: Comparison) -> None:
+    """The comparison in the shape of the paper's Table 4, then the verdict."""
+    metric = report.metric
+    seeds = len(report.rows[0].student_runs)
+    table = Table(title=escape(f"Crossmodal KD on {report.run} ({metric} %, test rows, "
+                               f"{seeds} seeds)"), title_justify="left")
+    for name, justify in (("teacher", "left"), ("teacher " + metric, "right"),
+                          ("student " + metric, "right"), ("vs No-KD", "right"),
+                          ("vs Regular-KD", "right")):
+        table.add_column(name, justify=justify)
+    extra = [name for name in report.rows[0].student_metrics if name != metric]
+    for name in extra:  # multi-label: macro F1 and mAP beside the headline micro F1
+        table.add_column("student " + name, justify="right")
+    base = report.baselines
+    for row in report.rows:
+        teacher_metric = "-" if row.teacher_metric is None else f"{row.teacher_metric:.2f}"
+        d_none = row.student_mean - base["none"].student_mean
+        d_reg = row.student_mean - base["regular"].student_mean
+        table.add_row(escape(row.label), teacher_metric,
+                      f"{row.student_mean:.2f} ± {row.student_std:.2f}",
+                      "" if row.teacher == "none" else _signed(d_none),
+                      "" if row.teacher in ("none", "regular") else _signed(d_reg),
+                      *(f"{np.mean(row.student_metrics[name]):.2f}" for name in extra))
+    out.print(table)
+    if report.search:
+        s = report.search
+        line(f"ratio search: {s['distillations']} general-teacher distillations (coarse "
+             f"{', '.join(f'{r:g}' for r in s['coarse'])}; refined "
+             f"{', '.join(f'{r:g}' for r in s['refined']) or 'nothing new'}) where a full "
+             f"0.05 grid takes {s['full_grid']}; sweet spot r = {s['best_ratio']:g}")
+    line("verdict: " + report.verdict["text"])
+
+
+def derived(found: Any, export: Path | None) -> None:
+    """One derived teacher: what was nullified and its test metric."""
+    side = found.sidecar
+    metric = next(iter(side["metrics"] or {"metric": None}))
+    value = found.test_metric
+    shown = "-" if value is None else f"{100 * value:.2f}%"
+    nullified = side["nullified"]
+    listed = ", ".join(map(str, nullified[:20])) + (" ..." if len(nullified) > 20 else "")
+    line(f"teacher {side['name']} ({'reused' if found.reused else 'derived'}): "
+         f"{side['mode']}, {len(nullified)} of {side['n_channels']} channels of modality "
+         f"{side['modality']} nullified ({side['fill']} fill), source {side['source']}"
+         f"{', refit' if side['refit'] else ''}")
+    if nullified:
+        line(f"nullified: {listed}")
+    line(f"test {metric}: {shown};  wrote {found.path}" + (f" and {export}" if export else ""))
+
+
+def diagnosis(found: Any, run_dir: Path) -> None:
+    """The whole diagnosis: ranking, truth, comparison, advice."""
+    rank_summary(found.rank_document, found.rank.salience, run_dir)
+    if found.truth:
+        t = found.truth
+        line(f"truth (generated data): the ranking put {t['precision']:.0%} of the "
+             f"{len(t['shared_channels'])} planted shared channels on top "
+             f"(gamma {t['gamma']:.2f})")
+    out.print()
+    comparison(found.report)
+    line("what to try:")
+    for advice in found.advice:
+        line(f"  - {advice}")
+
+
+def report_text(doc: dict) -> None:
+    """The Markdown report rendered by rich, with small text plots."""
+    out.print(Markdown(to_markdown(doc, {}, [])))
+    salience = sorted(doc["salience"]["values"], reverse=True)
+    line(f"salience, sorted: |{spark(salience)}|  (1 -> {salience[-1]:.2f})")
+    if doc["sweep"]:
+        for name, points in doc["sweep"]["series"].items():
+            ratios = ", ".join(f"{p['ratio']:g}" for p in points)
+            line(f"sweep {name:8s} |{spark([p['mean'] for p in points])}|  r = {ratios}")
+
+
+_COLUMNS = {
+    "table2": ("regular_teacher", "general_teacher", "random_teacher", "no_kd", "regular_kd",
+               "general_kd", "random_kd", "general_kd_minus_regular_kd"),
+    "fig2": ("regular_teacher", "no_kd", "regular_kd", "kd_minus_no_kd"),
+    "fig3": ("regular_teacher", "no_kd", "regular_kd", "kd_minus_no_kd"),
+}
+
+
+def reproduction(result: Any, source: str) -> None:
+    """Mean ± std over runs, the paper's figure in brackets where it gives one."""
+    name = result.experiment.name
+    axis = "alpha" if name == "fig3" else "gamma"
+    table = Table(title=escape(f"{result.experiment.title} (accuracy %, mean ± std over "
+                               f"{result.runs} runs; [paper])"), title_justify="left")
+    table.add_column(axis, justify="right")
+    columns = _COLUMNS[name]
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for row in result.rows:
+        cells = []
+        for column in columns:
+            value = row[column]
+            cell = f"{value['mean']:.2f} ± {value['std']:.2f}"
+            paper = row["paper"].get(column)
+            if paper is None and column == "general_kd_minus_regular_kd" and row["paper"]:
+                paper = row["paper"]["general_kd"] - row["paper"]["regular_kd"]
+            cells.append(escape(cell + (f" [{paper:.2f}]" if paper is not None else "")))
+        table.add_row(f"{row[axis]:.2f}", *cells)
+    out.print(table)
+    line(f"paper's claim: {result.experiment.claim}")
+    for text in result.claim_check():
+        line(text)
+    line(f"source: {source};  {result.seconds:.1f} s")
+
+
+def avmnist(found: dict) -> None:
+    """Table 5's shape: teacher accuracy and audio-student accuracy at rho 0 and 0.5."""
+    table = Table(title=escape(f"AV-MNIST, audio student (accuracy %, mean ± std over "
+                               f"{found['runs']} seeds; [paper's Table 5])"),
+                  title_justify="left")
+    for column in ("", "teacher", "student, rho = 0", "student, rho = 0.5"):
+        table.add_column(column, justify="right" if column else "left")
+    labels = {"no_kd": "No-KD", "um_kd": "UM-KD (audio teacher)",
+              "cm_kd": "CM-KD (image + audio teacher)"}
+    for row in found["rows"]:
+        paper = row["paper"]
+        teacher = "-" if row["teacher"] is None else (
+            f"{row['teacher']:.2f} [{paper['teacher']:.2f}]")
+        cells = [f"{row[r]['mean']:.2f} ± {row[r]['std']:.2f} "
+                 f"[{paper[r]['mean']:.2f} ± {paper[r]['std']:.2f}]"
+                 for r in ("rho_0", "rho_0.5")]
+        table.add_row(labels[row["row"]], escape(teacher), *map(escape, cells))
+    out.print(table)
+    line(f"paper's claim: {found['claim']}")
+    by = {row["row"]: row for row in found["rows"]}
+    for rho in ("rho_0", "rho_0.5"):
+        gap = by["cm_kd"][rho]["mean"] - by["um_kd"][rho]["mean"]
+        spread = max(by["cm_kd"][rho]["std"], by["um_kd"][rho]["std"])
+        line(f"{rho.replace('_', ' = ')}: CM-KD - UM-KD student {gap:+.2f} (seed spread "
+             f"{spread:.2f}); teachers {by['cm_kd']['teacher']:.1f} vs "
+             f"{by['um_kd']['teacher']:.1f}")
+    line(f"source: {found['source']};  {found['seconds']:.1f} s")
+
+
+def datasets(entries: list) -> None:
+    table = Table(title="The paper's datasets", title_justify="left", show_lines=True)
+    for column in ("name", "what", "modalities", "licence", "availability", "prepare"):
+        table.add_column(column)
+    for d in entries:
+        table.add_row(*map(escape, (d.name, f"{d.title}: {d.task} ({d.paper})", d.modalities,
+                                    d.licence, d.availability, d.prepare)))
+    out.print(table)

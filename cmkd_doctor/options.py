@@ -1,0 +1,48 @@
+"""Checking option values, one template for every command (see :func:`option_error`).
+
+Every ``*Options.checked()`` method is built from these, so ``--epochs 0``, ``--lr inf``
+and ``--seeds true`` get the same kind of message wherever they are given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from cmkd_doctor.errors import option_error
+
+
+def whole(name: str, value: Any, minimum: int = 0, *, optional: bool = False) -> int | None:
+    """``value`` when it is a whole number >= ``minimum`` (``None`` allowed if optional)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise option_error(name, f"a whole number >= {minimum}", value)
+    return value
+
+
+def number(name: str, value: Any, expected: str, *, low: float | None = None,
+           high: float | None = None, open_low: bool = False,
+           open_high: bool = False) -> float:
+    """``value`` as a float when it is finite and inside the bounds; ``expected`` says
+    what the bounds are in words (``a number in (0, 1)``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise option_error(name, expected, value)
+    v = float(value)
+    bad = (not math.isfinite(v)
+           or (low is not None and (v <= low if open_low else v < low))
+           or (high is not None and (v >= high if open_high else v > high)))
+    if bad:
+        raise option_error(name, expected, value)
+    return v
+
+
+def parse_list(text: str | float | list | tuple, option: str, cast: type) -> tuple:
+    """``"a,b"`` -> ``(a, b)`` for comma-list options; lists and tuples pass through."""
+    if isinstance(text, (list, tuple)):
+        return tuple(text)
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        return tuple(cast(p) for p in parts)
+    except ValueError:
+        raise option_error(option, f"a comma list of {cast.__name__} values", text) from None

@@ -1,0 +1,59 @@
+"""The one table of seed derivations.
+
+One seed in (``--seed``), one independent child seed per stage out, so serial,
+batched and multi-process runs draw the same numbers. A child is
+``derive_seed(seed, stage, *index)``: NumPy's ``SeedSequence`` with the stage's spawn key
+followed by the index (a repeat, a student, a run). The numbers below are part of every
+result derived from them: changing one changes every result of its stage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# stage -> spawn-key prefix, and where the seed it derives from comes from
+STAGES: dict[str, tuple[int, ...]] = {
+    # rank, from --seed
+    "split": (0,),             # the stratified train/test split
+    "init_a": (1,),            # f1's initialisation (Algorithm 1, step 1)
+    "init_b": (2,),            # f2's initialisation
+    "shuffle": (3,),           # the aligned pair's minibatch order
+    "permute": (4,),           # + repeat m: the row permutation of repeat m (step 5)
+    # teachers, from the teacher's --seed
+    "random_mask": (11,),      # the channels a random teacher nullifies
+    "teacher": (22,),          # the member seed of a trained teacher
+    # every command, from the run's --seed
+    "validation": (21,),       # the tenth of the training rows held back for early stopping
+    # distill, from distill's --seed
+    "student": (31,),          # + s: the member seed of student s (shared by every teacher)
+    # one network of a stacked fit, from its member seed
+    "net_init": (0,),          # its initialisation
+    "net_shuffle": (1,),       # its minibatch order
+    # the Gaussian reproductions, from --seed
+    "repro_run": (),           # + r: the seed of run r
+    "repro_init": (41,),       # from run r's seed: its teachers' initialisation
+    "repro_random_channels": (42,),  # from run r's seed: the random teacher's channels
+    "repro_student_init": (1,),      # from a teacher's init seed: its student's
+    # AV-MNIST, from --seed
+    "avmnist_split": (51,),
+    "avmnist_pair": (52,),
+    "avmnist_noise": (53,),
+    "avmnist_teacher": (61,),  # reproduce table1-avmnist: the teachers' member seed
+    "avmnist_student": (62,),  # + r: student r's member seed
+}
+
+
+def derive_seed(seed: int, stage: str | None = None, *index: int) -> int:
+    """The child seed of ``seed`` for ``stage`` (a key of :data:`STAGES`) and ``index``.
+
+    ``derive_seed(seed)`` with no stage is the seed's own first child.
+    """
+    key = () if stage is None else STAGES[stage]
+    spawn = (*key, *index)
+    return int(np.random.SeedSequence(seed, spawn_key=spawn).generate_state(1)[0])
+
+
+def generator(seed: int, stage: str | None = None, *index: int) -> torch.Generator:
+    """A CPU :class:`torch.Generator` seeded with ``derive_seed(seed, stage, *index)``."""
+    return torch.Generator().manual_seed(derive_seed(seed, stage, *index))

@@ -25,7 +25,7 @@ import torch
 
 from cmkd_doctor.engine import Schedule, auto_epochs, fit, predict
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
-from cmkd_doctor.models import Net, NetConfig, Stacked, new_net, parse_hidden
+from cmkd_doctor.models import Net, NetConfig, Stacked, new_net, parse_hidden, scale_of
 from cmkd_doctor.options import number, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.seeds import derive_seed
@@ -163,19 +163,26 @@ def train_classifiers(
     val = (rows.part(rows.val, extra, chunk)
            if len(rows.val) and options.patience > 0 else None)
     device = rows.device
-    mean, std = (t.cpu() for t in fitting.moments(0))
+    mean, std = fitting.moments(0)
+    scale = scale_of(std)
     config = NetConfig(fitting.widths[0], options.hidden, rows.n_classes, rows.multilabel)
     nets = []
     for m in members:
         net = new_net(config, derive_seed(m.seed, "net_init"))
         if m.keep is None:
-            net.set_standardisation(mean, std)
+            net.set_standardisation(mean.cpu(), std.cpu())
         else:  # a masked channel is constant: its fill, unscaled
             keep = torch.as_tensor(m.keep, dtype=torch.bool)
-            net.set_standardisation(torch.where(keep, mean, torch.as_tensor(m.fill).float()),
-                                    torch.where(keep, std, torch.zeros_like(std)))
+            net.set_standardisation(
+                torch.where(keep, mean.cpu(), torch.as_tensor(m.fill).float()),
+                torch.where(keep, std.cpu(), torch.zeros_like(std.cpu())))
         nets.append(net)
     model = Stacked(nets).to(device)
+    # every member standardises with the same statistics (a masked channel then is 0):
+    # do it once per row rather than once per member and step
+    for part in (fitting, val):
+        if part is not None:
+            part.apply(0, lambda x: (x - mean) / scale)
 
     def column(values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32, device=device)[:, None]  # (S, 1)
@@ -184,19 +191,16 @@ def train_classifiers(
                                                                  for m in members])
     masked = any(m.keep is not None for m in members)
     if masked:
-        d = config.d_in
-        keep = torch.stack([torch.ones(d, dtype=torch.bool) if m.keep is None else
+        keep = torch.stack([torch.ones(config.d_in, dtype=torch.bool) if m.keep is None else
                             torch.as_tensor(m.keep, dtype=torch.bool) for m in members])
-        fill = torch.stack([torch.zeros(d) if m.fill is None else
-                            torch.as_tensor(m.fill).float() for m in members])
-        keep, fill = keep[:, None, :].to(device), fill[:, None, :].to(device)  # (S, 1, d)
+        keep = keep[:, None, :].to(device)  # (S, 1, d)
 
     def loss_rows(module: torch.nn.Module, batch: list[torch.Tensor],
                   alive: torch.Tensor) -> torch.Tensor:
-        x, y = batch[0], batch[1]
+        x, y = batch[0], batch[1]  # x standardised
         if masked:
-            x = torch.where(keep[alive], x, fill[alive])
-        logits = module(x)  # (S, b, K)
+            x = torch.where(keep[alive], x, 0.0)
+        logits = module(x, standardised=True)  # (S, b, K)
         loss = task_loss_rows(logits, y, rows.multilabel)  # (S, b)
         if soft is None:
             return loss

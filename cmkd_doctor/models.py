@@ -91,8 +91,13 @@ class Net(nn.Module):
 
     def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.mean.copy_(mean)
-        # A constant channel gets scale 1, so it stays constant rather than dividing by 0.
-        self.scale.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
+        self.scale.copy_(scale_of(std))
+
+
+def scale_of(std: torch.Tensor) -> torch.Tensor:
+    """The standardisation scale of channels with standard deviation ``std``: a constant
+    channel gets scale 1, so it stays constant rather than dividing by 0."""
+    return torch.where(std > 1e-12, std, torch.ones_like(std))
 
 
 def new_net(config: NetConfig, init_seed: int) -> Net:
@@ -104,11 +109,13 @@ def new_net(config: NetConfig, init_seed: int) -> Net:
 
 
 class Stacked(nn.Module):
-    """S networks of one :class:`NetConfig` as one module: weights ``(S, out, in)``.
+    """S networks of one :class:`NetConfig` as one module.
 
     Each member keeps its own weights and standardisation (``mean``, ``scale`` of shape
     ``(S, 1, d)``), and its own gradient: batched matrix products keep the members
-    independent, so a stacked fit gives the networks S separate fits would.
+    independent, so a stacked fit gives the networks S separate fits would. Weights are
+    stored input-major, ``(S, in, out)``, so their gradients come out contiguous and
+    need no copy.
 
     Members can be dropped and restored (:meth:`member_state`, :meth:`set_members`),
     which the engine does when some stop early.
@@ -119,7 +126,8 @@ class Stacked(nn.Module):
         self.config = nets[0].config
         linears = [[m for m in net.layers if isinstance(m, nn.Linear)] for net in nets]
         self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([layers[i].weight.detach() for layers in linears]))
+            nn.Parameter(torch.stack([layers[i].weight.detach().T for layers in linears])
+                         .contiguous())
             for i in range(len(linears[0])))
         self.biases = nn.ParameterList(
             nn.Parameter(torch.stack([layers[i].bias.detach() for layers in linears]))
@@ -131,15 +139,19 @@ class Stacked(nn.Module):
     def n_members(self) -> int:
         return self.weights[0].shape[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (S, b, d)``, or ``(b, d)`` shared by every member -> logits ``(S, b, K)``."""
+    def forward(self, x: torch.Tensor, standardised: bool = False) -> torch.Tensor:
+        """``x (S, b, d)``, or ``(b, d)`` shared by every member -> logits ``(S, b, K)``.
+
+        ``standardised``: ``x`` is already ``(x - mean) / scale`` (training standardises
+        the rows once instead of once per member and step).
+        """
         if x.dim() == 2:
             x = x.expand(self.n_members, *x.shape)
-        h = (x - self.mean) / self.scale
+        h = x if standardised else (x - self.mean) / self.scale
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             if i:
                 h = h.relu()
-            h = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
+            h = torch.baddbmm(b[:, None, :], h, w)  # (S, b, out)
         return h
 
     def _tensors(self) -> list[torch.Tensor]:
@@ -167,7 +179,7 @@ class Stacked(nn.Module):
         net = Net(self.config).to(self.mean.device)
         linears = [m for m in net.layers if isinstance(m, nn.Linear)]
         for layer, w, b in zip(linears, self.weights, self.biases, strict=True):
-            layer.weight.copy_(w[s])
+            layer.weight.copy_(w[s].T)
             layer.bias.copy_(b[s])
         net.mean.copy_(self.mean[s, 0])
         net.scale.copy_(self.scale[s, 0])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -159,6 +159,7 @@ class RowSet:
         self.index = np.asarray(index, dtype=np.int64)
         self.device = device
         self.grouped = frozenset(grouped)
+        self.transforms: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
         self.dtypes = [_dtype_of(a) for a in self.arrays]
         self.chunk_rows = plan_chunk_rows(len(self.index), row_bytes(self.arrays), device,
                                           check_chunk_rows(chunk_rows))
@@ -174,7 +175,7 @@ class RowSet:
         rows = cls.__new__(cls)
         rows.arrays, rows.index = [], np.arange(len(tensors[0]))
         rows.device, rows.dtypes = tensors[0].device, []
-        rows.grouped = frozenset(grouped)
+        rows.grouped, rows.transforms = frozenset(grouped), {}
         rows.chunk_rows, rows.resident = max(len(tensors[0]), 1), True
         rows._tensors = list(tensors)
         return rows
@@ -190,10 +191,13 @@ class RowSet:
 
     def _read(self, rows: np.ndarray, only: Sequence[int] | None = None) -> list[torch.Tensor]:
         """Rows ``rows`` of every array (or those in ``only``) as tensors on the device."""
-        return [torch.from_numpy(read_rows(self.arrays[i], rows).astype(self.dtypes[i],
-                                                                          copy=False))
-                .to(self.device)
-                for i in (only if only is not None else range(len(self.arrays)))]
+        found = []
+        for i in (only if only is not None else range(len(self.arrays))):
+            t = torch.from_numpy(read_rows(self.arrays[i], rows).astype(self.dtypes[i],
+                                                                         copy=False))
+            t = t.to(self.device)
+            found.append(self.transforms[i](t) if i in self.transforms else t)
+        return found
 
     def _load_all(self) -> list[torch.Tensor]:
         # filled chunk by chunk, so loading onto a GPU never holds a host copy of it all
@@ -208,6 +212,15 @@ class RowSet:
                                strict=True):
                 t[start : start + len(part)] = part
         return tensors
+
+    def apply(self, which: int, transform: Callable[[torch.Tensor], torch.Tensor]) -> RowSet:
+        """From now on, array ``which`` is read through ``transform`` (a resident set
+        transforms its rows once, here): training standardises its features this way
+        instead of at every step."""
+        self.transforms[which] = transform
+        if self._tensors is not None:
+            self._tensors[which] = transform(self._tensors[which])
+        return self
 
     def tensors(self) -> list[torch.Tensor]:
         """All rows as device tensors; resident sets only."""
@@ -259,9 +272,17 @@ class RowSet:
     def _gather(self, tensors: list[torch.Tensor], pos: torch.Tensor,
                 groups: torch.Tensor | None) -> list[torch.Tensor]:
         """``(S, b, ...)`` per array: member s's rows ``pos[s]`` (its group's column of a
-        grouped array)."""
-        return [t[pos, groups[:, None]] if i in self.grouped else t[pos]
-                for i, t in enumerate(tensors)]
+        grouped array). ``index_select`` on flat indices: several times faster on the CPU
+        than advanced indexing."""
+        found = []
+        for i, t in enumerate(tensors):
+            if i in self.grouped:  # row r, group g is row r * G + g of the flattened array
+                flat, index = t.flatten(0, 1), pos * t.shape[1] + groups[:, None]
+            else:
+                flat, index = t, pos
+            found.append(flat.index_select(0, index.reshape(-1)).view(*pos.shape,
+                                                                      *flat.shape[1:]))
+        return found
 
     def member_batches(self, orders: torch.Tensor, seed_of: torch.Tensor, batch_size: int,
                        groups: torch.Tensor | None = None, part=lambda index: index

@@ -1,15 +1,17 @@
-"""Peak memory of ``rank`` on inputs larger than its memory budget (streamed in chunks).
+"""Peak memory of ``rank`` or ``diagnose`` on inputs streamed in chunks.
 
 Writes paired features of n rows (a: n x d_a float32, b: n x d_b float32) and labels with
 a few planted shared channels into --dir, chunk by chunk (the arrays are never held in
-memory), then runs ``cmkd-doctor rank`` on them as a child process and reports its wall
-time and peak resident set size (ru_maxrss, which counts memory-mapped file pages too).
-A second run on the first --baseline-rows rows of the same data measures the model's
-own footprint (Python, torch, the networks), so the difference is what the data costs.
-Results go in BENCHMARKS.md.
+memory), then runs ``cmkd-doctor rank`` (or ``diagnose``: rank, teachers and students)
+on them as a child process and reports its wall time and peak resident set size
+(VmHWM, which counts memory-mapped file pages too). A second run on --baseline-rows rows
+of the same kind measures the model's own footprint (Python, torch, the networks), so
+the difference is what the data costs. Results go in BENCHMARKS.md.
 
-    python benchmarks/bench_stream.py                  # 2,000,000 x 256 (2 GB), the issue's
+    python benchmarks/bench_stream.py                  # rank, 2,000,000 x 256 (2 GB)
     python benchmarks/bench_stream.py --n 200000       # a quick look
+    python benchmarks/bench_stream.py --command diagnose --n 1000000 --d-a 128 --d-b 32 \
+        -- --chunk-rows 50000 --epochs 1 --seeds 1 --device cpu
 """
 
 from __future__ import annotations
@@ -65,28 +67,33 @@ sys.exit(code)
 """
 
 
-def run_rank(folder: Path, out: Path, extra: list[str]) -> dict:
-    """``cmkd-doctor rank`` in a child process: wall time, peak RSS, its rank.json."""
+def run_command(command: str, folder: Path, out: Path, extra: list[str]) -> dict:
+    """``cmkd-doctor COMMAND`` in a child process: wall time, peak RSS, its rank.json."""
     shutil.rmtree(out, ignore_errors=True)
-    args = ["rank", str(folder / "feats_a.npy"), str(folder / "feats_b.npy"),
+    args = [command, str(folder / "feats_a.npy"), str(folder / "feats_b.npy"),
             str(folder / "labels.npy"), "--out", str(out), "--quiet", *extra]
     t0 = time.perf_counter()
     child = subprocess.run([sys.executable, "-c", _CHILD, *args], stderr=subprocess.PIPE,
                            text=True)
     wall = time.perf_counter() - t0
     if child.returncode != 0:
-        raise SystemExit(f"rank failed: {' '.join(args)}\n{child.stderr}")
+        raise SystemExit(f"{command} failed: {' '.join(args)}\n{child.stderr}")
     peak_kib = int(child.stderr.split("VmHWM")[-1].split()[0])
     document = json.loads((out / "rank.json").read_text())
     salience = np.load(out / "salience.npy")
-    return {"command": "cmkd-doctor " + " ".join(args), "wall_s": round(wall, 1),
-            "peak_rss_mib": round(peak_kib / 1024),
-            "timings": document["timings"],
-            "top_channels": np.argsort(-salience)[:SHARED].tolist()}
+    found = {"command": "cmkd-doctor " + " ".join(args), "wall_s": round(wall, 1),
+             "peak_rss_mib": round(peak_kib / 1024),
+             "timings": document["timings"],
+             "top_channels": np.argsort(-salience)[:SHARED].tolist()}
+    if (out / "distill.json").is_file():
+        results = json.loads((out / "distill.json").read_text())["results"].values()
+        found["students"] = {r["label"]: round(r["student_mean"], 2) for r in results}
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--command", choices=("rank", "diagnose"), default="rank")
     parser.add_argument("--n", type=int, default=2_000_000)
     parser.add_argument("--d-a", type=int, default=256)
     parser.add_argument("--d-b", type=int, default=64)
@@ -96,7 +103,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data afterwards")
     parser.add_argument("rank_args", nargs="*", default=["--epochs", "1", "--test-split",
                                                          "0.05", "--device", "cpu"],
-                        help="extra rank options (after --)")
+                        help="extra options of the command (after --)")
     args = parser.parse_args()
 
     big, small = args.dir / "big", args.dir / "small"
@@ -109,9 +116,9 @@ def main() -> None:
           f"({(big / 'feats_a.npy').stat().st_size / 2**30:.2f} GiB + "
           f"{(big / 'feats_b.npy').stat().st_size / 2**30:.2f} GiB)")
     try:
-        base = run_rank(small, args.dir / "out-small", args.rank_args)
+        base = run_command(args.command, small, args.dir / "out-small", args.rank_args)
         print("baseline (the model's own):", json.dumps(base))
-        full = run_rank(big, args.dir / "out-big", args.rank_args)
+        full = run_command(args.command, big, args.dir / "out-big", args.rank_args)
         print("full:", json.dumps(full))
         print(f"peak RSS above the baseline: {full['peak_rss_mib'] - base['peak_rss_mib']} MiB;"
               f" planted channels in the top {SHARED}: "

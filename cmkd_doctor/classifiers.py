@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmkd_doctor.engine import Schedule, auto_epochs, fit, predict
+from cmkd_doctor.engine import FitResult, Schedule, auto_epochs, fit, predict
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig, Stacked, new_net, parse_hidden, scale_of
 from cmkd_doctor.options import number, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.seeds import derive_seed
-from cmkd_doctor.streaming import RowSet, plan_chunk_rows, row_bytes
+from cmkd_doctor.streaming import RowSet, plan_chunk_rows, release, row_bytes
 
 
 @dataclass(frozen=True)
@@ -142,12 +142,14 @@ def train_classifiers(
     soft: np.ndarray | None = None,
     progress: Progress = no_progress,
     task: str = "train",
+    fits: list[FitResult] | None = None,
 ) -> list[Net]:
     """Train one classifier per member on ``rows.x``, all at once.
 
     ``soft (n, T, K)``, filled on the fit and validation rows, holds the teachers'
     logits of Eq. 1. Members with ``patience > 0`` early-stop on their own loss over
-    ``rows.val`` and keep their best epoch.
+    ``rows.val`` and keep their best epoch. ``fits`` collects the engine's
+    :class:`~cmkd_doctor.engine.FitResult` (epochs per member, loss curves).
 
     Returns
     -------
@@ -208,11 +210,13 @@ def train_classifiers(
         return r * loss + (1 - r) * kd_loss_rows(logits, batch[2], t, rows.multilabel)
 
     epochs = options.epochs or auto_epochs(len(rows.fit), options.batch_size)
-    fit(model, loss_rows, fitting,
+    result = fit(model, loss_rows, fitting,
         Schedule(epochs, options.lr, options.batch_size, options.patience),
         shuffle_seeds=[derive_seed(m.seed, "net_shuffle") for m in members],
         groups=None if soft is None else torch.tensor([m.teacher for m in members]),
         val=val, progress=progress, task=task)
+    if fits is not None:
+        fits.append(result)
     return [model.unstack(s) for s in range(len(members))]
 
 
@@ -260,6 +264,9 @@ class SoftLabels:
             for start, (x,) in source.chunks():
                 self.array[index[start : start + len(x)], column] = (
                     predict(teacher, x).cpu().numpy())
+                if self._dir is not None:  # written pages leave this process's memory
+                    self.array.flush()
+                    release(self.array)
 
     def close(self) -> None:
         if self._dir is not None:

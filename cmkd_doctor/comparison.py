@@ -70,6 +70,7 @@ class Comparison:
     run_id: str = ""
     verdict: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] | None = None  # what --ratio auto ran
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def baselines(self) -> dict[str, Row]:
@@ -83,4 +84,4 @@ class Comparison:
         return {"command": "distill", "run": str(self.run), "metric": self.metric,
                 "options": self.options, "options_key": self.key,
                 "results": [row.to_dict(self.baselines) for row in self.rows],
-                "verdict": self.verdict, "search": self.search}
+                "verdict": self.verdict, "search": self.search, "timings": self.timings}

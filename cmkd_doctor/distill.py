@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from cmkd_doctor.classifiers import (
 from cmkd_doctor.comparison import BASELINES, Comparison, Row
 from cmkd_doctor.derive import DerivedTeacher, derive_teacher, teacher_metrics
 from cmkd_doctor.devices import resolve_device
-from cmkd_doctor.engine import evaluate_rows
+from cmkd_doctor.engine import FitResult, evaluate_rows
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.models import Stacked
 from cmkd_doctor.options import number, parse_list, whole
@@ -176,6 +177,9 @@ class Students:
         self.teacher_rows = run.rows(run.teacher_side, device, train.chunk_rows)
         self.student_rows = run.rows(run.student_side, device, train.chunk_rows)
         self.cache: dict[str, DerivedTeacher] = {}
+        # wall time of the teachers (derived, evaluated, their soft labels) and students,
+        # and the epochs the students trained, summed over members
+        self.timings = {"teachers_s": 0.0, "students_s": 0.0, "student_epochs": 0}
 
     @property
     def metric(self) -> str:
@@ -197,6 +201,7 @@ class Students:
         if not todo:
             return []
         student, teacher_side = self.student_rows, self.teacher_rows
+        start = time.perf_counter()
         taught = [i for i, plan in enumerate(todo) if plan.teacher != "none"]
         teachers = {i: self._teacher(todo[i]) for i in taught}
         tmetrics = {i: _percent(teacher_metrics(teachers[i][0], teacher_side)) for i in taught}
@@ -209,6 +214,8 @@ class Students:
         try:
             for i in taught:
                 soft.fill(column[i], teachers[i][0], teacher_side, [student.fit, student.val])
+            self.timings["teachers_s"] += time.perf_counter() - start
+            start = time.perf_counter()
             members = [Member(seed, rho=1.0 if plan.teacher == "none" else self.options.rho,
                               temperature=self.options.temperature,
                               teacher=column.get(i, 0))
@@ -217,6 +224,7 @@ class Students:
         finally:
             if soft is not None:
                 soft.close()
+        self.timings["students_s"] += time.perf_counter() - start
         found = []
         for i, plan in enumerate(todo):
             runs = per_seed[i * len(self.seeds):(i + 1) * len(self.seeds)]
@@ -236,13 +244,15 @@ class Students:
         limit = members_per_fit(d, hidden, rows.n_classes, self.train.batch_size, self.device)
         test = rows.part(rows.test)
         found: list[dict[str, float]] = []
+        fits: list[FitResult] = []
         for start in range(0, len(members), limit):
             group = members[start : start + limit]
             nets = train_classifiers(rows, group, self.train,
                                      soft=None if soft is None else soft.array,
-                                     progress=self.progress, task="students")
+                                     progress=self.progress, task="students", fits=fits)
             found += [_percent(m) for m in evaluate_rows(Stacked(nets), [test], 0, 1,
                                                          rows.multilabel)]
+        self.timings["student_epochs"] += sum(sum(f.active) for f in fits)
         return found
 
 
@@ -319,8 +329,9 @@ def distill(run_dir: str | Path | Run, options: DistillOptions | None = None,
         rows, search = _search(options, d, students)
     else:
         rows = students.rows(plans(options))
+    timings = {k: round(v, 3) for k, v in students.timings.items()}
     comparison = Comparison(run.path, rows,
                             {**asdict(replace(options, train=None)), "train": train.to_dict()},
-                            options.key(train), run.run_id, search=search)
+                            options.key(train), run.run_id, search=search, timings=timings)
     comparison.verdict = verdict(comparison)
     return comparison

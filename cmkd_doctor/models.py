@@ -150,7 +150,7 @@ class Stacked(nn.Module):
         h = x if standardised else (x - self.mean) / self.scale
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             if i:
-                h = h.relu()
+                h = h.relu_()  # in place: baddbmm's backward does not need its output
             h = torch.baddbmm(b[:, None, :], h, w)  # (S, b, out)
         return h
 

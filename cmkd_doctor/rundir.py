@@ -168,6 +168,7 @@ class RunDir:
                 **row.to_dict(comparison.baselines), "options": comparison.options,
                 "options_key": comparison.key, "created": created}
         document["last_verdict"] = comparison.verdict
+        document["last_timings"] = comparison.timings
         document["cmkd_doctor"] = __version__
         return write_json(self.distill_path, document)
 

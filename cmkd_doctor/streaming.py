@@ -69,8 +69,9 @@ def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     shape, dtype = array.shape[1:], array.dtype
     row_nbytes = dtype.itemsize * int(np.prod(shape))
     wanted = np.asarray(rows, dtype=np.int64)
-    order = np.argsort(wanted, kind="stable")  # read in file order, return in the given one
-    rows = wanted[order]
+    ordered = bool(np.all(wanted[1:] >= wanted[:-1]))  # chunks of a split usually are
+    order = None if ordered else np.argsort(wanted, kind="stable")
+    rows = wanted if ordered else wanted[order]  # read in file order
     out = np.empty((len(rows), *shape), dtype=dtype)
     if not len(rows) or row_nbytes == 0:
         return out
@@ -87,7 +88,9 @@ def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
             raw = os.pread(fd, count * row_nbytes, array.offset + first * row_nbytes)
             block = np.frombuffer(raw, dtype=dtype).reshape(count, *shape)
             out[a:b] = block[rows[a:b] - first]
-    result = np.empty_like(out)
+    if ordered:
+        return out
+    result = np.empty_like(out)  # back to the order asked for
     result[order] = out
     return result
 

@@ -1,0 +1,122 @@
+"""The verdict, its statistics, the advice and --expect, on hand-built result rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cmkd_doctor.comparison import Comparison, Row
+from cmkd_doctor.errors import ExpectationFailed, InputError
+from cmkd_doctor.verdict import (
+    advise,
+    check_expectation,
+    paired_se,
+    resolve_expectation,
+    verdict,
+)
+
+NONE = [70.0, 72.0, 74.0]
+
+
+def _row(teacher: str, runs: list[float], ratio: float | None = None) -> Row:
+    labels = {"none": "No-KD", "regular": "Regular-KD"}
+    label = labels[teacher] if teacher in labels else f"{teacher} r={ratio:g}"
+    return Row(teacher, ratio, label, "accuracy", None if teacher == "none" else 80.0, runs)
+
+
+def _comparison(*rows: Row) -> Comparison:
+    found = Comparison(Path("run"), list(rows), {"ratios": [0.5]}, "key", "id")
+    found.verdict = verdict(found)
+    return found
+
+
+def _plus(runs: list[float], shifts: list[float]) -> list[float]:
+    return [a + b for a, b in zip(runs, shifts, strict=True)]
+
+
+def test_paired_standard_error_is_that_of_the_per_seed_differences():
+    a, b = _row("none", [1.0, 2.0, 3.0]), _row("regular", [2.0, 2.5, 4.5])
+    # differences -1, -0.5, -1.5: std (ddof 1) 0.5, over sqrt(3)
+    assert paired_se(a, b) == pytest.approx(0.5 / 3**0.5)
+    assert paired_se(_row("none", [1.0]), _row("regular", [2.0])) == 0.0
+
+
+def test_a_clear_gain_and_the_hypothesis_holding_say_so_and_name_the_teacher():
+    regular = _plus(NONE, [1.0, 1.2, 0.8])  # +1.00, se 0.2/sqrt(3): 8.7 standard errors
+    general = _plus(regular, [2.0, 2.1, 1.9])  # +2.00 over Regular-KD, se 0.1/sqrt(3)
+    found = _comparison(_row("none", NONE), _row("regular", regular),
+                        _row("general", general, 0.5), _row("random", regular, 0.5),
+                        _row("specific", _plus(NONE, [-1, -1, -1]), 0.5))
+    v = found.verdict
+    assert v["kd_helps"] is True and v["kd_delta"] == pytest.approx(1.0)
+    assert v["mfh_ordering"] == {"0.5": True} and v["mfh_ordering_holds"] is True
+    assert v["best"] == "general r=0.5" and v["best_is_clear"] is True
+    assert v["text"] == (
+        "Crossmodal KD helps here: Regular-KD is +1.00 accuracy points against No-KD "
+        "(8.7 standard errors). The MFH ordering general >= random >= specific holds at "
+        "r = 0.5: the teacher's modality-general channels are what transfers. Best "
+        "student: general r=0.5, +2.00 accuracy points over Regular-KD (34.6 standard "
+        "errors); use that teacher.")
+
+
+def test_differences_inside_noise_are_called_so():
+    regular = _plus(NONE, [1.0, -1.0, 0.5])  # +0.17 with se 0.6: no clear difference
+    general = _plus(regular, [1.0, -0.5, 0.2])  # +0.23 over Regular-KD, se 0.44
+    found = _comparison(_row("none", NONE), _row("regular", regular),
+                        _row("general", general, 0.5))
+    v = found.verdict
+    assert v["kd_helps"] is False and v["best_is_clear"] is False
+    assert v["text"].startswith("Crossmodal KD with the regular teacher makes no clear "
+                                "difference here: Regular-KD is +0.17 accuracy points "
+                                "against No-KD (within run-to-run noise).")
+    assert v["text"].endswith("Best student: general r=0.5, +0.23 accuracy points over "
+                              "Regular-KD (within run-to-run noise); no teacher is clearly "
+                              "better than the regular one at these seeds; more --seeds "
+                              "would tell.")
+
+
+def test_kd_that_hurts_with_no_teacher_beating_the_student_alone():
+    regular = _plus(NONE, [-2.0, -2.2, -1.8])
+    found = _comparison(_row("none", NONE), _row("regular", regular),
+                        _row("general", _plus(NONE, [-1, -1.1, -0.9]), 0.5),
+                        _row("random", _plus(NONE, [-0.5, -0.4, -0.6]), 0.5),
+                        _row("specific", _plus(NONE, [-3, -3, -3]), 0.5))
+    v = found.verdict
+    assert v["text"].startswith("Crossmodal KD with the regular teacher hurts here: "
+                                "Regular-KD is -2.00 accuracy points against No-KD")
+    assert v["mfh_ordering"] == {"0.5": False}  # random beat general
+    assert "holds at 0 of 1 ratios (none)" in v["text"]
+    assert v["best"] == "No-KD" and v["text"].endswith("or skip KD.")
+    advice = advise(found, {"aligned": {"metrics": {"a": {"test": {"accuracy": 0.9}}}}},
+                    None)
+    assert any("do not order as the hypothesis predicts" in a for a in advice)
+    assert any("does not clearly help" in a for a in advice)
+
+
+def test_a_sweep_names_its_sweet_spot():
+    rows = [_row("none", NONE), _row("regular", NONE)]
+    rows += [_row("general", _plus(NONE, [g] * 3), r)
+             for r, g in ((0.25, 0.5), (0.5, 1.5), (0.75, 1.0))]
+    v = _comparison(*rows).verdict
+    assert v["sweet_spot"] == {"ratio": 0.5, "student_mean": pytest.approx(73.5)}
+    assert "Sweet spot: the modality-general teacher's student is best at r = 0.5 " \
+           "(73.50) of the 3 ratios distilled." in v["text"]
+
+
+def test_expectations_resolve_names_and_fail_with_exit_3():
+    rows = [_row("none", NONE), _row("regular", _plus(NONE, [1, 1, 1])),
+            _row("general", _plus(NONE, [2, 2, 2]), 0.5)]
+    found = _comparison(*rows)
+    names = [(r.teacher, r.ratio, r.label) for r in rows]
+    assert resolve_expectation("general>regular", names) == (2, ">", 1)
+    assert resolve_expectation("general@0.5 >= No-KD", names) == (2, ">=", 0)
+    check_expectation(found, "general>regular")  # holds: no exception
+    with pytest.raises(ExpectationFailed, match=r"^expectation 'none>=general' failed: "
+                                                r"No-KD 72.00 is not >= general r=0.5 74.00"):
+        check_expectation(found, "none>=general")
+    with pytest.raises(InputError, match="--expect must be a comparison of rows this call "
+                                         "computes"):
+        resolve_expectation("specific>regular", names)
+    with pytest.raises(InputError, match="--expect must be a comparison of two rows"):
+        resolve_expectation("general>>regular", names)

@@ -142,15 +142,11 @@ class RunDir:
         return document
 
     def write_teacher(self, teacher: Teacher, name: str, sidecar: dict[str, Any]) -> Path:
-        """``teachers/NAME.safetensors`` and its sidecar, which records the file's
-        checksum so a stale or foreign network is never taken for it."""
+        """``teachers/NAME.safetensors`` and its sidecar (see
+        :func:`cmkd_doctor.teachers.save_teacher`)."""
         from cmkd_doctor.teachers import save_teacher
 
-        path = self.teacher_path(name)
-        save_teacher(teacher, path, sidecar)
-        if path.is_file():  # rank 0 only writes under torchrun
-            write_json(path.with_suffix(".json"), {**sidecar, "sha256": sha256_of(path)})
-        return path
+        return save_teacher(teacher, self.teacher_path(name), sidecar)
 
     def record(self, comparison: Comparison) -> Path:
         """Add the comparison's rows to ``distill.json``, keyed by teacher, ratio and

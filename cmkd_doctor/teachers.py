@@ -259,7 +259,9 @@ def load_base(path: str | Path, d_in: int, n_classes: int, device: torch.device
 
 
 def save_teacher(teacher: Teacher, path: Path, sidecar: dict[str, Any]) -> Path:
-    """Write ``path`` (.safetensors: mask, fill, network) and ``path.json`` (the sidecar)."""
+    """Write ``path`` (.safetensors: mask, fill, network) and ``path.json``: the sidecar
+    with the network file's SHA-256, so a stale or foreign network is never taken for
+    the one it describes."""
     tensors = {"keep": teacher.keep.to(torch.uint8), "fill": teacher.fill}
     meta = {"format": FORMAT, "spec": json.dumps(sidecar.get("spec", {}))}
     if isinstance(teacher.base, Net):
@@ -272,7 +274,8 @@ def save_teacher(teacher: Teacher, path: Path, sidecar: dict[str, Any]) -> Path:
         raise InputError(f"{path}: a teacher derived from another derived teacher cannot be "
                          "saved; derive from its source instead")
     write_safetensors(path, tensors, meta)
-    write_json(path.with_suffix(".json"), sidecar)
+    if path.is_file():  # under torchrun only rank 0 writes
+        write_json(path.with_suffix(".json"), {**sidecar, "sha256": sha256_of(path)})
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,95 +22,200 @@ from cmkd_doctor.errors import ExpectationFailed, option_error
 DERIVED = ("general", "specific", "random")
 
 
+# The one rule every comparison of the verdict uses: a difference between two rows is
+# clear when its mean over seeds is more than Z paired standard errors from zero.
+Z = 2.0
+
+
 def paired_se(a: Row, b: Row) -> float:
     """Standard error of mean(a - b) over the seeds both rows share."""
     diff = np.asarray(a.student_runs) - np.asarray(b.student_runs)
     return float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
 
 
-def verdict(report: Comparison) -> dict[str, Any]:
-    """Does crossmodal KD help here, and does the MFH ordering hold?
+@dataclass(frozen=True)
+class Difference:
+    """Row a minus row b, seed by seed: mean, standard error and z = mean / SE.
 
-    KD helps when the Regular-KD student beats No-KD on the mean over seeds by more than
-    twice the difference's standard error. Every row's students share seeds (the same
-    initialisations and shuffles), so the error is that of the per-seed differences:
-    their spread / sqrt(S). With one seed, any gain counts.
-    The MFH ordering holds at a ratio when general >= random >= specific on the means.
+    ``z`` is ``None`` with one seed (no error estimate), and infinite when every seed
+    gives the same non-zero difference.
+    """
+
+    delta: float
+    se: float
+    z: float | None
+    seeds: int
+
+    @property
+    def gain(self) -> bool:
+        return self.z is not None and self.z > Z
+
+    @property
+    def loss(self) -> bool:
+        return self.z is not None and self.z < -Z
+
+    @property
+    def clear(self) -> bool:
+        return self.gain or self.loss
+
+    def seeds_to_settle(self) -> int | None:
+        """Roughly how many seeds would make this difference clear, if it stays the same
+        size (z grows with the square root of the seeds); ``None`` when it cannot say."""
+        if self.z is None or self.z == 0 or not math.isfinite(self.z):
+            return None
+        return math.ceil(self.seeds * (Z / abs(self.z)) ** 2)
+
+    def strength(self) -> str:
+        """``(4.2 standard errors)``, ``(within run-to-run noise)`` or ``(one seed)``."""
+        if self.z is None:
+            return " (one seed: no error estimate)"
+        if self.clear:
+            if math.isinf(self.z):
+                return " (every seed agrees)"
+            return f" ({abs(self.z):.1f} standard errors)"
+        return " (within run-to-run noise)"
+
+    def to_dict(self) -> dict[str, Any]:
+        z = self.z
+        return {"delta": self.delta, "se": self.se,
+                "z": None if z is None or not math.isfinite(z) else z, "seeds": self.seeds,
+                "clear": self.clear}
+
+
+def difference(a: Row, b: Row) -> Difference:
+    """:class:`Difference` of row ``a`` minus row ``b`` over their shared seeds."""
+    diff = np.asarray(a.student_runs) - np.asarray(b.student_runs)
+    delta = float(diff.mean())
+    if len(diff) < 2:
+        return Difference(delta, 0.0, None, len(diff))
+    se = paired_se(a, b)
+    z = delta / se if se > 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
+    return Difference(delta, se, z, len(diff))
+
+
+ORDER = (("general", "random"), ("random", "specific"), ("general", "specific"))
+
+
+def ordering(general: Row, random: Row, specific: Row) -> tuple[str, dict[str, Difference]]:
+    """The MFH ordering at one ratio: ``fails`` when general - random, random - specific
+    or general - specific is clearly negative; else ``holds`` when general - specific is
+    clearly positive; else ``undetermined``."""
+    rows = {"general": general, "random": random, "specific": specific}
+    found = {f"{a}-{b}": difference(rows[a], rows[b]) for a, b in ORDER}
+    if any(d.loss for d in found.values()):
+        return "fails", found
+    return ("holds" if found["general-specific"].gain else "undetermined"), found
+
+
+def _ordering_text(ratio: str, state: str, found: dict[str, Difference], unit: str) -> str:
+    if state == "fails":
+        name, d = next((k, d) for k, d in found.items() if d.loss)
+        return (f"fails at r = {ratio} ({name.replace('-', ' - ')} {d.delta:+.2f} {unit}"
+                f"{d.strength()})")
+    d = found["general-specific"]
+    said = f"general - specific {d.delta:+.2f} {unit}{d.strength()}"
+    if state == "holds":
+        return f"holds at r = {ratio} ({said})"
+    need = d.seeds_to_settle()
+    settle = (f"; about {need} seeds would settle it" if need and need > d.seeds
+              else "; more seeds would tell" if d.z is None or d.z == 0 else "")
+    return f"is undetermined at r = {ratio} ({said}{settle})"
+
+
+def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the comparison says: does crossmodal KD help, does the MFH ordering hold,
+    and which row is best.
+
+    Every comparison uses one rule on the per-seed differences of the two rows (they
+    share seeds): clear when ``|mean / SE| > 2``, with ``SE = std(ddof=1) / sqrt(seeds)``.
+    ``ranking`` says whether the ranking the derived teachers come from is reliable
+    (``{"reliable": bool, "why": str}``); when it is not, the derived teachers' rows are
+    shown but not interpreted.
     """
     base = report.baselines
     none, regular = base["none"], base["regular"]
-    se = paired_se(regular, none)
-    kd_delta = regular.student_mean - none.student_mean
-    ordering: dict[str, bool] = {}
+    unit = f"{report.metric} points"
+    kd = difference(regular, none)
+    reliable = ranking is None or ranking.get("reliable", True)
+    states: dict[str, str] = {}
+    details: dict[str, dict[str, Any]] = {}
+    parts = []
     by_mode = {(r.teacher, r.ratio): r for r in report.rows}
     for ratio in sorted({r.ratio for r in report.rows if r.teacher in DERIVED}):
         trio = [by_mode.get((m, ratio)) for m in ("general", "random", "specific")]
         if all(trio):
-            g, r, s = (row.student_mean for row in trio)
-            ordering[f"{ratio:g}"] = g >= r >= s
+            key = f"{ratio:g}"
+            states[key], found = ordering(*trio)
+            details[key] = {k: d.to_dict() for k, d in found.items()}
+            parts.append(_ordering_text(key, states[key], found, unit))
     best = max(report.rows, key=lambda row: row.student_mean)
-    unit = f"{report.metric} points"
     general_rows = [r for r in report.rows if r.teacher == "general"]
     sweet = max(general_rows, key=lambda r: r.student_mean) if len(general_rows) > 1 else None
 
-    def clear(delta: float, error: float = se) -> bool:
-        return abs(delta) > 2 * error
-
-    def strength(delta: float, error: float = se) -> str:
-        if error == 0:
-            return ""
-        return (f" ({abs(delta) / error:.1f} standard errors)" if clear(delta, error)
-                else " (within run-to-run noise)")
-
-    kd_helps = kd_delta > 0 and clear(kd_delta)
-    said = f"Regular-KD is {kd_delta:+.2f} {unit} against No-KD{strength(kd_delta)}"
-    if kd_helps:
+    said = f"Regular-KD is {kd.delta:+.2f} {unit} against No-KD{kd.strength()}"
+    if kd.gain:
         lines = [f"Crossmodal KD helps here: {said}."]
-    elif kd_delta < 0 and clear(kd_delta):
+    elif kd.loss:
         lines = [f"Crossmodal KD with the regular teacher hurts here: {said}."]
     else:
         lines = [f"Crossmodal KD with the regular teacher makes no clear difference here: "
                  f"{said}."]
-    if ordering:
-        held = [r for r, ok in ordering.items() if ok]
-        if len(held) == len(ordering):
-            lines.append("The MFH ordering general >= random >= specific holds at r = "
-                         f"{', '.join(ordering)}: the teacher's modality-general channels "
-                         "are what transfers.")
-        else:
-            lines.append(f"The MFH ordering general >= random >= specific holds at "
-                         f"{len(held)} of {len(ordering)} ratios "
-                         f"({', '.join(held) or 'none'}).")
-    if sweet is not None:
+    if not reliable and parts:
+        lines.append(f"The ranking is unreliable here ({ranking.get('why', 'see rank')}): "
+                     "the derived teachers' rows are shown, but say nothing about the "
+                     "hypothesis.")
+    elif parts:
+        text = "; it ".join(parts)
+        lines.append(f"The MFH ordering general >= random >= specific {text}.")
+        if all(v == "holds" for v in states.values()):
+            lines.append("The teacher's modality-general channels are what transfers.")
+    if sweet is not None and reliable:
         lines.append(f"Sweet spot: the modality-general teacher's student is best at r = "
                      f"{sweet.ratio:g} ({sweet.student_mean:.2f}) of the "
                      f"{len(general_rows)} ratios distilled.")
-    if best.teacher not in BASELINES:
-        gain = best.student_mean - regular.student_mean
-        best_se = paired_se(best, regular)
-        best_clear = clear(gain, best_se) or best_se == 0
-        advice = ("use that teacher" if best_clear
-                  else "no teacher is clearly better than the regular one at these seeds; "
-                       "more --seeds would tell")
-        lines.append(f"Best student: {best.label}, {gain:+.2f} {unit} over Regular-KD"
-                     f"{strength(gain, best_se)}; {advice}.")
-    elif best.teacher == "none":
-        lines.append("No teacher beat training the student alone: the modalities may share "
-                     "little label-relevant information; try a modality-general teacher at "
-                     "other ratios (a sweep) or skip KD.")
+    best_vs_regular = difference(best, regular)
+    derived_best = best.teacher not in BASELINES
+    if derived_best:
+        if best.teacher in DERIVED and not reliable:
+            advice = "but the ranking behind it is unreliable"
+        elif best_vs_regular.gain:
+            advice = "use that teacher"
+        else:
+            need = best_vs_regular.seeds_to_settle()
+            advice = ("no teacher is clearly better than the regular one at these seeds; "
+                      + (f"about {need} seeds would tell" if need and
+                         need > best_vs_regular.seeds else "more --seeds would tell"))
+        lines.append(f"Best student: {best.label}, {best_vs_regular.delta:+.2f} {unit} over "
+                     f"Regular-KD{best_vs_regular.strength()}; {advice}.")
+    elif best.teacher == "regular":
+        others = [r for r in report.rows if r is not best]
+        runner = max(others, key=lambda row: row.student_mean)
+        lead = difference(best, runner)
+        lines.append(f"Best student: Regular-KD, {lead.delta:+.2f} {unit} over the next "
+                     f"({runner.label}){lead.strength()}: no derived teacher beats the "
+                     "regular one here.")
+    else:
+        lines.append("Best student: No-KD. No teacher beat training the student alone: the "
+                     "modalities may share little label-relevant information; try a "
+                     "modality-general teacher at other ratios (a sweep) or skip KD.")
+    holds = (None if not states else False if "fails" in states.values()
+             else True if all(v == "holds" for v in states.values()) else None)
     return {
-        "kd_helps": kd_helps,
-        "kd_delta": kd_delta,
-        "kd_delta_se": se,
-        "mfh_ordering": ordering,
-        "mfh_ordering_holds": all(ordering.values()) if ordering else None,
+        "kd_helps": kd.gain,
+        "kd_delta": kd.delta,
+        "kd_delta_se": kd.se,
+        "kd": kd.to_dict(),
+        "ranking_reliable": reliable,
+        "mfh_ordering": states,
+        "mfh_ordering_detail": details,
+        "mfh_ordering_holds": holds,
         "sweet_spot": None if sweet is None else {"ratio": sweet.ratio,
                                                   "student_mean": sweet.student_mean},
         "best": best.label,
-        "best_delta_vs_regular": best.student_mean - regular.student_mean,
-        "best_delta_vs_regular_se": paired_se(best, regular),
-        "best_is_clear": best.teacher not in BASELINES and (
-            best.student_mean - regular.student_mean > 2 * paired_se(best, regular)),
+        "best_delta_vs_regular": best_vs_regular.delta,
+        "best_delta_vs_regular_se": best_vs_regular.se,
+        "best_is_clear": derived_best and best_vs_regular.gain and (
+            reliable or best.teacher not in DERIVED),
         "text": " ".join(lines),
     }
 
@@ -133,7 +239,7 @@ def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[
         else:
             advice.append("The modality-general teacher gives the best student, but not "
                           "clearly: rerun with more --seeds (say 10) before switching to it.")
-    if verdict["mfh_ordering_holds"] is False:
+    if verdict["mfh_ordering_holds"] is False and verdict.get("ranking_reliable", True):
         metrics = rank_document["aligned"]["metrics"]["a"]["test"] or {}
         advice.append("The students do not order as the hypothesis predicts, so the ranking "
                       "may be unreliable here: check the aligned networks' test "

@@ -45,35 +45,43 @@ def test_paired_standard_error_is_that_of_the_per_seed_differences():
 def test_a_clear_gain_and_the_hypothesis_holding_say_so_and_name_the_teacher():
     regular = _plus(NONE, [1.0, 1.2, 0.8])  # +1.00, se 0.2/sqrt(3): 8.7 standard errors
     general = _plus(regular, [2.0, 2.1, 1.9])  # +2.00 over Regular-KD, se 0.1/sqrt(3)
+    specific = _plus(NONE, [-1, -1, -1])  # general - specific: +4.00, se 0.3/sqrt(3)
     found = _comparison(_row("none", NONE), _row("regular", regular),
                         _row("general", general, 0.5), _row("random", regular, 0.5),
-                        _row("specific", _plus(NONE, [-1, -1, -1]), 0.5))
+                        _row("specific", specific, 0.5))
     v = found.verdict
     assert v["kd_helps"] is True and v["kd_delta"] == pytest.approx(1.0)
-    assert v["mfh_ordering"] == {"0.5": True} and v["mfh_ordering_holds"] is True
+    assert v["mfh_ordering"] == {"0.5": "holds"} and v["mfh_ordering_holds"] is True
+    assert v["mfh_ordering_detail"]["0.5"]["general-specific"]["z"] == pytest.approx(
+        4.0 / (0.3 / 3**0.5))
     assert v["best"] == "general r=0.5" and v["best_is_clear"] is True
     assert v["text"] == (
         "Crossmodal KD helps here: Regular-KD is +1.00 accuracy points against No-KD "
         "(8.7 standard errors). The MFH ordering general >= random >= specific holds at "
-        "r = 0.5: the teacher's modality-general channels are what transfers. Best "
-        "student: general r=0.5, +2.00 accuracy points over Regular-KD (34.6 standard "
-        "errors); use that teacher.")
+        "r = 0.5 (general - specific +4.00 accuracy points (23.1 standard errors)). The "
+        "teacher's modality-general channels are what transfers. Best student: general "
+        "r=0.5, +2.00 accuracy points over Regular-KD (34.6 standard errors); use that "
+        "teacher.")
 
 
-def test_differences_inside_noise_are_called_so():
+def test_differences_inside_noise_are_undetermined_and_say_how_many_seeds_would_tell():
     regular = _plus(NONE, [1.0, -1.0, 0.5])  # +0.17 with se 0.6: no clear difference
-    general = _plus(regular, [1.0, -0.5, 0.2])  # +0.23 over Regular-KD, se 0.44
+    general = _plus(regular, [1.0, -0.5, 0.2])  # +0.23 over Regular-KD, se 0.43
+    specific = _plus(regular, [0.5, -1.0, 0.3])  # general - specific: +0.30, se 0.2, z 1.5
     found = _comparison(_row("none", NONE), _row("regular", regular),
-                        _row("general", general, 0.5))
+                        _row("general", general, 0.5), _row("random", regular, 0.5),
+                        _row("specific", specific, 0.5))
     v = found.verdict
     assert v["kd_helps"] is False and v["best_is_clear"] is False
-    assert v["text"].startswith("Crossmodal KD with the regular teacher makes no clear "
-                                "difference here: Regular-KD is +0.17 accuracy points "
-                                "against No-KD (within run-to-run noise).")
-    assert v["text"].endswith("Best student: general r=0.5, +0.23 accuracy points over "
-                              "Regular-KD (within run-to-run noise); no teacher is clearly "
-                              "better than the regular one at these seeds; more --seeds "
-                              "would tell.")
+    assert v["mfh_ordering"] == {"0.5": "undetermined"} and v["mfh_ordering_holds"] is None
+    assert v["text"] == (
+        "Crossmodal KD with the regular teacher makes no clear difference here: Regular-KD "
+        "is +0.17 accuracy points against No-KD (within run-to-run noise). The MFH ordering "
+        "general >= random >= specific is undetermined at r = 0.5 (general - specific "
+        "+0.30 accuracy points (within run-to-run noise); about 6 seeds would settle it). "
+        "Best student: general r=0.5, +0.23 accuracy points over Regular-KD (within "
+        "run-to-run noise); no teacher is clearly better than the regular one at these "
+        "seeds; about 42 seeds would tell.")
 
 
 def test_kd_that_hurts_with_no_teacher_beating_the_student_alone():
@@ -85,13 +93,49 @@ def test_kd_that_hurts_with_no_teacher_beating_the_student_alone():
     v = found.verdict
     assert v["text"].startswith("Crossmodal KD with the regular teacher hurts here: "
                                 "Regular-KD is -2.00 accuracy points against No-KD")
-    assert v["mfh_ordering"] == {"0.5": False}  # random beat general
-    assert "holds at 0 of 1 ratios (none)" in v["text"]
-    assert v["best"] == "No-KD" and v["text"].endswith("or skip KD.")
+    # general - random: -0.50, se 0.2/sqrt(3): clearly reversed
+    assert v["mfh_ordering"] == {"0.5": "fails"} and v["mfh_ordering_holds"] is False
+    assert ("The MFH ordering general >= random >= specific fails at r = 0.5 (general - "
+            "random -0.50 accuracy points (4.3 standard errors)).") in v["text"]
+    assert v["best"] == "No-KD" and "Best student: No-KD." in v["text"]
+    assert v["text"].endswith("or skip KD.")
     advice = advise(found, {"aligned": {"metrics": {"a": {"test": {"accuracy": 0.9}}}}},
                     None)
     assert any("do not order as the hypothesis predicts" in a for a in advice)
     assert any("does not clearly help" in a for a in advice)
+
+
+def test_the_best_row_is_named_when_it_is_regular_kd():
+    regular = _plus(NONE, [1.0, 1.2, 0.8])
+    general = _plus(NONE, [0.2, 0.0, 0.4])  # Regular-KD leads by 0.8, 1.2, 0.4: se 0.4/sqrt(3)
+    v = _comparison(_row("none", NONE), _row("regular", regular),
+                    _row("general", general, 0.5)).verdict
+    assert v["best"] == "Regular-KD" and v["best_is_clear"] is False
+    assert v["text"].endswith("Best student: Regular-KD, +0.80 accuracy points over the "
+                              "next (general r=0.5) (3.5 standard errors): no derived "
+                              "teacher beats the regular one here.")
+
+
+def test_one_seed_decides_nothing():
+    v = _comparison(_row("none", [70.0]), _row("regular", [75.0]),
+                    _row("general", [76.0], 0.5), _row("random", [74.0], 0.5),
+                    _row("specific", [60.0], 0.5)).verdict
+    assert v["kd_helps"] is False and v["mfh_ordering"] == {"0.5": "undetermined"}
+    assert "(one seed: no error estimate)" in v["text"] and "more seeds would tell" in v["text"]
+
+
+def test_an_unreliable_ranking_withholds_conclusions_about_derived_teachers():
+    regular = _plus(NONE, [1.0, 1.2, 0.8])
+    found = Comparison(Path("run"), [
+        _row("none", NONE), _row("regular", regular),
+        _row("general", _plus(regular, [2.0, 2.1, 1.9]), 0.5),
+        _row("random", regular, 0.5), _row("specific", _plus(NONE, [-1, -1, -1]), 0.5)],
+        {"ratios": [0.5]}, "key", "id")
+    v = verdict(found, {"reliable": False, "why": "alignment score 0.12 below 0.5"})
+    assert v["ranking_reliable"] is False and v["best_is_clear"] is False
+    assert "The ranking is unreliable here (alignment score 0.12 below 0.5)" in v["text"]
+    assert "MFH ordering" not in v["text"] and "use that teacher" not in v["text"]
+    assert v["mfh_ordering"] == {"0.5": "holds"}  # still computed, for the record
 
 
 def test_a_sweep_names_its_sweet_spot():

@@ -25,7 +25,7 @@ import torch
 
 from cmkd_doctor.engine import FitResult, Schedule, auto_epochs, fit, predict
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
-from cmkd_doctor.models import Net, NetConfig, Stacked, new_net, parse_hidden, scale_of
+from cmkd_doctor.models import Net, NetConfig, Stacked, new_net, parse_hidden, standardisation
 from cmkd_doctor.options import number, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.seeds import derive_seed
@@ -116,6 +116,7 @@ class Rows:
     multilabel: bool
     device: torch.device
     chunk_rows: int | None = None
+    standardize: bool = True  # see cmkd_doctor.models.standardisation
 
     def plan(self, extra_bytes: int = 0) -> int:
         """Rows per chunk for every part (resident when all fit)."""
@@ -165,19 +166,18 @@ def train_classifiers(
     val = (rows.part(rows.val, extra, chunk)
            if len(rows.val) and options.patience > 0 else None)
     device = rows.device
-    mean, std = fitting.moments(0)
-    scale = scale_of(std)
+    mean, scale = standardisation(*fitting.stats(0), rows.standardize)
     config = NetConfig(fitting.widths[0], options.hidden, rows.n_classes, rows.multilabel)
     nets = []
     for m in members:
         net = new_net(config, derive_seed(m.seed, "net_init"))
         if m.keep is None:
-            net.set_standardisation(mean.cpu(), std.cpu())
+            net.set_standardisation(mean.cpu(), scale.cpu())
         else:  # a masked channel is constant: its fill, unscaled
             keep = torch.as_tensor(m.keep, dtype=torch.bool)
             net.set_standardisation(
                 torch.where(keep, mean.cpu(), torch.as_tensor(m.fill).float()),
-                torch.where(keep, std.cpu(), torch.zeros_like(std.cpu())))
+                torch.where(keep, scale.cpu(), torch.ones_like(scale.cpu())))
         nets.append(net)
     model = Stacked(nets).to(device)
     # every member standardises with the same statistics (a masked channel then is 0):

@@ -93,7 +93,8 @@ def derive_teacher(
 
     rows = run.rows(run.teacher_side, device, train.chunk_rows)
     d = run.salience.shape[0]
-    nullified = nullified_channels(run.salience, spec.mode, spec.ratio, spec.seed)
+    nullified = nullified_channels(run.salience, spec.mode, spec.ratio, spec.seed,
+                                   run.constant)
     keep = np.ones(d, dtype=bool)
     keep[nullified] = False
     mean, _ = rows.part(run.split.train).moments(0)
@@ -129,6 +130,8 @@ def derive_teacher(
         "refit": spec.refit,
         "modality": run.teacher_side,
         "n_channels": d,
+        "constant_channels": run.constant.tolist(),
+        "standardized": run.standardize,
         "nullified": nullified.tolist(),
         "mask": keep.astype(int).tolist(),
         "fill_values": fill.cpu().tolist(),

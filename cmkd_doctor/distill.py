@@ -264,7 +264,7 @@ def _search(options: DistillOptions, d: int, students: Students
             ) -> tuple[list[Row], dict[str, Any]]:
     """--ratio auto: general teachers on a coarse grid, then at the best ratio +- 0.1;
     the other requested teachers only at the ratio found (the sweet spot)."""
-    def valid(r: float) -> bool:
+    def valid(r: float) -> bool:  # d counts the informative channels
         return 0 < r < 1 and 0 < n_nullified(r, d) < d
 
     spec = TeacherSpec(mode="general", fill=options.fill, source=options.source,
@@ -315,7 +315,7 @@ def distill(run_dir: str | Path | Run, options: DistillOptions | None = None,
                          "(--test-split 0); students need held-out rows: rerun rank with "
                          "--test-split 0.2")
     train = options.train.resolved(run.rank_options["hidden"])
-    d = len(run.salience)
+    d = len(run.salience) - len(run.constant)  # the informative channels
     if options.auto_ratio and not [r for r in COARSE if 0 < n_nullified(r, d) < d]:
         raise InputError(f"--ratio auto: modality {run.teacher_side} has {d} channels, too "
                          "few to search nullifying ratios")
@@ -333,5 +333,5 @@ def distill(run_dir: str | Path | Run, options: DistillOptions | None = None,
     comparison = Comparison(run.path, rows,
                             {**asdict(replace(options, train=None)), "train": train.to_dict()},
                             options.key(train), run.run_id, search=search, timings=timings)
-    comparison.verdict = verdict(comparison)
+    comparison.verdict = verdict(comparison, run.ranking_reliability)
     return comparison

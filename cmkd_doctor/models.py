@@ -9,6 +9,7 @@ training set's mean and standard deviation, so saved networks take raw features.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,27 +78,30 @@ class Net(nn.Module):
     def first(self) -> nn.Linear:
         return self.layers[0]
 
-    def folded_first(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """First-layer weight and bias acting on raw features (standardisation folded in).
-
-        Returns ``w (H, d)``, ``b (H,)`` with ``first(standardise(x)) == x @ w.T + b``.
-        """
-        w = self.first.weight / self.scale  # (H, d)
-        b = self.first.bias - w @ self.mean  # (H,)
-        return w, b
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers((x - self.mean) / self.scale)
 
-    def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def set_standardisation(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """``x`` enters the first layer as ``(x - mean) / scale`` (see
+        :func:`standardisation`)."""
         self.mean.copy_(mean)
-        self.scale.copy_(scale_of(std))
+        self.scale.copy_(scale)
 
 
-def scale_of(std: torch.Tensor) -> torch.Tensor:
-    """The standardisation scale of channels with standard deviation ``std``: a constant
-    channel gets scale 1, so it stays constant rather than dividing by 0."""
-    return torch.where(std > 1e-12, std, torch.ones_like(std))
+def standardisation(mean: torch.Tensor, std: torch.Tensor, constant: torch.Tensor,
+                    enabled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(mean, scale)`` a network standardises its input with.
+
+    Enabled (the default of every command): each channel's mean and standard deviation
+    on the fit rows, so a network trains the same whatever the units of a channel. A
+    channel that is constant on the fit rows carries nothing: its scale is infinite, so
+    it enters as 0 whatever its value on other rows, and its first-layer weights act on
+    nothing. Disabled (``--no-standardize``): raw features, mean 0 and scale 1.
+    """
+    if not enabled:
+        return torch.zeros_like(mean), torch.ones_like(std)
+    scale = torch.where(std > 0, std, torch.ones_like(std))
+    return mean, torch.where(constant, torch.full_like(std, math.inf), scale)
 
 
 def new_net(config: NetConfig, init_seed: int) -> Net:

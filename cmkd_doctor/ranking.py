@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,10 +25,10 @@ import torch
 from cmkd_doctor import distributed
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.engine import FitResult, Schedule, auto_epochs, evaluate_rows, fit, predict
-from cmkd_doctor.errors import InputError
+from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.inputs import PairedData, load_paired
 from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
-from cmkd_doctor.models import Net, NetConfig, new_net, parse_hidden
+from cmkd_doctor.models import Net, NetConfig, new_net, parse_hidden, standardisation
 from cmkd_doctor.options import number, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.registry import Registry
@@ -78,6 +79,10 @@ class RankOptions:
     patience
         Stop step 1 once the Eq. 28 loss on a validation tenth of the training rows has
         not improved for this many epochs and keep the best epoch; 0 trains all epochs.
+    standardize
+        Standardise every channel with its fit-row mean and standard deviation inside
+        the networks (:func:`cmkd_doctor.models.standardisation`), so the ranking does
+        not depend on a channel's units; ``False`` feeds raw features.
     """
 
     repeats: int = 10
@@ -94,6 +99,7 @@ class RankOptions:
     split: str | None = None
     estimator: str = "sampled"
     chunk_rows: int | None = None
+    standardize: bool = True
     device: str = "auto"
     seed: int = 0
 
@@ -111,6 +117,8 @@ class RankOptions:
         PERMUTED_ROWS.check(self.permute_on)
         whole("patience", self.patience, 0)
         whole("seed", self.seed, 0)
+        if not isinstance(self.standardize, bool):
+            raise option_error("standardize", "true or false", self.standardize)
         ESTIMATORS.check(self.estimator)
         if self.estimator == "exact" and (parse_hidden(self.hidden) or self.dist != "mse"):
             raise InputError("--estimator exact has a closed form only for a linear head "
@@ -138,6 +146,12 @@ class RankResult:
         ``(d, M)`` float64, Dist after permuting channel ``i`` in repeat ``m`` (step 6).
     unpermuted
         Dist between the aligned networks before any permutation.
+    constant
+        Sorted channels of the permuted modality that are constant on the fit rows:
+        they carry nothing, every derived teacher nullifies them, and
+        :func:`channel_order` puts them last.
+    alignment
+        How well f2 reproduces f1 on the permuted rows (:func:`alignment`).
     """
 
     salience: np.ndarray
@@ -152,6 +166,10 @@ class RankResult:
     device: str
     metrics: dict[str, dict[str, dict[str, float] | None]]
     timings: dict[str, float]
+    constant: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    standardization: dict[str, Any] = field(default_factory=dict)
+    alignment: dict[str, Any] = field(default_factory=dict)
+    negative: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -173,19 +191,23 @@ def align(
     options: RankOptions,
     held_out: RowSet | None = None,
     progress: Progress = no_progress,
+    stats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[Net, Net, FitResult]:
     """Algorithm 1, step 1: jointly train f1 on X^a and f2 on X^b with Eq. 28.
 
     ``L = Dist(f1(Xa), f2(Xb)) + CE(Y, f1(Xa)) + CE(Y, f2(Xb))`` (BCE for multi-hot).
     ``train`` and ``held_out`` hold the arrays ``(xa, xb, y)``; ``held_out`` enables
-    early stopping on the same loss. The pair is one member of the engine's fit.
+    early stopping on the same loss. ``stats`` are each modality's fit-row
+    :meth:`~cmkd_doctor.streaming.RowSet.stats` (computed when not given). The pair is
+    one member of the engine's fit.
     """
     distance = DISTANCES[options.dist]
+    stats = stats or [train.stats(0), train.stats(1)]
     nets = []
     for which, stage in ((0, "init_a"), (1, "init_b")):
         config = NetConfig(train.widths[which], options.hidden, n_classes, multilabel)
         net = new_net(config, derive_seed(options.seed, stage)).to(train.device)
-        net.set_standardisation(*train.moments(which))
+        net.set_standardisation(*standardisation(*stats[which], options.standardize))
         nets.append(net)
     net_a, net_b = nets
     pair = _Pair(net_a, net_b).train()
@@ -282,7 +304,10 @@ def permutation_distances(
     device = target.device
     if not isinstance(x, RowSet):
         perms = perms.to(device)
-    w, b = net.folded_first()  # (H, d), (H,): acts on raw x
+    # the first layer acts on standardised x: folding the scale into the weights would
+    # overflow float32 for channels of tiny scale (1e-21 and below occur in real data)
+    w, b = net.first.weight, net.first.bias  # (H, d), (H,)
+    mean, scale = net.mean, net.scale
     width = w.shape[0]
     closed_form = not net.config.hidden and distance.name == "mse"
     tile = tile_elements or TILE_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
@@ -293,7 +318,8 @@ def permutation_distances(
     increase = torch.zeros(d, n_repeats, dtype=torch.float64, device=device)
     base = torch.zeros((), dtype=torch.float64, device=device)
     for r0 in range(0, n, rows):
-        xc, tc = span(r0, min(n, r0 + rows)), target[r0 : r0 + rows]  # (c, d), (c, K)
+        xc = (span(r0, min(n, r0 + rows)) - mean) / scale  # (c, d), standardised
+        tc = target[r0 : r0 + rows]  # (c, K)
         pre = torch.addmm(b, xc, w.T)  # (c, H)
         out = _tail(net, pre.clone())  # (c, K)
         base_terms = distance.row_terms(out, tc, multilabel)  # (c,)
@@ -302,7 +328,8 @@ def permutation_distances(
             # Linear head, MSE: ||R + delta w_i||^2 - ||R||^2 = 2 delta R.w_i + delta^2 |w_i|^2
             rw = (out - tc) @ w[:, lo:hi]  # (c, channels)
         for m in range(n_repeats):
-            delta = read(perms[m, r0 : r0 + rows])[:, lo:hi] - xc[:, lo:hi]  # (c, channels)
+            moved_x = (read(perms[m, r0 : r0 + rows])[:, lo:hi] - mean[lo:hi]) / scale[lo:hi]
+            delta = moved_x - xc[:, lo:hi]  # (c, channels)
             if closed_form:
                 inc = 2 * (delta * rw).sum(0) + w_sq * delta.square().sum(0)  # (channels,)
                 increase[lo:hi, m] += inc
@@ -328,8 +355,9 @@ def expected_increase(net: Net, x: torch.Tensor | RowSet, target: torch.Tensor,
     """The exact expectation, over a uniformly random row permutation, of the increase in
     MSE when channel i is permuted: ``(d,)`` float64, and the unpermuted distance.
 
-    Proof. With a linear head the logits are ``L = x W^T + b`` (``W (K, d)``, standardising
-    folded in). Permuting column i by pi adds ``delta_n W[:, i]`` to row n, where
+    Proof. With a linear head the logits are ``L = x W^T + b`` (``W (K, d)``, ``x`` the
+    standardised features; permuting a column of raw features permutes the same column of
+    standardised ones). Permuting column i by pi adds ``delta_n W[:, i]`` to row n, where
     ``delta_n = x[pi(n), i] - x[n, i]``. With the residual ``R = L - target`` and
     ``q = R W[:, i]`` (n,), the summed squared error grows by
 
@@ -349,16 +377,16 @@ def expected_increase(net: Net, x: torch.Tensor | RowSet, target: torch.Tensor,
     Only column moments and one product ``R W`` (n x d) are needed: O(n d), no sampling.
     Sampled estimates (:func:`permutation_distances`) converge to it as M grows.
     """
-    w, b = net.folded_first()  # (K, d), (K,)
+    w, b = net.first.weight, net.first.bias  # (K, d), (K,): on standardised x
     n, d, span, _ = _rows_of(x, which)
     n_classes, device = w.shape[0], target.device
     sums = {k: torch.zeros(d, dtype=torch.float64, device=device)
             for k in ("x", "xx", "q", "xq")}
     base = torch.zeros((), dtype=torch.float64, device=device)
     for r0 in range(0, n, rows):
-        raw = span(r0, min(n, r0 + rows))
-        xc = raw.double()
-        residual = torch.addmm(b, raw, w.T).double() - target[r0 : r0 + rows]
+        standard = (span(r0, min(n, r0 + rows)) - net.mean) / net.scale  # (c, d)
+        xc = standard.double()
+        residual = torch.addmm(b, standard, w.T).double() - target[r0 : r0 + rows]
         q = residual @ w.double()  # (c, d): q for every channel at once
         sums["x"] += xc.sum(0)
         sums["xx"] += xc.square().sum(0)
@@ -464,9 +492,11 @@ def rank(data: PairedData, options: RankOptions | None = None,
 
     fit_rows, val_rows = fit_and_validation(split.train, labels.y, options.seed)
     fitting, val, test = part(fit_rows), part(val_rows), part(split.test)
+    stats = [fitting.stats(0), fitting.stats(1)]
     t0 = time.perf_counter()
     net_a, net_b, fitted = align(fitting, labels.n_classes, labels.multilabel, options,
-                                 held_out=val if len(val) else None, progress=progress)
+                                 held_out=val if len(val) else None, progress=progress,
+                                 stats=stats)
     train_s = time.perf_counter() - t0
 
     permuted_rows = "test" if options.permute_on == "test" and len(split.test) else "train"
@@ -479,12 +509,32 @@ def rank(data: PairedData, options: RankOptions | None = None,
         net, rows, target, options, labels.multilabel, which, progress)
     permute_s = time.perf_counter() - t0
     increase = increase.cpu().numpy()
+    constant = np.flatnonzero(stats[which][2].cpu().numpy()).astype(np.int64)
     salience = normalize(increase.mean(axis=1), options.normalize)
+    agreement = alignment(predict(net, rows, which=which), target, permuted_rows)
     warnings = []
     if not np.any(salience):
         warnings.append(
             f"no channel of modality {options.permute} moves the aligned networks apart when "
             "permuted: the salience is all zeros (are the features informative?)")
+    if not agreement["reliable"]:
+        warnings.append(
+            f"the aligned networks agree poorly on the {permuted_rows} rows (alignment "
+            f"{agreement['score']:.2f}, below {agreement['threshold']:g}), so the salience "
+            "says little about modality-general information: "
+            + ("try --standardize, " if not options.standardize else "")
+            + "more --epochs or rows, another layer of your backbone (extract), or a "
+              "modality b that predicts the labels better")
+    if len(constant):
+        warnings.append(f"{len(constant)} of {len(salience)} channels of modality "
+                        f"{options.permute} are constant on the fit rows: they carry "
+                        "nothing, every derived teacher nullifies them, and the ranking "
+                        "puts them last")
+    standardization = {
+        "enabled": options.standardize, "rows": "fit",
+        **{side: {"mean": stats[w][0].cpu().tolist(), "std": stats[w][1].cpu().tolist(),
+                  "constant": np.flatnonzero(stats[w][2].cpu().numpy()).tolist()}
+           for side, w in (("a", 0), ("b", 1))}}
 
     metrics: dict = {"a": {}, "b": {}}
     for name, parts in (("train", [fitting, val]), ("test", [test])):
@@ -496,7 +546,50 @@ def rank(data: PairedData, options: RankOptions | None = None,
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,
         permuted_rows=permuted_rows, device=str(device), metrics=metrics,
         timings={"train_s": round(train_s, 4), "permute_s": round(permute_s, 4)},
-        warnings=warnings)
+        constant=constant, standardization=standardization, alignment=agreement,
+        negative=negative_channels(increase), warnings=warnings)
+
+
+# Alignment below this is flagged: the salience then measures noise more than shared
+# information (chosen from measurements, see README "Real data").
+ALIGNMENT_THRESHOLD = 0.5
+
+
+def alignment(f1: torch.Tensor, f2: torch.Tensor, rows: str) -> dict[str, Any]:
+    """How much of f1's output variation f2 reproduces on the same rows (R^2).
+
+    Both ``(n, K)`` logits are centred per row (softmax ignores a shift shared by a row's
+    logits), then ``score = 1 - sum((f1 - f2)^2) / sum((f1 - mean_rows(f1))^2)``: 1 when
+    f2 reproduces f1 exactly, 0 when it does no better than f1's average output, negative
+    when worse. Algorithm 1 reads the networks' disagreement after permuting a channel as
+    modality-general information only if they agree before it.
+    """
+    a = f1.double() - f1.double().mean(-1, keepdim=True)
+    b = f2.double() - f2.double().mean(-1, keepdim=True)
+    spread = float((a - a.mean(0)).square().sum())
+    score = 1.0 - float((a - b).square().sum()) / spread if spread > 0 else 0.0
+    return {"score": score, "reliable": score >= ALIGNMENT_THRESHOLD,
+            "threshold": ALIGNMENT_THRESHOLD, "rows": rows}
+
+
+def negative_channels(increase: np.ndarray) -> dict[str, Any]:
+    """Channels whose permutation brings the networks significantly closer: the mean
+    increase over repeats below -2 standard errors (over the repeats)."""
+    repeats = increase.shape[1]
+    if repeats < 2:
+        return {"count": None, "channels": [], "rule": "needs M >= 2 repeats"}
+    se = increase.std(axis=1, ddof=1) / np.sqrt(repeats)
+    found = np.flatnonzero(increase.mean(axis=1) < -2 * se)
+    return {"count": int(len(found)), "channels": found.tolist(),
+            "rule": "mean increase over the repeats below -2 standard errors"}
+
+
+def channel_order(salience: np.ndarray, constant: np.ndarray | list[int] = ()) -> np.ndarray:
+    """Channels from the most to the least modality-general: by salience, ties by index,
+    with the constant channels (which carry nothing) last."""
+    order = np.argsort(-np.asarray(salience), kind="stable")
+    last = np.isin(order, np.asarray(constant, dtype=np.int64))
+    return np.concatenate([order[~last], order[last]])
 
 
 def rank_files(

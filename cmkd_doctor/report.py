@@ -21,6 +21,7 @@ import numpy as np
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import ranking_against_truth
 from cmkd_doctor.outputs import check_out_dir, write_bytes, write_text
+from cmkd_doctor.ranking import channel_order
 from cmkd_doctor.rundir import RunDir
 
 PLOTS = {
@@ -44,7 +45,9 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         raise InputError(f"{run.file('permuted_distances')}: shape {distances.shape} does "
                          f"not fit {salience.shape[0]} channels; rerun 'cmkd-doctor rank'")
     increase = distances - rank["unpermuted_distance"]  # (d, M)
-    order = np.argsort(-salience, kind="stable")
+    constant = rank.get("constant_channels", [])
+    order = channel_order(salience, constant)
+    order = order[: len(order) - len(constant)]  # informative channels, most general first
     top = order[:20]
     scale = max(float(increase.mean(1).max()), 1e-12)
     doc: dict[str, Any] = {

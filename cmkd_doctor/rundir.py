@@ -128,7 +128,8 @@ class RunDir:
         document = rank_document(result, data, run_id)
         meta = {"role": "aligned", "options": json.dumps(document["options"]),
                 "inputs": json.dumps(document["inputs"]), "cmkd_doctor": __version__,
-                "run_id": run_id}
+                "run_id": run_id,
+                "standardized": json.dumps(result.options.standardize)}
         write_npy(self.file("salience"), result.salience.astype(np.float32))
         write_npy(self.file("permuted_distances"), result.distances)
         buffer = io.BytesIO()
@@ -352,6 +353,10 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
         "permuted_modality": opts.permute,
         "permuted_rows": result.permuted_rows,
         "unpermuted_distance": result.unpermuted,
+        "alignment": result.alignment,
+        "constant_channels": result.constant.tolist(),
+        "negative_salience": result.negative,
+        "standardization": result.standardization,
         "permuted_distance": {
             "file": RunDir.RANK["permuted_distances"],
             "mean": result.distances.mean(axis=1).tolist(),
@@ -398,6 +403,24 @@ class Run:
         return int(self.document["options"]["seed"])
 
     @property
+    def constant(self) -> np.ndarray:
+        """Channels of the teacher's modality constant on the fit rows."""
+        return np.asarray(self.document.get("constant_channels", []), dtype=np.int64)
+
+    @property
+    def standardize(self) -> bool:
+        return bool(self.document["options"].get("standardize", True))
+
+    @property
+    def ranking_reliability(self) -> dict[str, Any]:
+        """Whether the ranking can be trusted, and why not (for the verdict)."""
+        found = self.document.get("alignment") or {}
+        if found and not found.get("reliable", True):
+            return {"reliable": False, "why": f"the aligned networks' alignment score "
+                    f"{found['score']:.2f} is below {found['threshold']:g}"}
+        return {"reliable": True, "why": ""}
+
+    @property
     def rank_options(self) -> dict[str, Any]:
         return self.document["options"]
 
@@ -410,7 +433,8 @@ class Run:
         labels = self.data.labels
         fit, val = fit_and_validation(self.split.train, labels.y, self.seed)
         return Rows(self.features(side), labels.y, fit, val, self.split.test,
-                    labels.n_classes, labels.multilabel, device, chunk_rows)
+                    labels.n_classes, labels.multilabel, device, chunk_rows,
+                    standardize=self.standardize)
 
     def aligned_net(self, device: torch.device) -> Net:
         return self.dir.read_net(self.teacher_side, device)

@@ -35,6 +35,8 @@ BLOCKS_PER_CHUNK = 64
 # read_rows: rows closer than this are read in one run; no run crosses a window this big.
 GAP_ROWS = 8
 SPAN_BYTES = 8 << 20
+# RowSet.stats: rows converted to float64 at a time for resident sets.
+STATS_ROWS = 1 << 16
 
 
 def release(array: np.ndarray) -> None:
@@ -259,18 +261,38 @@ class RowSet:
 
     def moments(self, which: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Column mean and standard deviation (unbiased) of array ``which``."""
-        if self._tensors is not None:
-            x = self._tensors[which]
-            return x.mean(0), x.std(0)
-        total = sq = None
-        for _, (x,) in self.chunks(only=[which]):
+        mean, std, _ = self.stats(which)
+        return mean, std
+
+    def stats(self, which: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Column mean, standard deviation (unbiased) and which columns are constant
+        (every row the same value), of array ``which``, in one pass over the rows.
+
+        Computed in float64, chunk by chunk with Chan's pairwise update (two passes
+        inside a chunk), so neither a large mean (values near 1e9) nor a tiny scale
+        (values near 1e-21, which underflow float32 squares) loses the spread.
+        """
+        if not len(self):
+            raise ValueError("statistics of no rows")
+        count, mean, m2 = 0, None, None
+        low = high = None
+        for _, (x,) in self.chunks(rows=None if self._tensors is None else STATS_ROWS,
+                                   only=[which]):
+            low = x.amin(0) if low is None else torch.minimum(low, x.amin(0))
+            high = x.amax(0) if high is None else torch.maximum(high, x.amax(0))
             x = x.double()
-            total = x.sum(0) if total is None else total + x.sum(0)
-            sq = x.square().sum(0) if sq is None else sq + x.square().sum(0)
-        n = len(self)
-        mean = total / n
-        var = (sq - n * mean.square()).clamp_min(0) / max(n - 1, 1)
-        return mean.float(), var.sqrt().float()
+            n_c, mean_c = len(x), x.mean(0)
+            m2_c = (x - mean_c).square().sum(0)
+            if mean is None:
+                count, mean, m2 = n_c, mean_c, m2_c
+                continue
+            step = mean_c - mean
+            total = count + n_c
+            mean = mean + step * (n_c / total)
+            m2 = m2 + m2_c + step.square() * (count * n_c / total)
+            count = total
+        std = (m2 / max(count - 1, 1)).sqrt()
+        return mean.float(), std.float(), low == high
 
     def _gather(self, tensors: list[torch.Tensor], pos: torch.Tensor,
                 groups: torch.Tensor | None) -> list[torch.Tensor]:

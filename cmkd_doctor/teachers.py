@@ -63,24 +63,30 @@ def _random(salience: np.ndarray, k: int, seed: int) -> np.ndarray:
     return torch.randperm(len(salience), generator=generator(seed, "random_mask"))[:k].numpy()
 
 
-def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int = 0
-                       ) -> np.ndarray:
+def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int = 0,
+                       constant: np.ndarray | list[int] = ()) -> np.ndarray:
     """Sorted indices of the channels a teacher of ``mode`` nullifies.
 
-    Exactly ``round(ratio * d)`` of them, or none for ``regular``. Ties in salience are
-    broken by channel index (stable sort).
+    The ``constant`` channels (constant on the fit rows: they carry nothing) are always
+    nullified by a derived teacher, a no-op, and ``ratio`` counts only the informative
+    ones: exactly ``round(ratio * informative)`` of those are chosen, or none for
+    ``regular``. Ties in salience are broken by channel index (stable sort).
     """
     choose = MODES[mode]
-    d = len(salience)
     if choose is None:
         return np.empty(0, dtype=np.int64)
+    constant = np.unique(np.asarray(constant, dtype=np.int64))
+    informative = np.setdiff1d(np.arange(len(salience)), constant)
+    d = len(informative)
     if not 0 < ratio < 1:
         raise option_error("ratio", "a number in (0, 1)", ratio)
     k = n_nullified(ratio, d)
     if k == 0 or k == d:
+        counted = f"{d} informative" if len(constant) else f"{d}"
         raise option_error("ratio", f"a ratio that nullifies between 1 and {d - 1} of the "
-                           f"{d} channels (round({ratio:g} * {d}) = {k})", ratio)
-    return np.sort(choose(salience, k, seed)).astype(np.int64)
+                           f"{counted} channels (round({ratio:g} * {d}) = {k})", ratio)
+    chosen = informative[choose(np.asarray(salience)[informative], k, seed)]
+    return np.union1d(chosen, constant).astype(np.int64)
 
 
 # What a nullified channel becomes, from the per-channel mean of the teacher's training

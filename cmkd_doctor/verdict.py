@@ -206,6 +206,7 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
         "kd_delta_se": kd.se,
         "kd": kd.to_dict(),
         "ranking_reliable": reliable,
+        "ranking": ranking or {"reliable": True, "why": ""},
         "mfh_ordering": states,
         "mfh_ordering_detail": details,
         "mfh_ordering_holds": holds,
@@ -264,11 +265,14 @@ _EXPECT = re.compile(r"^\s*(?P<a>[^<>=\s]+)\s*(?P<op>>=|>)\s*(?P<b>[^<>=\s]+)\s*
 
 def resolve_expectation(text: str, rows: list[tuple[str, float | None, str]]
                          ) -> tuple[int, str, int]:
-    """Indices of the two rows an expectation compares, and its operator."""
+    """Indices of the two rows an expectation compares, and its operator (``aligned``,
+    the gate on the ranking, compares no rows: ``(-1, "aligned", -1)``)."""
+    if text.strip() == "aligned":
+        return -1, "aligned", -1
     match = _EXPECT.match(text)
     if not match:
-        raise option_error("expect", "a comparison of two rows such as 'general>regular' or "
-                           "'general@0.5>=random@0.5'", text)
+        raise option_error("expect", "a comparison of two rows such as 'general>regular' "
+                           "or 'general@0.5>=random@0.5', or aligned", text)
 
     def find(name: str) -> int:
         teacher, _, at = name.partition("@")
@@ -293,7 +297,14 @@ def resolve_expectation(text: str, rows: list[tuple[str, float | None, str]]
 
 
 def check_expectation(report: Comparison, text: str) -> None:
-    """Raise :class:`ExpectationFailed` (exit 3) when the comparison fails on the means."""
+    """Raise :class:`ExpectationFailed` (exit 3) when the comparison fails on the means,
+    or, for ``aligned``, when the ranking is unreliable."""
+    if text.strip() == "aligned":
+        ranking = report.verdict.get("ranking") or {}
+        if not report.verdict.get("ranking_reliable", True):
+            raise ExpectationFailed(f"expectation 'aligned' failed: the ranking is "
+                                    f"unreliable ({ranking.get('why', 'see rank.json')})")
+        return
     rows = report.rows
     a, op, b = resolve_expectation(text, [(r.teacher, r.ratio, r.label) for r in rows])
     left, right = rows[a], rows[b]

@@ -40,6 +40,10 @@ def diagnose_command(
     chunk_rows: Annotated[int | None, typer.Option(
         help="Rows read at a time from memory-mapped .npy inputs, for ranking, teachers "
              "and students [default: all when they fit].")] = None,
+    standardize: Annotated[bool | None, typer.Option(
+        "--standardize/--no-standardize",
+        help="Standardise every channel with its fit-row statistics [default: on].")
+    ] = None,
     device: Annotated[str | None, typer.Option(
         help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every stage [default: 0].")] = None,
@@ -56,7 +60,7 @@ def diagnose_command(
     """
     overrides = {
         "rank": {"hidden": hidden, "repeats": repeats, "epochs": epochs, "device": device,
-                 "chunk_rows": chunk_rows, "seed": seed,
+                 "chunk_rows": chunk_rows, "seed": seed, "standardize": standardize,
                  "split": None if split is None else str(split)},
         "distill": {"seeds": seeds, "epochs": epochs, "chunk_rows": chunk_rows,
                     "device": device, "seed": seed},

@@ -61,6 +61,11 @@ def rank(
                                                "indices to use instead of --test-split "
                                                "(e.g. a dataset's own split).")] = None,
     chunk_rows: ChunkRows = None,
+    standardize: Annotated[bool, typer.Option(
+        "--standardize/--no-standardize",
+        help="Standardise every channel with its fit-row mean and standard deviation "
+             "(channels constant on the fit rows are ignored), so units do not matter; "
+             "--no-standardize feeds raw features.")] = True,
     device: Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation, shuffling "
                                       "and permutations.")] = 0,
@@ -79,7 +84,8 @@ def rank(
                           lr=lr, dist=dist, normalize=normalize, permute=permute,
                           test_split=test_split, permute_on=permute_on, patience=patience,
                           split=None if split is None else str(split), estimator=estimator,
-                          chunk_rows=chunk_rows, device=device, seed=seed)
+                          chunk_rows=chunk_rows, standardize=standardize, device=device,
+                          seed=seed)
     with progress_bars(quiet or json_output) as progress:
         result, document = rank_files(feats_a, feats_b, labels, out_dir, options, progress)
     for message in result.warnings:

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from cmkd_doctor.cli._common import out, spark
 from cmkd_doctor.comparison import Comparison
+from cmkd_doctor.ranking import channel_order
 from cmkd_doctor.report import to_markdown
 
 
@@ -46,13 +47,26 @@ def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
     line(f"epochs: {aligned['epochs_run']} run, best {aligned['best_epoch']};  "
          f"unpermuted distance {document['unpermuted_distance']:.4g};  "
          f"rows permuted: {document['permuted_rows']}")
-    order = np.argsort(-salience, kind="stable")
-    k = min(10, len(order))
+    constant = document.get("constant_channels", [])
+    order = channel_order(salience, constant)
+    informative = order[: len(order) - len(constant)]
+    k = min(10, len(informative))
     mod = document["permuted_modality"]
-    top = ", ".join(f"{i} ({salience[i]:.2f})" for i in order[:k])
-    bottom = ", ".join(f"{i} ({salience[i]:.2f})" for i in order[::-1][:min(5, len(order))])
+    top = ", ".join(f"{i} ({salience[i]:.2f})" for i in informative[:k])
+    bottom = ", ".join(f"{i} ({salience[i]:.2f})"
+                       for i in informative[::-1][:min(5, len(informative))])
     line(f"most modality-general channels of {mod}:  {top}")
-    line(f"least:  {bottom}")
+    line(f"least:  {bottom}" + (f";  constant on the fit rows (last): {len(constant)}"
+                                if constant else ""))
+    agreement = document.get("alignment")
+    if agreement:
+        line(f"alignment of f2 to f1 on the {agreement['rows']} rows: "
+             f"{agreement['score']:.3f} ({'reliable' if agreement['reliable'] else 'UNRELIABLE'}"
+             f", threshold {agreement['threshold']:g})")
+    negative = (document.get("negative_salience") or {}).get("count")
+    if negative:
+        line(f"channels whose permutation brings the networks significantly closer: "
+             f"{negative}")
     counts, _ = np.histogram(np.clip(salience, 0, 1), bins=10, range=(0, 1))
     line(f"salience histogram  0 |{spark(counts, low=0)}| 1   (bins of 0.1; counts "
          f"{counts.tolist()})")

@@ -1,0 +1,107 @@
+"""A ranking that holds on real features: units, constant channels, alignment."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.inputs import Labels, PairedData
+from cmkd_doctor.ranking import RankOptions, channel_order, rank
+from cmkd_doctor.teachers import n_nullified, nullified_channels
+
+FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
+FAST = {"hidden": "0", "epochs": 30, "repeats": 5, "device": "cpu"}
+
+
+def _data(xa, xb, y) -> PairedData:
+    return PairedData(np.asarray(xa, np.float32), np.asarray(xb, np.float32),
+                      Labels(np.asarray(y), [0, 1], False))
+
+
+@pytest.fixture(scope="module")
+def gaussian():
+    return make_gaussian(GaussianSpec(n_train=1000, seed=1))
+
+
+def test_multiplying_a_channel_by_a_constant_does_not_change_the_ranking(gaussian):
+    g = gaussian
+    scaled = g.xa.copy()
+    scaled[:, 3] *= 1000.0  # another unit
+    scaled[:, 7] *= 1e-4
+    scaled[:, 11] += 50.0  # and another origin
+    first = rank(_data(g.xa, g.xb, g.y), RankOptions(**FAST))
+    second = rank(_data(scaled, g.xb, g.y), RankOptions(**FAST))
+    np.testing.assert_allclose(first.salience, second.salience, atol=1e-4)
+    assert list(channel_order(first.salience)[:10]) == list(channel_order(second.salience)[:10])
+    # raw features (--no-standardize) do depend on the units
+    raw = rank(_data(scaled, g.xb, g.y), RankOptions(**FAST, standardize=False))
+    assert np.abs(raw.salience - first.salience).max() > 0.05
+
+
+def test_a_constant_channel_is_listed_nullified_and_ranked_last(gaussian, tmp_path, cli):
+    g = gaussian
+    xa = g.xa.copy()
+    xa[:, 0] = 7.0  # constant everywhere
+    xa[:, 1] = 0.0
+    xa[np.flatnonzero(g.y == 1)[::3], 1] = 1.0  # mostly 0, not constant: informative
+    for name, array in zip(FILES, (xa, g.xb, g.y), strict=True):
+        np.save(tmp_path / name, array)
+    result = cli("rank", *(tmp_path / f for f in FILES), "-o", tmp_path / "run", "--json",
+                 "--hidden", "0", "--epochs", "30", "-M", "5")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert doc["constant_channels"] == [0]
+    assert doc["standardization"]["a"]["constant"] == [0]
+    assert doc["salience"][0] == 0.0  # ignored by the networks: permuting it does nothing
+    order = channel_order(np.array(doc["salience"]), doc["constant_channels"])
+    assert order[-1] == 0  # never above an informative channel
+    for mode in ("general", "specific", "random"):
+        nullified = nullified_channels(np.array(doc["salience"]), mode, 0.5, seed=1,
+                                       constant=[0])
+        assert 0 in nullified  # every derived teacher nullifies it ...
+        assert len(nullified) == 1 + n_nullified(0.5, 49)  # ... r counts the other 49
+    derived = cli("derive-teacher", "--run", tmp_path / "run", "--mode", "specific",
+                  "--ratio", "0.2", "--json")
+    assert derived.code == 0, derived.err
+    side = json.loads(derived.out)
+    assert 0 in side["nullified"] and side["constant_channels"] == [0]
+    assert len(side["nullified"]) == 1 + n_nullified(0.2, 49)
+    assert "constant on the fit rows" in result.err  # and rank said so
+
+
+def test_a_modality_b_that_knows_nothing_of_the_labels_is_flagged(gaussian):
+    g = gaussian
+    noise = np.random.default_rng(0).standard_normal(g.xb.shape)
+    trained = {"hidden": "0", "repeats": 5, "device": "cpu"}  # epochs until early stop
+    result = rank(_data(g.xa, noise, g.y), RankOptions(**trained))
+    assert result.alignment["reliable"] is False
+    assert result.alignment["score"] < result.alignment["threshold"]
+    assert any("agree poorly" in w for w in result.warnings)
+    good = rank(_data(g.xa, g.xb, g.y), RankOptions(**trained))
+    assert good.alignment["reliable"] is True and good.alignment["score"] > 0.5
+    # and networks trained too briefly to agree are flagged too (more --epochs)
+    brief = rank(_data(g.xa, g.xb, g.y), RankOptions(**{**trained, "epochs": 30}))
+    assert brief.alignment["reliable"] is False
+
+
+def test_the_diagnosis_reports_alignment_and_withholds_conclusions_when_unreliable(
+        gaussian, tmp_path, cli):
+    g = gaussian
+    noise = np.random.default_rng(0).standard_normal(g.xb.shape).astype(np.float32)
+    for name, array in zip(FILES, (g.xa, noise, g.y), strict=True):
+        np.save(tmp_path / name, array)
+    result = cli("diagnose", *(tmp_path / f for f in FILES), "-o", tmp_path / "run",
+                 "--json", "--hidden", "0", "--seeds", "2", "-M", "5")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    for key in ("alignment", "constant_channels", "negative_salience", "standardization"):
+        assert key in doc["rank"], key
+    assert doc["rank"]["alignment"]["reliable"] is False
+    assert doc["verdict"]["ranking_reliable"] is False
+    assert "The ranking is unreliable here" in doc["verdict"]["text"]
+    gate = cli("distill", "--run", tmp_path / "run", "--seeds", "2", "--teacher", "general",
+               "--epochs", "10", "--expect", "aligned", "-q")
+    assert gate.code == 3 and "expectation 'aligned' failed" in gate.err

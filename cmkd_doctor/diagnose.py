@@ -35,7 +35,7 @@ SWEEP = (0.1, 0.25, 0.5, 0.75, 0.9)  # diagnose --sweep (paper Fig. 5)
 class DiagnoseConfig:
     """Everything ``diagnose`` runs with, one section per stage (as in the YAML file)."""
 
-    rank: RankOptions = RankOptions()
+    rank: RankOptions = RankOptions(restarts=None)  # 3 restarts when they are cheap
     distill: DistillOptions = DistillOptions(teachers=("general", "specific", "random"))
     gaussian: GaussianSpec = GaussianSpec()
 

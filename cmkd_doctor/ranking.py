@@ -36,6 +36,7 @@ from cmkd_doctor.rundir import DEFAULT_RUN, RunDir
 from cmkd_doctor.seeds import derive_seed, generator
 from cmkd_doctor.splits import Split, fit_and_validation, read_split, stratified_split
 from cmkd_doctor.streaming import RowSet, check_chunk_rows, plan_chunk_rows, row_bytes
+from cmkd_doctor.teachers import n_nullified
 
 # Elements of one (channels, rows, hidden) tile in the permutation phase: small enough to
 # stay in a CPU core's cache, large enough that per-call overhead does not dominate.
@@ -79,6 +80,13 @@ class RankOptions:
     patience
         Stop step 1 once the Eq. 28 loss on a validation tenth of the training rows has
         not improved for this many epochs and keep the best epoch; 0 trains all epochs.
+    restarts
+        Train the aligned pair this many times (another initialisation, minibatch order
+        and permutations each, the same split) and average the salience; 2 or more
+        measure the ranking's stability. ``None``: 3 when one ranking costs at most
+        :data:`AUTO_RESTART_FLOP` (:func:`ranking_cost`), else 1 (``diagnose``'s
+        default). The cost is counted, not timed, so every process and machine decides
+        the same.
     standardize
         Standardise every channel with its fit-row mean and standard deviation inside
         the networks (:func:`cmkd_doctor.models.standardisation`), so the ranking does
@@ -99,6 +107,7 @@ class RankOptions:
     split: str | None = None
     estimator: str = "sampled"
     chunk_rows: int | None = None
+    restarts: int | None = 1
     standardize: bool = True
     device: str = "auto"
     seed: int = 0
@@ -117,6 +126,7 @@ class RankOptions:
         PERMUTED_ROWS.check(self.permute_on)
         whole("patience", self.patience, 0)
         whole("seed", self.seed, 0)
+        whole("restarts", self.restarts, 1, optional=True)
         if not isinstance(self.standardize, bool):
             raise option_error("standardize", "true or false", self.standardize)
         ESTIMATORS.check(self.estimator)
@@ -170,6 +180,7 @@ class RankResult:
     standardization: dict[str, Any] = field(default_factory=dict)
     alignment: dict[str, Any] = field(default_factory=dict)
     negative: dict[str, Any] = field(default_factory=dict)
+    stability: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -493,25 +504,50 @@ def rank(data: PairedData, options: RankOptions | None = None,
     fit_rows, val_rows = fit_and_validation(split.train, labels.y, options.seed)
     fitting, val, test = part(fit_rows), part(val_rows), part(split.test)
     stats = [fitting.stats(0), fitting.stats(1)]
-    t0 = time.perf_counter()
-    net_a, net_b, fitted = align(fitting, labels.n_classes, labels.multilabel, options,
-                                 held_out=val if len(val) else None, progress=progress,
-                                 stats=stats)
-    train_s = time.perf_counter() - t0
-
     permuted_rows = "test" if options.permute_on == "test" and len(split.test) else "train"
     rows = test if permuted_rows == "test" else part(split.train)
     which = SIDES[options.permute]
-    net = net_a if which == 0 else net_b
-    target = predict(net_b if which == 0 else net_a, rows, which=1 - which)
-    t0 = time.perf_counter()
-    increase, unpermuted = ESTIMATORS[options.estimator](
-        net, rows, target, options, labels.multilabel, which, progress)
-    permute_s = time.perf_counter() - t0
-    increase = increase.cpu().numpy()
     constant = np.flatnonzero(stats[which][2].cpu().numpy()).astype(np.int64)
-    salience = normalize(increase.mean(axis=1), options.normalize)
-    agreement = alignment(predict(net, rows, which=which), target, permuted_rows)
+
+    def once(seed: int) -> _Ranking:
+        """Steps 1-8 with the networks, minibatches and permutations of ``seed``."""
+        opts = replace(options, seed=seed)
+        t0 = time.perf_counter()
+        net_a, net_b, fitted = align(fitting, labels.n_classes, labels.multilabel, opts,
+                                     held_out=val if len(val) else None,
+                                     progress=progress, stats=stats)
+        train_s = time.perf_counter() - t0
+        net = net_a if which == 0 else net_b
+        target = predict(net_b if which == 0 else net_a, rows, which=1 - which)
+        t0 = time.perf_counter()
+        increase, unpermuted = ESTIMATORS[options.estimator](
+            net, rows, target, opts, labels.multilabel, which, progress)
+        permute_s = time.perf_counter() - t0
+        return _Ranking(net_a, net_b, fitted, increase.cpu().numpy(), unpermuted,
+                        alignment(predict(net, rows, which=which), target, permuted_rows),
+                        train_s, permute_s)
+
+    runs = [once(options.seed)]
+    restarts = options.restarts
+    cost = ranking_cost(runs[0], len(fitting), len(rows), options)
+    if restarts is None:  # as many as the budget allows: 3, or 1 when one is costly
+        restarts = 3 if cost <= AUTO_RESTART_FLOP else 1
+    runs += [once(derive_seed(options.seed, "restart", k)) for k in range(1, restarts)]
+    saliences = [normalize(r.increase.mean(axis=1), options.normalize) for r in runs]
+    salience = (saliences[0] if len(runs) == 1 else
+                normalize(np.mean(saliences, axis=0), options.normalize))
+    increase = np.concatenate([r.increase for r in runs], axis=1)  # (d, restarts x M)
+    unpermuted = float(np.mean([r.unpermuted for r in runs]))
+    distances = np.concatenate([r.unpermuted + r.increase for r in runs], axis=1)
+    scores = [r.alignment["score"] for r in runs]
+    agreement = {**runs[0].alignment, "score": float(np.mean(scores)),
+                 "per_restart": scores}
+    agreement["reliable"] = agreement["score"] >= agreement["threshold"]
+    stability = {**ranking_stability(saliences, constant, options.restarts is None),
+                 "flop_per_restart": cost}
+    net_a, net_b, fitted = runs[0].net_a, runs[0].net_b, runs[0].fit
+    train_s = sum(r.train_s for r in runs)
+    permute_s = sum(r.permute_s for r in runs)
     warnings = []
     if not np.any(salience):
         warnings.append(
@@ -525,6 +561,12 @@ def rank(data: PairedData, options: RankOptions | None = None,
             + ("try --standardize, " if not options.standardize else "")
             + "more --epochs or rows, another layer of your backbone (extract), or a "
               "modality b that predicts the labels better")
+    if stability["stable"] is False:
+        warnings.append(
+            f"the ranking changes from one restart to the next (mean overlap of the "
+            f"channels a general teacher keeps at r = 0.5: {stability['top_overlap']:.2f}, "
+            f"below {stability['threshold']:g}): raise --repeats and --restarts, or rank "
+            "with more rows")
     if len(constant):
         warnings.append(f"{len(constant)} of {len(salience)} channels of modality "
                         f"{options.permute} are constant on the fit rows: they carry "
@@ -542,12 +584,96 @@ def rank(data: PairedData, options: RankOptions | None = None,
             found = evaluate_rows(net_s, parts, w, 2, labels.multilabel)
             metrics[side][name] = None if found is None else found[0]
     return RankResult(
-        salience=salience, distances=unpermuted + increase, unpermuted=unpermuted,
+        salience=salience, distances=distances, unpermuted=unpermuted,
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,
         permuted_rows=permuted_rows, device=str(device), metrics=metrics,
         timings={"train_s": round(train_s, 4), "permute_s": round(permute_s, 4)},
         constant=constant, standardization=standardization, alignment=agreement,
-        negative=negative_channels(increase), warnings=warnings)
+        negative=negative_channels(increase), stability=stability, warnings=warnings)
+
+
+@dataclass
+class _Ranking:
+    """One restart of steps 1-8."""
+
+    net_a: Net
+    net_b: Net
+    fit: FitResult
+    increase: np.ndarray  # (d, M)
+    unpermuted: float
+    alignment: dict[str, Any]
+    train_s: float
+    permute_s: float
+
+
+# rank --restarts auto (diagnose): 3 restarts when one ranking costs at most this many
+# floating-point operations (about 30 s on a 2-core CPU, well under a second on a GPU).
+AUTO_RESTART_FLOP = 3e12
+
+
+def ranking_cost(run: _Ranking, fit_rows: int, permuted_rows: int,
+                 options: RankOptions) -> float:
+    """Floating-point operations of one ranking, counted from its sizes: training (6 per
+    weight, row and epoch: forward and backward) and the permutation phase (the layers
+    after the first, per channel, repeat and row)."""
+    weights = sum(p.numel() for net in (run.net_a, run.net_b) for p in net.parameters())
+    train = 6.0 * weights * fit_rows * run.fit.epochs_run
+    net = run.net_a if options.permute == "a" else run.net_b
+    first = net.first.weight.numel()
+    after = sum(p.numel() for p in net.parameters()) - first - net.first.bias.numel()
+    width = net.first.weight.shape[0]
+    per = 2.0 * (after + width) if net.config.hidden else 4.0  # linear: two dot products
+    repeats = 1 if options.estimator == "exact" else options.repeats
+    return train + per * net.config.d_in * repeats * permuted_rows
+# A ranking is unstable when restarts agree on fewer of the channels a general teacher
+# keeps at r = 0.5 than this (chosen from measurements, see README "Real data").
+STABILITY_THRESHOLD = 0.6
+
+
+def ranking_stability(saliences: list[np.ndarray], constant: np.ndarray,
+                      auto: bool = False) -> dict[str, Any]:
+    """How much the rankings of several restarts agree, over the informative channels.
+
+    ``kendall_tau``: the mean pairwise Kendall tau-b of the salience orders.
+    ``top_overlap``: the mean pairwise share of the channels a general teacher keeps at
+    r = 0.5 (the more salient half) that two restarts have in common. Unstable when that
+    is below :data:`STABILITY_THRESHOLD`.
+    """
+    found: dict[str, Any] = {"restarts": len(saliences), "auto": auto,
+                             "threshold": STABILITY_THRESHOLD}
+    informative = np.setdiff1d(np.arange(len(saliences[0])), constant)
+    if len(saliences) < 2 or len(informative) < 2:
+        return {**found, "kendall_tau": None, "top_overlap": None, "stable": None}
+    keep = len(informative) - n_nullified(0.5, len(informative))
+    taus, overlaps = [], []
+    for i in range(len(saliences)):
+        for j in range(i + 1, len(saliences)):
+            a, b = saliences[i][informative], saliences[j][informative]
+            taus.append(kendall_tau(a, b))
+            top_a = set(np.argsort(-a, kind="stable")[:keep].tolist())
+            top_b = set(np.argsort(-b, kind="stable")[:keep].tolist())
+            overlaps.append(len(top_a & top_b) / keep)
+    overlap = float(np.mean(overlaps))
+    return {**found, "kendall_tau": float(np.mean(taus)), "top_overlap": overlap,
+            "stable": overlap >= STABILITY_THRESHOLD}
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray, rows: int = 1024) -> float:
+    """Kendall's tau-b of two score vectors (ties counted as in tau-b), O(n^2) in
+    blocks of rows."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    n = len(a)
+    concordant = tied_a = tied_b = 0.0
+    for r0 in range(0, n, rows):
+        da = np.sign(a[r0 : r0 + rows, None] - a[None, :])  # (r, n)
+        db = np.sign(b[r0 : r0 + rows, None] - b[None, :])
+        concordant += float((da * db).sum())
+        tied_a += float((da == 0).sum())
+        tied_b += float((db == 0).sum())
+    pairs = n * (n - 1)  # ordered pairs, i != j
+    tied_a, tied_b = tied_a - n, tied_b - n  # the diagonal
+    denom = np.sqrt((pairs - tied_a) * (pairs - tied_b))
+    return float(concordant / denom) if denom > 0 else 0.0
 
 
 # Alignment below this is flagged: the salience then measures noise more than shared

@@ -354,6 +354,7 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
         "permuted_rows": result.permuted_rows,
         "unpermuted_distance": result.unpermuted,
         "alignment": result.alignment,
+        "stability": result.stability,
         "constant_channels": result.constant.tolist(),
         "negative_salience": result.negative,
         "standardization": result.standardization,
@@ -414,11 +415,16 @@ class Run:
     @property
     def ranking_reliability(self) -> dict[str, Any]:
         """Whether the ranking can be trusted, and why not (for the verdict)."""
+        why = []
         found = self.document.get("alignment") or {}
         if found and not found.get("reliable", True):
-            return {"reliable": False, "why": f"the aligned networks' alignment score "
-                    f"{found['score']:.2f} is below {found['threshold']:g}"}
-        return {"reliable": True, "why": ""}
+            why.append(f"the aligned networks' alignment score {found['score']:.2f} is "
+                       f"below {found['threshold']:g}")
+        stable = self.document.get("stability") or {}
+        if stable.get("stable") is False:
+            why.append(f"restarts agree on {stable['top_overlap']:.0%} of the channels a "
+                       f"general teacher keeps, below {stable['threshold']:.0%}")
+        return {"reliable": not why, "why": "; ".join(why)}
 
     @property
     def rank_options(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.gaussian import GaussianSpec, make_gaussian
 from cmkd_doctor.inputs import Labels, PairedData
 from cmkd_doctor.ranking import RankOptions, channel_order, rank
 from cmkd_doctor.teachers import n_nullified, nullified_channels
@@ -105,3 +105,56 @@ def test_the_diagnosis_reports_alignment_and_withholds_conclusions_when_unreliab
     gate = cli("distill", "--run", tmp_path / "run", "--seeds", "2", "--teacher", "general",
                "--epochs", "10", "--expect", "aligned", "-q")
     assert gate.code == 3 and "expectation 'aligned' failed" in gate.err
+
+
+def test_kendall_tau_by_hand():
+    from cmkd_doctor.ranking import kendall_tau
+
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # one swapped neighbour: 5 concordant and 1 discordant pair of 6
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # tau-b with a tie in b: (C - D) / sqrt((P - Ta) (P - Tb)) = (4 - 1) / sqrt(6 * 5)
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 3, 2]) == pytest.approx(1 / 30**0.5)
+
+
+def test_restarts_average_the_salience_and_measure_its_stability(gaussian):
+    g = gaussian
+    trained = {"hidden": "0", "repeats": 5, "device": "cpu"}
+    one = rank(_data(g.xa, g.xb, g.y), RankOptions(**trained))
+    three = rank(_data(g.xa, g.xb, g.y), RankOptions(**trained, restarts=3))
+    assert one.stability["restarts"] == 1 and one.stability["kendall_tau"] is None
+    assert three.stability["restarts"] == 3 and three.stability["stable"] is True
+    assert three.salience.max() == 1.0 and three.distances.shape == (50, 15)
+    assert len(three.alignment["per_restart"]) == 3
+    # restart 0 is the single ranking: averaging moves the planted channels little
+    general = set(g.truth["channels_a"]["general"])
+    assert len(set(channel_order(three.salience)[:10]) & general) >= 9
+
+
+def test_an_unstable_ranking_is_flagged(tmp_path, cli):
+    rng = np.random.default_rng(0)
+    n = 600
+    z = rng.standard_normal((n, 1))
+    y = (z[:, 0] > 0).astype(np.int64)
+    xa = rng.standard_normal((n, 60)).astype(np.float32)  # one signal in 60 channels
+    xa[:, :1] += z
+    xb = (z + 0.3 * rng.standard_normal((n, 5))).astype(np.float32)
+    result = rank(_data(xa, xb, y), RankOptions(hidden="64", repeats=3, restarts=3,
+                                                device="cpu"))
+    assert result.stability["stable"] is False
+    assert result.stability["top_overlap"] < result.stability["threshold"]
+    assert any("changes from one restart to the next" in w for w in result.warnings)
+
+
+def test_diagnose_chooses_its_restarts_by_cost_and_says_so(gaussian, tmp_path, cli):
+    g = gaussian
+    for name, array in zip(FILES, (g.xa, g.xb, g.y), strict=True):
+        np.save(tmp_path / name, array)
+    result = cli("diagnose", *(tmp_path / f for f in FILES), "-o", tmp_path / "run",
+                 "--hidden", "0", "--seeds", "2", "-M", "3")
+    assert result.code == 0, result.err
+    assert "stability over 3 restarts (chosen by cost" in result.out
+    doc = json.loads((tmp_path / "run" / "rank.json").read_text())
+    assert doc["stability"]["auto"] is True and doc["stability"]["restarts"] == 3
+    assert doc["options"]["restarts"] is None

@@ -40,6 +40,9 @@ def diagnose_command(
     chunk_rows: Annotated[int | None, typer.Option(
         help="Rows read at a time from memory-mapped .npy inputs, for ranking, teachers "
              "and students [default: all when they fit].")] = None,
+    restarts: Annotated[int | None, typer.Option(
+        help="Aligned pairs trained to average the salience and measure its stability "
+             "[default: 3 when one ranking takes at most a minute, else 1].")] = None,
     standardize: Annotated[bool | None, typer.Option(
         "--standardize/--no-standardize",
         help="Standardise every channel with its fit-row statistics [default: on].")
@@ -61,6 +64,7 @@ def diagnose_command(
     overrides = {
         "rank": {"hidden": hidden, "repeats": repeats, "epochs": epochs, "device": device,
                  "chunk_rows": chunk_rows, "seed": seed, "standardize": standardize,
+                 "restarts": restarts,
                  "split": None if split is None else str(split)},
         "distill": {"seeds": seeds, "epochs": epochs, "chunk_rows": chunk_rows,
                     "device": device, "seed": seed},

@@ -61,6 +61,10 @@ def rank(
                                                "indices to use instead of --test-split "
                                                "(e.g. a dataset's own split).")] = None,
     chunk_rows: ChunkRows = None,
+    restarts: Annotated[int, typer.Option(
+        help="Train the aligned pair this many times (other initialisation, minibatches "
+             "and permutations; the same split) and average the salience; 2 or more also "
+             "measure the ranking's stability.")] = 1,
     standardize: Annotated[bool, typer.Option(
         "--standardize/--no-standardize",
         help="Standardise every channel with its fit-row mean and standard deviation "
@@ -84,7 +88,8 @@ def rank(
                           lr=lr, dist=dist, normalize=normalize, permute=permute,
                           test_split=test_split, permute_on=permute_on, patience=patience,
                           split=None if split is None else str(split), estimator=estimator,
-                          chunk_rows=chunk_rows, standardize=standardize, device=device,
+                          chunk_rows=chunk_rows, restarts=restarts,
+                          standardize=standardize, device=device,
                           seed=seed)
     with progress_bars(quiet or json_output) as progress:
         result, document = rank_files(feats_a, feats_b, labels, out_dir, options, progress)

@@ -63,6 +63,14 @@ def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
         line(f"alignment of f2 to f1 on the {agreement['rows']} rows: "
              f"{agreement['score']:.3f} ({'reliable' if agreement['reliable'] else 'UNRELIABLE'}"
              f", threshold {agreement['threshold']:g})")
+    stable = document.get("stability") or {}
+    if stable.get("kendall_tau") is not None:
+        chosen = (f" (chosen by cost: {stable['flop_per_restart'] / 1e12:.2g} TFLOP each)"
+                  if stable.get("auto") else "")
+        line(f"stability over {stable['restarts']} restarts{chosen}: Kendall tau "
+             f"{stable['kendall_tau']:.2f}, overlap of the kept half "
+             f"{stable['top_overlap']:.2f} ({'stable' if stable['stable'] else 'UNSTABLE'}, "
+             f"threshold {stable['threshold']:g})")
     negative = (document.get("negative_salience") or {}).get("count")
     if negative:
         line(f"channels whose permutation brings the networks significantly closer: "

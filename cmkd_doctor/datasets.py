@@ -1,18 +1,26 @@
-"""The paper's six datasets: what each is, and how cmkd-doctor gets it (a registry).
+"""The paper's six datasets and two real multi-view feature sets: what each is, and how
+cmkd-doctor gets it (a registry).
 
-A dataset that is built in carries ``make``: it writes the example's arrays into a
-folder and returns their paths (feats_a, feats_b, labels) and, for generated data, the
-truth.
+A dataset usable as ``diagnose --example NAME`` carries ``make``: it returns the paths
+of the example's arrays (feats_a, feats_b, labels) and, for generated data, the truth.
+The Gaussian example is generated into the run directory; the multi-view sets are read
+where they are (``$CMKD_DOCTOR_DATA/multiview/NAME``, or ``../shared/data`` beside the
+working directory or the checkout), never copied. ``NAME:A,B`` picks the views.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.registry import Registry
+
+DATA_ENV = "CMKD_DOCTOR_DATA"
+Make = Callable[[Path, GaussianSpec, "tuple[int, int] | None"], tuple[list[Path], dict | None]]
 
 
 @dataclass(frozen=True)
@@ -25,18 +33,46 @@ class Dataset:
     availability: str  # "built in", or what a local copy needs
     prepare: str  # the command that prepares it, or where that is documented
     paper: str
-    make: Callable[[Path, GaussianSpec], tuple[list[Path], dict | None]] | None = field(
-        default=None, repr=False, compare=False)
+    make: Make | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in ("name", "title", "task", "modalities",
                                               "licence", "availability", "prepare", "paper")}
 
 
-def _make_gaussian(folder: Path, spec: GaussianSpec) -> tuple[list[Path], dict]:
+def _make_gaussian(folder: Path, spec: GaussianSpec, views: tuple[int, int] | None
+                   ) -> tuple[list[Path], dict]:
+    if views is not None:
+        raise InputError("--example gaussian has modalities a and b, no views to pick")
     data = make_gaussian(spec)
     write_gaussian(data, folder)
     return [folder / f for f in ("feats_a.npy", "feats_b.npy", "labels.npy")], data.truth
+
+
+def data_roots() -> list[Path]:
+    """Where real example data is looked for, in order."""
+    here = Path(__file__).resolve().parents[1]  # the checkout, for an editable install
+    roots = [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
+    return roots + [Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data",
+                    here.parent / "shared" / "data"]
+
+
+def _multiview(name: str, views: tuple[int, int], count: int) -> Make:
+    def make(folder: Path, spec: GaussianSpec, chosen: tuple[int, int] | None
+             ) -> tuple[list[Path], None]:
+        a, b = chosen or views
+        if not (0 <= a < count and 0 <= b < count and a != b):
+            raise InputError(f"--example {name}:{a},{b}: pick two different views of "
+                             f"0..{count - 1}")
+        for root in data_roots():
+            found = root / "multiview" / name
+            if (found / "labels.npy").is_file():
+                return [found / f"view{a}.npy", found / f"view{b}.npy",
+                        found / "labels.npy"], None
+        raise InputError(f"--example {name}: its files (multiview/{name}/view*.npy) are in "
+                         f"none of {', '.join(map(str, data_roots()))}; set {DATA_ENV} to "
+                         "the folder that holds multiview/")
+    return make
 
 
 DATASETS: Registry[Dataset] = Registry("example")
@@ -72,5 +108,19 @@ for _dataset in (
             "movie posters (VGG features) and plots (text features)", "see the dataset's "
             "terms", "needs MultiBench's HDF5",
             "cmkd-doctor examples make mmimdb --hdf5 FILE", "App. B.3, Table 7"),
+    Dataset("scene15", "15-Scenes (Lazebnik et al. 2006), three hand-crafted descriptors",
+            "15-class scene classification, 4,485 images",
+            "three views of each image: 20, 59 and 40 features", "research use",
+            "real features, read from shared data (multiview/scene15)",
+            "cmkd-doctor diagnose --example scene15 (views 1 -> 2; scene15:A,B picks)",
+            "not in the paper: real features to test the doctor on",
+            make=_multiview("scene15", (1, 2), 3)),
+    Dataset("leaves100", "One-hundred plant species leaves (Mallah, Cope and Orwell 2013)",
+            "100-class species classification, 1,600 leaves (16 each)",
+            "three views: shape, fine-scale margin and texture, 64 features each",
+            "CC BY 4.0", "real features, read from shared data (multiview/leaves100)",
+            "cmkd-doctor diagnose --example leaves100 (views 0 -> 2; leaves100:A,B picks)",
+            "not in the paper: real features to test the doctor on",
+            make=_multiview("leaves100", (0, 2), 3)),
 ):
     DATASETS.add(_dataset.name, _dataset, _dataset.title)

@@ -148,13 +148,22 @@ class Diagnosis:
 
 def prepare_example(name: str, out: RunDir, config: DiagnoseConfig
                     ) -> tuple[list[Path], dict | None]:
-    """Write a built-in example's arrays into the run directory; returns their paths
-    (feats_a, feats_b, labels) and the truth of generated data."""
-    dataset = DATASETS[name]
+    """The arrays of a built-in example (``NAME`` or ``NAME:A,B`` for views A and B):
+    their paths (feats_a, feats_b, labels) and the truth of generated data."""
+    base, _, picked = name.partition(":")
+    dataset = DATASETS[base]
+    views = None
+    if picked:
+        try:
+            a, b = (int(v) for v in picked.split(","))
+        except ValueError:
+            raise InputError(f"--example {name}: views are given as NAME:A,B, two view "
+                             "numbers") from None
+        views = (a, b)
     if dataset.make is None:
-        raise InputError(f"--example {name}: not built in yet ({dataset.availability});"
+        raise InputError(f"--example {base}: not built in yet ({dataset.availability});"
                          " see 'cmkd-doctor examples list'")
-    return dataset.make(out.example_dir, config.gaussian)
+    return dataset.make(out.example_dir, config.gaussian, views)
 
 
 def diagnose(

@@ -224,7 +224,7 @@ def sections(doc: dict[str, Any], fmt: str) -> list[tuple[str, str, list[str]]]:
                                               for t in sal["bottom"]], fmt)
     out.append((f"Salience of modality {rank['permuted_modality']}",
                 _para("Most modality-general channels:", fmt) + top
-                + _para("Least:", fmt) + bottom,
+                + _para("Least:", fmt) + bottom + checks(rank, fmt),
                 ["salience_sorted", "salience_histogram", "salience_spread"]))
     if doc["truth"]:
         t = doc["truth"]
@@ -259,6 +259,38 @@ def sections(doc: dict[str, Any], fmt: str) -> list[tuple[str, str, list[str]]]:
                                          f"r = {s['sweet_spot']:g} ({s['sweet_spot_mean']:.2f}).",
                                          fmt), ["sweep"]))
     return out
+
+
+def checks(rank: dict[str, Any], fmt: str) -> str:
+    """How far to trust the ranking: alignment, stability, constant and negative channels,
+    each with what it means."""
+    said = []
+    agreement = rank.get("alignment")
+    if agreement:
+        said.append(f"Alignment {agreement['score']:.2f} on the {agreement['rows']} rows "
+                    f"({'reliable' if agreement['reliable'] else 'unreliable'}, threshold "
+                    f"{agreement['threshold']:g}): how much of f1's output variation f2 "
+                    "reproduces (1 is perfect agreement, 0 or less no better than a "
+                    "constant). The salience reads disagreement after a permutation as "
+                    "modality-general information only when the networks agree before it.")
+    stable = rank.get("stability") or {}
+    if stable.get("kendall_tau") is not None:
+        said.append(f"Stability over {stable['restarts']} restarts: Kendall tau "
+                    f"{stable['kendall_tau']:.2f}, overlap of the half a general teacher "
+                    f"keeps {stable['top_overlap']:.2f} "
+                    f"({'stable' if stable['stable'] else 'unstable'}, threshold "
+                    f"{stable['threshold']:g}).")
+    constant = rank.get("constant_channels") or []
+    if constant:
+        said.append(f"{len(constant)} channels are constant on the fit rows: they carry "
+                    "nothing, every derived teacher nullifies them, and they rank last.")
+    negative = (rank.get("negative_salience") or {}).get("count")
+    if negative:
+        said.append(f"{negative} channels have significantly negative salience: permuting "
+                    "them brings the networks closer, so f1 uses them in a way f2 cannot "
+                    "follow (information specific to its modality, or noise it learned); "
+                    "a general teacher nullifies them first.")
+    return "".join(_para(text, fmt) for text in said)
 
 
 def _para(text: str, fmt: str) -> str:

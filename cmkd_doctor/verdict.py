@@ -116,10 +116,22 @@ def _ordering_text(ratio: str, state: str, found: dict[str, Difference], unit: s
     said = f"general - specific {d.delta:+.2f} {unit}{d.strength()}"
     if state == "holds":
         return f"holds at r = {ratio} ({said})"
+    return f"is undetermined at r = {ratio} ({said}{_settle(d, 'settle it')})"
+
+
+# Beyond this many seeds a difference is called too small to settle in practice.
+PRACTICAL_SEEDS = 100
+
+
+def _settle(d: Difference, what: str) -> str:
+    """How many seeds would make an unclear difference clear, in words."""
     need = d.seeds_to_settle()
-    settle = (f"; about {need} seeds would settle it" if need and need > d.seeds
-              else "; more seeds would tell" if d.z is None or d.z == 0 else "")
-    return f"is undetermined at r = {ratio} ({said}{settle})"
+    if need is None:
+        return f"; more seeds would {what}"
+    if need > PRACTICAL_SEEDS:
+        return (f"; over {PRACTICAL_SEEDS} seeds would be needed to {what}: the two are "
+                "about equal")
+    return f"; about {need} seeds would {what}" if need > d.seeds else ""
 
 
 def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -181,10 +193,8 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
         elif best_vs_regular.gain:
             advice = "use that teacher"
         else:
-            need = best_vs_regular.seeds_to_settle()
-            advice = ("no teacher is clearly better than the regular one at these seeds; "
-                      + (f"about {need} seeds would tell" if need and
-                         need > best_vs_regular.seeds else "more --seeds would tell"))
+            advice = ("no teacher is clearly better than the regular one at these seeds"
+                      + _settle(best_vs_regular, "tell"))
         lines.append(f"Best student: {best.label}, {best_vs_regular.delta:+.2f} {unit} over "
                      f"Regular-KD{best_vs_regular.strength()}; {advice}.")
     elif best.teacher == "regular":

@@ -97,11 +97,14 @@ def test_the_diagnosis_reports_alignment_and_withholds_conclusions_when_unreliab
                  "--json", "--hidden", "0", "--seeds", "2", "-M", "5")
     assert result.code == 0, result.err
     doc = json.loads(result.out)
-    for key in ("alignment", "constant_channels", "negative_salience", "standardization"):
+    for key in ("alignment", "stability", "constant_channels", "negative_salience",
+                "standardization"):
         assert key in doc["rank"], key
     assert doc["rank"]["alignment"]["reliable"] is False
     assert doc["verdict"]["ranking_reliable"] is False
     assert "The ranking is unreliable here" in doc["verdict"]["text"]
+    report = cli("report", "--run", tmp_path / "run", "--format", "md")
+    assert report.code == 0 and "Alignment" in report.out and "(unreliable" in report.out
     gate = cli("distill", "--run", tmp_path / "run", "--seeds", "2", "--teacher", "general",
                "--epochs", "10", "--expect", "aligned", "-q")
     assert gate.code == 3 and "expectation 'aligned' failed" in gate.err

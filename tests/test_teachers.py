@@ -97,3 +97,24 @@ def test_spec_names_and_normalisation():
     assert TeacherSpec("specific", 0.5, source="aligned", seed=9).checked().seed == 0
     assert TeacherSpec("general", 0.5, refit=True, fill="zero").checked().name == (
         "general-r0.5-refit-zero")
+
+
+def test_exported_onnx_ignores_a_constant_channel_like_torch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from cmkd_doctor.models import standardisation
+
+    torch.manual_seed(2)
+    net = Net(NetConfig(5, (8,), 3)).eval()
+    constant = torch.tensor([False, True, False, False, False])
+    net.set_standardisation(*standardisation(torch.randn(5), torch.rand(5) + 0.5, constant))
+    teacher = Teacher(net, torch.ones(5, dtype=torch.bool), torch.zeros(5))
+    path = export_onnx(teacher, tmp_path / "t.onnx", 5)
+    x = torch.randn(20, 5)
+    x[:, 1] = torch.linspace(-1e3, 1e3, 20)  # the constant channel moves on new rows
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"features": x.numpy()})[0]
+    expected = teacher(x).detach().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    still = x.clone()
+    still[:, 1] = 0.0
+    np.testing.assert_allclose(teacher(still).detach().numpy(), expected, atol=1e-6)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cmkd_doctor.cli import render
-from cmkd_doctor.cli._common import print_json, progress_bars
+from cmkd_doctor.cli._common import print_json, progress_bars, warn
 from cmkd_doctor.cli.options import Quiet
 from cmkd_doctor.diagnose import diagnose, resolve
 from cmkd_doctor.rundir import DEFAULT_RUN
@@ -73,6 +73,8 @@ def diagnose_command(
                                                  sweep, overrides)
     with progress_bars(quiet or json_output) as progress:
         found = diagnose(inputs, example, run_dir, settings, progress)
+    for message in found.rank.warnings:
+        warn(message)
     if json_output:
         print_json(found.to_dict())
     elif not quiet:

@@ -16,12 +16,14 @@ from cmkd_doctor.models import Net
 def literal_permutation_distances(net: Net, x: torch.Tensor, target: torch.Tensor,
                                   distance: Distance, perms: torch.Tensor,
                                   multilabel: bool = False) -> torch.Tensor:
-    """``(d, M)`` Dist(net(x with column i permuted by perms[m]), target), float64."""
+    """``(d, M)`` Dist(net(x with column i permuted by perms[m]), target), float64;
+    ``perms (M, n, d)`` permutes column i by ``perms[m, :, i]`` instead."""
     n, d = x.shape
     out = torch.zeros(d, len(perms), dtype=torch.float64)
     for i in range(d):  # step 2
         for m, perm in enumerate(perms):  # step 4
             permuted = x.clone()
-            permuted[:, i] = x[perm, i]  # step 5
+            rows = perm if perm.dim() == 1 else perm[:, i].long()
+            permuted[:, i] = x[rows, i]  # step 5
             out[i, m] = float(distance(net(permuted), target, multilabel))  # step 6
     return out

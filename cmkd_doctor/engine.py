@@ -58,7 +58,9 @@ OPTIMIZERS: Registry = Registry("optimizer")
 OPTIMIZERS.add("adam", _adam, "Adam over shuffled minibatches (every network cmkd-doctor "
                "trains for a user)")
 OPTIMIZERS.add("sgd", lambda params, lr: torch.optim.SGD(params, lr=lr),
-               "plain SGD (the official Gaussian protocol)")
+               "plain SGD (the official Gaussian teachers and students)")
+OPTIMIZERS.add("sgd_momentum", lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+               "SGD with momentum 0.9 (the official Gaussian aligned pair)")
 
 # loss_rows(module, batch, members) -> (len(members), rows): every tensor of ``batch``
 # has a leading member axis; ``members`` are the original indices of the members still

@@ -53,6 +53,7 @@ class GaussianSpec:
     seed: int = 0
     # The hyperplane: "normal" draws delta ~ N(0, I_d) as Appendix B.2 states; "ones"
     # weighs every decisive coordinate equally, as the official code's Table 2 script does.
+    # (``examples reproduce`` draws the official scripts' own layout and seeds instead.)
     delta: str = "normal"
 
     def checked(self) -> GaussianSpec:
@@ -92,11 +93,6 @@ class GaussianData:
     xb_test: np.ndarray
     y_test: np.ndarray
     truth: dict
-    # a second training-size draw from the same distribution (the official code distils
-    # its Table 2 students on such fresh data); not written to disk
-    xa_fresh: np.ndarray | None = None
-    xb_fresh: np.ndarray | None = None
-    y_fresh: np.ndarray | None = None
 
 
 def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
@@ -124,7 +120,6 @@ def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
 
     xa, xb, y = draw(spec.n_train)
     xa_t, xb_t, y_t = draw(spec.n_test)
-    fresh = draw(spec.n_train)  # for protocols that distil on fresh data, drawn last
 
     shared = np.intersect1d(j1, j2)
     union = np.union1d(j1, j2)
@@ -149,7 +144,7 @@ def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
         "channels_a": channels(pos_a, j1, spec.d1),
         "channels_b": channels(pos_b, j2, spec.d2),
     }
-    return GaussianData(xa, xb, y, xa_t, xb_t, y_t, truth, *fresh)
+    return GaussianData(xa, xb, y, xa_t, xb_t, y_t, truth)
 
 
 GAUSSIAN_FILES = ("feats_a.npy", "feats_b.npy", "labels.npy", "feats_a_test.npy",

@@ -24,7 +24,15 @@ import torch
 
 from cmkd_doctor import distributed
 from cmkd_doctor.devices import resolve_device
-from cmkd_doctor.engine import FitResult, Schedule, auto_epochs, evaluate_rows, fit, predict
+from cmkd_doctor.engine import (
+    OPTIMIZERS,
+    FitResult,
+    Schedule,
+    auto_epochs,
+    evaluate_rows,
+    fit,
+    predict,
+)
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.inputs import PairedData, load_paired
 from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
@@ -91,12 +99,21 @@ class RankOptions:
         Standardise every channel with its fit-row mean and standard deviation inside
         the networks (:func:`cmkd_doctor.models.standardisation`), so the ranking does
         not depend on a channel's units; ``False`` feeds raw features.
+    optimizer
+        Step 1's optimiser, a name in :data:`cmkd_doctor.engine.OPTIMIZERS`.
+    permutation
+        ``shared``: repeat m permutes every channel with the same row permutation;
+        ``per_channel``: a fresh permutation per (channel, repeat), as the official code
+        draws them (needs the permuted rows in memory).
+    protocol
+        The set of defaults these options came from (:data:`RANK_PROTOCOLS`, see
+        :meth:`for_protocol`); recorded, it changes nothing by itself.
     """
 
     repeats: int = 10
     hidden: tuple[int, ...] = (256,)
     epochs: int | None = None
-    batch_size: int = 256
+    batch_size: int | None = 256  # None: full batch
     lr: float = 1e-3
     dist: str = "mse"
     normalize: str = "max"
@@ -109,14 +126,26 @@ class RankOptions:
     chunk_rows: int | None = None
     restarts: int | None = 1
     standardize: bool = True
+    optimizer: str = "adam"
+    permutation: str = "shared"
+    protocol: str = "doctor"
     device: str = "auto"
     seed: int = 0
 
+    @classmethod
+    def for_protocol(cls, protocol: str = "doctor", **options: Any) -> RankOptions:
+        """The options of ``protocol`` (:data:`RANK_PROTOCOLS`), ``options`` overriding
+        them: ``RankOptions.for_protocol("official", repeats=10)``."""
+        return cls(**{**RANK_PROTOCOLS[protocol].options, **options, "protocol": protocol})
+
     def checked(self) -> RankOptions:
         """Validate every option; return a copy with ``hidden`` parsed."""
+        RANK_PROTOCOLS.check(self.protocol)
+        OPTIMIZERS.check(self.optimizer)
+        PERMUTATIONS.check(self.permutation)
         whole("repeats", self.repeats, 1)
         whole("epochs", self.epochs, 1, optional=True)
-        whole("batch_size", self.batch_size, 1)
+        whole("batch_size", self.batch_size, 1, optional=True)
         number("lr", self.lr, "a positive number", low=0, open_low=True)
         DISTANCES.check(self.dist)
         NORMALIZATIONS.check(self.normalize)
@@ -142,6 +171,36 @@ class RankOptions:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden": list(self.hidden)}
+
+
+@dataclass(frozen=True)
+class RankProtocol:
+    """A named set of :class:`RankOptions` defaults."""
+
+    options: dict[str, Any]
+
+
+RANK_PROTOCOLS: Registry[RankProtocol] = Registry("protocol")
+RANK_PROTOCOLS.add("doctor", RankProtocol({}),
+                   "cmkd-doctor's defaults: held-out rows, early stopping, Adam, an MLP, "
+                   "standardised inputs")
+# What the official Gaussian loop does (zihuixue/MFH, gauss/main_modify_gamma.py,
+# train_for_overlap_tag and cal_overlap_tag): linear f1 and f2 trained jointly on every
+# row (CE + CE + MSE) by full-batch SGD with momentum 0.9 at lr 0.01 for 1000 epochs,
+# then M = 100 fresh permutations per channel of the training rows, MSE, min-max.
+RANK_PROTOCOLS.add("official", RankProtocol({
+    "repeats": 100, "hidden": (), "epochs": 1000, "batch_size": None, "lr": 0.01,
+    "optimizer": "sgd_momentum", "patience": 0, "test_split": 0.0, "permute_on": "train",
+    "dist": "mse", "normalize": "minmax", "standardize": False,
+    "permutation": "per_channel", "restarts": 1}),
+    "Algorithm 1 as the official code runs it: every row, 1000 epochs of full-batch SGD "
+    "(momentum 0.9, lr 0.01), linear networks, raw inputs, M = 100 fresh permutations "
+    "per channel of the training rows, min-max")
+PERMUTATIONS: Registry[str] = Registry("permutation")
+PERMUTATIONS.add("shared", "shared", "repeat m permutes every channel with one row "
+                 "permutation")
+PERMUTATIONS.add("per_channel", "per_channel", "a fresh permutation per (channel, repeat), "
+                 "as the official code")
 
 
 @dataclass
@@ -231,24 +290,33 @@ def align(
         return (distance.row_terms(out_a, out_b, multilabel) / per_row
                 + task_loss_rows(out_a, y, multilabel) + task_loss_rows(out_b, y, multilabel))
 
-    epochs = options.epochs or auto_epochs(len(train), options.batch_size)
+    epochs = options.epochs or auto_epochs(len(train), options.batch_size or len(train))
     result = fit(pair, eq28_rows, train,
-                 Schedule(epochs, options.lr, options.batch_size, options.patience),
+                 Schedule(epochs, options.lr, options.batch_size, options.patience,
+                          options.optimizer),
                  shuffle_seeds=[derive_seed(options.seed, "shuffle")],
                  val=held_out, progress=progress, task="align")
     pair.eval()
     return net_a, net_b, result
 
 
-def permutations(n: int, repeats: int, seed: int) -> torch.Tensor:
-    """Algorithm 1, step 5: the ``(M, n)`` row permutations, one per repeat.
+def permutations(n: int, repeats: int, seed: int, channels: int | None = None
+                 ) -> torch.Tensor:
+    """Algorithm 1, step 5: the row permutations, from the child seeds ``(seed,
+    permute, m)``, so any device, batching or sharding sees the same rows.
 
-    Repeat ``m`` permutes every channel's column with the same permutation, drawn from
-    the child seed ``(seed, permute, m)``: each channel is still permuted alone (the
-    others stay in place), and any device, batching or sharding sees the same rows.
+    Without ``channels``: ``(M, n)``, one per repeat; repeat ``m`` permutes every
+    channel's column with it (each channel is still permuted alone, the others stay in
+    place). With ``channels = d``: ``(M, n, d)`` int32, a fresh permutation for every
+    (channel, repeat) as the official code draws them; column ``j`` of repeat ``m`` is
+    channel ``j``'s.
     """
-    return torch.stack([torch.randperm(n, generator=generator(seed, "permute", m))
-                        for m in range(repeats)])
+    if channels is None:
+        return torch.stack([torch.randperm(n, generator=generator(seed, "permute", m))
+                            for m in range(repeats)])
+    return torch.stack([
+        torch.rand(n, channels, generator=generator(seed, "permute", m)).argsort(0)
+        .to(torch.int32) for m in range(repeats)])
 
 
 def _tail(net: Net, pre: torch.Tensor) -> torch.Tensor:
@@ -296,7 +364,8 @@ def permutation_distances(
     target
         ``(n, K)`` the other network's logits on the paired rows.
     perms
-        ``(M, n)`` row permutations, from :func:`permutations`.
+        Row permutations from :func:`permutations`: ``(M, n)``, or ``(M, n, d)`` for one
+        per (channel, repeat), which needs ``x`` resident.
     channels
         Only these channels (a distributed process's share); the others stay 0.
     tile_elements
@@ -309,6 +378,9 @@ def permutation_distances(
         of per-row differences, so small increases do not cancel), and that value.
     """
     n, d, span, read = _rows_of(x, which)
+    per_channel = perms.dim() == 3
+    if per_channel:  # each channel's column is gathered from the resident rows
+        whole_x = x.tensors()[which] if isinstance(x, RowSet) else x
     channels = range(d) if channels is None else channels
     lo, hi = channels.start, channels.stop
     n_repeats, n_classes = len(perms), target.shape[1]
@@ -339,7 +411,12 @@ def permutation_distances(
             # Linear head, MSE: ||R + delta w_i||^2 - ||R||^2 = 2 delta R.w_i + delta^2 |w_i|^2
             rw = (out - tc) @ w[:, lo:hi]  # (c, channels)
         for m in range(n_repeats):
-            moved_x = (read(perms[m, r0 : r0 + rows])[:, lo:hi] - mean[lo:hi]) / scale[lo:hi]
+            if per_channel:
+                index = perms[m, r0 : r0 + rows, lo:hi].to(device, torch.int64)
+                moved_x = whole_x[:, lo:hi].gather(0, index)
+            else:
+                moved_x = read(perms[m, r0 : r0 + rows])[:, lo:hi]
+            moved_x = (moved_x - mean[lo:hi]) / scale[lo:hi]
             delta = moved_x - xc[:, lo:hi]  # (c, channels)
             if closed_form:
                 inc = 2 * (delta * rw).sum(0) + w_sq * delta.square().sum(0)  # (channels,)
@@ -444,14 +521,33 @@ def normalize(importance: np.ndarray, how: str) -> np.ndarray:
 ESTIMATORS: Registry = Registry("estimator")
 
 
+# per-channel permutations (the official protocol) are held as int32 indices, M x n x d
+PER_CHANNEL_BYTES = 1 << 30
+
+
+def check_per_channel(n: int, d: int, repeats: int, resident: bool) -> None:
+    """Refuse per-channel permutations the machine should not hold, up front."""
+    need = 4 * n * d * repeats
+    if need > PER_CHANNEL_BYTES:
+        raise InputError(
+            f"--permutation per_channel would hold {repeats} x {n} x {d} permutation "
+            f"indices ({need / 2**30:.1f} GiB, limit {PER_CHANNEL_BYTES / 2**30:.0f} GiB): "
+            "use fewer --repeats or rows, or --permutation shared")
+    if not resident:
+        raise InputError("--permutation per_channel needs the permuted rows in memory; "
+                         "these are streamed: use --permutation shared or fewer rows")
+
+
 @ESTIMATORS.register("sampled", "M random permutations per channel (Algorithm 1 as "
                      "written)")
 def _sampled(net: Net, rows: RowSet, target: torch.Tensor, options: RankOptions,
              multilabel: bool, which: int, progress: Progress) -> tuple[torch.Tensor, float]:
     # each process of a torchrun job permutes its own block of channels
+    width = rows.widths[which]
     increase, unpermuted = permutation_distances(
         net, rows, target, DISTANCES[options.dist],
-        permutations(len(rows), options.repeats, options.seed),
+        permutations(len(rows), options.repeats, options.seed,
+                     width if options.permutation == "per_channel" else None),
         multilabel=multilabel, which=which,
         channels=distributed.my_channels(rows.widths[which]), progress=progress)
     return distributed.sum_all(increase), unpermuted
@@ -501,12 +597,16 @@ def rank(data: PairedData, options: RankOptions | None = None,
     def part(rows: np.ndarray) -> RowSet:
         return RowSet(arrays, rows, device, chunk_rows)
 
-    fit_rows, val_rows = fit_and_validation(split.train, labels.y, options.seed)
+    # early stopping needs a validation tenth; without it every training row trains
+    fit_rows, val_rows = (fit_and_validation(split.train, labels.y, options.seed)
+                          if options.patience else (split.train, split.train[:0]))
     fitting, val, test = part(fit_rows), part(val_rows), part(split.test)
     stats = [fitting.stats(0), fitting.stats(1)]
     permuted_rows = "test" if options.permute_on == "test" and len(split.test) else "train"
     rows = test if permuted_rows == "test" else part(split.train)
     which = SIDES[options.permute]
+    if options.permutation == "per_channel" and options.estimator == "sampled":
+        check_per_channel(len(rows), rows.widths[which], options.repeats, rows.resident)
     constant = np.flatnonzero(stats[which][2].cpu().numpy()).astype(np.int64)
 
     def once(seed: int) -> _Ranking:

@@ -335,7 +335,8 @@ def to_html(doc: dict[str, Any], pngs: dict[str, bytes], skipped: list[str]) -> 
 def plot_reproduction(rows: list[dict[str, Any]], experiment: str, title: str,
                       source: str) -> bytes:
     """Our series (mean ± std over runs) against gamma or alpha, the paper's figures
-    marked beside them (hollow markers, or the +2.1 points Fig. 2 states), as PNG."""
+    marked beside them (hollow markers, or the +2.1 points Fig. 2 states) and the
+    official code's (crosses, a rerun at the same seeds), as PNG."""
     plt = _pyplot()
     if plt is None:
         raise InputError("--plot needs matplotlib: pip install 'cmkd-doctor[report]'")
@@ -358,6 +359,10 @@ def plot_reproduction(rows: list[dict[str, Any]], experiment: str, title: str,
         if paper:
             ax.scatter(*zip(*paper, strict=True), s=90, facecolors="none", edgecolors=colour,
                        linewidths=1.5, zorder=5)
+        official = [(xi, row["official"][key]["mean"]) for xi, row in zip(x, rows, strict=True)
+                    if key in row.get("official", {})]
+        if official:
+            ax.scatter(*zip(*official, strict=True), s=40, marker="x", color=colour, zorder=6)
     for xi, row in zip(x, rows, strict=True):
         if "kd_minus_no_kd" in row["paper"]:  # Fig. 2's stated result: KD over No-KD
             target = row["no_kd"]["mean"] + row["paper"]["kd_minus_no_kd"]
@@ -365,6 +370,8 @@ def plot_reproduction(rows: list[dict[str, Any]], experiment: str, title: str,
                        label=f"paper: KD {row['paper']['kd_minus_no_kd']:+.1f} over No-KD")
     if any(row["paper"] for row in rows):
         ax.scatter([], [], s=90, facecolors="none", edgecolors="grey", label="paper's figure")
+    if any(row.get("official") for row in rows):
+        ax.scatter([], [], s=40, marker="x", color="grey", label="official code (rerun)")
     ax.set(xlabel=axis, ylabel="test accuracy (%)", title=title)
     ax.legend(fontsize=7, ncol=2)
     fig.text(0.01, 0.01, f"ours: mean ± std over runs; source: {source}", fontsize=6)

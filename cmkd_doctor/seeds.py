@@ -5,6 +5,10 @@ batched and multi-process runs draw the same numbers. A child is
 ``derive_seed(seed, stage, *index)``: NumPy's ``SeedSequence`` with the stage's spawn key
 followed by the index (a repeat, a student, a run). The numbers below are part of every
 result derived from them: changing one changes every result of its stage.
+
+The Gaussian reproductions (:mod:`cmkd_doctor.reproduce`) are the exception: they seed
+NumPy's and torch's generators with ``seed + run`` in the official scripts' order, so
+they draw the very numbers the official code draws.
 """
 
 from __future__ import annotations
@@ -31,11 +35,6 @@ STAGES: dict[str, tuple[int, ...]] = {
     # one network of a stacked fit, from its member seed
     "net_init": (0,),          # its initialisation
     "net_shuffle": (1,),       # its minibatch order
-    # the Gaussian reproductions, from --seed
-    "repro_run": (),           # + r: the seed of run r
-    "repro_init": (41,),       # from run r's seed: its teachers' initialisation
-    "repro_random_channels": (42,),  # from run r's seed: the random teacher's channels
-    "repro_student_init": (1,),      # from a teacher's init seed: its student's
     # AV-MNIST, from --seed
     "avmnist_split": (51,),
     "avmnist_pair": (52,),

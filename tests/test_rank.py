@@ -23,20 +23,23 @@ def _net(d, hidden, k, seed=0, multilabel=False):
     return net.eval()
 
 
-@pytest.mark.parametrize("hidden,dist,multilabel", [
-    ((), "mse", False),         # closed form
-    ((), "kl", False),          # rank-1 update on the logits
-    ((16,), "mse", False),
-    ((16, 8), "l1", False),
-    ((16,), "kl", True),
+@pytest.mark.parametrize("hidden,dist,multilabel,per_channel", [
+    ((), "mse", False, False),         # closed form
+    ((), "mse", False, True),          # closed form, a permutation per (channel, repeat)
+    ((), "kl", False, False),          # rank-1 update on the logits
+    ((16,), "mse", False, False),
+    ((16,), "mse", False, True),
+    ((16, 8), "l1", False, False),
+    ((16,), "kl", True, False),
 ])
-def test_fast_permutation_phase_matches_the_literal_loop(hidden, dist, multilabel):
+def test_fast_permutation_phase_matches_the_literal_loop(hidden, dist, multilabel,
+                                                         per_channel):
     n, d, k = 300, 12, 4
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, d, generator=gen)
     target = torch.randn(n, k, generator=gen)
     net = _net(d, hidden, k, multilabel=multilabel)
-    perms = permutations(n, 3, seed=7)
+    perms = permutations(n, 3, seed=7, channels=d if per_channel else None)
     distance = DISTANCES[dist]
     increase, base = permutation_distances(net, x, target, distance, perms,
                                            multilabel=multilabel, tile_elements=2048)
@@ -47,6 +50,15 @@ def test_fast_permutation_phase_matches_the_literal_loop(hidden, dist, multilabe
                                atol=1e-6)
     assert np.array_equal(np.argsort(-increase.mean(1).numpy()),
                           np.argsort(-(literal.mean(1) - base).numpy())) or dist == "l1"
+
+
+def test_per_channel_permutations_are_fresh_for_every_channel_and_repeat():
+    perms = permutations(50, 4, seed=3, channels=6)  # (M, n, d)
+    assert perms.shape == (4, 50, 6)
+    columns = perms.permute(0, 2, 1).reshape(24, 50)  # every (repeat, channel)
+    assert all(sorted(c.tolist()) == list(range(50)) for c in columns)
+    assert len({tuple(c.tolist()) for c in columns}) == 24
+    assert torch.equal(perms, permutations(50, 4, seed=3, channels=6))  # seeded
 
 
 def test_tile_size_does_not_change_the_result():
@@ -228,3 +240,48 @@ def test_exact_estimator_end_to_end_and_where_it_has_no_closed_form(tmp_path, cl
     assert gap.max() < 0.01
     bad = cli("rank", *files, "--estimator", "exact", "-o", tmp_path / "run2")
     assert bad.code == 2 and "closed form only for a linear head with MSE" in bad.err
+
+
+def test_rank_protocol_official_is_the_official_loop_and_options_still_override(
+        tmp_path, cli, gaussian_dir):
+    files = [gaussian_dir / f for f in ("feats_a.npy", "feats_b.npy", "labels.npy")]
+    out = tmp_path / "run"
+    result = cli("rank", *files, "--protocol", "official", "--epochs", "300", "-M", "20",
+                 "--out", out, "--json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    options = doc["options"]
+    assert options["protocol"] == "official"
+    assert (options["epochs"], options["repeats"]) == (300, 20)  # given: kept
+    official = {"hidden": [], "batch_size": None, "lr": 0.01, "optimizer": "sgd_momentum",
+                "patience": 0, "test_split": 0.0, "permute_on": "train", "dist": "mse",
+                "normalize": "minmax", "standardize": False, "permutation": "per_channel",
+                "restarts": 1}
+    assert {k: options[k] for k in official} == official
+    split = np.load(out / "split.npz")
+    assert len(split["test"]) == 0 and len(split["train"]) == len(np.load(files[2]))
+    assert doc["aligned"]["epochs_run"] == 300  # no early stopping
+    salience = np.asarray(doc["salience"])
+    assert salience.min() == 0.0 and salience.max() == 1.0  # min-max
+    assert np.load(out / "permuted_distances.npy").shape == (salience.size, 20)
+    truth = json.loads((gaussian_dir / "truth.json").read_text())["channels_a"]["general"]
+    top = np.argsort(-salience)[: len(truth)]
+    assert len(set(top.tolist()) & set(truth)) >= 0.8 * len(truth)
+
+
+def test_rank_protocol_options_apply_from_python():
+    options = RankOptions.for_protocol("official", repeats=5).checked()
+    assert (options.repeats, options.permutation, options.normalize) == (5, "per_channel",
+                                                                        "minmax")
+    assert RankOptions.for_protocol().checked() == RankOptions().checked()
+
+
+def test_per_channel_permutations_beyond_memory_are_refused_before_any_training(
+        tmp_path, cli, gaussian_dir):
+    files = [gaussian_dir / f for f in ("feats_a.npy", "feats_b.npy", "labels.npy")]
+    result = cli("rank", *files, "--protocol", "official", "-M", "10000",
+                 "--out", tmp_path / "run")
+    assert result.code == 2
+    assert result.err.startswith("error: --permutation per_channel would hold 10000 x 600 x 50")
+    assert "GiB" in result.err and result.err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

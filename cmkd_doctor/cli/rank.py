@@ -19,10 +19,18 @@ from cmkd_doctor.cli.options import (
     Quiet,
 )
 from cmkd_doctor.losses import DISTANCES
-from cmkd_doctor.ranking import ESTIMATORS, NORMALIZATIONS, RankOptions, rank_files
+from cmkd_doctor.ranking import (
+    ESTIMATORS,
+    NORMALIZATIONS,
+    PERMUTATIONS,
+    RANK_PROTOCOLS,
+    RankOptions,
+    rank_files,
+)
 
 
 def rank(
+    ctx: typer.Context,
     feats_a: Annotated[str, typer.Argument(
         help="Features of modality a (the teacher's), (n, d_a): .npy, .npz or "
              ".safetensors; FILE:KEY picks an array.")],
@@ -57,6 +65,8 @@ def rank(
                                               "class and seeded; saved as split.npz for "
                                               "later commands.")] = 0.2,
     estimator: Annotated[str, typer.Option(help=ESTIMATORS.describe() + ".")] = "sampled",
+    permutation: Annotated[str, typer.Option(help="Step 5: " + PERMUTATIONS.describe() + ".")
+                           ] = "shared",
     split: Annotated[Path | None, typer.Option(help="A .npz with 'train' and 'test' row "
                                                "indices to use instead of --test-split "
                                                "(e.g. a dataset's own split).")] = None,
@@ -70,6 +80,9 @@ def rank(
         help="Standardise every channel with its fit-row mean and standard deviation "
              "(channels constant on the fit rows are ignored), so units do not matter; "
              "--no-standardize feeds raw features.")] = True,
+    protocol: Annotated[str, typer.Option(
+        help="Defaults for every option above that is not given: " + RANK_PROTOCOLS.describe()
+             + ".")] = "doctor",
     device: Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation, shuffling "
                                       "and permutations.")] = 0,
@@ -84,13 +97,18 @@ def rank(
     Trains two networks to agree (Eq. 28), permutes each channel M times, and writes
     salience.npy (max 1) with rank.json, the split and both networks into --out.
     """
-    options = RankOptions(repeats=repeats, hidden=hidden, epochs=epochs, batch_size=batch_size,
-                          lr=lr, dist=dist, normalize=normalize, permute=permute,
-                          test_split=test_split, permute_on=permute_on, patience=patience,
-                          split=None if split is None else str(split), estimator=estimator,
-                          chunk_rows=chunk_rows, restarts=restarts,
-                          standardize=standardize, device=device,
-                          seed=seed)
+    given = {"repeats": repeats, "hidden": hidden, "epochs": epochs,
+             "batch_size": batch_size, "lr": lr, "dist": dist, "normalize": normalize,
+             "permute": permute, "test_split": test_split, "permute_on": permute_on,
+             "patience": patience, "split": None if split is None else str(split),
+             "estimator": estimator, "permutation": permutation, "chunk_rows": chunk_rows,
+             "restarts": restarts, "standardize": standardize, "device": device,
+             "seed": seed}
+    # the protocol's defaults fill what the command line left at its own default
+    protocol_keys = RANK_PROTOCOLS[protocol].options
+    options = RankOptions.for_protocol(protocol, **{
+        key: value for key, value in given.items()
+        if key not in protocol_keys or _given(ctx, key)})
     with progress_bars(quiet or json_output) as progress:
         result, document = rank_files(feats_a, feats_b, labels, out_dir, options, progress)
     for message in result.warnings:
@@ -99,3 +117,9 @@ def rank(
         print_json({**document, "salience": result.salience.tolist()})
     elif not quiet:
         render.rank_summary(document, result.salience, out_dir)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` came from the command line (not its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"

@@ -169,33 +169,69 @@ _COLUMNS = {
     "fig2": ("regular_teacher", "no_kd", "regular_kd", "kd_minus_no_kd"),
     "fig3": ("regular_teacher", "no_kd", "regular_kd", "kd_minus_no_kd"),
 }
+# the figures a user compares with the paper's and the official code's
+_KEY_COLUMNS = {"table2": ("general_teacher", "general_kd_minus_regular_kd"),
+                "fig2": ("regular_teacher", "kd_minus_no_kd"),
+                "fig3": ("regular_teacher", "kd_minus_no_kd")}
+
+
+def _label(column: str) -> str:
+    return column.replace("_minus_", " - ").replace("_", " ")
 
 
 def reproduction(result: Any, source: str) -> None:
-    """Mean ± std over runs, the paper's figure in brackets where it gives one."""
-    name = result.experiment.name
-    axis = "alpha" if name == "fig3" else "gamma"
-    table = Table(title=escape(f"{result.experiment.title} (accuracy %, mean ± std over "
-                               f"{result.runs} runs; [paper])"), title_justify="left")
-    table.add_column(axis, justify="right")
-    columns = _COLUMNS[name]
-    for column in columns:
-        table.add_column(column.replace("_", " "), justify="right")
-    for row in result.rows:
-        cells = []
-        for column in columns:
-            value = row[column]
-            cell = f"{value['mean']:.2f} ± {value['std']:.2f}"
-            paper = row["paper"].get(column)
-            if paper is None and column == "general_kd_minus_regular_kd" and row["paper"]:
-                paper = row["paper"]["general_kd"] - row["paper"]["regular_kd"]
-            cells.append(escape(cell + (f" [{paper:.2f}]" if paper is not None else "")))
-        table.add_row(f"{row[axis]:.2f}", *cells)
+    """One column per setting: ours (mean±std over runs) for every model, then the key
+    figures of the official code (a rerun at the same seeds) and of the paper."""
+    doc = result.to_dict()
+    name, axis = doc["experiment"], result.experiment.axis
+    swap = ", official swap" if doc["official_swap"] else ""
+    table = Table(title=f"{doc['title']} (accuracy %, mean±std over {doc['runs']} runs "
+                        f"from seed {doc['seed']}; protocol {doc['protocol']}{swap})",
+                  title_justify="left")
+    table.add_column("")
+    for row in doc["rows"]:
+        table.add_column(escape(f"{axis} {row[axis]:.2f}\n{row['setting']}"), justify="right")
+    for column in _COLUMNS[name]:
+        table.add_row(_label(column), *(f"{row[column]['mean']:.2f}±{row[column]['std']:.2f}"
+                                        for row in doc["rows"]))
+    variant = doc["official_variant"]
+    for who in ("official", "paper"):
+        table.add_section()
+        for column in _KEY_COLUMNS[name]:
+            cells = [_figure(row[who], column) for row in doc["rows"]]
+            if any(c != "-" for c in cells) or who == "official":
+                label = "official code" if who == "official" else "paper"
+                table.add_row(escape(f"{label}: {_label(column)}"), *cells)
     out.print(table)
-    line(f"paper's claim: {result.experiment.claim}")
+    for row in doc["rows"]:
+        if row["note"]:
+            line(f"{axis} {row[axis]:.2f} ({row['setting']}): {row['note']}")
+    line(f"paper's claim: {doc['claim']}")
     for text in result.claim_check():
         line(text)
-    line(f"source: {source};  {result.seconds:.1f} s")
+    line(f"student loss: {doc['student_loss']}")
+    if not variant:
+        line("official code: not rerun on this protocol (use --protocol official)")
+    elif doc["official_runs"] is None:
+        line(f"official code: no rerun from seed {doc['seed']} (the reruns start at the "
+             "official scripts' own seeds: drop --seed)")
+    else:
+        line(f"official code ({variant}, {doc['official_runs']} runs): "
+             f"{doc['official_source']}")
+    line(f"paper: {source};  {doc['seconds']:.1f} s")
+
+
+def _figure(figures: dict, column: str) -> str:
+    """A mean from the paper's or the official code's figures, differences included."""
+    value = figures.get(column)
+    if isinstance(value, dict):
+        value = value["mean"]
+    if value is None and "_minus_" in column:
+        a, b = column.split("_minus_")
+        if a in figures and b in figures:
+            value = (figures[a] - figures[b] if not isinstance(figures[a], dict)
+                     else figures[a]["mean"] - figures[b]["mean"])
+    return "-" if value is None else f"{value:.2f}"
 
 
 def avmnist(found: dict) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from cmkd_doctor.engine import FitResult, Schedule, auto_epochs, fit, predict
+from cmkd_doctor.errors import InputError
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig, Stacked, new_net, parse_hidden, standardisation
 from cmkd_doctor.options import number, whole
@@ -262,8 +263,13 @@ class SoftLabels:
                 continue
             source = RowSet([rows.x], index, rows.device, rows.plan())
             for start, (x,) in source.chunks():
-                self.array[index[start : start + len(x)], column] = (
-                    predict(teacher, x).cpu().numpy())
+                logits = predict(teacher, x)
+                if not torch.isfinite(logits).all():
+                    bad = int((~torch.isfinite(logits)).any(-1).sum())
+                    raise InputError(f"the teacher's logits are NaN or Inf on {bad} of the "
+                                     f"{len(x)} rows it was given: no student can learn "
+                                     "from them; check the teacher and its input features")
+                self.array[index[start : start + len(x)], column] = logits.cpu().numpy()
                 if self._dir is not None:  # written pages leave this process's memory
                     self.array.flush()
                     release(self.array)

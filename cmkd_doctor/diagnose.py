@@ -8,10 +8,12 @@ means and what to try next. It writes the same run directory as the single comma
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
 
 from cmkd_doctor import distributed
@@ -23,6 +25,7 @@ from cmkd_doctor.distill import DistillOptions, distill
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import GaussianSpec, ranking_against_truth
 from cmkd_doctor.inputs import load_paired
+from cmkd_doctor.models import parse_hidden
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.ranking import RankOptions, RankResult, rank
 from cmkd_doctor.rundir import DEFAULT_RUN, Run, RunDir
@@ -71,6 +74,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
                 if option not in valid:
                     raise InputError(f"{path}: unknown option '{key}.{option}'; valid: "
                                      f"{', '.join(sorted(valid))}")
+            raw[key] = _typed(path, key, value)
+    for key in ("example", "out"):
+        if key in raw and not isinstance(raw[key], str):
+            raise InputError(f"{path}: '{key}' must be text; got {raw[key]!r}")
     if "inputs" in raw:
         inputs = raw["inputs"]
         if not isinstance(inputs, dict) or set(inputs) != {"feats_a", "feats_b", "labels"}:
@@ -81,6 +88,34 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if (raw.get("rank") or {}).get("split"):
         raw["rank"]["split"] = str((path.parent / raw["rank"]["split"]).resolve())
     return raw
+
+
+def _typed(path: Path, section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A section's values checked against the types of its options (pydantic, lax:
+    YAML 1.1 reads ``1e-3`` as text, which becomes the number it means), each wrong type
+    named by its key. ``true`` is never a number."""
+    cls = _SECTIONS[section]
+    hints = {**typing.get_type_hints(cls),
+             **(typing.get_type_hints(TrainOptions) if section == "distill" else {})}
+    typed = {}
+    for key, value in values.items():
+        hint = hints[key]
+        if key == "hidden":  # "0", 256, "512,256" or [512, 256]
+            try:
+                typed[key] = None if value is None else parse_hidden(value)
+            except InputError as exc:
+                raise InputError(f"{path}: {section}.hidden = {value!r}: {exc}") from None
+            continue
+        takes_bool = hint is bool or bool in typing.get_args(hint)
+        try:
+            if isinstance(value, bool) and not takes_bool:
+                raise ValueError("true/false is not a value of this option")
+            typed[key] = pydantic.TypeAdapter(hint).validate_python(value)
+        except (ValueError, pydantic.ValidationError) as exc:
+            why = (exc.errors()[0]["msg"] if isinstance(exc, pydantic.ValidationError)
+                   else str(exc))
+            raise InputError(f"{path}: {section}.{key} = {value!r}: {why}") from None
+    return typed
 
 
 def build_config(raw: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> DiagnoseConfig:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from cmkd_doctor import distributed
+from cmkd_doctor.errors import InputError
 from cmkd_doctor.metrics import evaluate
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.registry import Registry
@@ -209,6 +210,10 @@ def fit(
             opt.step()
             total += losses.detach().sum(-1)
         train_loss = (distributed.sum_all(total) / n_rows).tolist()
+        diverged = [loss for loss in train_loss if not math.isfinite(loss)]
+        if diverged:
+            raise InputError(f"training ({task}) diverged at epoch {epoch + 1} (a loss of "
+                             f"{diverged[0]}): lower --lr, or check the features' scale")
         for i, s in enumerate(alive.tolist()):
             result.train_loss[s].append(train_loss[i])
         result.epochs_run = epoch + 1

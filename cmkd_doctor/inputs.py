@@ -163,15 +163,22 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_finite(array: np.ndarray, source: ArraySource) -> None:
-    """Fail on NaN or Inf, saying how many and where the first one is."""
+    """Fail on NaN or Inf, or a value beyond float32's range (every network computes in
+    float32, where it would become Inf), saying how many and where the first one is."""
     if array.dtype.kind not in "fc":
         return
+    wide = array.dtype.itemsize > (8 if array.dtype.kind == "c" else 4)
     count, first = 0, None
     flat = array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(-1, 1)
     for start in range(0, len(flat), _SCAN_ROWS):
         block = np.asarray(flat[start : start + _SCAN_ROWS])
         bad = ~np.isfinite(block)
+        if wide:
+            bad |= np.abs(np.where(bad, 0, block)) > FLOAT32_MAX
         release(array)  # a memory-mapped file never becomes resident as a whole
         n_bad = int(bad.sum())
         if n_bad and first is None:
@@ -182,8 +189,9 @@ def check_finite(array: np.ndarray, source: ArraySource) -> None:
         row, col, value = first
         where = f"row {row}, column {col}" if array.ndim > 1 else f"row {row}"
         raise InputError(
-            f"{source}: {count} non-finite value{'s' if count > 1 else ''} (NaN or Inf); "
-            f"the first is {value} at {where}; impute or drop those rows"
+            f"{source}: {count} non-finite value{'s' if count > 1 else ''} (NaN, Inf, or "
+            f"beyond float32's ±{FLOAT32_MAX:.3g}); the first is {value} at {where}; "
+            "impute, rescale or drop those rows"
         )
 
 

@@ -29,6 +29,8 @@ def parse_hidden(text: str | int | tuple[int, ...] | list[int]) -> tuple[int, ..
         sizes = [text]
     elif isinstance(text, (tuple, list)):
         sizes = list(text)
+        if any(isinstance(s, bool) or not isinstance(s, int) for s in sizes):
+            raise option_error("hidden", "0 or a comma list of positive layer widths", text)
     else:
         try:
             sizes = [int(part) for part in str(text).split(",") if part.strip()]

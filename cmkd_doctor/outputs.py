@@ -71,8 +71,14 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(document: Any) -> str:
+    """``document`` as indented JSON; NaN and Infinity are not JSON, so a document
+    holding one is a bug (``ValueError``) rather than a file other tools cannot read."""
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, document: Any) -> Path:
-    return write_text(path, json.dumps(document, indent=2) + "\n")
+    return write_text(path, json_text(document))
 
 
 def write_npy(path: str | Path, array: np.ndarray) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import ranking_against_truth
-from cmkd_doctor.outputs import check_out_dir, write_bytes, write_text
+from cmkd_doctor.outputs import check_out_dir, json_text, write_bytes, write_text
 from cmkd_doctor.ranking import channel_order
 from cmkd_doctor.rundir import RunDir
 
@@ -414,7 +413,7 @@ def render(run_dir: str | Path, fmt: str, out_file: str | Path | None = None) ->
     if fmt == "text":
         return Rendered(doc, None, None, skipped)
     if fmt == "json":
-        text = json.dumps(doc, indent=2) + "\n"
+        text = json_text(doc)
     else:
         pngs, skipped = plots(doc)
         if fmt == "html":

@@ -27,6 +27,7 @@ from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.inputs import sha256_of
 from cmkd_doctor.models import FORMAT as NET_FORMAT
 from cmkd_doctor.models import Net, config_from, load_net, read_checkpoint
+from cmkd_doctor.options import whole
 from cmkd_doctor.outputs import write_atomic, write_json, write_safetensors
 from cmkd_doctor.registry import Registry
 from cmkd_doctor.seeds import generator
@@ -145,6 +146,9 @@ class OnnxModel(nn.Module):
                 raise InputError(f"{path}: the ONNX model outputs shape "
                                  f"{tuple(probe.shape)} per row batch; expected logits (n, "
                                  f"{n_classes}) for the {n_classes} classes")
+            if not torch.isfinite(probe).all():
+                raise InputError(f"{path}: the ONNX model's logits on a probe row of zeros "
+                                 "are NaN or Inf; a teacher must give finite logits")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = {self.input_name: x.detach().to("cpu", torch.float32).numpy()}
@@ -192,6 +196,7 @@ class TeacherSpec:
     def checked(self) -> TeacherSpec:
         MODES.check(self.mode)
         FILLS.check(self.fill)
+        whole("seed", self.seed, 0)
         if self.mode != "regular" and (not isinstance(self.ratio, (int, float))
                                        or not 0 < self.ratio < 1):
             raise option_error("ratio", "a number in (0, 1)", self.ratio)

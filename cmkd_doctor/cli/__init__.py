@@ -1,11 +1,14 @@
 """The ``cmkd-doctor`` command: one typer app, one module per command, one exit point.
 
-Exit codes: 0 success, 1 internal error, 2 bad input or usage, 3 a failed --expect.
+Exit codes: 0 success, 1 internal error, 2 bad input or usage, 3 a failed --expect,
+130 interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import traceback
 
 import typer
@@ -68,6 +71,21 @@ def _kinds(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
+class Stopped(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread so that every ``finally`` (temporary
+    files) runs before the process exits. Not a KeyboardInterrupt: typer would turn
+    that into a silent exit code."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.message, self.code = (("interrupted", 130) if signum == signal.SIGINT
+                                   else ("terminated", 143))
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (``sys.exit`` is left to the caller).
 
@@ -76,9 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not distributed.is_main():
         silence()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) != signal.SIG_IGN:  # a background job ignores ^C
+                previous[signum] = signal.signal(signum, _stop)
     try:
         return _main(args)
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         distributed.shutdown()
 
 
@@ -93,6 +118,8 @@ def _main(args: list[str]) -> int:
         return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except Stopped as stop:
+        return _fail(stop.message, stop.code)
     except Exception as exc:  # the one place any error becomes an exit code
         kinds = _kinds(exc)
         if "Exit" in kinds:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cmkd_doctor.outputs import json_text
+
 
 def _width() -> int | None:
     """Terminals report their width; for pipes and CI logs use $COLUMNS, else 120."""
@@ -23,9 +24,10 @@ def _width() -> int | None:
     return int(columns) if columns.isdigit() and int(columns) >= 40 else 120
 
 
-# stdout carries the result; everything else goes to stderr.
-out = Console(highlight=False, width=_width())
-err = Console(stderr=True, highlight=False)
+# stdout carries the result; everything else goes to stderr. No emoji codes: a file
+# named "a.npy:x:" stays as it is.
+out = Console(highlight=False, width=_width(), emoji=False)
+err = Console(stderr=True, highlight=False, emoji=False)
 
 TASK_LABELS = {"align": "Step 1: aligning f1 and f2 (Eq. 28)",
                "permute": "Steps 2-8: permuting channels",
@@ -68,7 +70,7 @@ def spark(values, low: float | None = None) -> str:
 
 def print_json(document: Any) -> None:
     """Exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    sys.stdout.write(json_text(document))
     sys.stdout.flush()
 
 

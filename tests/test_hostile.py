@@ -1,0 +1,258 @@
+"""Hostile and careless input to every command: exit 2 (or 130/143 for signals), exactly
+one ``error:`` line, no traceback, and nothing written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cmkd_doctor.diagnose import build_config, load_config
+from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.outputs import json_text
+from cmkd_doctor.ranking import RankOptions, rank_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory):
+    """Good data, a finished rank run, and a folder of bad files."""
+    root = tmp_path_factory.mktemp("hostile")
+    data = root / "data"
+    write_gaussian(make_gaussian(GaussianSpec(n_train=200, n_test=50, seed=4)), data)
+    rank_files(*(data / f for f in ("feats_a.npy", "feats_b.npy", "labels.npy")),
+               out=root / "run", options=RankOptions(device="cpu", epochs=3, repeats=2))
+    bad = root / "bad"
+    bad.mkdir()
+    x = np.load(data / "feats_a.npy")
+    wide = x.astype(np.float64)
+    wide[5, 3] = 1e300  # finite in float64, Inf in float32
+    np.save(bad / "beyond_float32.npy", wide)
+    with_nan = x.copy()
+    with_nan[2, 1] = np.nan
+    np.save(bad / "nan.npy", with_nan)
+    np.save(bad / "one_d.npy", x[:, 0])
+    np.save(bad / "three_d.npy", x.reshape(len(x), 5, 10))
+    np.save(bad / "short.npy", x[:-3])
+    np.save(bad / "objects.npy", np.array([{"a": 1}] * len(x), dtype=object),
+            allow_pickle=True)
+    (bad / "text.npy").write_text("not an array\n")
+    raw = (data / "feats_a.npy").read_bytes()
+    (bad / "truncated.npy").write_bytes(raw[: len(raw) // 2])
+    y = np.load(data / "labels.npy")
+    lonely = y.copy()
+    lonely[0] = 7  # a class with one sample
+    np.save(bad / "lonely_labels.npy", lonely)
+    np.save(bad / "float_labels.npy", y + 0.5)
+    for name, body in CONFIGS.items():
+        (bad / f"{name}.yaml").write_text(body + "\n")
+    return data, root / "run", bad
+
+
+# diagnose configs of the wrong type: name -> (YAML, the key the error must name)
+CONFIGS = {"lr_text": "rank: {lr: fast}", "hidden_text": 'rank: {hidden: [8, "x"]}',
+           "repeats_bool": "rank: {repeats: true}", "out_number": "out: 12345",
+           "d1_text": 'gaussian: {d1: "ten"}', "ratios_text": 'distill: {ratios: [0.5, "x"]}',
+           "sections_list": "rank: [1, 2]", "not_yaml": "rank: {lr: [1, 2"}
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+G = "{data}"
+
+
+def _names(flag: str, value: str) -> str:
+    """What the error line must name: a file given as the value, else the option."""
+    return value.rsplit("/", 1)[-1] if value.startswith("{") else flag
+
+
+FILES = [f"{G}/feats_a.npy", f"{G}/feats_b.npy", f"{G}/labels.npy"]
+RANK = ["rank", *FILES, "--out", "{out}"]
+CASES = {
+    # rank: files
+    "rank: a missing file": (["rank", "{data}/nope.npy", *FILES[1:], "--out", "{out}"],
+                             "nope.npy: no such file"),
+    "rank: a file name with an emoji code": (
+        ["rank", "{data}/feats_a.npy:x:", *FILES[1:], "--out", "{out}"], "feats_a.npy:x:"),
+    "rank: values beyond float32": (["rank", "{bad}/beyond_float32.npy", *FILES[1:], "--out",
+                                     "{out}"], "beyond float32"),
+    "rank: NaN features": (["rank", "{bad}/nan.npy", *FILES[1:], "--out", "{out}"],
+                           "non-finite"),
+    "rank: 1-D features": (["rank", "{bad}/one_d.npy", *FILES[1:], "--out", "{out}"],
+                           "one_d.npy"),
+    "rank: 3-D features": (["rank", "{bad}/three_d.npy", *FILES[1:], "--out", "{out}"],
+                           "three_d.npy"),
+    "rank: rows that do not pair": (["rank", "{bad}/short.npy", *FILES[1:], "--out", "{out}"],
+                                    "short.npy"),
+    "rank: a pickled array": (["rank", "{bad}/objects.npy", *FILES[1:], "--out", "{out}"],
+                              "objects.npy"),
+    "rank: a text file as .npy": (["rank", "{bad}/text.npy", *FILES[1:], "--out", "{out}"],
+                                  "text.npy"),
+    "rank: a truncated .npy": (["rank", "{bad}/truncated.npy", *FILES[1:], "--out", "{out}"],
+                               "truncated.npy"),
+    "rank: a class with one sample": (["rank", *FILES[:2], "{bad}/lonely_labels.npy", "--out",
+                                       "{out}"], "lonely_labels.npy"),
+    "rank: fractional labels": (["rank", *FILES[:2], "{bad}/float_labels.npy", "--out",
+                                 "{out}"], "float_labels.npy"),
+    "rank: a missing --split file": ([*RANK, "--split", "{data}/nope.npz"], "--split"),
+    # rank: options
+    **{f"rank: {flag} {value}": ([*RANK, flag, value], flag) for flag, value in (
+        ("--lr", "inf"), ("--lr", "nan"), ("--lr", "-1"), ("--lr", "0"),
+        ("--repeats", "0"), ("--repeats", "-3"), ("--epochs", "0"), ("--batch-size", "0"),
+        ("--test-split", "1"), ("--test-split", "-0.1"), ("--test-split", "nan"),
+        ("--dist", "l2"), ("--normalize", "z"), ("--permute", "c"),
+        ("--permute-on", "val"), ("--estimator", "magic"), ("--permutation", "some"),
+        ("--protocol", "mine"), ("--hidden", "x"), ("--hidden", "-1"),
+        ("--restarts", "0"), ("--chunk-rows", "0"), ("--seed", "-1"),
+        ("--patience", "-1"), ("--device", "tpu"), ("--batch-size", "-5"),
+        ("--lr", "abc"), ("--repeats", "1.5"))},
+    "rank: --estimator exact with an MLP": ([*RANK, "--estimator", "exact"], "--estimator"),
+    "rank: per-channel permutations beyond memory": (
+        [*RANK, "--protocol", "official", "-M", "100000"], "GiB"),
+    "rank: an unknown option": ([*RANK, "--fast"], "--fast"),
+    # derive-teacher and distill on a finished run
+    "derive-teacher: a missing run": (["derive-teacher", "--run", "{data}/norun"], "norun"),
+    "derive-teacher: a folder without rank.json": (["derive-teacher", "--run", "{bad}"],
+                                                   "rank.json"),
+    **{f"derive-teacher: {flag} {value}": (["derive-teacher", "--run", "{run}", flag, value],
+                                           _names(flag, value)) for flag, value in (
+        ("--mode", "clever"), ("--ratio", "1.5"), ("--ratio", "0"), ("--ratio", "nan"),
+        ("--fill", "noise"), ("--lr", "inf"), ("--epochs", "0"), ("--seed", "-2"),
+        ("--from", "{data}/nope.safetensors"), ("--from", "{data}/labels.npy"),
+        ("--batch-size", "0"), ("--hidden", "x"), ("--patience", "-1"),
+        ("--chunk-rows", "0"), ("--device", "tpu"), ("--ratio", "-0.5"))},
+    **{f"distill: {flag} {value}": (["distill", "--run", "{run}", flag, value],
+                                    _names(flag, value)) for flag, value in (
+        ("--teacher", "nosuch"), ("--ratio", "2"), ("--rho", "2"), ("--rho", "nan"),
+        ("--temperature", "inf"), ("--temperature", "nan"), ("--temperature", "0"),
+        ("--seeds", "0"), ("--lr", "inf"), ("--expect", "miracles"),
+        ("--device", "quantum"), ("--seed", "-1"), ("--epochs", "0"), ("--batch-size", "0"),
+        ("--patience", "-1"), ("--hidden", "x"), ("--chunk-rows", "0"), ("--fill", "noise"),
+        ("--ratio", "nan"), ("--rho", "-0.1"), ("--from", "{data}/nope.onnx"))},
+    # report
+    "report: a missing run": (["report", "--run", "{data}/norun"], "norun"),
+    "report: an unknown format": (["report", "--run", "{run}", "--format", "pdf"],
+                                  "--format"),
+    "report: html without --out": (["report", "--run", "{run}", "--format", "html"],
+                                   "--out"),
+    "report: a folder without rank.json": (["report", "--run", "{bad}"], "rank.json"),
+    # diagnose
+    "diagnose: a missing file": (["diagnose", "{data}/nope.npy", *FILES[1:], "--out",
+                                  "{out}"], "nope.npy"),
+    "diagnose: an unknown example": (["diagnose", "--example", "nosuch", "--out", "{out}"],
+                                     "nosuch"),
+    **{f"diagnose: config {name}": (["diagnose", "--config", f"{{bad}}/{name}.yaml", "--out",
+                                     "{out}"], needle) for name, needle in (
+        ("lr_text", "rank.lr"), ("hidden_text", "rank.hidden"),
+        ("repeats_bool", "rank.repeats"), ("out_number", "'out'"), ("d1_text", "gaussian.d1"),
+        ("ratios_text", "distill.ratios"), ("sections_list", "'rank'"),
+        ("not_yaml", "not valid YAML"))},
+    "diagnose: --ratio nan": (["diagnose", *FILES, "--ratio", "nan", "--out", "{out}"],
+                              "--ratio"),
+    **{f"diagnose: {flag} {value}": (["diagnose", *FILES, flag, value, "--out", "{out}"],
+                                     _names(flag, value)) for flag, value in (
+        ("--seeds", "0"), ("--epochs", "0"), ("--hidden", "x"), ("--device", "tpu"),
+        ("--restarts", "0"), ("--chunk-rows", "0"), ("--seed", "-1"),
+        ("--split", "{data}/nope.npz"))},
+    # examples
+    "examples reproduce: an unknown experiment": (["examples", "reproduce", "table9"],
+                                                  "table9"),
+    "examples reproduce: --runs 1": (["examples", "reproduce", "table2", "--runs", "1"],
+                                     "--runs"),
+    "examples reproduce: --official-swap on a figure": (
+        ["examples", "reproduce", "fig2", "--official-swap"], "--official-swap"),
+    "examples reproduce: an unknown protocol": (
+        ["examples", "reproduce", "table2", "--protocol", "mine"], "--protocol"),
+    "examples reproduce: --seed -1": (["examples", "reproduce", "fig3", "--seed", "-1"],
+                                      "--seed"),
+    "examples reproduce: a seed past NumPy's range": (
+        ["examples", "reproduce", "fig3", "--seed", str(2**32 - 3)], "--seed"),
+    "examples make gaussian: --d1 0": (["examples", "make", "gaussian", "--d1", "0",
+                                        "--out", "{out}"], "--d1"),
+    "examples make gaussian: more shared than decisive": (
+        ["examples", "make", "gaussian", "--shared", "30", "--out", "{out}"], "--shared"),
+    "examples make gaussian: an unknown delta": (
+        ["examples", "make", "gaussian", "--delta", "twos", "--out", "{out}"], "--delta"),
+    "an unknown command": (["doctor-who"], "doctor-who"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_exits_2_with_one_error_line_and_writes_nothing(name, hostile, cli,
+                                                                  tmp_path):
+    data, run, bad = hostile
+    argv, needle = CASES[name]
+    out = tmp_path / "out"
+    fill = {"data": data, "run": run, "bad": bad, "out": out}
+    before = _snapshot(run)
+    result = cli(*(arg.format(**fill) for arg in argv))
+    assert result.code == 2, (result.code, result.err)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
+    assert "Traceback" not in result.err and needle in lines[0], lines[0]
+    assert not out.exists()
+    assert _snapshot(run) == before
+
+
+def test_the_matrix_covers_every_command():
+    commands = {argv[0] for argv, _ in CASES.values()}
+    assert {"rank", "derive-teacher", "distill", "report", "diagnose", "examples"} <= commands
+    assert len(CASES) >= 100
+
+
+def test_training_that_diverges_is_bad_input_and_writes_nothing(hostile, cli, tmp_path):
+    data, _, _ = hostile
+    result = cli("rank", *(f.format(data=data) for f in FILES), "--lr", "1e30",
+                 "--epochs", "3", "--out", tmp_path / "out")
+    assert result.code == 2
+    assert result.err.strip().startswith("error: training (align) diverged at epoch")
+    assert result.err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_json_never_holds_nan_or_infinity():
+    assert json_text({"x": 1.5}) == '{\n  "x": 1.5\n}\n'
+    for value in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError):
+            json_text({"x": value})
+
+
+@pytest.mark.parametrize("signum,code,message", [(signal.SIGINT, 130, "interrupted"),
+                                                 (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_prints_one_error_line_and_leaves_no_run(hostile, tmp_path, signum, code,
+                                                          message):
+    data, _, _ = hostile
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cmkd_doctor", "rank",
+         *(f.format(data=data) for f in FILES), "--epochs", "100000", "--patience", "0",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(5 if torch.cuda.is_available() else 4)  # well into step 1's training
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert err.strip() == f"error: {message}"
+    assert not out.exists()
+
+
+def test_config_values_are_typed_numbers_not_text(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("rank: {lr: 1e-3, test_split: '0.25', hidden: [16, 8]}\n"
+                      "distill: {ratios: [0.5], seeds: 2}\n")  # YAML 1.1 reads 1e-3 as text
+    built = build_config(load_config(config), {})
+    assert built.rank.lr == 0.001 and built.rank.test_split == 0.25
+    assert built.rank.hidden == (16, 8) and built.distill.seeds == 2

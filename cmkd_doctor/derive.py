@@ -23,7 +23,7 @@ from cmkd_doctor.classifiers import Member, Rows, TrainOptions, train_classifier
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.engine import evaluate_rows
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.outputs import check_out_dir
+from cmkd_doctor.outputs import check_out_file
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.rundir import Run, RunDir, now
 from cmkd_doctor.seeds import derive_seed
@@ -160,7 +160,7 @@ def derive(
     train = (train or TrainOptions()).checked()
     run = RunDir(run_dir).load()
     if export is not None:
-        check_out_dir(Path(export).parent, "--export-onnx")
+        check_out_file(export, "--export-onnx")
     found = derive_teacher(run, spec, train, resolve_device(device), progress)
     if export is not None:
         export_onnx(found.teacher, export, len(run.salience))

@@ -216,14 +216,15 @@ def diagnose(
     if (inputs is None) == (example is None):
         raise InputError("diagnose needs FEATS_A FEATS_B LABELS or --example NAME (one of "
                          "them)")
-    run_dir = RunDir(out).check_writable()
+    run_dir = RunDir(out).check_replaceable()
     rank_options = config.rank.checked()
     distill_options = config.distill.checked()  # every option checked before any work
+    resolve_device(rank_options.device)
+    resolve_device(distill_options.device)
     truth = None
     if example is not None:
         inputs, truth = prepare_example(example, run_dir, config)
         # under torchrun rank 0 alone wrote the example: the others wait for it
-        resolve_device(rank_options.device)
         distributed.barrier()
     if len(inputs) != 3:
         raise InputError("diagnose needs three inputs: FEATS_A FEATS_B LABELS")

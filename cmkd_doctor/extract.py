@@ -19,7 +19,7 @@ import torch
 
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.inputs import read_array
-from cmkd_doctor.outputs import check_out_dir, write_json, write_npy
+from cmkd_doctor.outputs import check_out_file, write_json, write_npy
 from cmkd_doctor.registry import Registry
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -205,7 +205,7 @@ def extract_to(out: str | Path, options: ExtractOptions, images: str | Path | No
     out = Path(out)
     if out.suffix.lower() != ".npy":
         raise InputError(f"--out {out}: features are written as .npy")
-    check_out_dir(out.parent)
+    check_out_file(out, "--out")
     options = options.checked()
     features, names = extract(options, images=images, array=array)
     return features, write_features(features, names, out, options)

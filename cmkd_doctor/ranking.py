@@ -832,7 +832,7 @@ def rank_files(
     Returns the result and the ``rank.json`` document.
     """
     options = (options or RankOptions()).checked()
-    run_dir = RunDir(out).check_writable()
+    run_dir = RunDir(out).check_replaceable()
     data = load_paired(feats_a, feats_b, labels)
     result = rank(data, options, progress)
     return result, run_dir.write_rank(result, data)

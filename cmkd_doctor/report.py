@@ -19,7 +19,7 @@ import numpy as np
 
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import ranking_against_truth
-from cmkd_doctor.outputs import check_out_dir, json_text, write_bytes, write_text
+from cmkd_doctor.outputs import check_out_file, json_text, write_bytes, write_text
 from cmkd_doctor.ranking import channel_order
 from cmkd_doctor.rundir import RunDir
 
@@ -407,7 +407,7 @@ def render(run_dir: str | Path, fmt: str, out_file: str | Path | None = None) ->
         raise InputError("--format html writes a file: give --out report.html")
     out_file = None if out_file is None else Path(out_file)
     if out_file is not None:
-        check_out_dir(out_file.parent)
+        check_out_file(out_file, "--out")
     doc = collect(run_dir)
     skipped: list[str] = []
     if fmt == "text":

@@ -15,12 +15,18 @@ Reading goes through one guarded loader: a damaged, foreign or mismatched file i
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
+import os
 import platform
+import shutil
+import signal
 import sys
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +40,13 @@ from cmkd_doctor.classifiers import Rows
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.inputs import PairedData, load_paired, sha256_of
 from cmkd_doctor.models import Net, load_net, save_net
-from cmkd_doctor.outputs import check_out_dir, write_bytes, write_json, write_npy
+from cmkd_doctor.outputs import (
+    check_out_dir,
+    current_umask,
+    write_bytes,
+    write_json,
+    write_npy,
+)
 from cmkd_doctor.splits import Split, fit_and_validation
 
 if TYPE_CHECKING:
@@ -58,6 +70,97 @@ def environment(device: str) -> dict[str, Any]:
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
+
+
+@contextmanager
+def staging(target: Path, skip: set[str] = frozenset()) -> Iterator[Path]:
+    """A folder to build ``target``'s next version in; on leaving without an error it
+    replaces ``target`` in one step, on an error (or a signal) it is removed and
+    ``target`` is left as it was.
+
+    The folder starts as a hard-linked copy of ``target`` without the entries named in
+    ``skip`` (a copy where the file system has no hard links), so files of other
+    commands, and anything else in the folder, carry over.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".stage",
+                                  dir=target.parent))
+    try:
+        try:
+            if target.is_dir():
+                shutil.copystat(target, stage)
+                for entry in target.iterdir():
+                    if entry.name not in skip:
+                        _link_entry(entry, stage / entry.name)
+            else:
+                os.chmod(stage, 0o777 & ~current_umask())
+        except OSError as exc:
+            raise InputError(f"{target}: cannot be staged for the new run "
+                             f"({exc.strerror or exc}); it is left as it was") from exc
+        yield stage
+        try:
+            replace_dir(stage, target)
+        except OSError as exc:
+            raise InputError(f"{target}: cannot be replaced by the new run "
+                             f"({exc.strerror or exc}); it is left as it was") from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # the old version, or the unfinished one
+
+
+def _link_entry(source: Path, dest: Path) -> None:
+    if source.is_symlink():
+        os.symlink(os.readlink(source), dest)
+    elif source.is_dir():
+        shutil.copytree(source, dest, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(source, dest)
+
+
+def _link_or_copy(source: str | Path, dest: str | Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Make folder ``new`` the folder ``target``; the old ``target`` ends up at ``new``.
+
+    On Linux the two are exchanged atomically (``renameat2(RENAME_EXCHANGE)``). Elsewhere
+    it takes two renames, with SIGINT and SIGTERM held back between them.
+    """
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if _exchange(new, target):
+        return
+    aside = new.with_name(new.name + ".old")
+    held = {signal.SIGINT, signal.SIGTERM}
+    blocking = hasattr(signal, "pthread_sigmask")
+    if blocking:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        os.rename(target, aside)
+        os.rename(new, target)
+        os.rename(aside, new)
+    finally:
+        if blocking:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """``renameat2(a, b, RENAME_EXCHANGE)`` where the C library and file system have it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b),
+                     rename_exchange) == 0
 
 
 class RunDir:
@@ -121,10 +224,35 @@ class RunDir:
         return self
 
     # -- writing -----------------------------------------------------------------------
+    def check_replaceable(self, option: str = "--out") -> RunDir:
+        """Fail early if a new ranking could not replace this folder as a whole: it must
+        be writable and neither the current folder nor one holding it."""
+        self.check_writable(option)
+        here, target = Path.cwd().resolve(), self.path.resolve()
+        if here == target or target in here.parents:
+            raise InputError(f"{option} {self.path}: the run directory cannot be the current "
+                             "folder or hold it (a new ranking replaces it as a whole); "
+                             "pick a subfolder such as cmkd-out")
+        return self
+
     def write_rank(self, result: RankResult, data: PairedData) -> dict[str, Any]:
-        """Write a ``rank`` run; returns the ``rank.json`` document (written last, it
-        vouches for the other files by their checksums)."""
+        """Write a ``rank`` run, all or nothing; returns the ``rank.json`` document.
+
+        The files are built in a staging folder beside the run directory, which starts
+        as a hard-linked copy of the old one without the old ranking's files, then the
+        two folders are exchanged in one step (:func:`replace_dir`). Interrupted, killed
+        or out of disk before that step, the old run directory is untouched and the
+        staging folder is removed. ``rank.json``, written last, vouches for the other
+        files by their checksums.
+        """
         run_id = distributed.from_main(uuid.uuid4().hex)  # one id for every process
+        if not distributed.is_main():
+            return rank_document(result, data, run_id)  # only rank 0 writes
+        with staging(self.path, skip={*self.RANK.values(), self.DOCUMENT}) as stage:
+            return RunDir(stage)._write_rank(result, data, run_id)
+
+    def _write_rank(self, result: RankResult, data: PairedData, run_id: str
+                    ) -> dict[str, Any]:
         document = rank_document(result, data, run_id)
         meta = {"role": "aligned", "options": json.dumps(document["options"]),
                 "inputs": json.dumps(document["inputs"]), "cmkd_doctor": __version__,

@@ -3,7 +3,9 @@ one ``error:`` line, no traceback, and nothing written."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,6 +123,21 @@ CASES = {
     "rank: per-channel permutations beyond memory": (
         [*RANK, "--protocol", "official", "-M", "100000"], "GiB"),
     "rank: an unknown option": ([*RANK, "--fast"], "--fast"),
+    # output paths, checked before any work
+    "rank: --out under a file": ([*RANK[:-1], "{bad}/text.npy/run"], "is a file"),
+    "rank: --out an over-long name": ([*RANK[:-1], "{out}/" + "n" * 300], "too long"),
+    "rank: --out an existing file": ([*RANK[:-1], "{bad}/text.npy"], "not a folder"),
+    **({"rank: --out where nothing can be created": ([*RANK[:-1], "/sys/cmkd-doctor-run"],
+                                                    "not writable")}
+       if os.path.isdir("/sys") and os.geteuid() == 0 else {}),
+    "derive-teacher: --export-onnx an existing folder": (
+        ["derive-teacher", "--run", "{run}", "--export-onnx", "{bad}"], "is a folder"),
+    "derive-teacher: --export-onnx an over-long name": (
+        ["derive-teacher", "--run", "{run}", "--export-onnx", "{out}/" + "t" * 300 + ".onnx"],
+        "too long"),
+    **({"diagnose: --device cuda without CUDA": (
+        ["diagnose", "--example", "gaussian", "--device", "cuda", "--out", "{out}"],
+        "--device cuda")} if not torch.cuda.is_available() else {}),
     # derive-teacher and distill on a finished run
     "derive-teacher: a missing run": (["derive-teacher", "--run", "{data}/norun"], "norun"),
     "derive-teacher: a folder without rank.json": (["derive-teacher", "--run", "{bad}"],
@@ -256,3 +273,89 @@ def test_config_values_are_typed_numbers_not_text(tmp_path):
     built = build_config(load_config(config), {})
     assert built.rank.lr == 0.001 and built.rank.test_split == 0.25
     assert built.rank.hidden == (16, 8) and built.distill.seeds == 2
+
+
+def _tree(folder: Path) -> dict:
+    """Every file under ``folder`` (hidden ones included) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# rank writes 6 files (salience, distances, split, net_a, net_b, rank.json) and then
+# swaps the folder in: fail at every one of those points
+WRITE_POINTS = range(7)
+
+
+@pytest.mark.parametrize("failure", ["SIGTERM", "disk full"])
+@pytest.mark.parametrize("point", WRITE_POINTS)
+def test_an_interrupted_or_full_rewrite_leaves_the_old_run_byte_identical(
+        hostile, cli, tmp_path, monkeypatch, point, failure):
+    import errno
+
+    import cmkd_doctor.outputs as outputs
+    import cmkd_doctor.rundir as rundir
+    from cmkd_doctor.cli import Stopped
+
+    data, run, _ = hostile
+    old = tmp_path / "run"
+    shutil.copytree(run, old)
+    (old / "notes.txt").write_text("the user's own file\n")
+    before = _tree(old)
+
+    def fail() -> None:
+        if failure == "SIGTERM":  # what the signal handler raises, at this very point
+            raise Stopped(signal.SIGTERM)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    calls = {"n": 0}
+    real_write, real_replace = outputs.write_atomic, rundir.replace_dir
+
+    def write_atomic(path, write):
+        if calls["n"] == point:
+            def partial(tmp):  # half a file, then the failure
+                write(tmp)
+                tmp.write_bytes(tmp.read_bytes()[: max(1, tmp.stat().st_size // 2)])
+                fail()
+            return real_write(path, partial)
+        calls["n"] += 1
+        return real_write(path, write)
+
+    def replace_dir(new, target):
+        if point == len(WRITE_POINTS) - 1:
+            fail()
+        return real_replace(new, target)
+
+    monkeypatch.setattr(outputs, "write_atomic", write_atomic)
+    monkeypatch.setattr(rundir, "replace_dir", replace_dir)
+    result = cli("rank", *(f.format(data=data) for f in FILES), "--epochs", "2", "-M", "2",
+                 "--seed", "9", "--out", old)
+    assert result.code == (143 if failure == "SIGTERM" else 2), result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert _tree(old) == before  # byte-identical, and nothing added
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
+
+
+def test_a_new_ranking_replaces_the_old_one_and_keeps_other_files(hostile, cli, tmp_path):
+    data, run, _ = hostile
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    (folder / "notes.txt").write_text("the user's own file\n")
+    old_id = json.loads((folder / "rank.json").read_text())["run_id"]
+    result = cli("rank", *(f.format(data=data) for f in FILES), "--epochs", "2", "-M", "2",
+                 "--seed", "9", "--out", folder, "-q")
+    assert result.code == 0, result.err
+    document = json.loads((folder / "rank.json").read_text())
+    assert document["run_id"] != old_id
+    assert (folder / "notes.txt").read_text() == "the user's own file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert cli("derive-teacher", "--run", folder, "--epochs", "2", "-q").code == 0
+
+
+def test_the_current_folder_is_refused_as_a_run_directory(hostile, cli, tmp_path,
+                                                          monkeypatch):
+    data, _, _ = hostile
+    monkeypatch.chdir(tmp_path)
+    result = cli("rank", *(f.format(data=data) for f in FILES), "--out", ".")
+    assert result.code == 2 and "cannot be the current folder" in result.err
+    assert list(tmp_path.iterdir()) == []

@@ -14,7 +14,7 @@ from cmkd_doctor.datasets import DATASETS
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.gaussian import DELTAS, GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.options import parse_list
-from cmkd_doctor.outputs import check_out_dir
+from cmkd_doctor.outputs import check_out_dir, check_out_file
 from cmkd_doctor.reproduce import PAPER_SOURCE, reproduce, reproduce_avmnist, save_plot
 
 app = typer.Typer(help="The paper's datasets as built-in examples.")
@@ -221,7 +221,7 @@ def reproduce_command(
             render.avmnist(found)
         return
     if plot is not None:
-        check_out_dir(plot.parent)
+        check_out_file(plot, "--plot")
     result = reproduce(experiment, runs=runs, seed=seed, device=resolve_device(device),
                        protocol=protocol, official_swap=official_swap)
     if plot is not None:

@@ -221,6 +221,14 @@ def train_classifiers(
     return [model.unstack(s) for s in range(len(members))]
 
 
+def network_bytes(d_in: int, hidden: Sequence[int], n_classes: int, batch_size: int) -> int:
+    """Bytes one network takes to train: its weights four times (weights, gradients,
+    Adam's two moments) and a minibatch of activations and their gradients."""
+    widths = [d_in, *hidden, n_classes]
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=False))
+    return 4 * (4 * params + 3 * batch_size * sum(widths))
+
+
 # Bytes one stacked fit may take on the CPU (on CUDA: a quarter of the free memory).
 STACK_BYTES_CPU = 1 << 30
 
@@ -230,9 +238,7 @@ def members_per_fit(d_in: int, hidden: Sequence[int], n_classes: int, batch_size
     """How many members one stacked fit may hold: each costs its weights four times
     (weights, gradients, Adam's two moments) and a minibatch of activations and their
     gradients."""
-    widths = [d_in, *hidden, n_classes]
-    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=False))
-    per_member = 4 * (4 * params + 3 * batch_size * sum(widths))
+    per_member = network_bytes(d_in, hidden, n_classes, batch_size)
     if device.type == "cuda":
         budget = torch.cuda.mem_get_info(device)[0] // 4
     else:

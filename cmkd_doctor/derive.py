@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from cmkd_doctor import __version__
-from cmkd_doctor.classifiers import Member, Rows, TrainOptions, train_classifiers
-from cmkd_doctor.devices import resolve_device
+from cmkd_doctor.classifiers import Member, Rows, TrainOptions, network_bytes, train_classifiers
+from cmkd_doctor.devices import require_memory, resolve_device
 from cmkd_doctor.engine import evaluate_rows
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.outputs import check_out_file
@@ -161,7 +161,13 @@ def derive(
     run = RunDir(run_dir).load()
     if export is not None:
         check_out_file(export, "--export-onnx")
-    found = derive_teacher(run, spec, train, resolve_device(device), progress)
+    device = resolve_device(device)
+    hidden = train.resolved(run.rank_options["hidden"]).hidden
+    width = run.features(run.teacher_side).shape[1]
+    require_memory(network_bytes(width, hidden, run.data.labels.n_classes, train.batch_size),
+                   f"a teacher of --hidden {','.join(map(str, hidden)) or 0} on {width} "
+                   "inputs", device)
+    found = derive_teacher(run, spec, train, device, progress)
     if export is not None:
         export_onnx(found.teacher, export, len(run.salience))
     return found

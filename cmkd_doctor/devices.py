@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from cmkd_doctor import distributed
@@ -45,3 +47,30 @@ def _parse(spec: str) -> torch.device:
                              "device(s) are visible")
         return torch.device(text)
     raise InputError(f"--device must be auto, cpu, cuda or cuda:N; got {spec!r}")
+
+
+def memory_free(device: torch.device) -> int:
+    """Bytes free for new work on ``device``: the GPU's free memory, or the machine's
+    available physical memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf: nothing to go by
+        return 1 << 62
+
+
+def require_memory(need: int, what: str, device: torch.device) -> None:
+    """Refuse, before any work, a request that cannot fit: ``what`` needs ``need`` bytes."""
+    free = memory_free(device)
+    if need > free:
+        raise InputError(f"{what} needs about {_size(need)} of memory, more than the "
+                         f"{_size(free)} free on {device}; ask for less")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PiB"

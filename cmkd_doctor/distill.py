@@ -27,11 +27,12 @@ from cmkd_doctor.classifiers import (
     SoftLabels,
     TrainOptions,
     members_per_fit,
+    network_bytes,
     train_classifiers,
 )
 from cmkd_doctor.comparison import BASELINES, Comparison, Row
 from cmkd_doctor.derive import DerivedTeacher, derive_teacher, teacher_metrics
-from cmkd_doctor.devices import resolve_device
+from cmkd_doctor.devices import require_memory, resolve_device
 from cmkd_doctor.engine import FitResult, evaluate_rows
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.models import Stacked
@@ -323,7 +324,14 @@ def distill(run_dir: str | Path | Run, options: DistillOptions | None = None,
         ratios = COARSE if options.auto_ratio else None
         resolve_expectation(expect, [(p.teacher, p.ratio, p.label)
                                      for p in plans(options, ratios)])
-    students = Students(run, options, train, resolve_device(options.device), progress)
+    device = resolve_device(options.device)
+    n_classes = run.data.labels.n_classes
+    for side in ("a", "b"):  # teachers train on a, students on b: one of each must fit
+        width = run.features(side).shape[1]
+        require_memory(network_bytes(width, train.hidden, n_classes, train.batch_size),
+                       f"a network of --hidden {','.join(map(str, train.hidden)) or 0} on "
+                       f"{width} inputs", device)
+    students = Students(run, options, train, device, progress)
     search = None
     if options.auto_ratio:
         rows, search = _search(options, d, students)

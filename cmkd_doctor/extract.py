@@ -11,6 +11,9 @@ one row per input. Spatial feature maps ``(n, C, H, W)`` are averaged over space
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +69,24 @@ def list_images(folder: str | Path) -> list[Path]:
     return found
 
 
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """C libraries (libpng, libjpeg) print their own complaints to file descriptor 2;
+    the one ``error:`` line is ours, so theirs go nowhere while an image decodes."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 to speak of
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def load_images(paths: list[Path], size: int) -> torch.Tensor:
     """RGB images resized to ``size`` squared, ImageNet-normalised: ``(n, 3, size, size)``."""
     import warnings
@@ -76,7 +97,7 @@ def load_images(paths: list[Path], size: int) -> torch.Tensor:
     batch = []
     for path in paths:
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _native_stderr_silenced():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 image = decode_image(str(path), mode=ImageReadMode.RGB)
         except RuntimeError as exc:
@@ -140,6 +161,17 @@ def _onnx(options: ExtractOptions):
         listed = [n for n in names if options.layer in n][:6] or sorted(names)[-6:]
         raise option_error("layer", f"a tensor of {options.onnx} such as {', '.join(listed)}",
                            options.layer)
+    # the extractor needs the tensor's type: infer it, else declare it float of unknown
+    # shape (a valid model need not record the types of its intermediate tensors)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - inference is a help, not a requirement
+        pass
+    known = {v.name for v in (*model.graph.value_info, *model.graph.output,
+                              *model.graph.input)}
+    if options.layer not in known:
+        model.graph.value_info.append(
+            onnx.helper.make_tensor_value_info(options.layer, onnx.TensorProto.FLOAT, None))
     sub = Extractor(model).extract_model(inputs[:1], [options.layer])
     session = ort.InferenceSession(sub.SerializeToString(), providers=[
         p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -182,7 +214,13 @@ def extract(options: ExtractOptions, images: str | Path | None = None,
     for start in range(0, n, options.batch_size):
         rows = list(range(start, min(n, start + options.batch_size)))
         chunks.append(POOLS[options.pool](run(loader(rows)).float()).cpu())
-    return torch.cat(chunks).numpy(), names
+    features = torch.cat(chunks).numpy()
+    bad = ~np.isfinite(features).reshape(len(features), -1).all(axis=1)
+    if bad.any():
+        raise InputError(f"--layer {options.layer}: the features of {int(bad.sum())} of "
+                         f"{len(features)} inputs hold NaN or Inf (the first: "
+                         f"{names[int(np.argmax(bad))]}); check the weights and the inputs")
+    return features, names
 
 
 def write_features(features: np.ndarray, names: list[str], out: str | Path,

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from cmkd_doctor import distributed
-from cmkd_doctor.devices import resolve_device
+from cmkd_doctor.classifiers import network_bytes
+from cmkd_doctor.devices import require_memory, resolve_device
 from cmkd_doctor.engine import (
     OPTIMIZERS,
     FitResult,
@@ -521,6 +522,16 @@ def normalize(importance: np.ndarray, how: str) -> np.ndarray:
 ESTIMATORS: Registry = Registry("estimator")
 
 
+def ranking_bytes(widths: list[int], permuted_rows: int, channels: int, n_classes: int,
+                  options: RankOptions) -> int:
+    """Bytes a ranking holds at once, estimated before any work: the aligned pair in
+    training, the row permutations and the (channels, restarts x M) distances."""
+    restarts = options.restarts or 3
+    batch = options.batch_size or permuted_rows
+    nets = sum(network_bytes(w, options.hidden, n_classes, batch) for w in widths)
+    return nets + 8 * options.repeats * permuted_rows + 16 * channels * options.repeats * restarts
+
+
 # per-channel permutations (the official protocol) are held as int32 indices, M x n x d
 PER_CHANNEL_BYTES = 1 << 30
 
@@ -605,6 +616,11 @@ def rank(data: PairedData, options: RankOptions | None = None,
     permuted_rows = "test" if options.permute_on == "test" and len(split.test) else "train"
     rows = test if permuted_rows == "test" else part(split.train)
     which = SIDES[options.permute]
+    require_memory(ranking_bytes(fitting.widths[:2], len(rows), rows.widths[which],
+                                 labels.n_classes, options),
+                   f"this ranking (two networks of --hidden "
+                   f"{','.join(map(str, options.hidden)) or 0}, M = {options.repeats} "
+                   f"permutations of {rows.widths[which]} channels)", device)
     if options.permutation == "per_channel" and options.estimator == "sampled":
         check_per_channel(len(rows), rows.widths[which], options.repeats, rows.resident)
     constant = np.flatnonzero(stats[which][2].cpu().numpy()).astype(np.int64)

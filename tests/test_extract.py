@@ -117,3 +117,43 @@ def test_uint8_image_arrays_are_normalised_like_image_files(tmp_path, cli, resne
                tmp_path / "b.npy").code == 0
     np.testing.assert_allclose(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_a_corrupt_image_is_one_error_line_even_from_libpng(tmp_path, resnet):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, weights = resnet
+    _images(tmp_path / "imgs", n=2)
+    good = (tmp_path / "imgs" / "img0.png").read_bytes()
+    (tmp_path / "imgs" / "img1.png").write_bytes(good[:60] + b"\0" * 200)  # a broken chunk
+    done = subprocess.run(
+        [sys.executable, "-m", "cmkd_doctor", "extract", "--backbone", "resnet18", "--weights",
+         str(weights), "--layer", "layer3", "--images", str(tmp_path / "imgs"), "--size", "32",
+         "--device", "cpu", "-o", str(tmp_path / "f.npy")],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "img1.png" in lines[0]
+    assert not (tmp_path / "f.npy").exists()
+
+
+def test_features_that_are_not_finite_are_refused(tmp_path, cli):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    # a model whose "feature" tensor is log(x): NaN for negative inputs
+    graph = helper.make_graph(
+        [helper.make_node("Log", ["x"], ["feat"]), helper.make_node("Identity", ["feat"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "log.onnx"))
+    np.save(tmp_path / "x.npy", np.array([[1, 2, 3, 4], [-1, 2, 3, 4]], dtype=np.float32))
+    result = cli("extract", "--onnx", tmp_path / "log.onnx", "--layer", "feat", "--array",
+                 tmp_path / "x.npy", "--pool", "flatten", "-o", tmp_path / "f.npy")
+    assert result.code == 2, result.err
+    assert "NaN or Inf" in result.err and "(the first: 1)" in result.err
+    assert not (tmp_path / "f.npy").exists()

@@ -42,6 +42,7 @@ def hostile(tmp_path_factory):
     with_nan[2, 1] = np.nan
     np.save(bad / "nan.npy", with_nan)
     np.save(bad / "one_d.npy", x[:, 0])
+    np.save(bad / "one_column.npy", x[:, :1])
     np.save(bad / "three_d.npy", x.reshape(len(x), 5, 10))
     np.save(bad / "short.npy", x[:-3])
     np.save(bad / "objects.npy", np.array([{"a": 1}] * len(x), dtype=object),
@@ -123,6 +124,13 @@ CASES = {
     "rank: per-channel permutations beyond memory": (
         [*RANK, "--protocol", "official", "-M", "100000"], "GiB"),
     "rank: an unknown option": ([*RANK, "--fast"], "--fast"),
+    # requests beyond the machine, refused from an estimate before any work
+    "rank: --hidden beyond memory": ([*RANK, "--hidden", "100000000000"], "needs about"),
+    "rank: --repeats beyond memory": ([*RANK, "--repeats", "100000000000"], "needs about"),
+    "derive-teacher: --hidden beyond memory": (
+        ["derive-teacher", "--run", "{run}", "--hidden", "100000000000"], "needs about"),
+    "distill: --hidden beyond memory": (
+        ["distill", "--run", "{run}", "--hidden", "100000000000"], "needs about"),
     # output paths, checked before any work
     "rank: --out under a file": ([*RANK[:-1], "{bad}/text.npy/run"], "is a file"),
     "rank: --out an over-long name": ([*RANK[:-1], "{out}/" + "n" * 300], "too long"),
@@ -167,6 +175,10 @@ CASES = {
     # diagnose
     "diagnose: a missing file": (["diagnose", "{data}/nope.npy", *FILES[1:], "--out",
                                   "{out}"], "nope.npy"),
+    "diagnose: one-column features": (["diagnose", "{bad}/one_column.npy", *FILES[1:],
+                                       "--out", "{out}"], "1 channel"),
+    "diagnose: a ratio that nullifies nothing": (
+        ["diagnose", *FILES, "--ratio", "0.001", "--out", "{out}"], "--ratio"),
     "diagnose: an unknown example": (["diagnose", "--example", "nosuch", "--out", "{out}"],
                                      "nosuch"),
     **{f"diagnose: config {name}": (["diagnose", "--config", f"{{bad}}/{name}.yaml", "--out",
@@ -245,6 +257,24 @@ def test_json_never_holds_nan_or_infinity():
             json_text({"x": value})
 
 
+def _wait_for_handlers(pid: int, timeout: float = 120) -> None:
+    """Until the command has installed its SIGTERM handler (Linux: SigCgt in
+    /proc/PID/status), so a loaded machine cannot make the signal arrive during start-up;
+    elsewhere a fixed pause."""
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        time.sleep(8)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        caught = next((line.split()[1] for line in status.read_text().splitlines()
+                       if line.startswith("SigCgt:")), "0")
+        if int(caught, 16) & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the command never installed its signal handlers")
+
+
 @pytest.mark.parametrize("signum,code,message", [(signal.SIGINT, 130, "interrupted"),
                                                  (signal.SIGTERM, 143, "terminated")])
 def test_a_signal_prints_one_error_line_and_leaves_no_run(hostile, tmp_path, signum, code,
@@ -258,7 +288,8 @@ def test_a_signal_prints_one_error_line_and_leaves_no_run(hostile, tmp_path, sig
          "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(5 if torch.cuda.is_available() else 4)  # well into step 1's training
+    _wait_for_handlers(process.pid)
+    time.sleep(1)
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == code
@@ -359,3 +390,32 @@ def test_the_current_folder_is_refused_as_a_run_directory(hostile, cli, tmp_path
     result = cli("rank", *(f.format(data=data) for f in FILES), "--out", ".")
     assert result.code == 2 and "cannot be the current folder" in result.err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_standard_output_is_one_error_line_not_an_internal_error(hostile):
+    _, run, _ = hostile
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "cmkd_doctor", "report", "--run",
+                               str(run), "--format", "json"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: standard output cannot be written (No space left "
+                                   "on device)")
+
+
+def test_documented_valid_edge_inputs_run(hostile, cli, tmp_path):
+    """Two rows per class, and a --split with an empty test part, are valid input."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((12, 5)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    np.save(tmp_path / "b.npy", x[:, :3])
+    np.save(tmp_path / "y.npy", np.repeat(np.arange(6), 2))
+    np.savez(tmp_path / "split.npz", train=np.arange(12), test=np.arange(0))
+    files = [tmp_path / n for n in ("a.npy", "b.npy", "y.npy")]
+    two = cli("rank", *files, "--epochs", "2", "-M", "2", "--out", tmp_path / "r1", "-q")
+    assert two.code == 0, two.err
+    empty = cli("rank", *files, "--epochs", "2", "-M", "2", "--split", tmp_path / "split.npz",
+                "--out", tmp_path / "r2", "-q")
+    assert empty.code == 0, empty.err
+    assert len(np.load(tmp_path / "r2" / "split.npz")["test"]) == 0

@@ -6,6 +6,8 @@ Exit codes: 0 success, 1 internal error, 2 bad input or usage, 3 a failed --expe
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 import threading
@@ -65,6 +67,9 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EFBIG}
+
+
 def _kinds(exc: BaseException) -> set[str]:
     # typer raises click's exceptions, or those of its vendored copy of click; both keep
     # click's class names, so match on those rather than import either.
@@ -120,6 +125,13 @@ def _main(args: list[str]) -> int:
         return _fail("interrupted", 130)
     except Stopped as stop:
         return _fail(stop.message, stop.code)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno not in _OUTPUT_ERRNOS:
+            return _internal(exc)
+        # stdout is full or closed (files we write name themselves in an InputError)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more can be shown
+        return _fail(f"standard output cannot be written ({exc.strerror})",
+                     EXIT_BAD_INPUT)
     except Exception as exc:  # the one place any error becomes an exit code
         kinds = _kinds(exc)
         if "Exit" in kinds:
@@ -130,10 +142,14 @@ def _main(args: list[str]) -> int:
             ctx = getattr(exc, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             return _fail(exc.format_message() + hint, EXIT_BAD_INPUT)
-        if _state["verbose"]:
-            traceback.print_exc()
-        return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose "
-                     "for the traceback, and please report it)", EXIT_INTERNAL)
+        return _internal(exc)
+
+
+def _internal(exc: BaseException) -> int:
+    if _state["verbose"]:
+        traceback.print_exc()
+    return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose "
+                 "for the traceback, and please report it)", EXIT_INTERNAL)
 
 
 def run() -> None:

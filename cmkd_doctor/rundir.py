@@ -82,7 +82,9 @@ def staging(target: Path, skip: set[str] = frozenset()) -> Iterator[Path]:
     ``skip`` (a copy where the file system has no hard links), so files of other
     commands, and anything else in the folder, carry over.
     """
-    target = Path(target)
+    # a run directory that is a symlink (to a scratch disk, say) is replaced where it
+    # really lives, and the link stays
+    target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".stage",
                                   dir=target.parent))
@@ -142,7 +144,11 @@ def replace_dir(new: Path, target: Path) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         os.rename(target, aside)
-        os.rename(new, target)
+        try:
+            os.rename(new, target)
+        except OSError:
+            os.rename(aside, target)  # put the old one back
+            raise
         os.rename(aside, new)
     finally:
         if blocking:

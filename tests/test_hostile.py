@@ -419,3 +419,45 @@ def test_documented_valid_edge_inputs_run(hostile, cli, tmp_path):
                 "--out", tmp_path / "r2", "-q")
     assert empty.code == 0, empty.err
     assert len(np.load(tmp_path / "r2" / "split.npz")["test"]) == 0
+
+
+def test_a_run_directory_behind_a_symlink_is_replaced_where_it_lives(hostile, cli,
+                                                                      tmp_path):
+    data, run, _ = hostile
+    real = tmp_path / "scratch" / "run"
+    real.parent.mkdir()
+    shutil.copytree(run, real)
+    link = tmp_path / "cmkd-out"
+    link.symlink_to(real, target_is_directory=True)
+    result = cli("rank", *(f.format(data=data) for f in FILES), "--epochs", "2", "-M", "2",
+                 "--out", link, "-q")
+    assert result.code == 0, result.err
+    assert link.is_symlink() and (link / "rank.json").is_file()
+    assert sorted(p.name for p in real.parent.iterdir()) == ["run"]
+
+
+def test_the_portable_replacement_puts_the_old_folder_back_when_it_fails(tmp_path,
+                                                                        monkeypatch):
+    import cmkd_doctor.rundir as rundir
+
+    old, new = tmp_path / "run", tmp_path / "stage"
+    old.mkdir()
+    (old / "a").write_text("old")
+    new.mkdir()
+    (new / "a").write_text("new")
+    monkeypatch.setattr(rundir, "_exchange", lambda a, b: False)  # no renameat2
+    rundir.replace_dir(new, old)  # the two-rename path works ...
+    assert (old / "a").read_text() == "new" and (new / "a").read_text() == "old"
+    real_rename = os.rename
+    calls = []
+
+    def failing(a, b):
+        calls.append((a, b))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_rename(a, b)
+
+    monkeypatch.setattr(rundir.os, "rename", failing)
+    with pytest.raises(OSError):
+        rundir.replace_dir(new, old)  # ... and when its second rename fails, nothing moved
+    assert (old / "a").read_text() == "new" and (new / "a").read_text() == "old"

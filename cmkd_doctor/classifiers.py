@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cmkd_doctor.devices import require_memory
 from cmkd_doctor.engine import FitResult, Schedule, auto_epochs, fit, predict
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
@@ -227,6 +228,16 @@ def network_bytes(d_in: int, hidden: Sequence[int], n_classes: int, batch_size: 
     widths = [d_in, *hidden, n_classes]
     params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=False))
     return 4 * (4 * params + 3 * batch_size * sum(widths))
+
+
+def require_trainable(d_in: int, options: TrainOptions, n_classes: int,
+                      device: torch.device, role: str) -> None:
+    """Refuse, before any work, a ``role`` network (a teacher, a student) of
+    ``options.hidden`` on ``d_in`` inputs that cannot be trained in memory."""
+    hidden = options.hidden or ()
+    require_memory(network_bytes(d_in, hidden, n_classes, options.batch_size),
+                   f"a {role} of --hidden {','.join(map(str, hidden)) or 0} on {d_in} "
+                   "inputs", device)
 
 
 # Bytes one stacked fit may take on the CPU (on CUDA: a quarter of the free memory).

@@ -19,8 +19,14 @@ import numpy as np
 import torch
 
 from cmkd_doctor import __version__
-from cmkd_doctor.classifiers import Member, Rows, TrainOptions, network_bytes, train_classifiers
-from cmkd_doctor.devices import require_memory, resolve_device
+from cmkd_doctor.classifiers import (
+    Member,
+    Rows,
+    TrainOptions,
+    require_trainable,
+    train_classifiers,
+)
+from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.engine import evaluate_rows
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.outputs import check_out_file
@@ -162,11 +168,9 @@ def derive(
     if export is not None:
         check_out_file(export, "--export-onnx")
     device = resolve_device(device)
-    hidden = train.resolved(run.rank_options["hidden"]).hidden
-    width = run.features(run.teacher_side).shape[1]
-    require_memory(network_bytes(width, hidden, run.data.labels.n_classes, train.batch_size),
-                   f"a teacher of --hidden {','.join(map(str, hidden)) or 0} on {width} "
-                   "inputs", device)
+    require_trainable(run.features(run.teacher_side).shape[1],
+                      train.resolved(run.rank_options["hidden"]), run.data.labels.n_classes,
+                      device, "teacher")
     found = derive_teacher(run, spec, train, device, progress)
     if export is not None:
         export_onnx(found.teacher, export, len(run.salience))

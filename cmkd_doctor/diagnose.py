@@ -21,15 +21,14 @@ from cmkd_doctor.classifiers import TrainOptions
 from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.datasets import DATASETS
 from cmkd_doctor.devices import resolve_device
-from cmkd_doctor.distill import DistillOptions, distill
-from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.distill import DistillOptions, check_ratios, distill
+from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import GaussianSpec, ranking_against_truth
-from cmkd_doctor.inputs import PairedData, load_paired
+from cmkd_doctor.inputs import load_paired
 from cmkd_doctor.models import parse_hidden
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.ranking import RankOptions, RankResult, rank
 from cmkd_doctor.rundir import DEFAULT_RUN, Run, RunDir
-from cmkd_doctor.teachers import n_nullified
 from cmkd_doctor.verdict import advise
 
 SWEEP = (0.1, 0.25, 0.5, 0.75, 0.9)  # diagnose --sweep (paper Fig. 5)
@@ -202,31 +201,6 @@ def prepare_example(name: str, out: RunDir, config: DiagnoseConfig
     return dataset.make(out.example_dir, config.gaussian, views)
 
 
-def _check_ratios(data: PairedData, rank_options: RankOptions,
-                  distill_options: DistillOptions) -> None:
-    """Every ratio must nullify some but not all channels of the ranked modality: checked
-    on its width before the ranking, so a hopeless request writes nothing."""
-    d = (data.xa if rank_options.permute == "a" else data.xb).shape[1]
-    derived = [t for t in distill_options.teachers if t != "regular"]
-    if not derived:
-        return
-    if d < 2:
-        raise InputError(f"modality {rank_options.permute} has {d} channel: derived teachers "
-                         "need at least 2 (some nullified, some kept); give more features or "
-                         "--teacher regular")
-    if distill_options.auto_ratio:
-        if d < 3:
-            raise InputError(f"--ratio auto: modality {rank_options.permute} has {d} "
-                             "channels, too few to search nullifying ratios")
-        return
-    for ratio in distill_options.ratios:
-        k = n_nullified(ratio, d)
-        if k == 0 or k == d:
-            raise option_error("ratio", f"a ratio that nullifies between 1 and {d - 1} of "
-                               f"the {d} channels of modality {rank_options.permute} "
-                               f"(round({ratio:g} * {d}) = {k})", ratio)
-
-
 def diagnose(
     inputs: list[str | Path] | None = None,
     example: str | None = None,
@@ -255,7 +229,10 @@ def diagnose(
     if len(inputs) != 3:
         raise InputError("diagnose needs three inputs: FEATS_A FEATS_B LABELS")
     data = load_paired(*inputs)
-    _check_ratios(data, rank_options, distill_options)
+    # on the ranked modality's width, before the ranking: a hopeless request writes nothing
+    check_ratios(distill_options,
+                 (data.xa if rank_options.permute == "a" else data.xb).shape[1],
+                 f"modality {rank_options.permute}")
     result = rank(data, rank_options, progress)
     document = run_dir.write_rank(result, data)
     # distil on the run just computed, without reading and hashing the inputs again

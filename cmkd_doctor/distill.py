@@ -27,12 +27,12 @@ from cmkd_doctor.classifiers import (
     SoftLabels,
     TrainOptions,
     members_per_fit,
-    network_bytes,
+    require_trainable,
     train_classifiers,
 )
 from cmkd_doctor.comparison import BASELINES, Comparison, Row
 from cmkd_doctor.derive import DerivedTeacher, derive_teacher, teacher_metrics
-from cmkd_doctor.devices import require_memory, resolve_device
+from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.engine import FitResult, evaluate_rows
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.models import Stacked
@@ -41,7 +41,15 @@ from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.rundir import Run, RunDir
 from cmkd_doctor.seeds import derive_seed
 from cmkd_doctor.streaming import row_bytes
-from cmkd_doctor.teachers import FILLS, MODES, Teacher, TeacherSpec, load_base, n_nullified
+from cmkd_doctor.teachers import (
+    FILLS,
+    MODES,
+    Teacher,
+    TeacherSpec,
+    check_ratio,
+    load_base,
+    n_nullified,
+)
 from cmkd_doctor.verdict import DERIVED, resolve_expectation, verdict
 
 # --ratio auto: a coarse grid, then a refinement around its best (paper Fig. 5's sweet
@@ -138,6 +146,23 @@ class Plan:
         if self.teacher in MODES:
             return f"{self.teacher} r={self.ratio:g}"
         return Path(self.teacher).name
+
+
+def check_ratios(options: DistillOptions, d: int, where: str) -> None:
+    """The ratios of ``options`` can make derived teachers of ``d`` channels (those of
+    ``where``): each nullifies some but not all, or ``auto`` has ratios to search."""
+    if not any(p.spec is not None and p.spec.mode != "regular" for p in plans(options, (0.5,))):
+        return  # no derived teacher asked for
+    if d < 2:
+        raise InputError(f"{where} has {d} channel: derived teachers need at least 2 (some "
+                         "nullified, some kept); give more features or --teacher regular")
+    if options.auto_ratio:
+        if not [r for r in COARSE if 0 < n_nullified(r, d) < d]:
+            raise InputError(f"--ratio auto: {where} has {d} channels, too few to search "
+                             "nullifying ratios")
+        return
+    for ratio in options.ratios:
+        check_ratio(ratio, d, f"channels of {where}")
 
 
 def plans(options: DistillOptions, ratios: tuple[float, ...] | None = None) -> list[Plan]:
@@ -317,20 +342,15 @@ def distill(run_dir: str | Path | Run, options: DistillOptions | None = None,
                          "--test-split 0.2")
     train = options.train.resolved(run.rank_options["hidden"])
     d = len(run.salience) - len(run.constant)  # the informative channels
-    if options.auto_ratio and not [r for r in COARSE if 0 < n_nullified(r, d) < d]:
-        raise InputError(f"--ratio auto: modality {run.teacher_side} has {d} channels, too "
-                         "few to search nullifying ratios")
+    check_ratios(options, d, f"modality {run.teacher_side}")
     if expect:
         ratios = COARSE if options.auto_ratio else None
         resolve_expectation(expect, [(p.teacher, p.ratio, p.label)
                                      for p in plans(options, ratios)])
     device = resolve_device(options.device)
-    n_classes = run.data.labels.n_classes
-    for side in ("a", "b"):  # teachers train on a, students on b: one of each must fit
-        width = run.features(side).shape[1]
-        require_memory(network_bytes(width, train.hidden, n_classes, train.batch_size),
-                       f"a network of --hidden {','.join(map(str, train.hidden)) or 0} on "
-                       f"{width} inputs", device)
+    for side in ("a", "b"):  # a teacher and a student must each fit
+        require_trainable(run.features(side).shape[1], train, run.data.labels.n_classes,
+                          device, "teacher" if side == run.teacher_side else "student")
     students = Students(run, options, train, device, progress)
     search = None
     if options.auto_ratio:

@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -526,7 +527,7 @@ class Reproduction:
             official = row.get("official", {}).get(key)
             if official:
                 text += f"; official code {official['mean']:+.2f}"
-            paper = _paper_difference(row["paper"], key)
+            paper = figure(row["paper"], key)
             if paper is not None:
                 text += f"; paper {paper:+.2f}"
             lines.append(text)
@@ -549,11 +550,17 @@ class Reproduction:
         return found if found.get("seed") == self.seed else {}
 
 
-def _paper_difference(paper: dict, key: str) -> float | None:
-    if key in paper:
-        return paper[key]
-    a, b = DIFFERENCES[key]
-    return paper[a] - paper[b] if a in paper and b in paper else None
+def figure(figures: dict, key: str) -> float | None:
+    """A model's or a difference's mean from the paper's figures (numbers) or the
+    official code's (``{"mean", "std"}``); a difference the paper does not state is
+    taken from its two models; ``None`` where neither gives it."""
+    def mean(value: Any) -> float:
+        return value["mean"] if isinstance(value, dict) else value
+
+    if key in figures:
+        return mean(figures[key])
+    a, b = DIFFERENCES.get(key, (None, None))
+    return mean(figures[a]) - mean(figures[b]) if a in figures and b in figures else None
 
 
 def reproduce(name: str, runs: int = 10, seed: int | None = None,

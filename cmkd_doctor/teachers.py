@@ -41,6 +41,16 @@ def n_nullified(ratio: float, d: int) -> int:
     return int(math.floor(ratio * d + 0.5))
 
 
+def check_ratio(ratio: float, d: int, what: str = "channels") -> int:
+    """The number of channels ``ratio`` nullifies of ``d``; it must be some but not all
+    (``what`` names the d channels in the message)."""
+    k = n_nullified(ratio, d)
+    if k == 0 or k == d:
+        raise option_error("ratio", f"a ratio that nullifies between 1 and {d - 1} of the "
+                           f"{d} {what} (round({ratio:g} * {d}) = {k})", ratio)
+    return k
+
+
 # A mode picks the k channels to nullify from the salience (ties broken by channel index,
 # a stable sort); the generator serves the random mode.
 MODES: Registry = Registry("mode")
@@ -81,11 +91,7 @@ def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int 
     d = len(informative)
     if not 0 < ratio < 1:
         raise option_error("ratio", "a number in (0, 1)", ratio)
-    k = n_nullified(ratio, d)
-    if k == 0 or k == d:
-        counted = f"{d} informative" if len(constant) else f"{d}"
-        raise option_error("ratio", f"a ratio that nullifies between 1 and {d - 1} of the "
-                           f"{counted} channels (round({ratio:g} * {d}) = {k})", ratio)
+    k = check_ratio(ratio, d, "informative channels" if len(constant) else "channels")
     chosen = informative[choose(np.asarray(salience)[informative], k, seed)]
     return np.union1d(chosen, constant).astype(np.int64)
 

@@ -19,6 +19,7 @@ from cmkd_doctor.cli._common import out, spark
 from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.ranking import channel_order
 from cmkd_doctor.report import to_markdown
+from cmkd_doctor.reproduce import figure
 
 
 def line(text: str) -> None:
@@ -179,6 +180,10 @@ def _label(column: str) -> str:
     return column.replace("_minus_", " - ").replace("_", " ")
 
 
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def reproduction(result: Any, source: str) -> None:
     """One column per setting: ours (mean±std over runs) for every model, then the key
     figures of the official code (a rerun at the same seeds) and of the paper."""
@@ -198,7 +203,7 @@ def reproduction(result: Any, source: str) -> None:
     for who in ("official", "paper"):
         table.add_section()
         for column in _KEY_COLUMNS[name]:
-            cells = [_figure(row[who], column) for row in doc["rows"]]
+            cells = [_shown(figure(row[who], column)) for row in doc["rows"]]
             if any(c != "-" for c in cells) or who == "official":
                 label = "official code" if who == "official" else "paper"
                 table.add_row(escape(f"{label}: {_label(column)}"), *cells)
@@ -219,19 +224,6 @@ def reproduction(result: Any, source: str) -> None:
         line(f"official code ({variant}, {doc['official_runs']} runs): "
              f"{doc['official_source']}")
     line(f"paper: {source};  {doc['seconds']:.1f} s")
-
-
-def _figure(figures: dict, column: str) -> str:
-    """A mean from the paper's or the official code's figures, differences included."""
-    value = figures.get(column)
-    if isinstance(value, dict):
-        value = value["mean"]
-    if value is None and "_minus_" in column:
-        a, b = column.split("_minus_")
-        if a in figures and b in figures:
-            value = (figures[a] - figures[b] if not isinstance(figures[a], dict)
-                     else figures[a]["mean"] - figures[b]["mean"])
-    return "-" if value is None else f"{value:.2f}"
 
 
 def avmnist(found: dict) -> None:

@@ -30,7 +30,14 @@ import numpy as np
 import torch
 
 from cmkd_doctor.errors import InputError, option_error
-from cmkd_doctor.outputs import check_out_dir, write_bytes, write_json, write_npy
+from cmkd_doctor.outputs import (
+    check_out_dir,
+    landed,
+    together,
+    write_bytes,
+    write_json,
+    write_npy,
+)
 from cmkd_doctor.seeds import generator
 
 MNIST_FILES = {"test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -281,18 +288,21 @@ def read_multibench(folder: str | Path) -> AVMnist:
 
 
 def write_avmnist(data: AVMnist, out: str | Path) -> list[Path]:
-    """``image.npy``, ``audio.npy``, ``labels.npy``, ``split.npz`` and ``avmnist.json``."""
-    out = Path(out)
+    """``image.npy``, ``audio.npy``, ``labels.npy``, ``split.npz`` and ``avmnist.json``,
+    landing together."""
     buffer = io.BytesIO()
     np.savez(buffer, train=data.train, test=data.test)
-    return [write_npy(out / "image.npy", data.image), write_npy(out / "audio.npy", data.audio),
-            write_npy(out / "labels.npy", data.labels),
-            write_bytes(out / "split.npz", buffer.getvalue()),
-            write_json(out / "avmnist.json", {**data.info, "n": len(data.labels),
-                                              "n_train": len(data.train),
-                                              "n_test": len(data.test),
-                                              "image_dim": data.image.shape[1],
-                                              "audio_dim": data.audio.shape[1]})]
+    with together(out) as stage:
+        paths = [write_npy(stage / "image.npy", data.image),
+                 write_npy(stage / "audio.npy", data.audio),
+                 write_npy(stage / "labels.npy", data.labels),
+                 write_bytes(stage / "split.npz", buffer.getvalue()),
+                 write_json(stage / "avmnist.json", {**data.info, "n": len(data.labels),
+                                                     "n_train": len(data.train),
+                                                     "n_test": len(data.test),
+                                                     "image_dim": data.image.shape[1],
+                                                     "audio_dim": data.audio.shape[1]})]
+    return landed(paths, stage, out)
 
 
 def make_avmnist(out: str | Path, mnist: str | Path | None = None,

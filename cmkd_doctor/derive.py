@@ -164,16 +164,18 @@ def derive(
     before any training."""
     spec = spec.checked()
     train = (train or TrainOptions()).checked()
-    run = RunDir(run_dir).load()
     if export is not None:
         check_out_file(export, "--export-onnx")
-    device = resolve_device(device)
-    require_trainable(run.features(run.teacher_side).shape[1],
-                      train.resolved(run.rank_options["hidden"]), run.data.labels.n_classes,
-                      device, "teacher")
-    found = derive_teacher(run, spec, train, device, progress)
-    if export is not None:
-        export_onnx(found.teacher, export, len(run.salience))
+    # the teacher's network and sidecar (and the export) land together or not at all
+    with RunDir(run_dir).transaction() as staged:
+        run = staged.load()
+        device = resolve_device(device)
+        require_trainable(run.features(run.teacher_side).shape[1],
+                          train.resolved(run.rank_options["hidden"]),
+                          run.data.labels.n_classes, device, "teacher")
+        found = derive_teacher(run, spec, train, device, progress)
+        if export is not None:
+            export_onnx(found.teacher, export, len(run.salience))
     return found
 
 

@@ -221,11 +221,26 @@ def diagnose(
     distill_options = config.distill.checked()  # every option checked before any work
     resolve_device(rank_options.device)
     resolve_device(distill_options.device)
+    # the example's arrays, the ranking, the teachers and the results land together
+    with run_dir.transaction(drop=RunDir.RANKING) as staged:
+        result, document, report, truth = _diagnose(inputs, example, staged, config,
+                                                    rank_options, distill_options, progress)
+    truth_summary = (ranking_against_truth(result.salience, truth, rank_options.permute)
+                     if truth else None)
+    return Diagnosis(run_dir.path, result, document, report,
+                     advise(report, document, truth_summary), truth_summary)
+
+
+def _diagnose(inputs: list[str | Path] | None, example: str | None, staged: RunDir,
+              config: DiagnoseConfig, rank_options: RankOptions,
+              distill_options: DistillOptions, progress: Progress
+              ) -> tuple[RankResult, dict[str, Any], Comparison, dict[str, Any] | None]:
     truth = None
     if example is not None:
-        inputs, truth = prepare_example(example, run_dir, config)
-        # under torchrun rank 0 alone wrote the example: the others wait for it
-        distributed.barrier()
+        inputs, truth = prepare_example(example, staged, config)
+        # under torchrun rank 0 alone wrote the example (in its staging folder): the
+        # others read it from there
+        inputs = distributed.from_main([str(p) for p in inputs])
     if len(inputs) != 3:
         raise InputError("diagnose needs three inputs: FEATS_A FEATS_B LABELS")
     data = load_paired(*inputs)
@@ -234,12 +249,9 @@ def diagnose(
                  (data.xa if rank_options.permute == "a" else data.xb).shape[1],
                  f"modality {rank_options.permute}")
     result = rank(data, rank_options, progress)
-    document = run_dir.write_rank(result, data)
+    document = staged.write_rank(result, data)
     # distil on the run just computed, without reading and hashing the inputs again
-    run = Run(run_dir, document, result.salience, result.split, data)
+    run = Run(staged, document, result.salience, result.split, data)
     report = distill(run, distill_options, progress)
-    run_dir.record(report)
-    truth_summary = (ranking_against_truth(result.salience, truth, rank_options.permute)
-                     if truth else None)
-    return Diagnosis(run_dir.path, result, document, report,
-                     advise(report, document, truth_summary), truth_summary)
+    staged.record(report)
+    return result, document, report, truth

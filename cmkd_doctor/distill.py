@@ -36,7 +36,7 @@ from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.engine import FitResult, evaluate_rows
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.models import Stacked
-from cmkd_doctor.options import number, parse_list, whole
+from cmkd_doctor.options import MAX_SEEDS, SEEDS_WHY, number, parse_list, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.rundir import Run, RunDir
 from cmkd_doctor.seeds import derive_seed
@@ -112,7 +112,7 @@ class DistillOptions:
         FILLS.check(self.fill)
         number("rho", self.rho, "a number in [0, 1]", low=0, high=1)
         number("temperature", self.temperature, "a positive number", low=0, open_low=True)
-        whole("seeds", self.seeds, 1)
+        whole("seeds", self.seeds, 1, maximum=MAX_SEEDS, why=SEEDS_WHY)
         whole("seed", self.seed, 0)
         TeacherSpec(source=self.source).checked()  # validates --from
         return replace(self, teachers=teachers,
@@ -326,16 +326,26 @@ def _search(options: DistillOptions, d: int, students: Students
                   "full_grid": FULL_GRID}
 
 
-def distill(run_dir: str | Path | Run, options: DistillOptions | None = None,
+def distill(run_dir: str | Path | RunDir | Run, options: DistillOptions | None = None,
             progress: Progress = no_progress, expect: str | None = None) -> Comparison:
     """Train students with each teacher and compare them (paper Table 4 / Table 8).
 
-    ``expect`` is checked for its names before any training; call
-    :func:`cmkd_doctor.verdict.check_expectation` on the result to apply it.
+    The teachers it derives land in the run directory together when it ends (one
+    :meth:`~cmkd_doctor.rundir.RunDir.transaction`; a staged ``RunDir`` or a ``Run`` of
+    one joins that transaction). ``expect`` is checked for its names before any
+    training; call :func:`cmkd_doctor.verdict.check_expectation` on the result to apply
+    it, and :meth:`~cmkd_doctor.rundir.RunDir.record` to add it to ``distill.json``.
     """
     options = (options or DistillOptions()).checked()
-    # a Run already in hand (diagnose's) is used as is: its inputs were just verified
-    run = run_dir if isinstance(run_dir, Run) else RunDir(run_dir).load()
+    if isinstance(run_dir, Run):  # diagnose's, in hand: its inputs were just verified
+        return _distill(run_dir, options, progress, expect)
+    folder = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    with folder.transaction() as staged:
+        return _distill(staged.load(), options, progress, expect)
+
+
+def _distill(run: Run, options: DistillOptions, progress: Progress, expect: str | None
+             ) -> Comparison:
     if not len(run.split.test):
         raise InputError(f"--run {run.path}: the rank run kept no test rows "
                          "(--test-split 0); students need held-out rows: rerun rank with "

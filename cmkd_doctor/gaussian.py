@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cmkd_doctor.errors import option_error
-from cmkd_doctor.outputs import write_json, write_npy
+from cmkd_doctor.outputs import landed, together, write_json, write_npy
 
 DELTAS = ("normal", "ones")
 
@@ -152,12 +152,13 @@ GAUSSIAN_FILES = ("feats_a.npy", "feats_b.npy", "labels.npy", "feats_a_test.npy"
 
 
 def write_gaussian(data: GaussianData, out: str | Path) -> list[Path]:
-    """Write the arrays and ``truth.json`` into ``out``, each file atomically."""
-    out = Path(out)
+    """Write the arrays and ``truth.json`` into ``out``, landing together."""
     arrays = (data.xa, data.xb, data.y, data.xa_test, data.xb_test, data.y_test)
-    paths = [write_npy(out / name, a) for name, a in zip(GAUSSIAN_FILES[:-1], arrays, strict=True)]
-    paths.append(write_json(out / GAUSSIAN_FILES[-1], data.truth))
-    return paths
+    with together(out) as stage:
+        paths = [write_npy(stage / name, a)
+                 for name, a in zip(GAUSSIAN_FILES[:-1], arrays, strict=True)]
+        paths.append(write_json(stage / GAUSSIAN_FILES[-1], data.truth))
+    return landed(paths, stage, out)
 
 
 def ranking_against_truth(salience: np.ndarray, truth: dict, side: str) -> dict:

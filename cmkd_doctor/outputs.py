@@ -1,17 +1,23 @@
-"""Atomic output: every file appears whole or not at all.
+"""Atomic output: every file appears whole or not at all, and a folder's files together.
 
 A file is written to a temporary name in its destination folder, flushed, then renamed
 over the target (``os.replace`` is atomic on POSIX and Windows), so an interrupted run
-never leaves a half-written file.
+never leaves a half-written file. Several files that belong together are built in a
+staging folder and land in one step (:func:`staging`, :func:`together`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import os
+import shutil
+import signal
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +136,197 @@ def write_npy(path: str | Path, array: np.ndarray) -> Path:
 
 
 def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    # serialised here and written by Python, so a full disk is an OSError like any other
+    # file's (safetensors' own writer reports it as a SafetensorError)
+    return write_bytes(path, save(tensors, metadata=metadata))
+
+
+@contextmanager
+def staging(target: Path, skip: Collection[str] = frozenset(),
+            at_commit: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """A folder to build ``target``'s next version in. Leaving without an error makes it
+    current in one step; on an error (or a signal) it is removed and ``target`` is left
+    byte-identical.
+
+    The folder starts as a hard-linked copy of ``target`` without the top-level entries
+    named in ``skip`` (a copy where the file system has no hard links), so the command
+    reads the files it builds on from there. On leaving, with the parent folder locked
+    against other commands, ``target`` *as it is now* (without ``skip``) is linked into
+    a second folder; ``at_commit(folder)`` may refuse or add files to it; every file the
+    command wrote is moved over it; and that folder and ``target`` are exchanged
+    (:func:`replace_dir`). So commands running side by side on one run directory each
+    add their files; none undoes another's.
+    """
+    # a run directory that is a symlink (to a scratch disk, say) is replaced where it
+    # really lives, and the link stays
+    given, target = target, Path(os.path.realpath(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = _make_stage(target)
+    final: Path | None = None
+    try:
+        try:
+            linked = _link_tree(target, stage, skip)
+        except OSError as exc:
+            raise InputError(f"{target}: cannot be staged for the new run "
+                             f"({exc.strerror or exc}); it is left as it was") from exc
+        try:
+            yield stage
+            with _locked(target.parent):
+                try:
+                    final = _make_stage(target)
+                    _link_tree(target, final, skip)
+                    if at_commit is not None:
+                        at_commit(final)
+                    for path in _files(stage):
+                        if linked.get(path) != _identity(stage / path):  # written here
+                            (final / path).parent.mkdir(parents=True, exist_ok=True)
+                            os.replace(stage / path, final / path)
+                    replace_dir(final, target)
+                except OSError as exc:
+                    raise InputError(f"{given}: cannot be replaced by the new run "
+                                     f"({exc.strerror or exc}); it is left as it "
+                                     "was") from exc
+        except InputError as exc:  # name the file where it was to go, not a stage
+            message = str(exc)
+            for folder in (stage, final):
+                if folder is not None:
+                    message = message.replace(str(folder), str(given))
+            raise InputError(message) from exc.__cause__
+    finally:  # the old version, or the unfinished one
+        shutil.rmtree(stage, ignore_errors=True)
+        if final is not None:
+            shutil.rmtree(final, ignore_errors=True)
+
+
+def _make_stage(target: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".stage",
+                                 dir=target.parent))
+
+
+def _link_tree(source: Path, dest: Path, skip: Collection[str]) -> dict[Path, tuple]:
+    """Link (or copy) every entry of folder ``source`` but ``skip`` into the empty folder
+    ``dest``; returns each file's identity, by its path relative to ``dest``."""
+    if not source.is_dir():
+        os.chmod(dest, 0o777 & ~current_umask())
+        return {}
+    shutil.copystat(source, dest)
+    for entry in source.iterdir():
+        if entry.name in skip:
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), dest / entry.name)
+        elif entry.is_dir():
+            shutil.copytree(entry, dest / entry.name, symlinks=True,
+                            copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, dest / entry.name)
+    return {path: _identity(dest / path) for path in _files(dest)}
+
+
+def _files(folder: Path) -> list[Path]:
+    """Every file and symlink under ``folder``, relative to it."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            found.append(Path(root, name).relative_to(folder))
+    return found
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    info = os.lstat(path)
+    return info.st_dev, info.st_ino, info.st_mtime_ns
+
+
+def _link_or_copy(source: str | Path, dest: str | Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (where the platform has ``flock``), so two
+    commands never replace the same run directory at once."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, the exchange alone
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Make folder ``new`` the folder ``target``; the old ``target`` ends up at ``new``.
+
+    On Linux the two are exchanged atomically (``renameat2(RENAME_EXCHANGE)``). Elsewhere
+    it takes two renames, with SIGINT and SIGTERM held back between them.
+    """
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if _exchange(new, target):
+        return
+    aside = new.with_name(new.name + ".old")
+    held = {signal.SIGINT, signal.SIGTERM}
+    blocking = hasattr(signal, "pthread_sigmask")
+    if blocking:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        os.rename(target, aside)
+        try:
+            os.rename(new, target)
+        except OSError:
+            os.rename(aside, target)  # put the old one back
+            raise
+        os.rename(aside, new)
+    finally:
+        if blocking:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """``renameat2(a, b, RENAME_EXCHANGE)`` where the C library and file system have it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b),
+                     rename_exchange) == 0
+
+
+@contextmanager
+def together(folder: str | Path) -> Iterator[Path]:
+    """Where a writer of several files into ``folder`` (a data set's arrays, say) builds
+    them so they land in one step (:func:`staging`): an interrupted write leaves the old
+    files as they were, never some old and some new.
+
+    The current folder, or one holding it, cannot be exchanged: there (and under
+    torchrun outside rank 0, which writes nothing) the files are written into ``folder``
+    one by one, each atomically.
+    """
+    folder = Path(folder)
+    here, target = Path.cwd().resolve(), folder.resolve()
+    if not distributed.is_main() or here == target or target in here.parents:
+        yield folder
+        return
+    with staging(folder) as stage:
+        yield stage
+
+
+def landed(paths: list[Path], stage: Path, folder: str | Path) -> list[Path]:
+    """``paths`` written under ``stage`` (from :func:`together`), where they are in
+    ``folder``."""
+    return [Path(folder) / Path(p).relative_to(stage) for p in paths]

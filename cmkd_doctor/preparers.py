@@ -19,7 +19,14 @@ import torch
 
 from cmkd_doctor.avmnist import read_wav
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.outputs import check_out_dir, write_bytes, write_json, write_npy
+from cmkd_doctor.outputs import (
+    check_out_dir,
+    landed,
+    together,
+    write_bytes,
+    write_json,
+    write_npy,
+)
 
 
 @dataclass
@@ -34,19 +41,22 @@ class Prepared:
 
 
 def write_prepared(data: Prepared, out: str | Path, name: str) -> list[Path]:
-    out = Path(out)
+    """The features, labels, split and ``NAME.json`` of a data set, landing together."""
     buffer = io.BytesIO()
     np.savez(buffer, train=data.train, test=data.test)
-    paths = [write_npy(out / f"{k}.npy", v) for k, v in data.features.items()]
-    if "rows" in data.info:  # which input rows were kept, to subset feature arrays
-        paths.append(write_npy(out / "rows.npy", np.asarray(data.info["rows"], np.int64)))
-    paths += [write_npy(out / "labels.npy", data.labels),
-              write_bytes(out / "split.npz", buffer.getvalue()),
-              write_json(out / f"{name}.json",
-                         {**data.info, "n": len(data.labels), "n_train": len(data.train),
-                          "n_test": len(data.test),
-                          "shapes": {k: list(v.shape[1:]) for k, v in data.features.items()}})]
-    return paths
+    with together(out) as stage:
+        paths = [write_npy(stage / f"{k}.npy", v) for k, v in data.features.items()]
+        if "rows" in data.info:  # which input rows were kept, to subset feature arrays
+            paths.append(write_npy(stage / "rows.npy",
+                                   np.asarray(data.info["rows"], np.int64)))
+        paths += [write_npy(stage / "labels.npy", data.labels),
+                  write_bytes(stage / "split.npz", buffer.getvalue()),
+                  write_json(stage / f"{name}.json",
+                             {**data.info, "n": len(data.labels), "n_train": len(data.train),
+                              "n_test": len(data.test),
+                              "shapes": {k: list(v.shape[1:])
+                                         for k, v in data.features.items()}})]
+    return landed(paths, stage, out)
 
 
 # --- RAVDESS -------------------------------------------------------------------------

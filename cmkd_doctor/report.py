@@ -419,12 +419,14 @@ def render(run_dir: str | Path, fmt: str, out_file: str | Path | None = None) ->
         if fmt == "html":
             text = to_html(doc, pngs, skipped)
         else:
-            folder = out_file.parent if out_file else RunDir(run_dir).report_dir
-            stem = out_file.stem if out_file else "report"
-            images = {}
-            for name, data in pngs.items():
-                path = write_bytes(folder / f"{stem}_{name}.png", data)
-                images[name] = path.name if out_file else str(path)
+            if out_file is not None:  # beside the report, which is written last
+                images = {name: write_bytes(out_file.parent / f"{out_file.stem}_{name}.png",
+                                            data).name for name, data in pngs.items()}
+            else:  # into the run's report/ folder, landing together
+                with RunDir(run_dir).transaction() as staged:
+                    images = {name: str(staged.public(write_bytes(
+                        staged.report_dir / f"report_{name}.png", data)))
+                        for name, data in pngs.items()}
             text = to_markdown(doc, images, skipped)
     written = None if out_file is None else write_text(out_file, text)
     return Rendered(doc, text, written, skipped)

@@ -58,7 +58,7 @@ from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig, Stacked
 from cmkd_doctor.official_runs import OFFICIAL_RUNS, OFFICIAL_SOURCE
-from cmkd_doctor.options import whole
+from cmkd_doctor.options import MAX_SEEDS, SEEDS_WHY, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.registry import Registry
 from cmkd_doctor.seeds import derive_seed
@@ -575,7 +575,7 @@ def reproduce(name: str, runs: int = 10, seed: int | None = None,
     """
     experiment = EXPERIMENTS[name]
     chosen = PROTOCOLS[protocol]
-    whole("runs", runs, 2)
+    whole("runs", runs, 2, maximum=MAX_SEEDS, why=SEEDS_WHY)
     if official_swap and (name != "table2" or chosen.name != "official"):
         raise option_error("official-swap", "used with table2 on --protocol official only "
                            "(the swap is in the official Table 2 script)", True)
@@ -634,7 +634,7 @@ def reproduce_avmnist(data_dir: str | Path | None, runs: int = 10, seed: int = 0
     """
     import time
 
-    whole("runs", runs, 2)
+    whole("runs", runs, 2, maximum=MAX_SEEDS, why=SEEDS_WHY)
     if data_dir is None:
         raise InputError("examples reproduce table1-avmnist needs --data DIR (from "
                          "'cmkd-doctor examples make avmnist')")

@@ -9,23 +9,22 @@ comparisons to ``distill.json``, a built-in example's arrays to ``example/`` and
 images to ``report/``. Every file carries the ``run_id`` of the ranking it belongs to,
 so a teacher or a result from an earlier ranking in the same folder is never used.
 
+Writing goes through transactions (:meth:`RunDir.transaction`): a command builds its
+files in a staged copy of the folder and they land together, in one step, when it ends;
+interrupted, killed or out of disk, the run directory is left byte-identical.
+
 Reading goes through one guarded loader: a damaged, foreign or mismatched file is an
 :class:`~cmkd_doctor.errors.InputError` naming it (exit 2), never an internal error.
 """
 
 from __future__ import annotations
 
-import ctypes
 import io
 import json
-import os
 import platform
-import shutil
-import signal
 import sys
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,7 +41,7 @@ from cmkd_doctor.inputs import PairedData, load_paired, sha256_of
 from cmkd_doctor.models import Net, load_net, save_net
 from cmkd_doctor.outputs import (
     check_out_dir,
-    current_umask,
+    staging,
     write_bytes,
     write_json,
     write_npy,
@@ -72,101 +71,11 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
-@contextmanager
-def staging(target: Path, skip: set[str] = frozenset()) -> Iterator[Path]:
-    """A folder to build ``target``'s next version in; on leaving without an error it
-    replaces ``target`` in one step, on an error (or a signal) it is removed and
-    ``target`` is left as it was.
-
-    The folder starts as a hard-linked copy of ``target`` without the entries named in
-    ``skip`` (a copy where the file system has no hard links), so files of other
-    commands, and anything else in the folder, carry over.
-    """
-    # a run directory that is a symlink (to a scratch disk, say) is replaced where it
-    # really lives, and the link stays
-    target = Path(os.path.realpath(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".stage",
-                                  dir=target.parent))
+def _digest_or_none(path: Path) -> str | None:
     try:
-        try:
-            if target.is_dir():
-                shutil.copystat(target, stage)
-                for entry in target.iterdir():
-                    if entry.name not in skip:
-                        _link_entry(entry, stage / entry.name)
-            else:
-                os.chmod(stage, 0o777 & ~current_umask())
-        except OSError as exc:
-            raise InputError(f"{target}: cannot be staged for the new run "
-                             f"({exc.strerror or exc}); it is left as it was") from exc
-        yield stage
-        try:
-            replace_dir(stage, target)
-        except OSError as exc:
-            raise InputError(f"{target}: cannot be replaced by the new run "
-                             f"({exc.strerror or exc}); it is left as it was") from exc
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)  # the old version, or the unfinished one
-
-
-def _link_entry(source: Path, dest: Path) -> None:
-    if source.is_symlink():
-        os.symlink(os.readlink(source), dest)
-    elif source.is_dir():
-        shutil.copytree(source, dest, symlinks=True, copy_function=_link_or_copy)
-    else:
-        _link_or_copy(source, dest)
-
-
-def _link_or_copy(source: str | Path, dest: str | Path) -> None:
-    try:
-        os.link(source, dest)
+        return sha256_of(path)
     except OSError:
-        shutil.copy2(source, dest)
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Make folder ``new`` the folder ``target``; the old ``target`` ends up at ``new``.
-
-    On Linux the two are exchanged atomically (``renameat2(RENAME_EXCHANGE)``). Elsewhere
-    it takes two renames, with SIGINT and SIGTERM held back between them.
-    """
-    if not target.exists():
-        os.rename(new, target)
-        return
-    if _exchange(new, target):
-        return
-    aside = new.with_name(new.name + ".old")
-    held = {signal.SIGINT, signal.SIGTERM}
-    blocking = hasattr(signal, "pthread_sigmask")
-    if blocking:
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        os.rename(target, aside)
-        try:
-            os.rename(new, target)
-        except OSError:
-            os.rename(aside, target)  # put the old one back
-            raise
-        os.rename(aside, new)
-    finally:
-        if blocking:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """``renameat2(a, b, RENAME_EXCHANGE)`` where the C library and file system have it."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b),
-                     rename_exchange) == 0
+        return None
 
 
 class RunDir:
@@ -187,12 +96,59 @@ class RunDir:
     }
     DOCUMENT = "rank.json"
     DISTILL = "distill.json"
+    TEACHERS = "teachers"
+    #: what belongs to one ranking: a new ranking replaces all of it
+    RANKING = frozenset({*RANK.values(), DOCUMENT, TEACHERS, DISTILL})
 
-    def __init__(self, path: str | Path = DEFAULT_RUN):
+    def __init__(self, path: str | Path = DEFAULT_RUN, home: Path | None = None):
         self.path = Path(path)
+        self.home = home  # set on a staged folder: the run directory it will become
+        self._on_commit: list[Callable[[RunDir], None]] = []
 
     def __str__(self) -> str:
-        return str(self.path)
+        return str(self.public(self.path))
+
+    def public(self, path: str | Path) -> Path:
+        """Where ``path``, in this folder, is once the transaction holding it lands (the
+        path itself outside a transaction or outside this folder)."""
+        path = Path(path)
+        if self.home is None:
+            return path
+        try:
+            return self.home / path.resolve().relative_to(self.path.resolve())
+        except ValueError:
+            return path
+
+    @contextmanager
+    def transaction(self, drop: Collection[str] = frozenset()) -> Iterator[RunDir]:
+        """A staged copy of this run directory to read and write in, landing as a whole
+        when the block ends without an error (see :func:`staging`); already staged, the
+        block joins the transaction it is in.
+
+        ``drop`` names top-level entries the new version goes without (a new ranking
+        drops :attr:`RANKING`). A transaction that keeps ``rank.json`` builds on that
+        ranking, and does not land if another command replaced it meanwhile. Under
+        torchrun only rank 0 stages and writes; the others read the folder as it is.
+        """
+        if self.home is not None or not distributed.is_main():
+            yield self
+            return
+        if self.DOCUMENT not in drop:
+            self.read_document()  # nothing to build on: refused before anything is made
+        ranking = _digest_or_none(self.document_path)
+        staged: RunDir | None = None
+
+        def at_commit(folder: Path) -> None:
+            if self.DOCUMENT not in drop and _digest_or_none(self.document_path) != ranking:
+                raise InputError(f"{self.path}: ranked again by another command while this "
+                                 "one ran; nothing was written; rerun it on the new ranking")
+            landing = RunDir(folder, home=self.path)
+            for action in staged._on_commit:
+                action(landing)
+
+        with staging(self.path, drop, at_commit) as stage:
+            staged = RunDir(stage, home=self.path)
+            yield staged
 
     # -- paths -------------------------------------------------------------------------
     def file(self, key: str) -> Path:
@@ -209,7 +165,7 @@ class RunDir:
 
     @property
     def teachers_dir(self) -> Path:
-        return self.path / "teachers"
+        return self.path / self.TEACHERS
 
     @property
     def example_dir(self) -> Path:
@@ -244,22 +200,23 @@ class RunDir:
     def write_rank(self, result: RankResult, data: PairedData) -> dict[str, Any]:
         """Write a ``rank`` run, all or nothing; returns the ``rank.json`` document.
 
-        The files are built in a staging folder beside the run directory, which starts
-        as a hard-linked copy of the old one without the old ranking's files, then the
-        two folders are exchanged in one step (:func:`replace_dir`). Interrupted, killed
-        or out of disk before that step, the old run directory is untouched and the
-        staging folder is removed. ``rank.json``, written last, vouches for the other
-        files by their checksums.
+        The files are built in a transaction (:meth:`transaction`) that drops the old
+        ranking (its files, teachers and results) and keeps everything else; it lands in
+        one step. Interrupted, killed or out of disk before that step, the old run
+        directory is untouched and the staging folder is removed. ``rank.json``, written
+        last, vouches for the other files by their checksums.
         """
         run_id = distributed.from_main(uuid.uuid4().hex)  # one id for every process
         if not distributed.is_main():
             return rank_document(result, data, run_id)  # only rank 0 writes
-        with staging(self.path, skip={*self.RANK.values(), self.DOCUMENT}) as stage:
-            return RunDir(stage)._write_rank(result, data, run_id)
+        with self.transaction(drop=self.RANKING) as staged:
+            return staged._write_rank(result, data, run_id)
 
     def _write_rank(self, result: RankResult, data: PairedData, run_id: str
                     ) -> dict[str, Any]:
         document = rank_document(result, data, run_id)
+        for info in document["inputs"].values():  # an example's arrays staged with the run
+            info["path"] = str(self.public(info["path"]))
         meta = {"role": "aligned", "options": json.dumps(document["options"]),
                 "inputs": json.dumps(document["inputs"]), "cmkd_doctor": __version__,
                 "run_id": run_id,
@@ -278,15 +235,23 @@ class RunDir:
 
     def write_teacher(self, teacher: Teacher, name: str, sidecar: dict[str, Any]) -> Path:
         """``teachers/NAME.safetensors`` and its sidecar (see
-        :func:`cmkd_doctor.teachers.save_teacher`)."""
+        :func:`cmkd_doctor.teachers.save_teacher`), landing together; returns where the
+        network is once its transaction lands."""
         from cmkd_doctor.teachers import save_teacher
 
-        return save_teacher(teacher, self.teacher_path(name), sidecar)
+        with self.transaction() as staged:
+            return staged.public(save_teacher(teacher, staged.teacher_path(name), sidecar))
 
     def record(self, comparison: Comparison) -> Path:
         """Add the comparison's rows to ``distill.json``, keyed by teacher, ratio and
         options. Results of another ranking (another ``run_id``) are dropped, never mixed
-        with the new ones."""
+        with the new ones. In a transaction the rows are added as it lands, to the
+        ``distill.json`` there is then, so side-by-side commands each keep theirs."""
+        with self.transaction() as staged:
+            staged._on_commit.append(lambda landing: landing._record(comparison))
+        return self.public(self.distill_path)
+
+    def _record(self, comparison: Comparison) -> Path:
         rank = {"run_id": comparison.run_id}
         document = {"command": "distill", "rank": rank, "results": {}}
         previous = self.read_distill()
@@ -519,7 +484,8 @@ class Run:
 
     @property
     def path(self) -> Path:
-        return self.dir.path
+        """The run directory (where a staged one will land)."""
+        return self.dir.public(self.dir.path)
 
     @property
     def run_id(self) -> str:

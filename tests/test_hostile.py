@@ -155,7 +155,7 @@ CASES = {
                                     _names(flag, value)) for flag, value in (
         ("--teacher", "nosuch"), ("--ratio", "2"), ("--rho", "2"), ("--rho", "nan"),
         ("--temperature", "inf"), ("--temperature", "nan"), ("--temperature", "0"),
-        ("--seeds", "0"), ("--lr", "inf"), ("--expect", "miracles"),
+        ("--seeds", "0"), ("--seeds", "1000000"), ("--lr", "inf"), ("--expect", "miracles"),
         ("--device", "quantum"), ("--seed", "-1"), ("--epochs", "0"), ("--batch-size", "0"),
         ("--patience", "-1"), ("--hidden", "x"), ("--chunk-rows", "0"), ("--fill", "noise"),
         ("--ratio", "nan"), ("--rho", "-0.1"), ("--from", "{data}/nope.onnx"))},
@@ -185,7 +185,8 @@ CASES = {
                               "--ratio"),
     **{f"diagnose: {flag} {value}": (["diagnose", *FILES, flag, value, "--out", "{out}"],
                                      _names(flag, value)) for flag, value in (
-        ("--seeds", "0"), ("--epochs", "0"), ("--hidden", "x"), ("--device", "tpu"),
+        ("--seeds", "0"), ("--seeds", "1000000"), ("--epochs", "0"), ("--hidden", "x"),
+        ("--device", "tpu"),
         ("--restarts", "0"), ("--chunk-rows", "0"), ("--seed", "-1"),
         ("--split", "{data}/nope.npz"))},
     # examples
@@ -193,6 +194,8 @@ CASES = {
                                                   "table9"),
     "examples reproduce: --runs 1": (["examples", "reproduce", "table2", "--runs", "1"],
                                      "--runs"),
+    "examples reproduce: --runs 1000000": (
+        ["examples", "reproduce", "table2", "--runs", "1000000"], "--runs"),
     "examples reproduce: --official-swap on a figure": (
         ["examples", "reproduce", "fig2", "--official-swap"], "--official-swap"),
     "examples reproduce: an unknown protocol": (
@@ -318,7 +321,6 @@ def test_an_interrupted_or_full_rewrite_leaves_the_old_run_byte_identical(
     import errno
 
     import cmkd_doctor.outputs as outputs
-    import cmkd_doctor.rundir as rundir
     from cmkd_doctor.cli import Stopped
 
     data, run, _ = hostile
@@ -333,7 +335,7 @@ def test_an_interrupted_or_full_rewrite_leaves_the_old_run_byte_identical(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     calls = {"n": 0}
-    real_write, real_replace = outputs.write_atomic, rundir.replace_dir
+    real_write, real_replace = outputs.write_atomic, outputs.replace_dir
 
     def write_atomic(path, write):
         if calls["n"] == point:
@@ -351,7 +353,7 @@ def test_an_interrupted_or_full_rewrite_leaves_the_old_run_byte_identical(
         return real_replace(new, target)
 
     monkeypatch.setattr(outputs, "write_atomic", write_atomic)
-    monkeypatch.setattr(rundir, "replace_dir", replace_dir)
+    monkeypatch.setattr(outputs, "replace_dir", replace_dir)
     result = cli("rank", *(f.format(data=data) for f in FILES), "--epochs", "2", "-M", "2",
                  "--seed", "9", "--out", old)
     assert result.code == (143 if failure == "SIGTERM" else 2), result.err
@@ -432,15 +434,15 @@ def test_a_run_directory_behind_a_symlink_is_replaced_where_it_lives(hostile, cl
 
 def test_the_portable_replacement_puts_the_old_folder_back_when_it_fails(tmp_path,
                                                                         monkeypatch):
-    import cmkd_doctor.rundir as rundir
+    import cmkd_doctor.outputs as outputs
 
     old, new = tmp_path / "run", tmp_path / "stage"
     old.mkdir()
     (old / "a").write_text("old")
     new.mkdir()
     (new / "a").write_text("new")
-    monkeypatch.setattr(rundir, "_exchange", lambda a, b: False)  # no renameat2
-    rundir.replace_dir(new, old)  # the two-rename path works ...
+    monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)  # no renameat2
+    outputs.replace_dir(new, old)  # the two-rename path works ...
     assert (old / "a").read_text() == "new" and (new / "a").read_text() == "old"
     real_rename = os.rename
     calls = []
@@ -451,7 +453,279 @@ def test_the_portable_replacement_puts_the_old_folder_back_when_it_fails(tmp_pat
             raise OSError(28, "No space left on device")
         return real_rename(a, b)
 
-    monkeypatch.setattr(rundir.os, "rename", failing)
+    monkeypatch.setattr(outputs.os, "rename", failing)
     with pytest.raises(OSError):
-        rundir.replace_dir(new, old)  # ... and when its second rename fails, nothing moved
+        outputs.replace_dir(new, old)  # ... and when its second rename fails, nothing moved
     assert (old / "a").read_text() == "new" and (new / "a").read_text() == "old"
+
+
+@pytest.fixture(scope="module")
+def finished(hostile, tmp_path_factory):
+    """A run with a teacher, a distill.json and a report: every file a later command
+    could overwrite."""
+    data, run, _ = hostile
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    shutil.copytree(run, folder)
+    from cmkd_doctor.cli import main
+
+    for args in (["derive-teacher", "--ratio", "0.5", "--epochs", "2"],
+                 ["distill", "--teacher", "general", "--ratio", "0.5", "--seeds", "1",
+                  "--epochs", "2"],
+                 ["report", "--format", "md"]):
+        assert main([*args, "--run", str(folder), *(["-q"] if args[0] != "report" else [])]
+                    ) == 0
+    assert {"teachers", "distill.json", "report"} <= {p.name for p in folder.iterdir()}
+    return folder
+
+
+# the later commands, each changing files the finished run already has (another seed
+# retrains the same teacher names)
+LATER = {
+    "derive-teacher": ["derive-teacher", "--ratio", "0.5", "--epochs", "2", "--seed", "5",
+                       "-q"],
+    "distill": ["distill", "--teacher", "general", "--ratio", "0.5", "--seeds", "1",
+                "--epochs", "2", "--seed", "5", "-q"],
+    "report": ["report", "--format", "md"],
+}
+
+
+@pytest.mark.parametrize("failure", ["SIGTERM", "disk full"])
+@pytest.mark.parametrize("command", sorted(LATER))
+def test_later_commands_land_whole_or_leave_the_run_byte_identical(
+        finished, cli, tmp_path, monkeypatch, command, failure):
+    """derive-teacher, distill and report, failed at every one of their write points
+    (each file, and the step that makes them current), change nothing."""
+    import errno
+
+    import cmkd_doctor.outputs as outputs
+    from cmkd_doctor.cli import Stopped
+
+    real_write, real_replace = outputs.write_atomic, outputs.replace_dir
+    counted = {"writes": 0}
+
+    def counting(path, write):
+        counted["writes"] += 1
+        return real_write(path, write)
+
+    # how many files the command writes, on a copy
+    dry = tmp_path / "dry" / "run"
+    shutil.copytree(finished, dry)
+    monkeypatch.setattr(outputs, "write_atomic", counting)
+    assert cli(*LATER[command], "--run", dry).code == 0
+    points = counted["writes"] + 1  # and the exchange
+    assert points >= (3 if command != "report" else 2)
+
+    def fail() -> None:
+        if failure == "SIGTERM":
+            raise Stopped(signal.SIGTERM)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for point in range(points):
+        here = tmp_path / f"point{point}"
+        old = here / "run"
+        shutil.copytree(finished, old)
+        (old / "notes.txt").write_text("the user's own file\n")
+        before = _tree(old)
+        calls = {"n": 0}
+
+        def write_atomic(path, write, point=point, calls=calls):
+            if calls["n"] == point:
+                def partial(tmp):
+                    write(tmp)
+                    tmp.write_bytes(tmp.read_bytes()[: max(1, tmp.stat().st_size // 2)])
+                    fail()
+                return real_write(path, partial)
+            calls["n"] += 1
+            return real_write(path, write)
+
+        def replace_dir(new, target, point=point):
+            if point == points - 1:
+                fail()
+            return real_replace(new, target)
+
+        monkeypatch.setattr(outputs, "write_atomic", write_atomic)
+        monkeypatch.setattr(outputs, "replace_dir", replace_dir)
+        result = cli(*LATER[command], "--run", old)
+        assert result.code == (143 if failure == "SIGTERM" else 2), (point, result.err)
+        lines = result.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (point, result.err)
+        assert ".stage" not in lines[0]  # the file is named where it was to go
+        assert _tree(old) == before, point  # byte-identical, and nothing added
+        assert sorted(p.name for p in here.iterdir()) == ["run"], point  # no stage left
+
+
+def _stamp(folder: Path, name: str, text: str) -> None:
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_side_by_side_transactions_each_keep_their_files(finished, tmp_path):
+    """Two commands on one run directory: each lands its own files, and neither undoes
+    the other's (the second lands on the first's result, not on its own old copy)."""
+    from cmkd_doctor.rundir import RunDir
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    run = RunDir(folder)
+    with run.transaction() as first, run.transaction() as second:
+        _stamp(first.path, "teachers/one.json", "1")
+        _stamp(second.path, "teachers/two.json", "2")
+        _stamp(second.path, "distill.json.note", "second")
+    # the first landed before the second
+    assert (folder / "teachers" / "one.json").read_text() == "1"
+    assert (folder / "teachers" / "two.json").read_text() == "2"
+    assert (folder / "distill.json.note").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_results_recorded_side_by_side_are_both_kept(finished, tmp_path):
+    """Two distills on one run: the second adds its rows to the distill.json the first
+    left, not to the one it started from."""
+    from cmkd_doctor.classifiers import TrainOptions
+    from cmkd_doctor.distill import DistillOptions, distill
+    from cmkd_doctor.rundir import RunDir
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    run = RunDir(folder)
+    earlier = set(json.loads((folder / "distill.json").read_text())["results"])
+    found = [distill(run, DistillOptions(teachers=("general",), ratios="0.5", seeds=1,
+                                         train=TrainOptions(epochs=2), device="cpu",
+                                         seed=seed))
+             for seed in (11, 12)]
+    with run.transaction() as first, run.transaction() as second:
+        first.record(found[0])
+        second.record(found[1])
+    kept = set(json.loads((folder / "distill.json").read_text())["results"])
+    assert earlier < kept
+    assert {k.rsplit("|", 1)[1] for k in kept - earlier} == {c.key for c in found}
+    assert len({c.key for c in found}) == 2
+
+
+def test_a_transaction_does_not_land_on_another_ranking(hostile, finished, tmp_path, cli):
+    """A command that builds on a ranking refuses to land once another command has
+    replaced that ranking; the new ranking is kept as it is."""
+    from cmkd_doctor.errors import InputError
+    from cmkd_doctor.rundir import RunDir
+
+    data, _, _ = hostile
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    with pytest.raises(InputError, match="ranked again by another command"):
+        with RunDir(folder).transaction() as staged:
+            _stamp(staged.path, "teachers/late.json", "stale")
+            ranked = cli("rank", *(f.format(data=data) for f in FILES), "--epochs", "2",
+                         "-M", "2", "--out", folder, "-q")
+            assert ranked.code == 0, ranked.err
+    after = _tree(folder)
+    assert "teachers/late.json" not in after
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_new_ranking_drops_the_old_rankings_teachers_and_results(hostile, finished, cli,
+                                                                   tmp_path):
+    data, _, _ = hostile
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    result = cli("rank", *(f.format(data=data) for f in FILES), "--epochs", "2", "-M", "2",
+                 "--out", folder, "-q")
+    assert result.code == 0, result.err
+    names = {p.name for p in folder.iterdir()}
+    assert "teachers" not in names and "distill.json" not in names
+    assert "report" in names  # not the ranking's: kept
+    assert "Teachers" not in cli("report", "--run", folder).out
+
+
+@pytest.mark.parametrize("failure", ["SIGTERM", "disk full"])
+def test_a_data_set_rewrite_lands_whole_or_not_at_all(cli, tmp_path, monkeypatch, failure):
+    """examples make, failed at any of its writes, leaves the old data set as it was:
+    never new features beside old labels."""
+    import errno
+
+    import cmkd_doctor.outputs as outputs
+    from cmkd_doctor.cli import Stopped
+
+    folder = tmp_path / "data"
+    make = ["examples", "make", "gaussian", "--n-train", "40", "--n-test", "20", "--out",
+            folder]
+    assert cli(*make, "--seed", "1").code == 0
+    (folder / "notes.txt").write_text("the user's own file\n")
+    before = _tree(folder)
+    real_write = outputs.write_atomic
+    for point in range(7):  # six arrays and truth.json
+        calls = {"n": 0}
+
+        def write_atomic(path, write, point=point, calls=calls):
+            if calls["n"] == point:
+                def partial(tmp):  # half a file, then the failure
+                    write(tmp)
+                    tmp.write_bytes(tmp.read_bytes()[: max(1, tmp.stat().st_size // 2)])
+                    if failure == "SIGTERM":
+                        raise Stopped(signal.SIGTERM)
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real_write(path, partial)
+            calls["n"] += 1
+            return real_write(path, write)
+
+        monkeypatch.setattr(outputs, "write_atomic", write_atomic)
+        result = cli(*make, "--seed", "2")
+        assert result.code == (143 if failure == "SIGTERM" else 2), (point, result.err)
+        assert _tree(folder) == before, point
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], point
+    monkeypatch.setattr(outputs, "write_atomic", real_write)
+    assert cli(*make, "--seed", "2").code == 0  # and whole when nothing fails
+    assert _tree(folder) != before and (folder / "notes.txt").is_file()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system that fills up: a tmpfs of 8 MiB (where this machine lets the
+    test mount one; the write that fails part-way above stands in elsewhere)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """Take all of ``disk``'s free space but ``leave`` bytes."""
+    free = shutil.disk_usage(disk).free
+    filler = disk / "filler"
+    with open(filler, "wb") as fh:
+        fh.truncate(0)
+        fh.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+@pytest.mark.parametrize("command", ["rank", "distill"])
+def test_a_really_full_disk_leaves_the_old_run_byte_identical(
+        hostile, finished, cli, small_disk, command):
+    data, _, _ = hostile
+    old = small_disk / "run"
+    shutil.copytree(finished, old)
+    before = _tree(old)
+    args = ({"rank": ["rank", *(f.format(data=data) for f in FILES), "--epochs", "2", "-M",
+                      "2", "--seed", "9", "--out", old, "-q"]}
+            .get(command) or [*LATER[command], "--run", old])
+    # room for a part of what the command writes, not all of it
+    need = sum(len(v) for k, v in before.items()
+               if k in RANKING_FILES or k.startswith("teachers/") or k == "distill.json")
+    filler = _fill(small_disk, need // 4)
+    result = cli(*args)
+    assert result.code == 2, result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0], result.err
+    assert ".stage" not in lines[0]
+    assert _tree(old) == before  # byte-identical, and nothing added
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "run"]
+    filler.unlink()
+    assert cli(*args).code == 0  # with room, the same command lands
+    assert _tree(old) != before
+
+
+RANKING_FILES = {"salience.npy", "permuted_distances.npy", "split.npz", "net_a.safetensors",
+                 "net_b.safetensors", "rank.json"}

@@ -75,9 +75,12 @@ def distill_command(
     options = DistillOptions(teachers=teacher, ratios=ratio, source=source, fill=fill,
                              refit=refit, rho=rho, temperature=temperature, seeds=seeds,
                              train=train, device=device, seed=seed)
-    with progress_bars(quiet or json_output) as progress:
-        found = distill(run_dir, options, progress, expect=expect)
-    RunDir(run_dir).record(found)
+    options = options.checked()  # bad options before a missing run
+    # the teachers derived and the results land in the run directory together
+    with progress_bars(quiet or json_output) as progress, \
+            RunDir(run_dir).transaction() as staged:
+        found = distill(staged, options, progress, expect=expect)
+        staged.record(found)
     if json_output:
         print_json(found.to_dict())
     elif not quiet:

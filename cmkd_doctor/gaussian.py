@@ -140,6 +140,9 @@ def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
         "alpha": 1 - spec.j2 / len(union),
         "beta": 1 - spec.j1 / len(union),
         "gamma": len(shared) / len(union),
+        # the same share weighted by the hyperplane: each decisive coordinate counts with
+        # its share of <delta, x*>'s variance (equal to gamma with --delta ones)
+        "gamma_weighted": float((delta[shared] ** 2).sum() / (delta[union] ** 2).sum()),
         "delta": delta.tolist(),
         "channels_a": channels(pos_a, j1, spec.d1),
         "channels_b": channels(pos_b, j2, spec.d2),
@@ -169,4 +172,5 @@ def ranking_against_truth(salience: np.ndarray, truth: dict, side: str) -> dict:
     found = sorted(set(top) & set(general))
     return {"shared_channels": general, "top_by_salience": sorted(top), "found": found,
             "precision": len(found) / len(general) if general else None,
-            "alpha": truth["alpha"], "beta": truth["beta"], "gamma": truth["gamma"]}
+            "alpha": truth["alpha"], "beta": truth["beta"], "gamma": truth["gamma"],
+            "gamma_weighted": truth.get("gamma_weighted")}

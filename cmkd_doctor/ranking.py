@@ -35,6 +35,7 @@ from cmkd_doctor.engine import (
     predict,
 )
 from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.gamma import estimate_gamma
 from cmkd_doctor.inputs import PairedData, load_paired
 from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig, new_net, parse_hidden, standardisation
@@ -222,6 +223,9 @@ class RankResult:
         :func:`channel_order` puts them last.
     alignment
         How well f2 reproduces f1 on the permuted rows (:func:`alignment`).
+    gamma
+        The estimate of Sec. 4's gamma from the data
+        (:func:`cmkd_doctor.gamma.estimate_gamma`).
     """
 
     salience: np.ndarray
@@ -242,6 +246,7 @@ class RankResult:
     negative: dict[str, Any] = field(default_factory=dict)
     stability: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    gamma: dict[str, Any] = field(default_factory=dict)
 
 
 class _Pair(torch.nn.Module):
@@ -694,6 +699,17 @@ def rank(data: PairedData, options: RankOptions | None = None,
                   "constant": np.flatnonzero(stats[w][2].cpu().numpy()).tolist()}
            for side, w in (("a", 0), ("b", 1))}}
 
+    t0 = time.perf_counter()
+    # Sec. 4's gamma, from the data: every row (a regression checked leave-one-out)
+    gamma = estimate_gamma(data.xa, data.xb, labels.y, labels.n_classes, labels.multilabel,
+                           options.seed)
+    gamma_s = time.perf_counter() - t0
+    if gamma.little:
+        warnings.append(
+            f"the modalities share little decisive information (gamma estimate "
+            f"{gamma.value:.2f}, {gamma.low:.2f}-{gamma.high:.2f}): crossmodal KD has "
+            "little to transfer whichever channels a teacher keeps")
+
     metrics: dict = {"a": {}, "b": {}}
     for name, parts in (("train", [fitting, val]), ("test", [test])):
         for side, net_s, w in (("a", net_a, 0), ("b", net_b, 1)):
@@ -703,9 +719,11 @@ def rank(data: PairedData, options: RankOptions | None = None,
         salience=salience, distances=distances, unpermuted=unpermuted,
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,
         permuted_rows=permuted_rows, device=str(device), metrics=metrics,
-        timings={"train_s": round(train_s, 4), "permute_s": round(permute_s, 4)},
+        timings={"train_s": round(train_s, 4), "permute_s": round(permute_s, 4),
+                 "gamma_s": round(gamma_s, 4)},
         constant=constant, standardization=standardization, alignment=agreement,
-        negative=negative_channels(increase), stability=stability, warnings=warnings)
+        negative=negative_channels(increase), stability=stability, warnings=warnings,
+        gamma=gamma.to_dict())
 
 
 @dataclass
@@ -720,6 +738,7 @@ class _Ranking:
     alignment: dict[str, Any]
     train_s: float
     permute_s: float
+
 
 
 # rank --restarts auto (diagnose): 3 restarts when one ranking costs at most this many

@@ -231,7 +231,10 @@ def sections(doc: dict[str, Any], fmt: str) -> list[tuple[str, str, list[str]]]:
                     _para(f"The ranking put {len(t['found'])} of the {len(t['shared_channels'])} "
                           f"planted shared channels on top (precision {t['precision']:.2f}); "
                           f"alpha {t['alpha']:.2f}, beta {t['beta']:.2f}, gamma "
-                          f"{t['gamma']:.2f}.", fmt), []))
+                          f"{t['gamma']:.2f}"
+                          + (f" (weighted by the hyperplane {t['gamma_weighted']:.2f})"
+                             if t.get("gamma_weighted") is not None else "") + ".", fmt),
+                    []))
     if doc["teachers"]:
         rows = [[t["name"], t["mode"], t["ratio"], len(t["nullified"]), t["fill"],
                  Path(str(t["source"])).name, t["refit"],
@@ -261,9 +264,21 @@ def sections(doc: dict[str, Any], fmt: str) -> list[tuple[str, str, list[str]]]:
 
 
 def checks(rank: dict[str, Any], fmt: str) -> str:
-    """How far to trust the ranking: alignment, stability, constant and negative channels,
-    each with what it means."""
+    """What the ranking found and how far to trust it: the gamma estimate, alignment,
+    stability, constant and negative channels, each with what it means."""
     said = []
+    gamma = rank.get("gamma_estimate")
+    if gamma:
+        v = gamma["explained"]
+        said.append(f"Gamma estimate {gamma['value']:.2f} (95% interval {gamma['low']:.2f}-"
+                    f"{gamma['high']:.2f}, {gamma['n_rows']} rows): the share of the "
+                    "decisive information both modalities hold (paper Sec. 4). Held out, "
+                    f"modality a explains {v['a']:.0%} of the label variance, b "
+                    f"{v['b']:.0%}, the two together {v['ab']:.0%}; what a and b explain "
+                    "alike is the shared part."
+                    + (" Little to transfer: crossmodal KD can pass on only that share, "
+                       "whichever channels a teacher keeps." if gamma["little_to_transfer"]
+                       else ""))
     agreement = rank.get("alignment")
     if agreement:
         said.append(f"Alignment {agreement['score']:.2f} on the {agreement['rows']} rows "

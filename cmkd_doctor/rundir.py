@@ -453,6 +453,7 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
         "permuted_rows": result.permuted_rows,
         "unpermuted_distance": result.unpermuted,
         "alignment": result.alignment,
+        "gamma_estimate": result.gamma,
         "stability": result.stability,
         "constant_channels": result.constant.tolist(),
         "negative_salience": result.negative,
@@ -524,7 +525,8 @@ class Run:
         if stable.get("stable") is False:
             why.append(f"restarts agree on {stable['top_overlap']:.0%} of the channels a "
                        f"general teacher keeps, below {stable['threshold']:.0%}")
-        return {"reliable": not why, "why": "; ".join(why)}
+        return {"reliable": not why, "why": "; ".join(why),
+                "gamma_estimate": self.document.get("gamma_estimate")}
 
     @property
     def rank_options(self) -> dict[str, Any]:

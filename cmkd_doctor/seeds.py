@@ -25,6 +25,7 @@ STAGES: dict[str, tuple[int, ...]] = {
     "shuffle": (3,),           # the aligned pair's minibatch order
     "permute": (4,),           # + repeat m: the row permutation of repeat m (step 5)
     "restart": (5,),           # + k: the seed of restart k (rank --restarts; 0 is --seed)
+    "gamma": (6,),             # the gamma estimate's row sample and bootstrap
     # teachers, from the teacher's --seed
     "random_mask": (11,),      # the channels a random teacher nullifies
     "teacher": (22,),          # the member seed of a trained teacher

@@ -172,6 +172,13 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
     else:
         lines = [f"Crossmodal KD with the regular teacher makes no clear difference here: "
                  f"{said}."]
+    gamma = (ranking or {}).get("gamma_estimate")
+    if gamma:
+        share = (f"the estimated share of modality-general decisive information is gamma "
+                 f"= {gamma['value']:.2f} ({gamma['low']:.2f}-{gamma['high']:.2f})")
+        lines.append(f"Little to transfer: {share}; a teacher on the other modality can "
+                     "pass on only that share." if gamma["little_to_transfer"] else
+                     f"Shared information: {share}.")
     if not reliable and parts:
         lines.append(f"The ranking is unreliable here ({ranking.get('why', 'see rank')}): "
                      "the derived teachers' rows are shown, but say nothing about the "
@@ -216,6 +223,7 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
         "kd_delta_se": kd.se,
         "kd": kd.to_dict(),
         "ranking_reliable": reliable,
+        "little_to_transfer": bool(gamma and gamma["little_to_transfer"]),
         "ranking": ranking or {"reliable": True, "why": ""},
         "mfh_ordering": states,
         "mfh_ordering_detail": details,
@@ -264,6 +272,13 @@ def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[
     if general is not None and general.student_mean <= regular.student_mean:
         advice.append(f"At r = {ratio:g} the modality-general teacher does not beat the "
                       "regular one; nullifying fewer channels may keep decisive ones.")
+    gamma = rank_document.get("gamma_estimate") or {}
+    if gamma.get("little_to_transfer"):
+        advice.append(f"The modalities share little decisive information (gamma estimate "
+                      f"{gamma['value']:.2f}, {gamma['low']:.2f}-{gamma['high']:.2f}): no "
+                      "teacher on this modality can pass on much. A teacher modality "
+                      "closer to the student's, features from a later layer (extract), or "
+                      "training the student alone may serve better.")
     if truth and truth["precision"] is not None and truth["precision"] < 1:
         advice.append(f"The ranking recovered {truth['precision']:.0%} of the planted shared "
                       "channels; more repeats or rows sharpen it.")

@@ -183,7 +183,10 @@ def test_json_output_and_run_directory(tmp_path, cli, gaussian_dir):
     assert doc["options"]["repeats"] == 3 and doc["options"]["hidden"] == [32, 16]
     assert doc["environment"]["torch"] == torch.__version__
     assert doc["environment"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert set(doc["timings"]) == {"train_s", "permute_s"}
+    assert set(doc["timings"]) == {"train_s", "permute_s", "gamma_s"}
+    gamma = doc["gamma_estimate"]
+    assert 0 <= gamma["low"] <= gamma["value"] <= gamma["high"] <= 1
+    assert set(gamma["explained"]) == {"a", "b", "ab"}
     for side in ("a", "b"):
         for part in ("train", "test"):
             assert 0.5 < doc["aligned"]["metrics"][side][part]["accuracy"] <= 1

@@ -164,3 +164,20 @@ def test_expectations_resolve_names_and_fail_with_exit_3():
         resolve_expectation("specific>regular", names)
     with pytest.raises(InputError, match="--expect must be a comparison of two rows"):
         resolve_expectation("general>>regular", names)
+
+
+def test_little_shared_information_is_said_in_the_verdict_and_the_advice():
+    found = Comparison(Path("run"), [_row("none", NONE), _row("regular", NONE)],
+                       {"ratios": [0.5]}, "key", "id")
+    low = {"value": 0.04, "low": 0.02, "high": 0.05, "little_to_transfer": True}
+    v = verdict(found, {"reliable": True, "why": "", "gamma_estimate": low})
+    assert v["little_to_transfer"] is True
+    assert "Little to transfer: the estimated share of modality-general decisive " \
+           "information is gamma = 0.04 (0.02-0.05)" in v["text"]
+    found.verdict = v
+    advice = advise(found, {"gamma_estimate": low, "aligned": {}}, None)
+    assert any("share little decisive information" in line for line in advice)
+    high = {**low, "value": 0.6, "low": 0.5, "high": 0.7, "little_to_transfer": False}
+    v = verdict(found, {"reliable": True, "why": "", "gamma_estimate": high})
+    assert v["little_to_transfer"] is False and "Shared information" in v["text"]
+    assert "Little to transfer" not in v["text"]

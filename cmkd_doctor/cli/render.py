@@ -64,6 +64,12 @@ def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
         line(f"alignment of f2 to f1 on the {agreement['rows']} rows: "
              f"{agreement['score']:.3f} ({'reliable' if agreement['reliable'] else 'UNRELIABLE'}"
              f", threshold {agreement['threshold']:g})")
+    gamma = document.get("gamma_estimate")
+    if gamma:
+        line(f"gamma estimate (share of decisive information both modalities hold): "
+             f"{gamma['value']:.2f}, 95% interval {gamma['low']:.2f}-{gamma['high']:.2f} "
+             f"({gamma['n_rows']} rows)"
+             + ("  LITTLE TO TRANSFER" if gamma["little_to_transfer"] else ""))
     stable = document.get("stability") or {}
     if stable.get("kendall_tau") is not None:
         chosen = (f" (chosen by cost: {stable['flop_per_restart'] / 1e12:.2g} TFLOP each)"
@@ -145,7 +151,10 @@ def diagnosis(found: Any, run_dir: Path) -> None:
         t = found.truth
         line(f"truth (generated data): the ranking put {t['precision']:.0%} of the "
              f"{len(t['shared_channels'])} planted shared channels on top "
-             f"(gamma {t['gamma']:.2f})")
+             f"(gamma {t['gamma']:.2f}" + (f", weighted by the hyperplane "
+                                           f"{t['gamma_weighted']:.2f}"
+                                           if t.get("gamma_weighted") is not None else "")
+             + ")")
     out.print()
     comparison(found.report)
     line("what to try:")

@@ -38,6 +38,7 @@ from cmkd_doctor.outputs import (
     write_json,
     write_npy,
 )
+from cmkd_doctor.schemas import stamp
 from cmkd_doctor.seeds import generator
 
 MNIST_FILES = {"test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -297,11 +298,12 @@ def write_avmnist(data: AVMnist, out: str | Path) -> list[Path]:
                  write_npy(stage / "audio.npy", data.audio),
                  write_npy(stage / "labels.npy", data.labels),
                  write_bytes(stage / "split.npz", buffer.getvalue()),
-                 write_json(stage / "avmnist.json", {**data.info, "n": len(data.labels),
+                 write_json(stage / "avmnist.json", stamp("dataset", {
+                     **data.info, "n": len(data.labels),
                                                      "n_train": len(data.train),
                                                      "n_test": len(data.test),
                                                      "image_dim": data.image.shape[1],
-                                                     "audio_dim": data.audio.shape[1]})]
+                     "audio_dim": data.audio.shape[1]}))]
     return landed(paths, stage, out)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from cmkd_doctor.schemas import stamp
+
 BASELINES = ("none", "regular")
 
 
@@ -81,7 +83,8 @@ class Comparison:
         return self.rows[0].metric
 
     def to_dict(self) -> dict[str, Any]:
-        return {"command": "distill", "run": str(self.run), "metric": self.metric,
-                "options": self.options, "options_key": self.key,
-                "results": [row.to_dict(self.baselines) for row in self.rows],
-                "verdict": self.verdict, "search": self.search, "timings": self.timings}
+        return stamp("comparison", {
+            "command": "distill", "run": str(self.run), "metric": self.metric,
+            "options": self.options, "options_key": self.key,
+            "results": [row.to_dict(self.baselines) for row in self.rows],
+            "verdict": self.verdict, "search": self.search, "timings": self.timings})

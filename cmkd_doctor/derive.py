@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmkd_doctor import __version__
+from cmkd_doctor import __version__, curves
 from cmkd_doctor.classifiers import (
     Member,
     Rows,
@@ -100,7 +100,7 @@ def derive_teacher(
     rows = run.rows(run.teacher_side, device, train.chunk_rows)
     d = run.salience.shape[0]
     nullified = nullified_channels(run.salience, spec.mode, spec.ratio, spec.seed,
-                                   run.constant)
+                                   run.constant, groups=run.groups)
     keep = np.ones(d, dtype=bool)
     keep[nullified] = False
     mean, _ = rows.part(run.split.train).moments(0)
@@ -145,6 +145,7 @@ def derive_teacher(
         "created": now(),
         "cmkd_doctor": __version__,
     }
+    curves.metrics(f"teacher {spec.name}", sidecar["metrics"])
     path = run.dir.write_teacher(teacher, spec.name, sidecar)
     found = DerivedTeacher(spec, teacher, path, sidecar, reused=False)
     cache[spec.name] = found

@@ -29,6 +29,7 @@ from cmkd_doctor.models import parse_hidden
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.ranking import RankOptions, RankResult, rank
 from cmkd_doctor.rundir import DEFAULT_RUN, Run, RunDir
+from cmkd_doctor.schemas import stamp
 from cmkd_doctor.verdict import advise
 
 SWEEP = (0.1, 0.25, 0.5, 0.75, 0.9)  # diagnose --sweep (paper Fig. 5)
@@ -173,12 +174,15 @@ class Diagnosis:
     truth: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"command": "diagnose", "out": str(self.out),
-                "rank": {k: v for k, v in self.rank_document.items()
-                         if k not in ("permuted_distance",)},
-                "salience": self.rank.salience.tolist(),
-                **{k: v for k, v in self.report.to_dict().items() if k != "command"},
-                "advice": self.advice, "truth": self.truth}
+        comparison = self.report.to_dict()
+        return stamp("diagnosis", {
+            "command": "diagnose", "out": str(self.out),
+            "rank": {k: v for k, v in self.rank_document.items()
+                     if k not in ("permuted_distance",)},
+            "salience": self.rank.salience.tolist(),
+            **{k: v for k, v in comparison.items()
+               if k not in ("command", "schema", "schema_version")},
+            "advice": self.advice, "truth": self.truth})
 
 
 def prepare_example(name: str, out: RunDir, config: DiagnoseConfig

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmkd_doctor import curves
 from cmkd_doctor.classifiers import (
     Member,
     Rows,
@@ -367,6 +368,9 @@ def _distill(run: Run, options: DistillOptions, progress: Progress, expect: str 
         rows, search = _search(options, d, students)
     else:
         rows = students.rows(plans(options))
+    for row in rows:  # each student's metric, by seed
+        for seed, value in enumerate(row.student_runs):
+            curves.metrics(f"student {row.label}", {row.metric: value}, seed)
     timings = {k: round(v, 3) for k, v in students.timings.items()}
     comparison = Comparison(run.path, rows,
                             {**asdict(replace(options, train=None)), "train": train.to_dict()},

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cmkd_doctor import distributed
+from cmkd_doctor import curves, distributed
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.metrics import evaluate
 from cmkd_doctor.progress import Progress, no_progress
@@ -252,6 +252,7 @@ def fit(
             final[s] = members.state(i)
     if members.stacked or patience > 0:
         members.set(final)
+    curves.fitted(task, result)
     return result
 
 

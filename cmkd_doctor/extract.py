@@ -24,6 +24,7 @@ from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.inputs import read_array
 from cmkd_doctor.outputs import check_out_file, write_json, write_npy
 from cmkd_doctor.registry import Registry
+from cmkd_doctor.schemas import stamp
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -228,10 +229,10 @@ def write_features(features: np.ndarray, names: list[str], out: str | Path,
     """``out`` (.npy) and ``out`` with ``.json``: options and the input of each row."""
     out = Path(out)
     write_npy(out, features.astype(np.float32))
-    write_json(out.with_suffix(".json"), {
+    write_json(out.with_suffix(".json"), stamp("features", {
         "layer": options.layer, "backbone": options.backbone, "weights": options.weights,
         "onnx": options.onnx, "pool": options.pool, "size": options.size,
-        "shape": list(features.shape), "rows": names})
+        "shape": list(features.shape), "rows": names}))
     return out
 
 

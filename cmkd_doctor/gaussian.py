@@ -19,6 +19,7 @@ import numpy as np
 
 from cmkd_doctor.errors import option_error
 from cmkd_doctor.outputs import landed, together, write_json, write_npy
+from cmkd_doctor.schemas import stamp
 
 DELTAS = ("normal", "ones")
 
@@ -131,7 +132,7 @@ def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
         noise = sorted(set(range(width)) - set(general) - set(specific))
         return {"general": general, "specific": specific, "noise": noise}
 
-    truth = {
+    truth = stamp("truth", {
         "generator": "Xue et al. 2023, Appendix B.2, Eq. 27",
         "spec": asdict(spec),
         "J1": j1.tolist(),
@@ -146,7 +147,7 @@ def make_gaussian(spec: GaussianSpec | None = None) -> GaussianData:
         "delta": delta.tolist(),
         "channels_a": channels(pos_a, j1, spec.d1),
         "channels_b": channels(pos_b, j2, spec.d2),
-    }
+    })
     return GaussianData(xa, xb, y, xa_t, xb_t, y_t, truth)
 
 

@@ -27,6 +27,7 @@ from cmkd_doctor.outputs import (
     write_json,
     write_npy,
 )
+from cmkd_doctor.schemas import stamp
 
 
 @dataclass
@@ -51,11 +52,10 @@ def write_prepared(data: Prepared, out: str | Path, name: str) -> list[Path]:
                                    np.asarray(data.info["rows"], np.int64)))
         paths += [write_npy(stage / "labels.npy", data.labels),
                   write_bytes(stage / "split.npz", buffer.getvalue()),
-                  write_json(stage / f"{name}.json",
-                             {**data.info, "n": len(data.labels), "n_train": len(data.train),
-                              "n_test": len(data.test),
-                              "shapes": {k: list(v.shape[1:])
-                                         for k, v in data.features.items()}})]
+                  write_json(stage / f"{name}.json", stamp("dataset", {
+                      **data.info, "n": len(data.labels), "n_train": len(data.train),
+                      "n_test": len(data.test),
+                      "shapes": {k: list(v.shape[1:]) for k, v in data.features.items()}}))]
     return landed(paths, stage, out)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmkd_doctor import distributed
+from cmkd_doctor import curves, distributed
 from cmkd_doctor.classifiers import network_bytes
 from cmkd_doctor.devices import require_memory, resolve_device
 from cmkd_doctor.engine import (
@@ -36,6 +36,8 @@ from cmkd_doctor.engine import (
 )
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.gamma import estimate_gamma
+from cmkd_doctor.groups import MAX_ROWS as GROUP_ROWS
+from cmkd_doctor.groups import Groups, correlated_groups, read_groups
 from cmkd_doctor.inputs import PairedData, load_paired
 from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig, new_net, parse_hidden, standardisation
@@ -107,6 +109,13 @@ class RankOptions:
         ``shared``: repeat m permutes every channel with the same row permutation;
         ``per_channel``: a fresh permutation per (channel, repeat), as the official code
         draws them (needs the permuted rows in memory).
+    groups
+        ``none``: every channel is permuted alone (Algorithm 1 as written); ``auto``:
+        channels whose absolute Spearman correlation on the fit rows is above
+        ``group_threshold`` are permuted together (:mod:`cmkd_doctor.groups`); a path:
+        a ``.npy`` of one group id per channel of the ranked modality.
+    group_threshold
+        The correlation above which ``groups auto`` joins two channels.
     protocol
         The set of defaults these options came from (:data:`RANK_PROTOCOLS`, see
         :meth:`for_protocol`); recorded, it changes nothing by itself.
@@ -130,6 +139,8 @@ class RankOptions:
     standardize: bool = True
     optimizer: str = "adam"
     permutation: str = "shared"
+    groups: str = "none"
+    group_threshold: float = 0.8
     protocol: str = "doctor"
     device: str = "auto"
     seed: int = 0
@@ -166,9 +177,24 @@ class RankOptions:
                              "with MSE: use --hidden 0 --dist mse, or --estimator sampled "
                              "(no closed form exists through a ReLU or for l1/kl)")
         check_chunk_rows(self.chunk_rows)
+        number("group_threshold", self.group_threshold, "a correlation in (0, 1)", low=0,
+               high=1, open_low=True, open_high=True)
+        groups = self.groups
+        if not isinstance(groups, str) or not groups:
+            raise option_error("groups", "none, auto or a .npy file of group ids", groups)
+        if groups not in ("none", "auto"):
+            if not Path(groups).is_file():
+                raise InputError(f"--groups {groups}: no such file (give none, auto or a "
+                                 ".npy file of one group id per channel)")
+            groups = str(Path(groups).resolve())
+        if groups != "none" and (self.estimator != "sampled"
+                                 or self.permutation != "shared"):
+            raise InputError(f"--groups {self.groups}: groups are permuted with the sampled "
+                             "estimator and one permutation per repeat (--estimator sampled "
+                             "--permutation shared)")
         if self.split is not None and not Path(self.split).is_file():
             raise InputError(f"--split {self.split}: no such file")
-        return replace(self, hidden=parse_hidden(self.hidden),
+        return replace(self, hidden=parse_hidden(self.hidden), groups=groups,
                        split=None if self.split is None else str(Path(self.split).resolve()))
 
     def to_dict(self) -> dict:
@@ -247,6 +273,7 @@ class RankResult:
     stability: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     gamma: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, Any] | None = None
 
 
 class _Pair(torch.nn.Module):
@@ -357,8 +384,13 @@ def permutation_distances(
     channels: range | None = None,
     tile_elements: int | None = None,
     progress: Progress = no_progress,
+    units: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Algorithm 1, steps 2-8: Dist(net(x permuted in channel i), target) for every i, m.
+
+    With ``units`` (``(d,)`` group ids, :mod:`cmkd_doctor.groups`) the channels of a
+    group are permuted together, with the same row permutation, and the result has one
+    row per group.
 
     Parameters
     ----------
@@ -373,17 +405,22 @@ def permutation_distances(
         Row permutations from :func:`permutations`: ``(M, n)``, or ``(M, n, d)`` for one
         per (channel, repeat), which needs ``x`` resident.
     channels
-        Only these channels (a distributed process's share); the others stay 0.
+        Only these channels (a distributed process's share; with ``units``, these
+        groups in the order of their size); the others stay 0.
     tile_elements
         Work-tile size; defaults to :data:`TILE_ELEMENTS` for the device.
 
     Returns
     -------
     increase, unpermuted
-        ``(d, M)`` float64 increase of Dist over the unpermuted value (computed as a sum
-        of per-row differences, so small increases do not cancel), and that value.
+        ``(d, M)`` (``(groups, M)`` with ``units``) float64 increase of Dist over the
+        unpermuted value (computed as a sum of per-row differences, so small increases
+        do not cancel), and that value.
     """
     n, d, span, read = _rows_of(x, which)
+    if units is not None:
+        return _group_distances(net, span, read, n, target, distance, perms, units,
+                                multilabel, channels, tile_elements, progress)
     per_channel = perms.dim() == 3
     if per_channel:  # each channel's column is gathered from the resident rows
         whole_x = x.tensors()[which] if isinstance(x, RowSet) else x
@@ -438,6 +475,74 @@ def permutation_distances(
                 out = _tail(net, moved.view(-1, width)).view(len(dj), len(xc), n_classes)
                 terms = distance.row_terms(out, tc, multilabel)  # (B, c)
                 increase[j0:j1, m] += (terms - base_terms).sum(-1)
+        progress("permute", min(n, r0 + rows), n)
+    denom = distance.denominator(n, n_classes)
+    return increase / denom, float(base) / denom
+
+
+def _group_blocks(units: torch.Tensor, share: range | None, rows: int, width: int,
+                  tile: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """The groups of this process's ``share`` (of the groups sorted by size) in blocks:
+    each block's group ids and a ``(groups, largest)`` index of their channels, padded
+    with ``d`` (a zero column), every block within ``tile`` elements."""
+    d = len(units)
+    sizes = torch.bincount(units)
+    by_size = torch.argsort(sizes, stable=True)
+    share = range(len(sizes)) if share is None else share
+    members = torch.split(torch.argsort(units, stable=True), sizes.tolist())
+    blocks, start = [], share.start
+    while start < share.stop:
+        largest = int(sizes[by_size[start]])
+        stop = start + 1
+        while (stop < share.stop and (stop - start + 1) * rows * max(width, int(
+                sizes[by_size[stop]])) <= tile):
+            largest = int(sizes[by_size[stop]])
+            stop += 1
+        ids = by_size[start:stop]
+        index = torch.full((len(ids), largest), d, dtype=torch.int64)
+        for row, g in enumerate(ids.tolist()):
+            index[row, : len(members[g])] = members[g]
+        blocks.append((ids, index))
+        start = stop
+    return blocks, len(sizes)
+
+
+def _group_distances(net: Net, span, read, n: int, target: torch.Tensor,
+                     distance: Distance, perms: torch.Tensor, units: torch.Tensor,
+                     multilabel: bool, share: range | None, tile_elements: int | None,
+                     progress: Progress) -> tuple[torch.Tensor, float]:
+    """:func:`permutation_distances` with groups of channels permuted together: a
+    group's channels move with one row permutation, so its pre-activation change is
+    ``delta_G @ w_G.T``, computed for a block of groups as one batched product."""
+    device = target.device
+    w, b = net.first.weight, net.first.bias
+    mean, scale = net.mean, net.scale
+    width, n_classes, n_repeats = w.shape[0], target.shape[1], len(perms)
+    tile = tile_elements or TILE_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
+    d = w.shape[1]
+    rows = max(1, min(n, tile // max(width, d)))
+    blocks, n_groups = _group_blocks(units.cpu(), share, rows, width, tile)
+    w_ext = torch.cat([w.T, w.new_zeros(1, width)])  # (d + 1, H), row d is the padding
+    weights = [(ids.to(device), index.to(device), w_ext[index.to(device)])
+               for ids, index in blocks]
+    increase = torch.zeros(n_groups, n_repeats, dtype=torch.float64, device=device)
+    base = torch.zeros((), dtype=torch.float64, device=device)
+    for r0 in range(0, n, rows):
+        xc = (span(r0, min(n, r0 + rows)) - mean) / scale  # (c, d)
+        tc = target[r0 : r0 + rows]
+        pre = torch.addmm(b, xc, w.T)  # (c, H)
+        base_terms = distance.row_terms(_tail(net, pre.clone()), tc, multilabel)
+        base += base_terms.sum()
+        for m in range(n_repeats):
+            moved_x = (read(perms[m, r0 : r0 + rows]) - mean) / scale
+            delta = torch.cat([moved_x - xc, xc.new_zeros(len(xc), 1)], dim=1)  # (c, d+1)
+            for ids, index, w_g in weights:
+                d_g = delta[:, index].permute(1, 0, 2)  # (G, c, largest)
+                moved = pre + torch.bmm(d_g, w_g)  # (G, c, H)
+                out = _tail(net, moved.reshape(-1, width)).view(len(ids), len(xc),
+                                                                n_classes)
+                terms = distance.row_terms(out, tc, multilabel)  # (G, c)
+                increase[ids, m] += (terms - base_terms).sum(-1)
         progress("permute", min(n, r0 + rows), n)
     denom = distance.denominator(n, n_classes)
     return increase / denom, float(base) / denom
@@ -557,24 +662,48 @@ def check_per_channel(n: int, d: int, repeats: int, resident: bool) -> None:
 @ESTIMATORS.register("sampled", "M random permutations per channel (Algorithm 1 as "
                      "written)")
 def _sampled(net: Net, rows: RowSet, target: torch.Tensor, options: RankOptions,
-             multilabel: bool, which: int, progress: Progress) -> tuple[torch.Tensor, float]:
-    # each process of a torchrun job permutes its own block of channels
+             multilabel: bool, which: int, progress: Progress,
+             units: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    # each process of a torchrun job permutes its own block of channels (or groups)
     width = rows.widths[which]
+    count = width if units is None else int(units.max()) + 1
     increase, unpermuted = permutation_distances(
         net, rows, target, DISTANCES[options.dist],
         permutations(len(rows), options.repeats, options.seed,
                      width if options.permutation == "per_channel" else None),
-        multilabel=multilabel, which=which,
-        channels=distributed.my_channels(rows.widths[which]), progress=progress)
-    return distributed.sum_all(increase), unpermuted
+        multilabel=multilabel, which=which, channels=distributed.my_channels(count),
+        progress=progress, units=units)
+    increase = distributed.sum_all(increase)
+    # a group's increase is each of its channels'
+    return (increase if units is None else increase[units.to(increase.device)]), unpermuted
 
 
 @ESTIMATORS.register("exact", "the expectation over all permutations in closed form "
                      "(M = infinity); linear head (--hidden 0) with --dist mse only")
 def _exact(net: Net, rows: RowSet, target: torch.Tensor, options: RankOptions,
-           multilabel: bool, which: int, progress: Progress) -> tuple[torch.Tensor, float]:
+           multilabel: bool, which: int, progress: Progress,
+           units: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     expected, unpermuted = expected_increase(net, rows, target, which=which)
     return expected[:, None], unpermuted  # (d, 1): the expectation, M = infinity
+
+
+def channel_groups(data: PairedData, which: int, fit_rows: np.ndarray,
+                   options: RankOptions) -> Groups | None:
+    """The groups of the ranked modality's channels that ``options.groups`` asks for
+    (``None`` for ``none``): read from a file, or from correlations on (a seeded sample
+    of) the fit rows."""
+    x = data.xa if which == 0 else data.xb
+    if options.groups == "none":
+        return None
+    if options.groups != "auto":
+        return Groups(read_groups(options.groups, x.shape[1]), "file",
+                      file=options.groups)
+    rows = fit_rows
+    if len(rows) > GROUP_ROWS:
+        rng = np.random.default_rng(derive_seed(options.seed, "groups"))
+        rows = np.sort(rng.choice(rows, GROUP_ROWS, replace=False))
+    return Groups(correlated_groups(np.asarray(x[rows]), options.group_threshold),
+                  "auto", threshold=options.group_threshold)
 
 
 # The modality whose channels are ranked, and the rows permuted in steps 2-8.
@@ -629,6 +758,8 @@ def rank(data: PairedData, options: RankOptions | None = None,
     if options.permutation == "per_channel" and options.estimator == "sampled":
         check_per_channel(len(rows), rows.widths[which], options.repeats, rows.resident)
     constant = np.flatnonzero(stats[which][2].cpu().numpy()).astype(np.int64)
+    groups = channel_groups(data, which, fit_rows, options)
+    units = None if groups is None else torch.as_tensor(groups.ids)
 
     def once(seed: int) -> _Ranking:
         """Steps 1-8 with the networks, minibatches and permutations of ``seed``."""
@@ -642,7 +773,7 @@ def rank(data: PairedData, options: RankOptions | None = None,
         target = predict(net_b if which == 0 else net_a, rows, which=1 - which)
         t0 = time.perf_counter()
         increase, unpermuted = ESTIMATORS[options.estimator](
-            net, rows, target, opts, labels.multilabel, which, progress)
+            net, rows, target, opts, labels.multilabel, which, progress, units=units)
         permute_s = time.perf_counter() - t0
         return _Ranking(net_a, net_b, fitted, increase.cpu().numpy(), unpermuted,
                         alignment(predict(net, rows, which=which), target, permuted_rows),
@@ -715,6 +846,7 @@ def rank(data: PairedData, options: RankOptions | None = None,
         for side, net_s, w in (("a", net_a, 0), ("b", net_b, 1)):
             found = evaluate_rows(net_s, parts, w, 2, labels.multilabel)
             metrics[side][name] = None if found is None else found[0]
+            curves.metrics(f"aligned f_{side} {name}", metrics[side][name])
     return RankResult(
         salience=salience, distances=distances, unpermuted=unpermuted,
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,
@@ -723,7 +855,8 @@ def rank(data: PairedData, options: RankOptions | None = None,
                  "gamma_s": round(gamma_s, 4)},
         constant=constant, standardization=standardization, alignment=agreement,
         negative=negative_channels(increase), stability=stability, warnings=warnings,
-        gamma=gamma.to_dict())
+        gamma=gamma.to_dict(),
+        groups=None if groups is None else groups.to_dict(salience))
 
 
 @dataclass

@@ -22,6 +22,7 @@ from cmkd_doctor.gaussian import ranking_against_truth
 from cmkd_doctor.outputs import check_out_file, json_text, write_bytes, write_text
 from cmkd_doctor.ranking import channel_order
 from cmkd_doctor.rundir import RunDir
+from cmkd_doctor.schemas import stamp
 
 PLOTS = {
     "salience_sorted": "Salience, channels sorted (Algorithm 1, step 9)",
@@ -78,7 +79,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         except (KeyError, TypeError, IndexError):
             doc["truth"] = None  # a truth.json of something else beside the inputs
     doc["sweep"] = sweep(doc)
-    return doc
+    return stamp("report", doc)
 
 
 def sweep(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -279,6 +280,14 @@ def checks(rank: dict[str, Any], fmt: str) -> str:
                     + (" Little to transfer: crossmodal KD can pass on only that share, "
                        "whichever channels a teacher keeps." if gamma["little_to_transfer"]
                        else ""))
+    groups = rank.get("groups")
+    if groups:
+        said.append(f"Channels permuted in groups ({groups['method']}): {groups['count']} "
+                    f"groups, {groups['multi_channel']} of several channels. Permuting one "
+                    "of two near-copies understates both (the network still reads the "
+                    "other), so correlated channels are permuted together; a group's "
+                    "salience is each of its channels', and derived teachers nullify "
+                    "whole groups.")
     agreement = rank.get("alignment")
     if agreement:
         said.append(f"Alignment {agreement['score']:.2f} on the {agreement['rows']} rows "

@@ -61,6 +61,7 @@ from cmkd_doctor.official_runs import OFFICIAL_RUNS, OFFICIAL_SOURCE
 from cmkd_doctor.options import MAX_SEEDS, SEEDS_WHY, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.registry import Registry
+from cmkd_doctor.schemas import stamp
 from cmkd_doctor.seeds import derive_seed
 from cmkd_doctor.splits import fit_and_validation, read_split
 from cmkd_doctor.streaming import RowSet
@@ -534,14 +535,15 @@ class Reproduction:
         return lines
 
     def to_dict(self) -> dict:
-        return {"experiment": self.experiment.name, "title": self.experiment.title,
+        return stamp("reproduction", {
+                "experiment": self.experiment.name, "title": self.experiment.title,
                 "protocol": self.protocol.name, "official_swap": self.official_swap,
                 "student_loss": self.protocol.loss.describe(),
                 "runs": self.runs, "seed": self.seed, "seconds": round(self.seconds, 3),
                 "claim": self.experiment.claim, "rows": self.rows, "source": PAPER_SOURCE,
                 "official_source": OFFICIAL_SOURCE if self.official_variant else None,
                 "official_variant": self.official_variant,
-                "official_runs": self.official_rerun().get("runs")}
+                "official_runs": self.official_rerun().get("runs")})
 
     def official_rerun(self) -> dict:
         """The official code's rerun that compares with this one: same experiment,
@@ -695,8 +697,8 @@ def reproduce_avmnist(data_dir: str | Path | None, runs: int = 10, seed: int = 0
                         "runs": values.round(2).tolist()}
             row["paper"][rho] = dict(zip(("mean", "std"), TABLE5[name][rho], strict=True))
         rows_out.append(row)
-    return {"experiment": "table1-avmnist", "runs": runs, "seed": seed,
+    return stamp("reproduction", {"experiment": "table1-avmnist", "runs": runs, "seed": seed,
             "seconds": round(time.perf_counter() - start, 3), "rows": rows_out,
             "claim": "the multimodal (image + audio) teacher is far more accurate than the "
                      "audio teacher, yet its student is no better than the UM-KD student",
-            "source": "Xue et al., ICLR 2023, Table 1 and Table 5 (Appendix B.1)"}
+            "source": "Xue et al., ICLR 2023, Table 1 and Table 5 (Appendix B.1)"})

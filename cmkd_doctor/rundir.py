@@ -46,6 +46,7 @@ from cmkd_doctor.outputs import (
     write_json,
     write_npy,
 )
+from cmkd_doctor.schemas import stamp
 from cmkd_doctor.splits import Split, fit_and_validation
 
 if TYPE_CHECKING:
@@ -266,7 +267,7 @@ class RunDir:
         document["last_verdict"] = comparison.verdict
         document["last_timings"] = comparison.timings
         document["cmkd_doctor"] = __version__
-        return write_json(self.distill_path, document)
+        return write_json(self.distill_path, stamp("distill", document))
 
     # -- reading -----------------------------------------------------------------------
     def guarded(self, path: Path, read: Callable[[Path], T]) -> T:
@@ -427,7 +428,7 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
     """The content of ``rank.json`` (the ``files`` checksums are added on writing)."""
     opts = result.options
     fit = result.fit
-    return {
+    return stamp("rank", {
         "command": "rank",
         "run_id": run_id,
         "created": distributed.from_main(now()),
@@ -454,6 +455,7 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
         "unpermuted_distance": result.unpermuted,
         "alignment": result.alignment,
         "gamma_estimate": result.gamma,
+        "groups": result.groups,
         "stability": result.stability,
         "constant_channels": result.constant.tolist(),
         "negative_salience": result.negative,
@@ -466,7 +468,7 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
         "salience_file": RunDir.RANK["salience"],
         "timings": result.timings,
         "warnings": result.warnings,
-    }
+    })
 
 
 @dataclass
@@ -527,6 +529,13 @@ class Run:
                        f"general teacher keeps, below {stable['threshold']:.0%}")
         return {"reliable": not why, "why": "; ".join(why),
                 "gamma_estimate": self.document.get("gamma_estimate")}
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        """The group id of each channel of the teacher's modality when ``rank --groups``
+        permuted groups, else ``None``."""
+        found = self.document.get("groups")
+        return None if not found else np.asarray(found["ids"], dtype=np.int64)
 
     @property
     def rank_options(self) -> dict[str, Any]:

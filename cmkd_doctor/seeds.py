@@ -26,6 +26,7 @@ STAGES: dict[str, tuple[int, ...]] = {
     "permute": (4,),           # + repeat m: the row permutation of repeat m (step 5)
     "restart": (5,),           # + k: the seed of restart k (rank --restarts; 0 is --seed)
     "gamma": (6,),             # the gamma estimate's row sample and bootstrap
+    "groups": (7,),            # the rows rank --groups auto correlates
     # teachers, from the teacher's --seed
     "random_mask": (11,),      # the channels a random teacher nullifies
     "teacher": (22,),          # the member seed of a trained teacher

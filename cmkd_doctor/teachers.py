@@ -24,12 +24,14 @@ import torch
 from torch import nn
 
 from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.groups import unit_choice
 from cmkd_doctor.inputs import sha256_of
 from cmkd_doctor.models import FORMAT as NET_FORMAT
 from cmkd_doctor.models import Net, config_from, load_net, read_checkpoint
 from cmkd_doctor.options import whole
 from cmkd_doctor.outputs import write_atomic, write_json, write_safetensors
 from cmkd_doctor.registry import Registry
+from cmkd_doctor.schemas import stamp
 from cmkd_doctor.seeds import generator
 
 SOURCES = ("trained", "aligned")
@@ -75,13 +77,19 @@ def _random(salience: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int = 0,
-                       constant: np.ndarray | list[int] = ()) -> np.ndarray:
+                       constant: np.ndarray | list[int] = (),
+                       groups: np.ndarray | None = None) -> np.ndarray:
     """Sorted indices of the channels a teacher of ``mode`` nullifies.
 
     The ``constant`` channels (constant on the fit rows: they carry nothing) are always
     nullified by a derived teacher, a no-op, and ``ratio`` counts only the informative
     ones: exactly ``round(ratio * informative)`` of those are chosen, or none for
     ``regular``. Ties in salience are broken by channel index (stable sort).
+
+    With ``groups`` (a group id per channel, from ``rank --groups``) whole groups are
+    nullified: the mode orders the groups by their salience and takes them until
+    ``round(ratio * informative)`` channels are reached (more when the last group is
+    large, never every group).
     """
     choose = MODES[mode]
     if choose is None:
@@ -92,7 +100,18 @@ def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int 
     if not 0 < ratio < 1:
         raise option_error("ratio", "a number in (0, 1)", ratio)
     k = check_ratio(ratio, d, "informative channels" if len(constant) else "channels")
-    chosen = informative[choose(np.asarray(salience)[informative], k, seed)]
+    if groups is None:
+        chosen = informative[choose(np.asarray(salience)[informative], k, seed)]
+        return np.union1d(chosen, constant).astype(np.int64)
+    ids = np.asarray(groups)[informative]
+    units, first = np.unique(ids, return_index=True)
+    if len(units) < 2:
+        raise InputError("the ranked channels form one group (rank --groups): a derived "
+                         "teacher would nullify all of them; rank with a higher "
+                         "--group-threshold or other --groups")
+    order = choose(np.asarray(salience)[informative][first], len(units), seed)
+    taken = units[unit_choice(order, np.bincount(np.searchsorted(units, ids)), k)]
+    chosen = informative[np.isin(ids, taken)]
     return np.union1d(chosen, constant).astype(np.int64)
 
 
@@ -292,7 +311,8 @@ def save_teacher(teacher: Teacher, path: Path, sidecar: dict[str, Any]) -> Path:
                          "saved; derive from its source instead")
     write_safetensors(path, tensors, meta)
     if path.is_file():  # under torchrun only rank 0 writes
-        write_json(path.with_suffix(".json"), {**sidecar, "sha256": sha256_of(path)})
+        write_json(path.with_suffix(".json"),
+                   stamp("teacher", {**sidecar, "sha256": sha256_of(path)}))
     return path
 
 

@@ -285,10 +285,23 @@ def test_a_signal_prints_one_error_line_and_leaves_no_run(hostile, tmp_path, sig
          "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    _wait_for_handlers(process.pid)
-    time.sleep(1)
-    process.send_signal(signum)
-    _, err = process.communicate(timeout=60)
+    try:
+        _wait_for_handlers(process.pid)
+        time.sleep(1)
+        process.send_signal(signum)
+        try:
+            _, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            status = Path(f"/proc/{process.pid}/status")
+            state = status.read_text() if status.exists() else "(no /proc)"
+            process.kill()
+            _, err = process.communicate()
+            raise AssertionError(f"no exit 120 s after the signal; stderr: {err[-2000:]!r}; "
+                                 f"status: {state}") from None
+    finally:  # never leave a training process behind
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == code
     assert err.strip() == f"error: {message}"
     assert not out.exists()

@@ -210,7 +210,7 @@ def test_unknown_experiment_and_too_few_runs_exit_2(cli):
 
 
 def test_examples_list_names_the_six_datasets_and_the_real_multiview_ones(cli):
-    doc = json.loads(cli("examples", "list", "--json").out)
+    doc = json.loads(cli("examples", "list", "--json").out)["datasets"]
     assert [d["name"] for d in doc] == ["gaussian", "avmnist", "ravdess", "vggsound", "nyu",
                                         "mmimdb", "scene15", "leaves100"]
     assert all(d["licence"] and d["prepare"] for d in doc)

@@ -24,6 +24,7 @@ from cmkd_doctor.cli.distill import distill_command
 from cmkd_doctor.cli.extract import extract_command
 from cmkd_doctor.cli.rank import rank
 from cmkd_doctor.cli.report import report_command
+from cmkd_doctor.cli.schema import schema_command
 from cmkd_doctor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, CmkdError
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app.command("distill")(distill_command)
 app.command("diagnose")(diagnose_command)
 app.command("extract")(extract_command)
 app.command("report")(report_command)
+app.command("schema")(schema_command)
 app.add_typer(examples.app, name="examples")
 
 _state = {"verbose": False}

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cmkd_doctor import curves
 from cmkd_doctor.classifiers import TrainOptions
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars
@@ -22,8 +23,10 @@ from cmkd_doctor.cli.options import (
     Patience,
     Quiet,
     RunOption,
+    Tensorboard,
 )
 from cmkd_doctor.derive import derive
+from cmkd_doctor.schemas import stamp
 from cmkd_doctor.teachers import FILLS, MODES, TeacherSpec
 
 
@@ -55,6 +58,7 @@ def derive_teacher_command(
     chunk_rows: ChunkRows = None,
     device: Device = "auto",
     json_output: JsonOutput = False,
+    tensorboard: Tensorboard = None,
     quiet: Quiet = False,
 ) -> None:
     """Derive a teacher from a rank run by nullifying channels (paper Sec. 5.4).
@@ -65,10 +69,11 @@ def derive_teacher_command(
     spec = TeacherSpec.given(mode, ratio, fill, source, teacher, refit, seed)
     train = TrainOptions(hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, chunk_rows=chunk_rows)
-    with progress_bars(quiet or json_output) as progress:
+    with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
         found = derive(run_dir, spec, train, device, export, progress)
     if json_output:
-        print_json({**found.sidecar, "file": str(found.path), "reused": found.reused,
-                    "onnx": str(export) if export else None})
+        print_json(stamp("teacher", {**found.sidecar, "file": str(found.path),
+                                     "reused": found.reused,
+                                     "onnx": str(export) if export else None}))
     elif not quiet:
         render.derived(found, export)

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from cmkd_doctor import curves
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
-from cmkd_doctor.cli.options import Quiet
+from cmkd_doctor.cli.options import Quiet, Tensorboard
 from cmkd_doctor.diagnose import diagnose, resolve
 from cmkd_doctor.rundir import DEFAULT_RUN
 
@@ -56,6 +57,7 @@ def diagnose_command(
     json_output: Annotated[bool, typer.Option(
         "--json", help="One JSON document with the results, the verdict and the advice.")
     ] = False,
+    tensorboard: Tensorboard = None,
     quiet: Quiet = False,
 ) -> None:
     """The whole doctor: rank, derive modality-general, -specific and random teachers,
@@ -71,7 +73,7 @@ def diagnose_command(
     }
     inputs, example, run_dir, settings = resolve(inputs, example, out_dir, config, ratio,
                                                  sweep, overrides)
-    with progress_bars(quiet or json_output) as progress:
+    with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
         found = diagnose(inputs, example, run_dir, settings, progress)
     for message in found.rank.warnings:
         warn(message)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from cmkd_doctor import curves
 from cmkd_doctor.classifiers import TrainOptions
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars
@@ -21,6 +22,7 @@ from cmkd_doctor.cli.options import (
     Patience,
     Quiet,
     RunOption,
+    Tensorboard,
 )
 from cmkd_doctor.distill import TEACHER_CHOICES, DistillOptions, distill
 from cmkd_doctor.rundir import RunDir
@@ -63,6 +65,7 @@ def distill_command(
         help="CI gate, e.g. 'general>regular' or 'general@0.5>=random@0.5': exit 3 when it "
              "fails on the means.")] = None,
     json_output: JsonOutput = False,
+    tensorboard: Tensorboard = None,
     quiet: Quiet = False,
 ) -> None:
     """Distil students from No-KD, regular and derived teachers and compare them.
@@ -77,7 +80,7 @@ def distill_command(
                              train=train, device=device, seed=seed)
     options = options.checked()  # bad options before a missing run
     # the teachers derived and the results land in the run directory together
-    with progress_bars(quiet or json_output) as progress, \
+    with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress, \
             RunDir(run_dir).transaction() as staged:
         found = distill(staged, options, progress, expect=expect)
         staged.record(found)

@@ -16,6 +16,7 @@ from cmkd_doctor.gaussian import DELTAS, GaussianSpec, make_gaussian, write_gaus
 from cmkd_doctor.options import parse_list
 from cmkd_doctor.outputs import check_out_dir, check_out_file
 from cmkd_doctor.reproduce import PAPER_SOURCE, reproduce, reproduce_avmnist, save_plot
+from cmkd_doctor.schemas import stamp
 
 app = typer.Typer(help="The paper's datasets as built-in examples.")
 make_app = typer.Typer(help="Generate or build an example dataset.")
@@ -176,7 +177,7 @@ def list_examples(
 ) -> None:
     """The paper's six datasets: what each is, its licence, and how to prepare it."""
     if json_output:
-        print_json([d.to_dict() for d in DATASETS.values()])
+        print_json(stamp("datasets", {"datasets": [d.to_dict() for d in DATASETS.values()]}))
     else:
         render.datasets(DATASETS.values())
 

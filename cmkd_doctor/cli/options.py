@@ -15,6 +15,10 @@ from cmkd_doctor.rundir import DEFAULT_RUN
 
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 Seed = Annotated[int, typer.Option(help="Seed of everything this command draws.")]
+Tensorboard = Annotated[Path | None, typer.Option(
+    "--tensorboard", help="Also write every network's loss curves and metrics to this "
+                          "folder as TensorBoard event files (needs the tensorboard "
+                          "package).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout "
                                           "instead of tables.")]

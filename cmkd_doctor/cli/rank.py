@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cmkd_doctor import curves
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
 from cmkd_doctor.cli.options import (
@@ -17,6 +18,7 @@ from cmkd_doctor.cli.options import (
     Lr,
     OutDir,
     Quiet,
+    Tensorboard,
 )
 from cmkd_doctor.losses import DISTANCES
 from cmkd_doctor.ranking import (
@@ -70,6 +72,12 @@ def rank(
     split: Annotated[Path | None, typer.Option(help="A .npz with 'train' and 'test' row "
                                                "indices to use instead of --test-split "
                                                "(e.g. a dataset's own split).")] = None,
+    groups: Annotated[str, typer.Option(
+        help="Permute correlated channels together: none (each alone, Algorithm 1 as "
+             "written), auto (channels whose |Spearman| on the fit rows exceeds "
+             "--group-threshold), or a .npy of one group id per channel.")] = "none",
+    group_threshold: Annotated[float, typer.Option(
+        help="Correlation above which --groups auto joins two channels.")] = 0.8,
     chunk_rows: ChunkRows = None,
     restarts: Annotated[int, typer.Option(
         help="Train the aligned pair this many times (other initialisation, minibatches "
@@ -90,6 +98,7 @@ def rank(
     json_output: Annotated[bool, typer.Option("--json", help="Print rank.json plus the "
                                               "salience as one JSON document on stdout.")
                            ] = False,
+    tensorboard: Tensorboard = None,
     quiet: Quiet = False,
 ) -> None:
     """Rank the channels of FEATS_A by modality-general decisive salience (Algorithm 1).
@@ -103,13 +112,13 @@ def rank(
              "patience": patience, "split": None if split is None else str(split),
              "estimator": estimator, "permutation": permutation, "chunk_rows": chunk_rows,
              "restarts": restarts, "standardize": standardize, "device": device,
-             "seed": seed}
+             "groups": groups, "group_threshold": group_threshold, "seed": seed}
     # the protocol's defaults fill what the command line left at its own default
     protocol_keys = RANK_PROTOCOLS[protocol].options
     options = RankOptions.for_protocol(protocol, **{
         key: value for key, value in given.items()
         if key not in protocol_keys or _given(ctx, key)})
-    with progress_bars(quiet or json_output) as progress:
+    with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
         result, document = rank_files(feats_a, feats_b, labels, out_dir, options, progress)
     for message in result.warnings:
         warn(message)

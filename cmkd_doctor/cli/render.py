@@ -64,6 +64,13 @@ def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
         line(f"alignment of f2 to f1 on the {agreement['rows']} rows: "
              f"{agreement['score']:.3f} ({'reliable' if agreement['reliable'] else 'UNRELIABLE'}"
              f", threshold {agreement['threshold']:g})")
+    groups = document.get("groups")
+    if groups:
+        how = (f"auto, |Spearman| > {groups['threshold']:g}" if groups["method"] == "auto"
+               else groups["file"])
+        line(f"groups permuted together: {groups['count']} for {len(salience)} channels, "
+             f"{groups['multi_channel']} of several ({how}); a group's salience is each "
+             "of its channels'")
     gamma = document.get("gamma_estimate")
     if gamma:
         line(f"gamma estimate (share of decisive information both modalities hold): "

@@ -1,0 +1,232 @@
+"""JSON Schemas of every JSON document cmkd-doctor writes: its outputs as a contract.
+
+Every document carries ``"schema"`` (its name here) and ``"schema_version"``
+(:data:`SCHEMA_VERSION`). The schemas are built from shared parts in this module, so a
+gamma estimate or a verdict is described once wherever it appears, and shipped as
+``cmkd_doctor/schemas/NAME.schema.json`` (JSON Schema draft 2020-12, self-contained);
+``cmkd-doctor schema NAME`` prints one. A test keeps the files equal to what this
+module builds and validates real outputs of every command against them.
+
+The version rises when a field a reader may rely on is removed, renamed or changes
+type; new fields do not raise it (every object admits more properties than it lists).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from cmkd_doctor.errors import unknown_name
+
+SCHEMA_VERSION = 1
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+# name -> (what it describes, where it appears)
+DOCUMENTS: dict[str, tuple[str, str]] = {
+    "rank": ("a ranking (Algorithm 1) with its inputs, options, checks and gamma estimate",
+             "RUN/rank.json; rank --json (with the salience)"),
+    "teacher": ("a derived teacher's sidecar", "RUN/teachers/NAME.json; derive-teacher --json"),
+    "comparison": ("one distill call: its rows (Table 4), options and verdict",
+                   "distill --json"),
+    "distill": ("every result distilled on one ranking", "RUN/distill.json"),
+    "diagnosis": ("rank, comparison and advice of one diagnose", "diagnose --json"),
+    "report": ("everything a run directory holds", "report --format json"),
+    "datasets": ("the built-in and paper data sets", "examples list --json"),
+    "reproduction": ("a reproduction of one of the paper's experiments",
+                     "examples reproduce --json"),
+    "truth": ("the planted truth of generated Gaussian data", "truth.json of examples make "
+              "gaussian"),
+    "dataset": ("what a prepared data set holds", "NAME.json of examples make NAME"),
+    "features": ("where extracted features come from", "the .json beside extract's .npy"),
+}
+
+
+def stamp(name: str, document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with its schema's name and version first."""
+    if name not in DOCUMENTS:
+        raise KeyError(name)
+    return {"schema": name, "schema_version": SCHEMA_VERSION,
+            **{k: v for k, v in document.items() if k not in ("schema", "schema_version")}}
+
+
+def schema(name: str) -> dict[str, Any]:
+    """The shipped JSON Schema of document ``name`` (see :data:`DOCUMENTS`)."""
+    if name not in DOCUMENTS:
+        raise unknown_name("schema NAME", DOCUMENTS, name)
+    return json.loads(resources.files(__package__).joinpath(f"{name}.schema.json")
+                      .read_text(encoding="utf-8"))
+
+
+# -- building blocks --------------------------------------------------------------------
+
+def _t(*kinds: str) -> dict[str, Any]:
+    return {"type": kinds[0] if len(kinds) == 1 else list(kinds)}
+
+
+NUM, INT, STR, BOOL = _t("number"), _t("integer"), _t("string"), _t("boolean")
+OBJ = _t("object")
+
+
+def _array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+def _object(required: dict[str, Any], optional: dict[str, Any] | None = None,
+            **extra: Any) -> dict[str, Any]:
+    """An object with these properties (the ``required`` ones always there)."""
+    return {"type": "object", "properties": {**required, **(optional or {})},
+            "required": list(required), **extra}
+
+
+def _or_null(part: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [part, {"type": "null"}]}
+
+
+NUMBERS = _array(NUM)
+METRICS = {"type": "object", "additionalProperties": NUM}  # metric name -> value
+
+INPUT = _object({"path": STR, "key": _or_null(STR), "shape": _array(INT), "dtype": STR,
+                 "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}})
+
+GAMMA = _object(
+    {"value": NUM, "low": NUM, "high": NUM, "method": STR,
+     "explained": _object({"a": NUM, "b": NUM, "ab": NUM}), "n_rows": INT,
+     "little_to_transfer": BOOL, "threshold": NUM},
+    {"bootstrap": INT},
+    description="Sec. 4's gamma estimated from the data (README 'Is there anything to "
+                "transfer?'); low and high bound a 95% bootstrap interval")
+
+RANK = _object(
+    {"command": {"const": "rank"}, "run_id": STR, "created": STR,
+     "inputs": _object({"feats_a": INPUT, "feats_b": INPUT, "labels": INPUT}),
+     "labels": _object({"task": {"enum": ["single-label", "multi-label"]},
+                        "n_classes": INT, "classes": _t("array")}),
+     "options": _object({"seed": INT, "hidden": _array(INT)}),
+     "environment": _object({"cmkd_doctor": STR, "python": STR, "torch": STR, "numpy": STR,
+                             "platform": STR, "device": STR}),
+     "split": _object({"file": STR, "n_train": INT, "n_test": INT}),
+     "aligned": _object({"epochs_max": INT, "epochs_run": INT, "metrics": OBJ,
+                         "files": _object({"a": STR, "b": STR})}),
+     "permuted_modality": {"enum": ["a", "b"]},
+     "permuted_rows": {"enum": ["train", "test"]},
+     "unpermuted_distance": NUM,
+     "alignment": _object({"score": NUM, "reliable": BOOL, "threshold": NUM}),
+     "gamma_estimate": GAMMA,
+     "groups": _or_null(_object(
+         {"method": {"enum": ["auto", "file"]}, "threshold": _or_null(NUM),
+          "file": _or_null(STR), "count": INT, "multi_channel": INT, "ids": _array(INT)},
+         {"salience": NUMBERS})),
+     "stability": OBJ,
+     "constant_channels": _array(INT),
+     "negative_salience": OBJ,
+     "standardization": _object({"enabled": BOOL}),
+     "permuted_distance": _object({"file": STR, "mean": NUMBERS, "std": NUMBERS}),
+     "salience_file": STR,
+     "timings": {"type": "object", "additionalProperties": NUM},
+     "warnings": _array(STR)},
+    {"files": {"type": "object", "additionalProperties": STR},
+     "salience": NUMBERS})
+
+RESULT = _object(
+    {"teacher": STR, "ratio": _or_null(NUM), "label": STR, "metric": STR,
+     "unit": {"const": "%"}, "teacher_metric": _or_null(NUM), "student_mean": NUM,
+     "student_std": NUM, "student_runs": NUMBERS, "delta_vs_none": NUM,
+     "delta_vs_regular": NUM, "teacher_file": _or_null(STR),
+     "teacher_metrics": _or_null(METRICS),
+     "student_metrics": {"type": "object", "additionalProperties": _object(
+         {"mean": NUM, "std": NUM, "runs": NUMBERS})}})
+
+VERDICT = _object(
+    {"kd_helps": BOOL, "kd_delta": NUM, "kd_delta_se": _or_null(NUM), "kd": OBJ,
+     "ranking_reliable": BOOL, "little_to_transfer": BOOL, "ranking": OBJ,
+     "mfh_ordering": {"type": "object",
+                      "additionalProperties": {"enum": ["holds", "fails", "undetermined"]}},
+     "mfh_ordering_holds": _or_null(BOOL),
+     "sweet_spot": _or_null(_object({"ratio": NUM, "student_mean": NUM})),
+     "best": STR, "best_delta_vs_regular": NUM, "best_is_clear": BOOL, "text": STR},
+    {"mfh_ordering_detail": OBJ, "best_delta_vs_regular_se": _or_null(NUM)})
+
+COMPARISON = _object(
+    {"command": {"const": "distill"}, "run": STR, "metric": STR, "options": OBJ,
+     "options_key": STR, "results": _array(RESULT), "verdict": VERDICT,
+     "search": _or_null(OBJ), "timings": {"type": "object", "additionalProperties": NUM}})
+
+DISTILL = _object(
+    {"command": {"const": "distill"}, "rank": _object({"run_id": STR}),
+     "results": {"type": "object", "additionalProperties": {
+         "allOf": [RESULT, _object({"options": OBJ, "options_key": STR, "created": STR})]}},
+     "last_verdict": VERDICT, "last_timings": OBJ, "cmkd_doctor": STR})
+
+TEACHER = _object(
+    {"spec": OBJ, "train": _or_null(OBJ), "rank": _object({"run_id": STR}), "name": STR,
+     "mode": {"enum": ["general", "specific", "random", "regular"]}, "ratio": NUM,
+     "seed": INT, "source": STR, "fill": STR, "refit": BOOL, "modality": {"enum": ["a", "b"]},
+     "n_channels": INT, "constant_channels": _array(INT), "standardized": BOOL,
+     "nullified": _array(INT), "mask": _array({"enum": [0, 1]}),
+     "fill_values": NUMBERS, "metrics": _or_null(METRICS), "created": STR,
+     "cmkd_doctor": STR},
+    {"sha256": STR, "file": STR, "reused": BOOL, "onnx": _or_null(STR)})
+
+DIAGNOSIS = _object(
+    {"command": {"const": "diagnose"}, "out": STR, "rank": OBJ, "salience": NUMBERS,
+     "run": STR, "metric": STR, "results": _array(RESULT), "verdict": VERDICT,
+     "advice": _array(STR), "truth": _or_null(OBJ)})
+
+REPORT = _object(
+    {"run": STR, "rank": RANK,
+     "salience": _object({"values": NUMBERS, "top": _array(OBJ), "bottom": _array(OBJ),
+                          "repeats": INT}),
+     "teachers": _array(TEACHER),
+     "students": _or_null(_object({"results": _array(RESULT), "verdict": _or_null(VERDICT)})),
+     "truth": _or_null(OBJ)})
+
+DATASET_FIELDS = ("name", "title", "task", "modalities", "licence", "availability",
+                  "prepare")
+DATASETS = _object({"datasets": _array(_object(dict.fromkeys(DATASET_FIELDS, STR)))})
+
+REPRODUCTION = _object(
+    {"experiment": STR, "runs": INT, "seed": INT, "seconds": NUM,
+     "rows": _array(OBJ), "claim": STR, "source": STR})
+
+TRUTH = _object(
+    {"generator": STR, "spec": OBJ, "J1": _array(INT), "J2": _array(INT),
+     "shared": _array(INT), "alpha": NUM, "beta": NUM, "gamma": NUM,
+     "gamma_weighted": NUM, "delta": NUMBERS,
+     **{f"channels_{s}": _object({k: _array(INT) for k in ("general", "specific", "noise")})
+        for s in ("a", "b")}})
+
+DATASET = _object({"dataset": STR, "n": INT, "n_train": INT, "n_test": INT})
+
+FEATURES = _object(
+    {"shape": _array(INT), "rows": _array(STR)},
+    {name: _or_null(_t("string", "integer")) for name in ("layer", "backbone", "weights",
+                                                         "onnx", "pool", "size")})
+
+BODIES = {"rank": RANK, "teacher": TEACHER, "comparison": COMPARISON, "distill": DISTILL,
+          "diagnosis": DIAGNOSIS, "report": REPORT, "datasets": DATASETS,
+          "reproduction": REPRODUCTION, "truth": TRUTH, "dataset": DATASET,
+          "features": FEATURES}
+
+
+def build(name: str) -> dict[str, Any]:
+    """The JSON Schema of document ``name``, as shipped."""
+    what, where = DOCUMENTS[name]
+    body = BODIES[name]
+    head = {"schema": {"const": name}, "schema_version": {"const": SCHEMA_VERSION}}
+    return {"$schema": DIALECT,
+            "$id": f"https://cmkd-doctor.invalid/schemas/{name}/{SCHEMA_VERSION}",
+            "title": f"cmkd-doctor {name} document, version {SCHEMA_VERSION}",
+            "description": f"{what[0].upper()}{what[1:]} ({where}).",
+            **{k: v for k, v in body.items() if k not in ("properties", "required")},
+            "properties": {**head, **body["properties"]},
+            "required": [*head, *body["required"]]}
+
+
+def write_all() -> None:
+    """Write every ``NAME.schema.json`` beside this module (after changing a schema:
+    ``python -m cmkd_doctor.schemas``)."""
+    folder = resources.files(__package__)
+    for name in DOCUMENTS:
+        with resources.as_file(folder.joinpath(f"{name}.schema.json")) as path:
+            path.write_text(json.dumps(build(name), indent=2) + "\n", encoding="utf-8")

@@ -23,6 +23,12 @@ from cmkd_doctor.outputs import check_out_file, json_text, write_bytes, write_te
 from cmkd_doctor.ranking import channel_order
 from cmkd_doctor.rundir import RunDir
 from cmkd_doctor.schemas import stamp
+from cmkd_doctor.teachers import n_nullified
+
+# one colour per teacher mode, the same in every plot
+MODE_COLOURS = {"none": "#8c8c8c", "regular": "#333333", "general": "#4c72b0",
+                "random": "#dd8452", "specific": "#c44e52"}
+CHECKPOINT_COLOUR = "#55a868"  # a teacher from a checkpoint
 
 PLOTS = {
     "salience_sorted": "Salience, channels sorted (Algorithm 1, step 9)",
@@ -132,8 +138,18 @@ def plots(doc: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
 
     salience = np.asarray(doc["salience"]["values"])
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(np.sort(salience)[::-1], marker=".", lw=1)
-    ax.set(xlabel="channel, by salience", ylabel="salience", title=PLOTS["salience_sorted"])
+    ordered = np.sort(salience)[::-1]
+    ratio = chosen_ratio(doc)
+    informative = len(ordered) - len(doc["rank"].get("constant_channels") or [])
+    keep = informative - n_nullified(ratio, informative)  # constant channels: nullified
+    ax.plot(range(keep), ordered[:keep], marker=".", lw=1, color=MODE_COLOURS["general"],
+            label=f"kept by the general teacher at r = {ratio:g}")
+    ax.plot(range(keep, len(ordered)), ordered[keep:], marker=".", lw=1,
+            color=MODE_COLOURS["none"], label="nullified")
+    ax.axvline(keep - 0.5, ls="--", lw=1, color="#333333")
+    ax.set(xlabel="channel, by salience (most modality-general first)",
+           ylabel="salience (max = 1)", title=PLOTS["salience_sorted"])
+    ax.legend(fontsize=7)
     save("salience_sorted", fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -156,19 +172,26 @@ def plots(doc: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
         fig, ax = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2))
         labels = [r["label"] for r in rows]
         ax.barh(range(len(rows)), [r["student_mean"] for r in rows],
-                xerr=[r["student_std"] for r in rows], color="#55a868")
+                xerr=[r["student_std"] for r in rows],
+                color=[MODE_COLOURS.get(r["teacher"], CHECKPOINT_COLOUR) for r in rows])
         ax.set_yticks(range(len(rows)), labels)
         ax.invert_yaxis()
+        for row in rows:  # the two baselines every teacher is judged against
+            if row["teacher"] in ("none", "regular"):
+                ax.axvline(row["student_mean"], ls="--", lw=1,
+                           color=MODE_COLOURS[row["teacher"]], label=f"{row['label']} level")
         low = min(r["student_mean"] - r["student_std"] for r in rows)
         ax.set_xlim(left=max(0, low - 5))
-        ax.set(xlabel=f"student {rows[0]['metric']} (%)", title=PLOTS["students"])
+        ax.set(xlabel=f"student {rows[0]['metric']} (%, mean ± std over seeds)",
+               title=PLOTS["students"])
+        ax.legend(fontsize=7, loc="lower right")
         save("students", fig)
     else:
         skipped.append("students (no distill results for this ranking yet)")
 
     if doc["sweep"]:
         fig, ax = plt.subplots(figsize=(6, 3.4))
-        colours = {"general": "#4c72b0", "random": "#8c8c8c", "specific": "#c44e52"}
+        colours = MODE_COLOURS
         for name, points in doc["sweep"]["series"].items():
             r = [p["ratio"] for p in points]
             m = np.array([p["mean"] for p in points])
@@ -176,7 +199,8 @@ def plots(doc: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
             ax.plot(r, m, marker="o", label=name, color=colours.get(name))
             ax.fill_between(r, m - s, m + s, alpha=0.2, color=colours.get(name))
         ax.axvline(doc["sweep"]["sweet_spot"], ls="--", color="#4c72b0", lw=1)
-        ax.set(xlabel="nullifying ratio r", ylabel="student metric (%)", title=PLOTS["sweep"])
+        ax.set(xlabel="nullifying ratio r (share of channels nullified)",
+               ylabel="student metric (%)", title=PLOTS["sweep"])
         ax.legend()
         save("sweep", fig)
     else:
@@ -195,10 +219,95 @@ def _table(headers: list[str], rows: list[list[Any]], fmt: str) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def sections(doc: dict[str, Any], fmt: str) -> list[tuple[str, str, list[str]]]:
-    """(title, body, plot names) per section; ``fmt`` is ``md`` or ``html`` for tables."""
+def chosen_ratio(doc: dict[str, Any]) -> float:
+    """The ratio the report's cut shows: the sweep's sweet spot, else the ratio of the
+    best derived student, else 0.5."""
+    if doc.get("sweep"):
+        return float(doc["sweep"]["sweet_spot"])
+    rows = (doc["students"] or {}).get("results", [])
+    derived = [r for r in rows if r["teacher"] in ("general", "random", "specific")
+               and r["ratio"] is not None]
+    if derived:
+        return float(max(derived, key=lambda r: r["student_mean"])["ratio"])
+    return 0.5
+
+
+def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the first screen says: the verdict, the teacher to use and how to export it,
+    the gain with its uncertainty, and the warnings that change how far to trust it."""
     rank = doc["rank"]
-    out = []
+    students = doc["students"] or {}
+    verdict = students.get("verdict") or {}
+    rows = {r["label"]: r for r in students.get("results", [])}
+    best = rows.get(verdict.get("best", ""))
+    found: dict[str, Any] = {
+        "verdict": verdict.get("text") or "No students distilled on this ranking yet: run "
+                                          "'cmkd-doctor distill' (or diagnose).",
+        "recommended": None, "gain": None, "warnings": []}
+    if best is not None:
+        se = verdict.get("best_delta_vs_regular_se")
+        found["gain"] = (f"{best['label']}: student {best['student_mean']:.2f} ± "
+                         f"{best['student_std']:.2f} {best['metric']} %; "
+                         f"{best['delta_vs_regular']:+.2f} points over Regular-KD"
+                         + (f" (standard error {se:.2f})" if se else "")
+                         + f", {best['delta_vs_none']:+.2f} over No-KD")
+        teacher = next((t for t in doc["teachers"] if t["name"] == Path(
+            str(best.get("teacher_file") or "")).stem), None)
+        if verdict.get("best_is_clear") and teacher is not None:
+            found["recommended"] = {
+                "teacher": best["label"], "file": best["teacher_file"],
+                "export": f"cmkd-doctor derive-teacher --run {doc['run']} --mode "
+                          f"{teacher['mode']} --ratio {teacher['ratio']:g} --export-onnx "
+                          "teacher.onnx"}
+    gamma = rank.get("gamma_estimate")
+    if gamma and gamma.get("little_to_transfer"):
+        found["warnings"].append(f"Little to transfer: gamma estimate {gamma['value']:.2f} "
+                                 f"({gamma['low']:.2f}-{gamma['high']:.2f}).")
+    agreement = rank.get("alignment") or {}
+    if agreement and not agreement.get("reliable", True):
+        found["warnings"].append(f"The ranking is unreliable: alignment "
+                                 f"{agreement['score']:.2f}, below {agreement['threshold']:g}.")
+    stable = rank.get("stability") or {}
+    if stable.get("stable") is False:
+        found["warnings"].append(f"The ranking is unstable across restarts (overlap "
+                                 f"{stable['top_overlap']:.2f}).")
+    constant = rank.get("constant_channels") or []
+    if constant:
+        found["warnings"].append(f"{len(constant)} channels are constant on the fit rows "
+                                 "and carry nothing.")
+    return found
+
+
+def first_screen(doc: dict[str, Any], fmt: str) -> str:
+    """The diagnosis as the report's first section (``md`` or ``html``)."""
+    found = diagnosis(doc)
+    if fmt == "md":
+        parts = [f"**Verdict.** {found['verdict']}"]
+        if found["recommended"]:
+            r = found["recommended"]
+            parts.append(f"**Use** the {r['teacher']} teacher (`{r['file']}`); export it "
+                         f"with `{r['export']}`.")
+        if found["gain"]:
+            parts.append(f"**Best student.** {found['gain']}.")
+        parts += [f"**Warning.** {w}" for w in found["warnings"]]
+        return "\n\n".join(parts)
+    parts = [f"<p id='verdict' class='verdict'>{html.escape(found['verdict'])}</p>"]
+    if found["recommended"]:
+        r = found["recommended"]
+        parts.append(f"<p class='use'>Use the {html.escape(r['teacher'])} teacher "
+                     f"(<code>{html.escape(str(r['file']))}</code>); export it with "
+                     f"<code>{html.escape(r['export'])}</code></p>")
+    if found["gain"]:
+        parts.append(f"<p>Best student: {html.escape(found['gain'])}.</p>")
+    parts += [f"<p class='warning'>{html.escape(w)}</p>" for w in found["warnings"]]
+    return "".join(parts)
+
+
+def sections(doc: dict[str, Any], fmt: str) -> list[tuple[str, str, list[str]]]:
+    """(title, body, plot names) per section, the diagnosis first; ``fmt`` is ``md`` or
+    ``html`` for tables."""
+    rank = doc["rank"]
+    out = [("Diagnosis", first_screen(doc, fmt), ["students"] if doc["students"] else [])]
     inputs = [[name, info["path"], "x".join(map(str, info["shape"])), info["sha256"][:16]]
               for name, info in rank["inputs"].items()]
     options = ", ".join(f"{k}={v}" for k, v in rank["options"].items())
@@ -255,7 +364,7 @@ def sections(doc: dict[str, Any], fmt: str) -> list[tuple[str, str, list[str]]]:
         out.append(("Students (the paper's Table 4 shape)",
                     _table(["teacher", f"teacher {metric}", f"student {metric}", "vs No-KD",
                             "vs Regular-KD"], rows, fmt) + _para(f"Verdict: {verdict}", fmt),
-                    ["students"]))
+                    []))
     if doc["sweep"]:
         s = doc["sweep"]
         out.append(("Ratio sweep", _para(f"The modality-general teacher's student is best at "
@@ -269,7 +378,7 @@ def checks(rank: dict[str, Any], fmt: str) -> str:
     stability, constant and negative channels, each with what it means."""
     said = []
     gamma = rank.get("gamma_estimate")
-    if gamma:
+    if gamma and isinstance(gamma.get("explained"), dict):
         v = gamma["explained"]
         said.append(f"Gamma estimate {gamma['value']:.2f} (95% interval {gamma['low']:.2f}-"
                     f"{gamma['high']:.2f}, {gamma['n_rows']} rows): the share of the "
@@ -337,18 +446,24 @@ def to_html(doc: dict[str, Any], pngs: dict[str, bytes], skipped: list[str]) -> 
              "padding:0 1rem;color:#222}table{border-collapse:collapse;margin:.5rem 0}"
              "td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}"
              "th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5rem 0}"
-             "h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}")
+             "h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}"
+             "summary h2{display:inline-block;border:0;margin:.6rem 0}summary{cursor:pointer}"
+             ".verdict{font-size:1.1rem;font-weight:600}.warning{color:#a33}"
+             "#plot-students{max-height:22rem;width:auto}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>cmkd-doctor report"
              f"</title><style>{style}</style></head><body><h1>cmkd-doctor report</h1>"
              f"<p>Run directory: <code>{html.escape(doc['run'])}</code></p>"]
-    for title, body, names in sections(doc, "html"):
-        parts.append(f"<section><h2>{html.escape(title)}</h2>{body}")
+    for i, (title, body, names) in enumerate(sections(doc, "html")):
+        # the diagnosis is the first screen; every detail below it folds away
+        parts.append(f"<section><h2>{html.escape(title)}</h2>" if i == 0 else
+                     f"<details><summary><h2>{html.escape(title)}</h2></summary>")
+        parts.append(body)
         for name in names:
             if name in pngs:
                 data = base64.b64encode(pngs[name]).decode()
                 parts.append(f"<img id='plot-{name}' alt='{html.escape(PLOTS[name])}' "
                              f"src='data:image/png;base64,{data}'>")
-        parts.append("</section>")
+        parts.append("</section>" if i == 0 else "</details>")
     if skipped:
         parts.append("<p>Plots skipped: " + html.escape("; ".join(skipped)) + "</p>")
     parts.append("</body></html>")

@@ -114,6 +114,12 @@ def test_a_damaged_run_directory_exits_2_naming_the_file(cli, tmp_path, swept, d
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PROBE = """<script>
 window.addEventListener('load', () => {
+  // the first screen as it opens, then every folded section opened to measure its plots
+  const verdict = document.getElementById('verdict').getBoundingClientRect();
+  const plot = document.getElementById('plot-students').getBoundingClientRect();
+  const first = 'FIRST:' + Math.round(verdict.bottom) + ':' + Math.round(plot.top) + ':' +
+                window.innerHeight;
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
   const found = [...document.images].map(i => {
     const r = i.getBoundingClientRect();
     return i.id + ':' + i.naturalWidth + 'x' + i.naturalHeight + ':' +
@@ -121,7 +127,8 @@ window.addEventListener('load', () => {
   });
   const out = document.createElement('pre');
   out.id = 'probe';
-  out.textContent = found.join('\\n') + '\\nTEXT:' + document.body.innerText;
+  out.textContent = first + '\\n' + found.join('\\n') + '\\nTEXT:' +
+                    document.body.innerText;
   document.body.appendChild(out);
 });
 </script>"""
@@ -141,11 +148,16 @@ def test_html_report_in_headless_chromium(swept, cli, tmp_path):
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--window-size=1200,900", "--virtual-time-budget=5000", "--dump-dom",
+         "--window-size=1280,800", "--virtual-time-budget=5000", "--dump-dom",
          probed.as_uri()], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     probe = re.search(r"<pre id=\"probe\">(.*?)</pre>", done.stdout, re.S).group(1)
-    sizes = dict(line.split(":", 1) for line in probe.split("TEXT:")[0].strip().splitlines())
+    first, *images = probe.split("TEXT:")[0].strip().splitlines()
+    # the verdict, and the top of the plot that shows it, are on the first screen
+    _, verdict_bottom, plot_top, height = first.split(":")
+    assert int(height) >= 600 and 0 < int(verdict_bottom) <= int(height), first
+    assert int(plot_top) < int(height), first
+    sizes = dict(line.split(":", 1) for line in images)
     for name in PLOT_IDS:  # every plot decoded and laid out with a real size
         natural, shown = sizes[f"plot-{name}"].split(":")
         assert min(map(int, natural.split("x"))) > 100, (name, natural)

@@ -159,6 +159,10 @@ def staging(target: Path, skip: Collection[str] = frozenset(),
     command wrote is moved over it; and that folder and ``target`` are exchanged
     (:func:`replace_dir`). So commands running side by side on one run directory each
     add their files; none undoes another's.
+
+    A folder that is the current one, or holds it, is never exchanged (the shell in it
+    would be left in a deleted folder): there the new files are moved into ``target``
+    one by one, each atomically.
     """
     # a run directory that is a symlink (to a scratch disk, say) is replaced where it
     # really lives, and the link stays
@@ -174,16 +178,19 @@ def staging(target: Path, skip: Collection[str] = frozenset(),
                              f"({exc.strerror or exc}); it is left as it was") from exc
         try:
             yield stage
+            here = Path.cwd().resolve()
             with _locked(target.parent):
+                if here == target or target in here.parents:
+                    if at_commit is not None:
+                        at_commit(target)
+                    _move_written(stage, target, linked)
+                    return
                 try:
                     final = _make_stage(target)
                     _link_tree(target, final, skip)
                     if at_commit is not None:
                         at_commit(final)
-                    for path in _files(stage):
-                        if linked.get(path) != _identity(stage / path):  # written here
-                            (final / path).parent.mkdir(parents=True, exist_ok=True)
-                            os.replace(stage / path, final / path)
+                    _move_written(stage, final, linked)
                     replace_dir(final, target)
                 except OSError as exc:
                     raise InputError(f"{given}: cannot be replaced by the new run "
@@ -199,6 +206,15 @@ def staging(target: Path, skip: Collection[str] = frozenset(),
         shutil.rmtree(stage, ignore_errors=True)
         if final is not None:
             shutil.rmtree(final, ignore_errors=True)
+
+
+def _move_written(stage: Path, dest: Path, linked: dict[Path, tuple]) -> None:
+    """Move every file the command wrote in ``stage`` (not one linked in unchanged) to
+    the same place under ``dest``."""
+    for path in _files(stage):
+        if linked.get(path) != _identity(stage / path):
+            (dest / path).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / path, dest / path)
 
 
 def _make_stage(target: Path) -> Path:

@@ -217,7 +217,7 @@ class RunDir:
                     ) -> dict[str, Any]:
         document = rank_document(result, data, run_id)
         for info in document["inputs"].values():  # an example's arrays staged with the run
-            info["path"] = str(self.public(info["path"]))
+            info["path"] = str(self.public(info["path"]).absolute())
         meta = {"role": "aligned", "options": json.dumps(document["options"]),
                 "inputs": json.dumps(document["inputs"]), "cmkd_doctor": __version__,
                 "run_id": run_id,

@@ -13,9 +13,11 @@ from cmkd_doctor.diagnose import build_config, load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_diagnose_example_gaussian_prints_a_verdict_and_writes_the_run(tmp_path, cli):
+def test_diagnose_example_gaussian_prints_a_verdict_and_writes_the_run(tmp_path, cli,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-    result = cli("diagnose", "--example", "gaussian", "--out", out)
+    result = cli("diagnose", "--example", "gaussian", "--out", "run")  # relative
     assert result.code == 0, result.err
     for text in ("Aligned networks", "truth (generated data)", "No-KD", "Regular-KD",
                  "general r=0.5", "specific r=0.5", "random r=0.5", "verdict:",
@@ -24,9 +26,17 @@ def test_diagnose_example_gaussian_prints_a_verdict_and_writes_the_run(tmp_path,
     for name in ("rank.json", "salience.npy", "distill.json", "example/truth.json",
                  "teachers/general-r0.5.safetensors"):
         assert (out / name).is_file(), name
+    # the example's arrays are recorded where they landed, not in the staging folder,
+    # and as absolute paths, so the run reads back from any folder
+    for info in json.loads((out / "rank.json").read_text())["inputs"].values():
+        assert Path(info["path"]).is_absolute() and Path(info["path"]).parent == out / "example"
+    monkeypatch.chdir(out)
     # the run directory works for the single commands too
-    again = cli("distill", "--run", out, "--teacher", "general", "--seeds", "2", "-q")
+    again = cli("distill", "--run", ".", "--teacher", "general", "--seeds", "2", "-q")
     assert again.code == 0, again.err
+    # run from inside the run directory, the files landed without moving the folder away
+    assert Path.cwd() == out.resolve() and len(json.loads(
+        (out / "distill.json").read_text())["results"]) > 5
 
 
 def test_diagnose_json_on_user_arrays(tmp_path, cli, gaussian_dir):

@@ -3,6 +3,7 @@ one ``error:`` line, no traceback, and nothing written."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+import cmkd_doctor.outputs as outputs
+from cmkd_doctor.cli import Stopped
 from cmkd_doctor.diagnose import build_config, load_config
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.outputs import json_text
@@ -325,30 +328,19 @@ def _tree(folder: Path) -> dict:
 # rank writes 6 files (salience, distances, split, net_a, net_b, rank.json) and then
 # swaps the folder in: fail at every one of those points
 WRITE_POINTS = range(7)
+REAL_WRITE, REAL_REPLACE = outputs.write_atomic, outputs.replace_dir
 
 
-@pytest.mark.parametrize("failure", ["SIGTERM", "disk full"])
-@pytest.mark.parametrize("point", WRITE_POINTS)
-def test_an_interrupted_or_full_rewrite_leaves_the_old_run_byte_identical(
-        hostile, cli, tmp_path, monkeypatch, point, failure):
-    import errno
-
-    import cmkd_doctor.outputs as outputs
-    from cmkd_doctor.cli import Stopped
-
-    data, run, _ = hostile
-    old = tmp_path / "run"
-    shutil.copytree(run, old)
-    (old / "notes.txt").write_text("the user's own file\n")
-    before = _tree(old)
+def _fail_at(monkeypatch, point: int, failure: str) -> None:
+    """Make the command's write number ``point`` (from 0) fail half-written, or, when
+    ``point`` is the number of files it writes, the exchange that makes them current:
+    by SIGTERM (what the signal handler raises, at that very point) or a full disk."""
+    calls = {"n": 0}
 
     def fail() -> None:
-        if failure == "SIGTERM":  # what the signal handler raises, at this very point
+        if failure == "SIGTERM":
             raise Stopped(signal.SIGTERM)
         raise OSError(errno.ENOSPC, "No space left on device")
-
-    calls = {"n": 0}
-    real_write, real_replace = outputs.write_atomic, outputs.replace_dir
 
     def write_atomic(path, write):
         if calls["n"] == point:
@@ -356,17 +348,29 @@ def test_an_interrupted_or_full_rewrite_leaves_the_old_run_byte_identical(
                 write(tmp)
                 tmp.write_bytes(tmp.read_bytes()[: max(1, tmp.stat().st_size // 2)])
                 fail()
-            return real_write(path, partial)
+            return REAL_WRITE(path, partial)
         calls["n"] += 1
-        return real_write(path, write)
+        return REAL_WRITE(path, write)
 
     def replace_dir(new, target):
-        if point == len(WRITE_POINTS) - 1:
+        if calls["n"] == point:  # every file written: the exchange is the point
             fail()
-        return real_replace(new, target)
+        return REAL_REPLACE(new, target)
 
     monkeypatch.setattr(outputs, "write_atomic", write_atomic)
     monkeypatch.setattr(outputs, "replace_dir", replace_dir)
+
+
+@pytest.mark.parametrize("failure", ["SIGTERM", "disk full"])
+@pytest.mark.parametrize("point", WRITE_POINTS)
+def test_an_interrupted_or_full_rewrite_leaves_the_old_run_byte_identical(
+        hostile, cli, tmp_path, monkeypatch, point, failure):
+    data, run, _ = hostile
+    old = tmp_path / "run"
+    shutil.copytree(run, old)
+    (old / "notes.txt").write_text("the user's own file\n")
+    before = _tree(old)
+    _fail_at(monkeypatch, point, failure)
     result = cli("rank", *(f.format(data=data) for f in FILES), "--epochs", "2", "-M", "2",
                  "--seed", "9", "--out", old)
     assert result.code == (143 if failure == "SIGTERM" else 2), result.err
@@ -447,8 +451,6 @@ def test_a_run_directory_behind_a_symlink_is_replaced_where_it_lives(hostile, cl
 
 def test_the_portable_replacement_puts_the_old_folder_back_when_it_fails(tmp_path,
                                                                         monkeypatch):
-    import cmkd_doctor.outputs as outputs
-
     old, new = tmp_path / "run", tmp_path / "stage"
     old.mkdir()
     (old / "a").write_text("old")
@@ -508,17 +510,11 @@ def test_later_commands_land_whole_or_leave_the_run_byte_identical(
         finished, cli, tmp_path, monkeypatch, command, failure):
     """derive-teacher, distill and report, failed at every one of their write points
     (each file, and the step that makes them current), change nothing."""
-    import errno
-
-    import cmkd_doctor.outputs as outputs
-    from cmkd_doctor.cli import Stopped
-
-    real_write, real_replace = outputs.write_atomic, outputs.replace_dir
     counted = {"writes": 0}
 
     def counting(path, write):
         counted["writes"] += 1
-        return real_write(path, write)
+        return REAL_WRITE(path, write)
 
     # how many files the command writes, on a copy
     dry = tmp_path / "dry" / "run"
@@ -527,37 +523,13 @@ def test_later_commands_land_whole_or_leave_the_run_byte_identical(
     assert cli(*LATER[command], "--run", dry).code == 0
     points = counted["writes"] + 1  # and the exchange
     assert points >= (3 if command != "report" else 2)
-
-    def fail() -> None:
-        if failure == "SIGTERM":
-            raise Stopped(signal.SIGTERM)
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     for point in range(points):
         here = tmp_path / f"point{point}"
         old = here / "run"
         shutil.copytree(finished, old)
         (old / "notes.txt").write_text("the user's own file\n")
         before = _tree(old)
-        calls = {"n": 0}
-
-        def write_atomic(path, write, point=point, calls=calls):
-            if calls["n"] == point:
-                def partial(tmp):
-                    write(tmp)
-                    tmp.write_bytes(tmp.read_bytes()[: max(1, tmp.stat().st_size // 2)])
-                    fail()
-                return real_write(path, partial)
-            calls["n"] += 1
-            return real_write(path, write)
-
-        def replace_dir(new, target, point=point):
-            if point == points - 1:
-                fail()
-            return real_replace(new, target)
-
-        monkeypatch.setattr(outputs, "write_atomic", write_atomic)
-        monkeypatch.setattr(outputs, "replace_dir", replace_dir)
+        _fail_at(monkeypatch, point, failure)
         result = cli(*LATER[command], "--run", old)
         assert result.code == (143 if failure == "SIGTERM" else 2), (point, result.err)
         lines = result.err.strip().splitlines()
@@ -651,41 +623,22 @@ def test_a_new_ranking_drops_the_old_rankings_teachers_and_results(hostile, fini
 
 @pytest.mark.parametrize("failure", ["SIGTERM", "disk full"])
 def test_a_data_set_rewrite_lands_whole_or_not_at_all(cli, tmp_path, monkeypatch, failure):
-    """examples make, failed at any of its writes, leaves the old data set as it was:
-    never new features beside old labels."""
-    import errno
-
-    import cmkd_doctor.outputs as outputs
-    from cmkd_doctor.cli import Stopped
-
+    """examples make, failed at any of its writes or at the exchange that makes them
+    current, leaves the old data set as it was: never new features beside old labels."""
     folder = tmp_path / "data"
     make = ["examples", "make", "gaussian", "--n-train", "40", "--n-test", "20", "--out",
             folder]
     assert cli(*make, "--seed", "1").code == 0
     (folder / "notes.txt").write_text("the user's own file\n")
     before = _tree(folder)
-    real_write = outputs.write_atomic
-    for point in range(7):  # six arrays and truth.json
-        calls = {"n": 0}
-
-        def write_atomic(path, write, point=point, calls=calls):
-            if calls["n"] == point:
-                def partial(tmp):  # half a file, then the failure
-                    write(tmp)
-                    tmp.write_bytes(tmp.read_bytes()[: max(1, tmp.stat().st_size // 2)])
-                    if failure == "SIGTERM":
-                        raise Stopped(signal.SIGTERM)
-                    raise OSError(errno.ENOSPC, "No space left on device")
-                return real_write(path, partial)
-            calls["n"] += 1
-            return real_write(path, write)
-
-        monkeypatch.setattr(outputs, "write_atomic", write_atomic)
+    for point in range(8):  # six arrays, truth.json, and the exchange
+        _fail_at(monkeypatch, point, failure)
         result = cli(*make, "--seed", "2")
         assert result.code == (143 if failure == "SIGTERM" else 2), (point, result.err)
         assert _tree(folder) == before, point
         assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], point
-    monkeypatch.setattr(outputs, "write_atomic", real_write)
+    monkeypatch.setattr(outputs, "write_atomic", REAL_WRITE)
+    monkeypatch.setattr(outputs, "replace_dir", REAL_REPLACE)
     assert cli(*make, "--seed", "2").code == 0  # and whole when nothing fails
     assert _tree(folder) != before and (folder / "notes.txt").is_file()
 

@@ -212,9 +212,12 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
                      f"({runner.label}){lead.strength()}: no derived teacher beats the "
                      "regular one here.")
     else:
-        lines.append("Best student: No-KD. No teacher beat training the student alone: the "
-                     "modalities may share little label-relevant information; try a "
-                     "modality-general teacher at other ratios (a sweep) or skip KD.")
+        lines.append("Best student: No-KD. No teacher beat training the student alone: "
+                     + ("the gamma estimate agrees that the modalities share little, so "
+                        "skip KD from this modality."
+                        if gamma and gamma["little_to_transfer"] else
+                        "the modalities may share little label-relevant information; try a "
+                        "modality-general teacher at other ratios (a sweep) or skip KD."))
     holds = (None if not states else False if "fails" in states.values()
              else True if all(v == "holds" for v in states.values()) else None)
     return {

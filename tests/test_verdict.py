@@ -177,7 +177,8 @@ def test_little_shared_information_is_said_in_the_verdict_and_the_advice():
     found.verdict = v
     advice = advise(found, {"gamma_estimate": low, "aligned": {}}, None)
     assert any("share little decisive information" in line for line in advice)
+    assert "skip KD from this modality" in v["text"]  # No-KD is best, and gamma agrees
     high = {**low, "value": 0.6, "low": 0.5, "high": 0.7, "little_to_transfer": False}
     v = verdict(found, {"reliable": True, "why": "", "gamma_estimate": high})
     assert v["little_to_transfer"] is False and "Shared information" in v["text"]
-    assert "Little to transfer" not in v["text"]
+    assert "Little to transfer" not in v["text"] and "(a sweep) or skip KD" in v["text"]

@@ -34,7 +34,7 @@ PLOTS = {
     "salience_sorted": "Salience, channels sorted (Algorithm 1, step 9)",
     "salience_histogram": "Salience histogram",
     "salience_spread": "Spread across repeats of the 20 most salient channels",
-    "students": "Students by teacher (the paper's Table 4 shape)",
+    "students": "Students by teacher against No-KD and Regular-KD",
     "sweep": "Student metric against the nullifying ratio r (paper Fig. 5)",
 }
 
@@ -77,11 +77,15 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     if results is not None and results.get("rank", {}).get("run_id") == rank["run_id"]:
         doc["students"] = {"results": list(results["results"].values()),
                            "verdict": results.get("last_verdict")}
-    truth_path = Path(rank["inputs"]["feats_a"]["path"]).parent / "truth.json"
-    if truth_path.is_file():
+    # generated data: truth.json describes the feats_a.npy and feats_b.npy beside it,
+    # whichever side of this ranking each was given as (a -> b or b -> a)
+    permuted = Path(rank["inputs"][f"feats_{rank['permuted_modality']}"]["path"])
+    side = {"feats_a.npy": "a", "feats_b.npy": "b"}.get(permuted.name)
+    truth_path = permuted.parent / "truth.json"
+    if side is not None and truth_path.is_file():
         truth = run.read_json(truth_path)
         try:
-            doc["truth"] = ranking_against_truth(salience, truth, rank["permuted_modality"])
+            doc["truth"] = ranking_against_truth(salience, truth, side)
         except (KeyError, TypeError, IndexError):
             doc["truth"] = None  # a truth.json of something else beside the inputs
     doc["sweep"] = sweep(doc)
@@ -166,26 +170,8 @@ def plots(doc: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
            title=f"{PLOTS['salience_spread']} (M = {doc['salience']['repeats']})")
     save("salience_spread", fig)
 
-    students = doc["students"]
-    if students:
-        rows = students["results"]
-        fig, ax = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2))
-        labels = [r["label"] for r in rows]
-        ax.barh(range(len(rows)), [r["student_mean"] for r in rows],
-                xerr=[r["student_std"] for r in rows],
-                color=[MODE_COLOURS.get(r["teacher"], CHECKPOINT_COLOUR) for r in rows])
-        ax.set_yticks(range(len(rows)), labels)
-        ax.invert_yaxis()
-        for row in rows:  # the two baselines every teacher is judged against
-            if row["teacher"] in ("none", "regular"):
-                ax.axvline(row["student_mean"], ls="--", lw=1,
-                           color=MODE_COLOURS[row["teacher"]], label=f"{row['label']} level")
-        low = min(r["student_mean"] - r["student_std"] for r in rows)
-        ax.set_xlim(left=max(0, low - 5))
-        ax.set(xlabel=f"student {rows[0]['metric']} (%, mean ± std over seeds)",
-               title=PLOTS["students"])
-        ax.legend(fontsize=7, loc="lower right")
-        save("students", fig)
+    if doc["students"]:
+        made["students"] = students_plot(plt, [(None, doc["students"]["results"])])
     else:
         skipped.append("students (no distill results for this ranking yet)")
 
@@ -208,7 +194,92 @@ def plots(doc: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
     return made, skipped
 
 
-def _table(headers: list[str], rows: list[list[Any]], fmt: str) -> str:
+DERIVED_MODES = ("general", "random", "specific")  # the MFH ordering, left to right
+RUN_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
+RUN_LINES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
+
+
+def student_groups(runs: list[tuple[str | None, list[dict[str, Any]]]]
+                   ) -> tuple[list[tuple[str, float, int]], dict[str, float]]:
+    """Where each student of :func:`students_plot` goes: the groups along the axis
+    (name, start, slots), the baselines and teachers from files first, then one group per ratio
+    holding its general, random and specific teachers in that order; and each row
+    label's position."""
+    def derived(row: dict[str, Any]) -> bool:
+        return row["teacher"] in DERIVED_MODES and row["ratio"] is not None
+
+    ratios = sorted({r["ratio"] for _, rows in runs for r in rows if derived(r)})
+    others: list[str] = []
+    for _, rows in runs:
+        others += [r["label"] for r in rows if not derived(r) and r["label"] not in others]
+    groups, starts, x = [], {}, 0.0
+    for name, width in [(label, 1) for label in others] + [(f"r = {r:g}", 3) for r in ratios]:
+        groups.append((name, x, width))
+        starts[name] = x
+        x += width + 0.8
+    position = {}
+    for _, rows in runs:
+        for row in rows:
+            position[row["label"]] = (
+                starts[f"r = {row['ratio']:g}"] + DERIVED_MODES.index(row["teacher"])
+                if derived(row) else starts[row["label"]])
+    return groups, position
+
+
+def students_plot(plt, runs: list[tuple[str | None, list[dict[str, Any]]]]) -> bytes:
+    """Students by teacher against the baselines, as PNG: a group per ratio with the
+    general, random and specific teachers' students side by side in their modes'
+    colours (the ordering the hypothesis predicts reads left to right), a group per
+    other teacher, and No-KD and Regular-KD as horizontal lines. Several runs share the
+    axis, a marker and a line style each (``runs`` holds (label, rows); one run's label
+    may be ``None``)."""
+    import io
+
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    groups, position = student_groups(runs)
+    offsets = np.linspace(-0.22, 0.22, len(runs)) if len(runs) > 1 else np.zeros(1)
+    slots = sum(width for _, _, width in groups)
+    fig, ax = plt.subplots(figsize=(min(10.0, max(7.0, 4.0 + 0.32 * slots)), 3.2))
+    run_handles, modes, metrics = [], set(), []
+    for k, (label, rows) in enumerate(runs):
+        marker, style = RUN_MARKERS[k % len(RUN_MARKERS)], RUN_LINES[k % len(RUN_LINES)]
+        metrics.append(rows[0]["metric"])
+        for row in rows:
+            mode = row["teacher"] if row["teacher"] in MODE_COLOURS else "checkpoint"
+            modes.add(mode)
+            ax.errorbar(position[row["label"]] + offsets[k], row["student_mean"],
+                        yerr=row["student_std"], fmt=marker, markersize=6, capsize=2,
+                        color=MODE_COLOURS.get(mode, CHECKPOINT_COLOUR))
+            if row["teacher"] in ("none", "regular"):  # the levels every teacher is judged by
+                ax.axhline(row["student_mean"], ls=style, lw=1,
+                           color=MODE_COLOURS[row["teacher"]])
+        if label is not None:
+            run_handles.append(Line2D([], [], marker=marker, ls=style, color="#555555",
+                                      label=f"{label} (lines: its baselines)"))
+    ax.set_xticks([start + (width - 1) / 2 for _, start, width in groups],
+                  [name for name, _, _ in groups], rotation=20 if len(groups) > 8 else 0,
+                  fontsize=8)
+    names = {"none": "No-KD (line: its level)", "regular": "Regular-KD (line: its level)",
+             "general": "modality-general teacher", "random": "random teacher",
+             "specific": "modality-specific teacher", "checkpoint": "teacher from a file"}
+    handles = [Patch(color=MODE_COLOURS.get(m, CHECKPOINT_COLOUR), label=names[m])
+               for m in (*MODE_COLOURS, "checkpoint") if m in modes]
+    metric = metrics[0] if len(set(metrics)) == 1 else " / ".join(dict.fromkeys(metrics))
+    ax.set(ylabel=f"student {metric} (%)", title=PLOTS["students"],
+           xlabel="teacher (derived ones by nullifying ratio r)\nmean ± std over seeds")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(handles=handles + run_handles, fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _table(headers: list[str], rows: list[list[Any]], fmt: str, ident: str = "") -> str:
     if fmt == "md":
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -216,7 +287,8 @@ def _table(headers: list[str], rows: list[list[Any]], fmt: str) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    ident = f" id='{ident}'" if ident else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def chosen_ratio(doc: dict[str, Any]) -> float:
@@ -240,15 +312,18 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
     verdict = students.get("verdict") or {}
     rows = {r["label"]: r for r in students.get("results", [])}
     best = rows.get(verdict.get("best", ""))
+    # results distilled before the headline existed show the verdict in full
     found: dict[str, Any] = {
-        "verdict": verdict.get("text") or "No students distilled on this ranking yet: run "
-                                          "'cmkd-doctor distill' (or diagnose).",
+        "verdict": verdict.get("headline") or verdict.get("text") or (
+            "No students distilled on this ranking yet: run 'cmkd-doctor distill' (or "
+            "diagnose)."),
+        "reasoning": verdict.get("text") if verdict.get("headline") else None,
         "recommended": None, "gain": None, "warnings": []}
     if best is not None:
         se = verdict.get("best_delta_vs_regular_se")
-        found["gain"] = (f"{best['label']}: student {best['student_mean']:.2f} ± "
-                         f"{best['student_std']:.2f} {best['metric']} %; "
-                         f"{best['delta_vs_regular']:+.2f} points over Regular-KD"
+        found["gain"] = (f"{best['label']}, {best['metric']} {best['student_mean']:.2f} ± "
+                         f"{best['student_std']:.2f} % over {len(best['student_runs'])} "
+                         f"seeds; {best['delta_vs_regular']:+.2f} points over Regular-KD"
                          + (f" (standard error {se:.2f})" if se else "")
                          + f", {best['delta_vs_none']:+.2f} over No-KD")
         teacher = next((t for t in doc["teachers"] if t["name"] == Path(
@@ -278,36 +353,44 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def first_screen(doc: dict[str, Any], fmt: str) -> str:
-    """The diagnosis as the report's first section (``md`` or ``html``)."""
+def first_screen(doc: dict[str, Any], fmt: str, ident: str = "verdict") -> str:
+    """The diagnosis as the report's first section (``md`` or ``html``; ``ident`` is
+    the HTML id of the verdict)."""
     found = diagnosis(doc)
     if fmt == "md":
         parts = [f"**Verdict.** {found['verdict']}"]
         if found["recommended"]:
             r = found["recommended"]
-            parts.append(f"**Use** the {r['teacher']} teacher (`{r['file']}`); export it "
-                         f"with `{r['export']}`.")
+            parts.append(f"**The {r['teacher']} teacher:** `{r['file']}`; export it with "
+                         f"`{r['export']}`.")
         if found["gain"]:
             parts.append(f"**Best student.** {found['gain']}.")
         parts += [f"**Warning.** {w}" for w in found["warnings"]]
+        if found["reasoning"]:
+            parts.append(f"**Why.** {found['reasoning']}")
         return "\n\n".join(parts)
-    parts = [f"<p id='verdict' class='verdict'>{html.escape(found['verdict'])}</p>"]
+    parts = [f"<p id='{ident}' class='verdict'>{html.escape(found['verdict'])}</p>"]
     if found["recommended"]:
         r = found["recommended"]
-        parts.append(f"<p class='use'>Use the {html.escape(r['teacher'])} teacher "
-                     f"(<code>{html.escape(str(r['file']))}</code>); export it with "
+        parts.append(f"<p class='use'>The {html.escape(r['teacher'])} teacher: "
+                     f"<code>{html.escape(str(r['file']))}</code>; export it with "
                      f"<code>{html.escape(r['export'])}</code></p>")
     if found["gain"]:
         parts.append(f"<p>Best student: {html.escape(found['gain'])}.</p>")
     parts += [f"<p class='warning'>{html.escape(w)}</p>" for w in found["warnings"]]
+    if found["reasoning"]:
+        parts.append(f"<details class='why'><summary>Why: the verdict in full</summary><p>"
+                     f"{html.escape(found['reasoning'])}</p></details>")
     return "".join(parts)
 
 
-def sections(doc: dict[str, Any], fmt: str) -> list[tuple[str, str, list[str]]]:
+def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
+             ) -> list[tuple[str, str, list[str]]]:
     """(title, body, plot names) per section, the diagnosis first; ``fmt`` is ``md`` or
     ``html`` for tables."""
     rank = doc["rank"]
-    out = [("Diagnosis", first_screen(doc, fmt), ["students"] if doc["students"] else [])]
+    out = [("Diagnosis", first_screen(doc, fmt, ident),
+            ["students"] if doc["students"] else [])]
     inputs = [[name, info["path"], "x".join(map(str, info["shape"])), info["sha256"][:16]]
               for name, info in rank["inputs"].items()]
     options = ", ".join(f"{k}={v}" for k, v in rank["options"].items())
@@ -429,45 +512,241 @@ def _para(text: str, fmt: str) -> str:
     return f"\n\n{text}\n\n" if fmt == "md" else f"<p>{html.escape(text)}</p>"
 
 
+def _md_sections(doc: dict[str, Any], images: dict[str, str], level: int = 2) -> list[str]:
+    parts = []
+    for title, body, names in sections(doc, "md"):
+        parts.append(f"{'#' * level} {title}\n\n{body}")
+        parts += [f"![{PLOTS[n]}]({images[n]})" for n in names if n in images]
+    return parts
+
+
 def to_markdown(doc: dict[str, Any], images: dict[str, str], skipped: list[str]) -> str:
     """Markdown; ``images`` maps plot names to the PNG files written beside it."""
-    parts = [f"# cmkd-doctor report\n\nRun directory: `{doc['run']}`"]
-    for title, body, names in sections(doc, "md"):
-        parts.append(f"## {title}\n\n{body}")
-        parts += [f"![{PLOTS[n]}]({images[n]})" for n in names if n in images]
+    parts = [f"# cmkd-doctor report\n\nRun directory: `{doc['run']}`",
+             *_md_sections(doc, images)]
     if skipped:
         parts.append("Plots skipped: " + "; ".join(skipped))
     return "\n\n".join(parts) + "\n"
 
 
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:1rem auto;"
+         "padding:0 1rem;color:#222}h1{font-size:1.6rem;margin:.2rem 0}p{margin:.45rem 0}"
+         "table{border-collapse:collapse;margin:.5rem 0}"
+         "td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;vertical-align:top}"
+         "th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5rem 0}"
+         "h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin:.8rem 0 .4rem}"
+         "summary h2,summary h3{display:inline-block;border:0;margin:.5rem 0}"
+         "summary{cursor:pointer}.verdict{font-size:1.05rem;font-weight:600}"
+         ".where{font-size:.85rem;color:#555}.warning{color:#a33}"
+         "img.lead{max-height:18rem;width:auto}#summary{font-size:.85rem}")
+
+
+def _page(title: str, parts: list[str], skipped: list[str]) -> str:
+    """One self-contained HTML page: no network fetches, plots embedded as PNG."""
+    if skipped:
+        parts = [*parts, "<p>Plots skipped: " + html.escape("; ".join(skipped)) + "</p>"]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            + "".join(parts) + "</body></html>")
+
+
+def _img(ident: str, alt: str, png: bytes, lead: bool = False) -> str:
+    data = base64.b64encode(png).decode()
+    style = " class='lead'" if lead else ""  # the plot of a first screen: kept short
+    return (f"<img id='{ident}'{style} alt='{html.escape(alt)}' "
+            f"src='data:image/png;base64,{data}'>")
+
+
+def _html_sections(doc: dict[str, Any], pngs: dict[str, bytes], prefix: str = "",
+                   level: int = 2) -> list[str]:
+    """A run's sections: the diagnosis open, every detail below it folded away. Element
+    ids start with ``prefix`` (one per run on a compare page)."""
+    parts = []
+    for i, (title, body, names) in enumerate(sections(doc, "html", f"{prefix}verdict")):
+        heading = f"<h{level}>{html.escape(title)}</h{level}>"
+        parts.append(f"<section>{heading}" if i == 0 else
+                     f"<details><summary>{heading}</summary>")
+        parts.append(body)
+        parts += [_img(f"plot-{prefix}{name}", PLOTS[name], pngs[name], lead=i == 0)
+                  for name in names if name in pngs]
+        parts.append("</section>" if i == 0 else "</details>")
+    return parts
+
+
 def to_html(doc: dict[str, Any], pngs: dict[str, bytes], skipped: list[str]) -> str:
     """One self-contained HTML page: no network fetches, plots embedded as PNG."""
-    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
-             "padding:0 1rem;color:#222}table{border-collapse:collapse;margin:.5rem 0}"
-             "td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}"
-             "th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5rem 0}"
-             "h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}"
-             "summary h2{display:inline-block;border:0;margin:.6rem 0}summary{cursor:pointer}"
-             ".verdict{font-size:1.1rem;font-weight:600}.warning{color:#a33}"
-             "#plot-students{max-height:22rem;width:auto}")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>cmkd-doctor report"
-             f"</title><style>{style}</style></head><body><h1>cmkd-doctor report</h1>"
-             f"<p>Run directory: <code>{html.escape(doc['run'])}</code></p>"]
-    for i, (title, body, names) in enumerate(sections(doc, "html")):
-        # the diagnosis is the first screen; every detail below it folds away
-        parts.append(f"<section><h2>{html.escape(title)}</h2>" if i == 0 else
-                     f"<details><summary><h2>{html.escape(title)}</h2></summary>")
-        parts.append(body)
-        for name in names:
-            if name in pngs:
-                data = base64.b64encode(pngs[name]).decode()
-                parts.append(f"<img id='plot-{name}' alt='{html.escape(PLOTS[name])}' "
-                             f"src='data:image/png;base64,{data}'>")
-        parts.append("</section>" if i == 0 else "</details>")
+    return _page("cmkd-doctor report",
+                 [f"<p class='where'>Run directory: <code>{html.escape(doc['run'])}"
+                  "</code></p>",
+                  *_html_sections(doc, pngs)], skipped)
+
+
+# -- several runs side by side ----------------------------------------------------------
+
+def run_labels(paths: list[Path]) -> list[str]:
+    """The shortest path tails that tell the runs apart (``a2b``, ``b2a``; ``x/run``,
+    ``y/run``)."""
+    parts = [p.resolve().parts for p in paths]
+    for k in range(1, max(map(len, parts)) + 1):
+        labels = ["/".join(p[-k:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    raise InputError("--compare: a run directory is given twice")
+
+
+def _input_name(info: dict[str, Any]) -> str:
+    return Path(str(info["path"])).name + (f":{info['key']}" if info.get("key") else "")
+
+
+def advice_line(doc: dict[str, Any]) -> str:
+    """The verdict as a few words for a summary table: what to do with this run."""
+    verdict = (doc["students"] or {}).get("verdict")
+    if not verdict:
+        return "not distilled yet: run 'cmkd-doctor distill'"
+    return verdict.get("action") or "see the verdict (distilled by an older version)"
+
+
+def summary(doc: dict[str, Any], label: str) -> dict[str, Any]:
+    """One run's row of a comparison: its inputs, the checks that say how far to trust
+    its ranking, the best teacher with its gain, and what to do."""
+    rank = doc["rank"]
+    alignment = rank.get("alignment") or {}
+    stability = rank.get("stability") or {}
+    gamma = rank.get("gamma_estimate")
+    students = doc["students"] or {}
+    verdict = students.get("verdict") or {}
+    rows = {r["label"]: r for r in students.get("results", [])}
+    best = rows.get(verdict.get("best", ""))
+    return {
+        "label": label, "run": doc["run"],
+        "teacher_inputs": _input_name(rank["inputs"]["feats_a"]),
+        "student_inputs": _input_name(rank["inputs"]["feats_b"]),
+        "permuted_modality": rank["permuted_modality"],
+        "alignment": alignment.get("score"), "alignment_reliable": alignment.get("reliable"),
+        "stability": stability.get("top_overlap"), "stable": stability.get("stable"),
+        "gamma": None if not gamma else {k: gamma[k] for k in ("value", "low", "high")},
+        "metric": None if best is None else best["metric"],
+        "kd_delta": verdict.get("kd_delta"), "kd_delta_se": verdict.get("kd_delta_se"),
+        "best": None if best is None else best["label"],
+        "best_student": None if best is None else best["student_mean"],
+        "gain_vs_regular": None if best is None else best["delta_vs_regular"],
+        "gain_vs_regular_se": verdict.get("best_delta_vs_regular_se"),
+        "gain_vs_none": None if best is None else best["delta_vs_none"],
+        "best_is_clear": bool(verdict.get("best_is_clear")),
+        "advice": advice_line(doc),
+    }
+
+
+def compare(run_dirs: list[str | Path]) -> dict[str, Any]:
+    """Several runs side by side (a -> b against b -> a, two layers, two ratios): each
+    run's report document and diagnosis under a label, with one summary row per run."""
+    paths = [Path(r) for r in run_dirs]
+    if len(paths) < 2:
+        raise InputError(f"--compare needs at least two run directories; got {len(paths)}")
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        if path.resolve() in seen:
+            raise InputError(f"--compare {path}: given twice (as {seen[path.resolve()]})")
+        seen[path.resolve()] = path
+    docs = [collect(path) for path in paths]
+    runs = [{"label": label, "summary": summary(doc, label), "diagnosis": diagnosis(doc),
+             "report": doc} for label, doc in zip(run_labels(paths), docs, strict=True)]
+    return stamp("compare", {"runs": runs})
+
+
+def _signed(value: float | None, se: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.2f}" + (f" ± {se:.2f}" if se else "")
+
+
+def summary_rows(compared: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The comparison's summary table: its headers and one row of cells per run."""
+    headers = ["run", "inputs (teacher → student)", "alignment", "stability (overlap)",
+               "gamma", "Regular-KD vs No-KD", "best student",
+               "best's gain vs Regular-KD", "what to do"]
+    rows = []
+    for run in compared["runs"]:
+        s = run["summary"]
+        g = s["gamma"]
+        rows.append([
+            s["label"], f"{s['teacher_inputs']} → {s['student_inputs']}",
+            "-" if s["alignment"] is None else
+            f"{s['alignment']:.2f} ({'reliable' if s['alignment_reliable'] else 'unreliable'})",
+            "-" if s["stability"] is None else
+            f"{s['stability']:.2f} ({'stable' if s['stable'] else 'unstable'})",
+            "-" if g is None else f"{g['value']:.2f} ({g['low']:.2f}-{g['high']:.2f})",
+            _signed(s["kd_delta"], s["kd_delta_se"]),
+            "-" if s["best"] is None else f"{s['best']} ({s['best_student']:.2f} %)",
+            _signed(s["gain_vs_regular"], s["gain_vs_regular_se"])
+            + ("" if s["gain_vs_none"] is None else f" (vs No-KD {s['gain_vs_none']:+.2f})"),
+            s["advice"]])
+    return headers, rows
+
+
+def summary_table(compared: dict[str, Any], fmt: str) -> str:
+    """The comparison's summary, one row per run (``md`` or ``html``)."""
+    return _table(*summary_rows(compared), fmt, ident="summary")
+
+
+def compare_plots(compared: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
+    """The students of every run on one axis (``compare``), and each run's own plots
+    under ``<i>-<name>`` (runs counted from 1); the second list names those skipped."""
+    made: dict[str, bytes] = {}
+    skipped: list[str] = []
+    for i, run in enumerate(compared["runs"], 1):
+        pngs, missed = plots(run["report"])
+        made.update({f"{i}-{name}": data for name, data in pngs.items()})
+        skipped += [f"{run['label']}: {why}" for why in missed]
+    plt = _pyplot()
+    distilled = [run for run in compared["runs"] if run["report"]["students"]]
+    if plt is None:
+        return made, skipped
+    if not distilled:
+        return made, [*skipped, "compare (no run has distill results yet)"]
+    made["compare"] = students_plot(
+        plt, [(run["label"], run["report"]["students"]["results"]) for run in distilled])
+    return made, skipped
+
+
+def compare_markdown(compared: dict[str, Any], images: dict[str, str],
+                     skipped: list[str]) -> str:
+    """Markdown of a comparison; ``images`` maps plot keys of :func:`compare_plots` to
+    the PNG files written beside it."""
+    runs = compared["runs"]
+    parts = [f"# cmkd-doctor: {len(runs)} runs compared", "## Summary",
+             summary_table(compared, "md")]
+    if "compare" in images:
+        parts.append(f"![Students by teacher, every run]({images['compare']})")
+    for i, run in enumerate(runs, 1):
+        own = {name.split("-", 1)[1]: path for name, path in images.items()
+               if name.startswith(f"{i}-")}
+        parts += [f"## Run {run['label']}\n\nRun directory: `{run['report']['run']}`",
+                  *_md_sections(run["report"], own, level=3)]
     if skipped:
-        parts.append("<p>Plots skipped: " + html.escape("; ".join(skipped)) + "</p>")
-    parts.append("</body></html>")
-    return "".join(parts)
+        parts.append("Plots skipped: " + "; ".join(skipped))
+    return "\n\n".join(parts) + "\n"
+
+
+def compare_html(compared: dict[str, Any], pngs: dict[str, bytes],
+                 skipped: list[str]) -> str:
+    """One self-contained page: the summary and every run's students on one axis first,
+    then each run's diagnosis with its details folded away."""
+    runs = compared["runs"]
+    parts = [f"<section><h2>Summary</h2>{summary_table(compared, 'html')}"]
+    if "compare" in pngs:
+        parts.append(_img("plot-compare", "Students by teacher, every run", pngs["compare"],
+                          lead=True))
+    parts.append("</section>")
+    for i, run in enumerate(runs, 1):
+        own = {name.split("-", 1)[1]: data for name, data in pngs.items()
+               if name.startswith(f"{i}-")}
+        parts += [f"<section id='run-{i}'><h2>Run {html.escape(run['label'])}</h2><p "
+                  f"class='where'>Run directory: <code>{html.escape(run['report']['run'])}"
+                  "</code></p>",
+                  *_html_sections(run["report"], own, prefix=f"run-{i}-", level=3),
+                  "</section>"]
+    return _page(f"cmkd-doctor: {len(runs)} runs compared", parts, skipped)
 
 
 def plot_reproduction(rows: list[dict[str, Any]], experiment: str, title: str,
@@ -540,32 +819,61 @@ def render(run_dir: str | Path, fmt: str, out_file: str | Path | None = None) ->
     ``md`` writes its plots as PNG files beside ``out_file`` (or into the run's
     ``report/`` folder); ``html`` embeds them and needs ``out_file``.
     """
+    out_file = _check_format(fmt, out_file)
+    doc = collect(run_dir)
+    if fmt == "text":
+        return Rendered(doc, None, None, [])
+    if fmt == "json":
+        return _written(doc, json_text(doc), out_file, [])
+    pngs, skipped = plots(doc)
+    if fmt == "html":
+        return _written(doc, to_html(doc, pngs, skipped), out_file, skipped)
+    if out_file is not None:  # beside the report, which is written last
+        images = _beside(out_file, pngs)
+    else:  # into the run's report/ folder, landing together
+        with RunDir(run_dir).transaction() as staged:
+            images = {name: str(staged.public(write_bytes(
+                staged.report_dir / f"report_{name}.png", data)))
+                for name, data in pngs.items()}
+    return _written(doc, to_markdown(doc, images, skipped), out_file, skipped)
+
+
+def render_compare(run_dirs: list[str | Path], fmt: str,
+                   out_file: str | Path | None = None) -> Rendered:
+    """Several runs side by side (:func:`compare`) in ``fmt``; ``md`` and ``html`` need
+    ``out_file`` (``md`` writes its plots beside it)."""
+    out_file = _check_format(fmt, out_file)
+    if fmt == "md" and out_file is None:
+        raise InputError("--compare --format md writes its plots beside the file: give "
+                         "--out compare.md")
+    compared = compare(run_dirs)
+    if fmt == "text":
+        return Rendered(compared, None, None, [])
+    if fmt == "json":
+        return _written(compared, json_text(compared), out_file, [])
+    pngs, skipped = compare_plots(compared)
+    if fmt == "html":
+        return _written(compared, compare_html(compared, pngs, skipped), out_file, skipped)
+    assert out_file is not None
+    return _written(compared, compare_markdown(compared, _beside(out_file, pngs), skipped),
+                    out_file, skipped)
+
+
+def _check_format(fmt: str, out_file: str | Path | None) -> Path | None:
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     if fmt == "html" and out_file is None:
         raise InputError("--format html writes a file: give --out report.html")
-    out_file = None if out_file is None else Path(out_file)
-    if out_file is not None:
-        check_out_file(out_file, "--out")
-    doc = collect(run_dir)
-    skipped: list[str] = []
-    if fmt == "text":
-        return Rendered(doc, None, None, skipped)
-    if fmt == "json":
-        text = json_text(doc)
-    else:
-        pngs, skipped = plots(doc)
-        if fmt == "html":
-            text = to_html(doc, pngs, skipped)
-        else:
-            if out_file is not None:  # beside the report, which is written last
-                images = {name: write_bytes(out_file.parent / f"{out_file.stem}_{name}.png",
-                                            data).name for name, data in pngs.items()}
-            else:  # into the run's report/ folder, landing together
-                with RunDir(run_dir).transaction() as staged:
-                    images = {name: str(staged.public(write_bytes(
-                        staged.report_dir / f"report_{name}.png", data)))
-                        for name, data in pngs.items()}
-            text = to_markdown(doc, images, skipped)
+    return None if out_file is None else check_out_file(out_file, "--out")
+
+
+def _beside(out_file: Path, pngs: dict[str, bytes]) -> dict[str, str]:
+    """The plots as PNG files beside ``out_file``, by the names the page links."""
+    return {name: write_bytes(out_file.parent / f"{out_file.stem}_{name}.png", data).name
+            for name, data in pngs.items()}
+
+
+def _written(doc: dict[str, Any], text: str, out_file: Path | None,
+             skipped: list[str]) -> Rendered:
     written = None if out_file is None else write_text(out_file, text)
     return Rendered(doc, text, written, skipped)

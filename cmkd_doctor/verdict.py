@@ -220,6 +220,9 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
                         "modality-general teacher at other ratios (a sweep) or skip KD."))
     holds = (None if not states else False if "fails" in states.values()
              else True if all(v == "holds" for v in states.values()) else None)
+    action, headline = _headline(best, best_vs_regular, kd, unit, reliable,
+                                 bool(gamma and gamma["little_to_transfer"]))
+    headline += " " + _kd_and_ordering(kd, states, reliable, unit)
     return {
         "kd_helps": kd.gain,
         "kd_delta": kd.delta,
@@ -239,7 +242,55 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
         "best_is_clear": derived_best and best_vs_regular.gain and (
             reliable or best.teacher not in DERIVED),
         "text": " ".join(lines),
+        "action": action,
+        "headline": headline,
     }
+
+
+def _headline(best: Row, over_regular: Difference, kd: Difference, unit: str,
+              reliable: bool, little: bool) -> tuple[str, str]:
+    """What to do, in a few words and in one sentence: the verdict's conclusion for a
+    first screen or a summary table (``text`` keeps the reasoning, the rows the gains)."""
+    if best.teacher == "none":
+        if little:
+            return ("skip KD from this modality",
+                    "Skip KD from this modality: no teacher beat training the student alone, "
+                    "and the gamma estimate says the modalities share little.")
+        return ("no teacher beats No-KD: sweep the ratio or skip KD",
+                "No teacher beat training the student alone: try a modality-general teacher "
+                "at other ratios (a sweep), or skip KD from this modality.")
+    if best.teacher == "regular":
+        return ("keep the regular teacher",
+                f"Keep the regular teacher: no derived teacher beat it (Regular-KD "
+                f"{kd.delta:+.2f} {unit} over No-KD).")
+    if best.teacher in DERIVED and not reliable:
+        return ("the ranking is unreliable: derived teachers not interpreted",
+                f"The {best.label} teacher's student is best, but the ranking behind it is "
+                "unreliable: do not act on the derived teachers yet.")
+    if over_regular.gain:
+        return (f"use the {best.label} teacher",
+                f"Use the {best.label} teacher: its student clearly beats Regular-KD.")
+    return ("no teacher clearly beats Regular-KD at these seeds",
+            f"No teacher is clearly better than the regular one at these seeds: the best, "
+            f"{best.label}, is within run-to-run noise of it.")
+
+
+def _kd_and_ordering(kd: Difference, states: dict[str, str], reliable: bool,
+                     unit: str) -> str:
+    """The two checks behind a headline, in one sentence: does crossmodal KD help at
+    all, and does the MFH ordering hold at the ratios distilled."""
+    said = ("helps" if kd.gain else "hurts" if kd.loss else "makes no clear difference")
+    text = f"Regular-KD {said} ({kd.delta:+.2f} {unit} against No-KD)"
+    if states and not reliable:
+        return text + "; the MFH ordering is not interpreted (unreliable ranking)."
+    if states:
+        by_state: dict[str, list[str]] = {}
+        for ratio, state in states.items():
+            by_state.setdefault(state, []).append(ratio)
+        text += "; the MFH ordering general >= random >= specific " + ", ".join(
+            f"{'is undetermined' if state == 'undetermined' else state} at r = "
+            f"{', '.join(ratios)}" for state, ratios in by_state.items())
+    return text + "."
 
 
 def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[str]:

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from html import unescape
 
 import numpy as np
 import pytest
@@ -21,6 +22,20 @@ def swept(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "run"
     code = main(["diagnose", "--example", "gaussian", "--sweep", "--hidden", "0", "--seeds",
                  "2", "-M", "3", "-q", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def reverse(swept):
+    """The same data the other way round, b -> a (one ratio), beside ``swept``."""
+    from cmkd_doctor.cli import main
+
+    example = swept / "example"
+    out = swept.parent / "reverse"
+    code = main(["diagnose", str(example / "feats_b.npy"), str(example / "feats_a.npy"),
+                 str(example / "labels.npy"), "--hidden", "0", "--seeds", "2", "-M", "3",
+                 "-q", "--out", str(out)])
     assert code == 0
     return out
 
@@ -111,14 +126,119 @@ def test_a_damaged_run_directory_exits_2_naming_the_file(cli, tmp_path, swept, d
         assert len(result.err.strip().splitlines()) == 1
 
 
+def test_the_truth_of_generated_data_follows_the_side_it_was_ranked_as(swept, reverse, cli):
+    # reverse ranks the example's feats_b.npy as its modality a: its truth is b's
+    truth = json.loads((swept / "example" / "truth.json").read_text())
+    for run, side in ((swept, "a"), (reverse, "b")):
+        doc = json.loads(cli("report", "--run", run, "--format", "json").out)
+        assert doc["truth"]["shared_channels"] == truth[f"channels_{side}"]["general"]
+
+
+def test_compare_puts_both_runs_side_by_side_in_json(swept, reverse, cli):
+    doc = json.loads(cli("report", "--compare", swept, reverse, "--format", "json").out)
+    assert doc["schema"] == "compare" and [r["label"] for r in doc["runs"]] == ["run",
+                                                                               "reverse"]
+    for run, path in zip(doc["runs"], (swept, reverse), strict=True):
+        own = json.loads(cli("report", "--run", path, "--format", "json").out)
+        assert run["report"] == own  # each run's own report, whole
+        s, rank, verdict = run["summary"], own["rank"], own["students"]["verdict"]
+        best = next(r for r in own["students"]["results"] if r["label"] == verdict["best"])
+        assert s["alignment"] == rank["alignment"]["score"]
+        assert s["stability"] == rank["stability"]["top_overlap"]
+        assert s["gamma"]["value"] == rank["gamma_estimate"]["value"]
+        assert s["kd_delta"] == verdict["kd_delta"] and s["best"] == verdict["best"]
+        assert s["gain_vs_regular"] == best["delta_vs_regular"]
+        assert s["gain_vs_none"] == best["delta_vs_none"]
+        assert s["advice"] == verdict["action"]
+        assert run["diagnosis"]["verdict"] == verdict["headline"]
+    a, b = (r["summary"] for r in doc["runs"])
+    assert (a["teacher_inputs"], a["student_inputs"]) == ("feats_a.npy", "feats_b.npy")
+    assert (b["teacher_inputs"], b["student_inputs"]) == ("feats_b.npy", "feats_a.npy")
+
+
+def test_compare_in_the_terminal_and_in_markdown(swept, reverse, cli, tmp_path):
+    text = cli("report", "--compare", swept, reverse)
+    assert text.code == 0, text.err
+    doc = json.loads(cli("report", "--compare", swept, reverse, "--format", "json").out)
+    table, _, rest = text.out.partition("Run run")
+    assert "2 runs compared" in table
+    flowing = " ".join(rest.split())  # rich wraps paragraphs at the terminal's width
+    for run in doc["runs"]:  # a summary row and the diagnosis of each run
+        assert f"│ {run['label']}" in table
+        assert run["diagnosis"]["verdict"] in flowing
+        assert f"report --run {run['report']['run']}" in flowing
+    md = cli("report", "--compare", swept, reverse, "--format", "md", "--out",
+             tmp_path / "c.md")
+    assert md.code == 0, md.err
+    page = (tmp_path / "c.md").read_text()
+    assert page.index("## Summary") < page.index("## Run run") < page.index("## Run reverse")
+    summary = page[page.index("## Summary"):page.index("## Run run")]
+    assert "\n| run | feats_a.npy → feats_b.npy |" in summary
+    assert "\n| reverse | feats_b.npy → feats_a.npy |" in summary
+    for name in ("compare", "1-students", "1-sweep", "2-students", "2-salience_sorted"):
+        png = tmp_path / f"c_{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"(c_{name}.png)" in page
+
+
+def test_students_are_grouped_by_ratio_in_the_order_the_hypothesis_predicts():
+    from cmkd_doctor.report import _pyplot, student_groups, students_plot
+
+    def row(teacher, ratio, label, mean):
+        return {"teacher": teacher, "ratio": ratio, "label": label, "metric": "accuracy",
+                "student_mean": mean, "student_std": 0.5}
+
+    one = [row("none", None, "No-KD", 70), row("regular", None, "Regular-KD", 71),
+           *(row(m, r, f"{m} r={r:g}", 72) for r in (0.5, 0.25)
+             for m in ("specific", "general", "random")),
+           row("ckpt/t.safetensors", None, "t.safetensors", 69)]
+    other = [row("none", None, "No-KD", 80), row("general", 0.9, "general r=0.9", 81)]
+    groups, at = student_groups([("one", one), ("other", other)])
+    assert [name for name, _, _ in groups] == ["No-KD", "Regular-KD", "t.safetensors",
+                                               "r = 0.25", "r = 0.5", "r = 0.9"]
+    for r in ("0.25", "0.5"):  # general, random, specific side by side, left to right
+        assert at[f"random r={r}"] - at[f"general r={r}"] == 1
+        assert at[f"specific r={r}"] - at[f"random r={r}"] == 1
+    starts = [start for _, start, _ in groups]
+    assert starts == sorted(starts) and at["general r=0.9"] == starts[-1]
+    assert students_plot(_pyplot(), [("one", one), ("other", other)])[:4] == b"\x89PNG"
+
+
+def test_runs_are_labelled_by_the_shortest_path_tails_that_differ(tmp_path):
+    from cmkd_doctor.report import run_labels
+
+    assert run_labels([tmp_path / "x" / "run", tmp_path / "y" / "run"]) == ["x/run", "y/run"]
+    assert run_labels([tmp_path / "a2b", tmp_path / "b2a"]) == ["a2b", "b2a"]
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--compare", "{swept}"], "--compare needs at least two run directories; got 1"),
+    (["--compare", "{swept}", "{swept}/."], "given twice"),
+    (["--compare", "{swept}", "{empty}"], "no rank run there"),
+    (["--compare", "{swept}", "{reverse}", "--run", "{swept}"], "--run and --compare"),
+    (["{swept}"], "unexpected argument"),
+    (["--compare", "{swept}", "{reverse}", "--format", "md"], "give --out compare.md"),
+    (["--compare", "{swept}", "{reverse}", "--format", "html"], "--format html writes a file"),
+])
+def test_bad_compare_options_exit_2(cli, tmp_path, swept, reverse, args, pattern):
+    names = {"{swept}": str(swept), "{reverse}": str(reverse), "{empty}": str(tmp_path)}
+    args = [next((a.replace(k, v) for k, v in names.items() if k in a), a) for a in args]
+    result = cli("report", *args)
+    assert result.code == 2, result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], lines
+    assert result.out == "" and list(tmp_path.iterdir()) == []
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PROBE = """<script>
 window.addEventListener('load', () => {
-  // the first screen as it opens, then every folded section opened to measure its plots
-  const verdict = document.getElementById('verdict').getBoundingClientRect();
-  const plot = document.getElementById('plot-students').getBoundingClientRect();
-  const first = 'FIRST:' + Math.round(verdict.bottom) + ':' + Math.round(plot.top) + ':' +
-                window.innerHeight;
+  // the first screen as it opens (where each named element is), then every folded
+  // section opened to measure its plots
+  const first = IDS.map(id => {
+    const r = document.getElementById(id).getBoundingClientRect();
+    return id + ':' + Math.round(r.top) + ':' + Math.round(r.bottom);
+  });
+  first.push('height:' + window.innerHeight + ':0');
   document.querySelectorAll('details').forEach(d => { d.open = true; });
   const found = [...document.images].map(i => {
     const r = i.getBoundingClientRect();
@@ -127,23 +247,23 @@ window.addEventListener('load', () => {
   });
   const out = document.createElement('pre');
   out.id = 'probe';
-  out.textContent = first + '\\n' + found.join('\\n') + '\\nTEXT:' +
-                    document.body.innerText;
+  out.textContent = first.join('\\n') + '\\nIMAGES:\\n' + found.join('\\n') +
+                    '\\nTEXT:' + document.body.innerText;
   document.body.appendChild(out);
 });
 </script>"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian packages "
-                    "chromium and chromium-driver; .ci/run installs them)")
-def test_html_report_in_headless_chromium(swept, cli, tmp_path):
-    page = tmp_path / "report.html"
-    assert cli("report", "--run", swept, "--format", "html", "--out", page).code == 0
+def _in_chromium(page, ids: list[str], tmp_path):
+    """Open ``page`` at 1280 x 800 in headless Chromium: where the elements ``ids`` are
+    on the first screen ({id: (top, bottom)}, and "height"), every image's decoded and
+    laid-out size once the details are open, and the page's text."""
     html = page.read_text()
     # self-contained: nothing is fetched from the network
     assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:)?//""", html)
-    probed = tmp_path / "probed.html"
-    probed.write_text(html.replace("</body>", PROBE + "</body>"))
+    probed = tmp_path / f"probed-{page.name}"
+    probed.write_text(html.replace("</body>", PROBE.replace("IDS", json.dumps(ids))
+                                   + "</body>"))
     done = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
@@ -151,20 +271,68 @@ def test_html_report_in_headless_chromium(swept, cli, tmp_path):
          "--window-size=1280,800", "--virtual-time-budget=5000", "--dump-dom",
          probed.as_uri()], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    probe = re.search(r"<pre id=\"probe\">(.*?)</pre>", done.stdout, re.S).group(1)
-    first, *images = probe.split("TEXT:")[0].strip().splitlines()
-    # the verdict, and the top of the plot that shows it, are on the first screen
-    _, verdict_bottom, plot_top, height = first.split(":")
-    assert int(height) >= 600 and 0 < int(verdict_bottom) <= int(height), first
-    assert int(plot_top) < int(height), first
-    sizes = dict(line.split(":", 1) for line in images)
-    for name in PLOT_IDS:  # every plot decoded and laid out with a real size
-        natural, shown = sizes[f"plot-{name}"].split(":")
-        assert min(map(int, natural.split("x"))) > 100, (name, natural)
-        assert min(map(int, shown.split("x"))) > 100, (name, shown)
-    text = probe.split("TEXT:", 1)[1]
+    # the dumped DOM escapes the text it holds (">=" as "&gt;=")
+    probe = unescape(re.search(r"<pre id=\"probe\">(.*?)</pre>", done.stdout, re.S).group(1))
+    first, rest = probe.split("IMAGES:")
+    images, text = rest.split("TEXT:", 1)
+    where = {}
+    for line in first.strip().splitlines():
+        name, top, bottom = line.rsplit(":", 2)
+        where[name] = (int(top), int(bottom))
+    sizes = {}
+    for line in images.strip().splitlines():
+        name, natural, shown = line.split(":")
+        sizes[name] = (tuple(map(int, natural.split("x"))), tuple(map(int, shown.split("x"))))
+    return where, sizes, text
+
+
+def _decoded(sizes, name):
+    natural, shown = sizes[name]  # decoded and laid out with a real size
+    return min(natural) > 100 and min(shown) > 100
+
+
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (Debian packages chromium and "
+                             "chromium-driver; .ci/run installs them)")
+
+
+@needs_chromium
+def test_html_report_in_headless_chromium(swept, cli, tmp_path):
+    page = tmp_path / "report.html"
+    assert cli("report", "--run", swept, "--format", "html", "--out", page).code == 0
+    where, sizes, text = _in_chromium(page, ["verdict", "plot-students"], tmp_path)
+    # the verdict, and the whole plot that shows it, are on the first screen
+    height = where["height"][0]
+    assert height >= 600 and 0 < where["verdict"][1] <= height, where
+    assert where["plot-students"][1] <= height, where
+    for name in PLOT_IDS:
+        assert _decoded(sizes, f"plot-{name}"), (name, sizes)
     doc = json.loads(cli("report", "--run", swept, "--format", "json").out)
     for row in doc["students"]["results"]:  # the tables hold the run's numbers
         assert f"{row['student_mean']:.2f} ± {row['student_std']:.2f}" in text
-    assert doc["students"]["verdict"]["text"][:60] in text
+    verdict = doc["students"]["verdict"]
+    assert verdict["headline"] in text and verdict["text"][:60] in text
     assert f"r = {doc['sweep']['sweet_spot']:g}" in text
+
+
+@needs_chromium
+def test_compare_page_in_headless_chromium(swept, reverse, cli, tmp_path):
+    page = tmp_path / "compare.html"
+    assert cli("report", "--compare", swept, reverse, "--format", "html", "--out",
+               page).code == 0
+    where, sizes, text = _in_chromium(page, ["summary", "plot-compare", "run-1-verdict",
+                                             "run-2-verdict"], tmp_path)
+    # the summary of both runs and the plot of every run's students: the first screen
+    height = where["height"][0]
+    assert where["summary"][1] <= height and where["plot-compare"][1] <= height, where
+    assert where["run-1-verdict"][0] < where["run-2-verdict"][0], where
+    assert _decoded(sizes, "plot-compare"), sizes
+    for i in (1, 2):  # both runs rendered, with their own plots
+        for name in ("students", "salience_sorted", "salience_histogram", "salience_spread"):
+            assert _decoded(sizes, f"plot-run-{i}-{name}"), (i, name, sizes)
+    assert _decoded(sizes, "plot-run-1-sweep") and "plot-run-2-sweep" not in sizes
+    doc = json.loads(cli("report", "--compare", swept, reverse, "--format", "json").out)
+    for run in doc["runs"]:
+        assert run["diagnosis"]["verdict"] in text and run["summary"]["advice"] in text
+        for row in run["report"]["students"]["results"]:
+            assert f"{row['student_mean']:.2f} ± {row['student_std']:.2f}" in text

@@ -75,6 +75,8 @@ def outputs(tmp_path_factory):
     run("report", "--run", out, "--format", "json", schema_name="report")
     run("diagnose", *inputs, "--out", root / "diagnosed", "--epochs", "2", "--seeds", "2",
         "--json", schema_name="diagnosis")
+    run("report", "--compare", out, root / "diagnosed", "--format", "json",
+        schema_name="compare")
     run("examples", "list", "--json", schema_name="datasets")
     run("examples", "reproduce", "fig3", "--runs", "2", "--json", schema_name="reproduction")
     # a prepared data set, from a tiny VGGSound label file

@@ -62,6 +62,12 @@ def test_a_clear_gain_and_the_hypothesis_holding_say_so_and_name_the_teacher():
         "teacher's modality-general channels are what transfers. Best student: general "
         "r=0.5, +2.00 accuracy points over Regular-KD (34.6 standard errors); use that "
         "teacher.")
+    # the conclusion for a first screen and a summary table
+    assert v["action"] == "use the general r=0.5 teacher"
+    assert v["headline"] == (
+        "Use the general r=0.5 teacher: its student clearly beats Regular-KD. Regular-KD "
+        "helps (+1.00 accuracy points against No-KD); the MFH ordering general >= random "
+        ">= specific holds at r = 0.5.")
 
 
 def test_differences_inside_noise_are_undetermined_and_say_how_many_seeds_would_tell():
@@ -82,6 +88,12 @@ def test_differences_inside_noise_are_undetermined_and_say_how_many_seeds_would_
         "Best student: general r=0.5, +0.23 accuracy points over Regular-KD (within "
         "run-to-run noise); no teacher is clearly better than the regular one at these "
         "seeds; about 42 seeds would tell.")
+    assert v["action"] == "no teacher clearly beats Regular-KD at these seeds"
+    assert v["headline"] == (
+        "No teacher is clearly better than the regular one at these seeds: the best, "
+        "general r=0.5, is within run-to-run noise of it. Regular-KD makes no clear "
+        "difference (+0.17 accuracy points against No-KD); the MFH ordering general >= "
+        "random >= specific is undetermined at r = 0.5.")
 
 
 def test_kd_that_hurts_with_no_teacher_beating_the_student_alone():
@@ -99,6 +111,10 @@ def test_kd_that_hurts_with_no_teacher_beating_the_student_alone():
             "random -0.50 accuracy points (4.3 standard errors)).") in v["text"]
     assert v["best"] == "No-KD" and "Best student: No-KD." in v["text"]
     assert v["text"].endswith("or skip KD.")
+    assert v["action"] == "no teacher beats No-KD: sweep the ratio or skip KD"
+    assert v["headline"].endswith("Regular-KD hurts (-2.00 accuracy points against No-KD); "
+                                  "the MFH ordering general >= random >= specific fails at "
+                                  "r = 0.5.")
     advice = advise(found, {"aligned": {"metrics": {"a": {"test": {"accuracy": 0.9}}}}},
                     None)
     assert any("do not order as the hypothesis predicts" in a for a in advice)
@@ -114,6 +130,9 @@ def test_the_best_row_is_named_when_it_is_regular_kd():
     assert v["text"].endswith("Best student: Regular-KD, +0.80 accuracy points over the "
                               "next (general r=0.5) (3.5 standard errors): no derived "
                               "teacher beats the regular one here.")
+    assert v["action"] == "keep the regular teacher"
+    assert v["headline"].startswith("Keep the regular teacher: no derived teacher beat it "
+                                    "(Regular-KD +1.00 accuracy points over No-KD).")
 
 
 def test_one_seed_decides_nothing():
@@ -136,6 +155,9 @@ def test_an_unreliable_ranking_withholds_conclusions_about_derived_teachers():
     assert "The ranking is unreliable here (alignment score 0.12 below 0.5)" in v["text"]
     assert "MFH ordering" not in v["text"] and "use that teacher" not in v["text"]
     assert v["mfh_ordering"] == {"0.5": "holds"}  # still computed, for the record
+    assert v["action"] == "the ranking is unreliable: derived teachers not interpreted"
+    assert v["headline"].endswith("the MFH ordering is not interpreted (unreliable "
+                                  "ranking).") and "Use the" not in v["headline"]
 
 
 def test_a_sweep_names_its_sweet_spot():
@@ -178,7 +200,11 @@ def test_little_shared_information_is_said_in_the_verdict_and_the_advice():
     advice = advise(found, {"gamma_estimate": low, "aligned": {}}, None)
     assert any("share little decisive information" in line for line in advice)
     assert "skip KD from this modality" in v["text"]  # No-KD is best, and gamma agrees
+    assert v["action"] == "skip KD from this modality"
+    assert v["headline"].startswith("Skip KD from this modality: no teacher beat training "
+                                    "the student alone, and the gamma estimate says")
     high = {**low, "value": 0.6, "low": 0.5, "high": 0.7, "little_to_transfer": False}
     v = verdict(found, {"reliable": True, "why": "", "gamma_estimate": high})
     assert v["little_to_transfer"] is False and "Shared information" in v["text"]
     assert "Little to transfer" not in v["text"] and "(a sweep) or skip KD" in v["text"]
+    assert v["action"] == "no teacher beats No-KD: sweep the ratio or skip KD"

@@ -18,7 +18,7 @@ from rich.table import Table
 from cmkd_doctor.cli._common import out, spark
 from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.ranking import channel_order
-from cmkd_doctor.report import to_markdown
+from cmkd_doctor.report import first_screen, summary_rows, to_markdown
 from cmkd_doctor.reproduce import figure
 
 
@@ -178,6 +178,21 @@ def report_text(doc: dict) -> None:
         for name, points in doc["sweep"]["series"].items():
             ratios = ", ".join(f"{p['ratio']:g}" for p in points)
             line(f"sweep {name:8s} |{spark([p['mean'] for p in points])}|  r = {ratios}")
+
+
+def compare_text(compared: dict) -> None:
+    """Several runs side by side: the summary table, then each run's diagnosis."""
+    headers, rows = summary_rows(compared)
+    table = Table(title=f"{len(compared['runs'])} runs compared", title_justify="left")
+    for header in headers:
+        table.add_column(escape(header))
+    for row in rows:
+        table.add_row(*(escape(str(cell)) for cell in row))
+    out.print(table)
+    for run in compared["runs"]:
+        out.print(Markdown(f"## Run {run['label']}\n\n"
+                           + first_screen(run["report"], "md")))
+        line(f"details: cmkd-doctor report --run {run['report']['run']}")
 
 
 _COLUMNS = {

@@ -9,27 +9,48 @@ import typer
 
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import err, out
-from cmkd_doctor.cli.options import DEFAULT_RUN
+from cmkd_doctor.errors import InputError
 from cmkd_doctor.report import render as render_report
+from cmkd_doctor.report import render_compare
+from cmkd_doctor.rundir import DEFAULT_RUN
 
 
 def report_command(
-    run_dir: Annotated[Path, typer.Option("--run", help="Run directory to report on.")
-                       ] = DEFAULT_RUN,
+    runs: Annotated[list[Path] | None, typer.Argument(
+        metavar="[RUN]...", help="With --compare: the run directories to put side by "
+                                 "side.", show_default=False)] = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        "--run", help=f"Run directory to report on [default: {DEFAULT_RUN}].",
+        show_default=False)] = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Put several runs in one report (a -> b against b -> a, two "
+                          "layers, two ratios): a summary row per run, every run's "
+                          "students on one axis, then each diagnosis.")] = False,
     fmt: Annotated[str, typer.Option(
         "--format", help="text (terminal), md (plots as PNG files beside it), html (one "
                          "self-contained file), or json.")] = "text",
     out_file: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="File to write [default: stdout for text, md and json; html "
-                            "needs it].")] = None,
+        "--out", "-o", help="File to write [default: stdout for text, md and json; html, "
+                            "and md with --compare, need it].")] = None,
 ) -> None:
-    """Inputs, aligned networks, salience, teachers, the student comparison with its
-    verdict, the ratio sweep and, for generated data, the truth."""
-    found = render_report(run_dir, fmt, out_file)
+    """The diagnosis first (verdict, the teacher to use, the gain, the warnings, the
+    students plot), then inputs, aligned networks, salience, teachers, students, the
+    ratio sweep and, for generated data, the truth. With --compare RUN RUN ...: several
+    runs side by side."""
+    if compare:
+        if run_dir is not None:
+            raise InputError("--run and --compare: give every run to compare after "
+                             "--compare (report --compare RUN RUN ...)")
+        found = render_compare(runs or [], fmt, out_file)
+    else:
+        if runs:
+            raise InputError(f"unexpected argument {str(runs[0])!r}: report one run with "
+                             "--run RUN, or several with --compare RUN RUN ...")
+        found = render_report(DEFAULT_RUN if run_dir is None else run_dir, fmt, out_file)
     for line in found.skipped:
         err.print(f"note: plot skipped: {line}", markup=False)
     if found.text is None:
-        render.report_text(found.doc)
+        (render.compare_text if compare else render.report_text)(found.doc)
     elif found.written is None:
         out.file.write(found.text)
     else:

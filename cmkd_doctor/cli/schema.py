@@ -13,8 +13,9 @@ from cmkd_doctor.schemas import DOCUMENTS, SCHEMA_VERSION, schema
 
 def schema_command(
     name: Annotated[str | None, typer.Argument(
-        help="Document: rank, teacher, comparison, distill, diagnosis, report, datasets, "
-             "reproduction, truth, dataset or features [default: list them].")] = None,
+        help="Document: rank, teacher, comparison, distill, diagnosis, report, compare, "
+             "datasets, reproduction, truth, dataset or features [default: list them].")
+    ] = None,
 ) -> None:
     """Print the JSON Schema (draft 2020-12) of one of the documents cmkd-doctor writes,
     or list them. Every document names its schema and version in "schema" and

@@ -32,6 +32,8 @@ DOCUMENTS: dict[str, tuple[str, str]] = {
     "distill": ("every result distilled on one ranking", "RUN/distill.json"),
     "diagnosis": ("rank, comparison and advice of one diagnose", "diagnose --json"),
     "report": ("everything a run directory holds", "report --format json"),
+    "compare": ("several runs side by side: a summary row, the diagnosis and the report "
+                "of each", "report --compare RUN RUN ... --format json"),
     "datasets": ("the built-in and paper data sets", "examples list --json"),
     "reproduction": ("a reproduction of one of the paper's experiments",
                      "examples reproduce --json"),
@@ -145,7 +147,8 @@ VERDICT = _object(
      "mfh_ordering_holds": _or_null(BOOL),
      "sweet_spot": _or_null(_object({"ratio": NUM, "student_mean": NUM})),
      "best": STR, "best_delta_vs_regular": NUM, "best_is_clear": BOOL, "text": STR},
-    {"mfh_ordering_detail": OBJ, "best_delta_vs_regular_se": _or_null(NUM)})
+    {"mfh_ordering_detail": OBJ, "best_delta_vs_regular_se": _or_null(NUM),
+     "action": STR, "headline": STR})
 
 COMPARISON = _object(
     {"command": {"const": "distill"}, "run": STR, "metric": STR, "options": OBJ,
@@ -181,6 +184,30 @@ REPORT = _object(
      "students": _or_null(_object({"results": _array(RESULT), "verdict": _or_null(VERDICT)})),
      "truth": _or_null(OBJ)})
 
+SUMMARY = _object(
+    {"label": STR, "run": STR, "teacher_inputs": STR, "student_inputs": STR,
+     "permuted_modality": {"enum": ["a", "b"]}, "alignment": _or_null(NUM),
+     "alignment_reliable": _or_null(BOOL), "stability": _or_null(NUM),
+     "stable": _or_null(BOOL),
+     "gamma": _or_null(_object({"value": NUM, "low": NUM, "high": NUM})),
+     "metric": _or_null(STR), "kd_delta": _or_null(NUM), "kd_delta_se": _or_null(NUM),
+     "best": _or_null(STR), "best_student": _or_null(NUM), "gain_vs_regular": _or_null(NUM),
+     "gain_vs_regular_se": _or_null(NUM), "gain_vs_none": _or_null(NUM),
+     "best_is_clear": BOOL, "advice": STR},
+    description="one run's row of report --compare's summary table; kd_delta is "
+                "Regular-KD minus No-KD, the gains are the best student's, in points of "
+                "its metric, with paired standard errors over seeds")
+
+DIAGNOSED = _object(
+    {"verdict": STR, "recommended": _or_null(_object({"teacher": STR, "file": STR,
+                                                      "export": STR})),
+     "gain": _or_null(STR), "warnings": _array(STR), "reasoning": _or_null(STR)},
+    description="what the report's first screen says")
+
+COMPARE = _object({"runs": {**_array(_object({"label": STR, "summary": SUMMARY,
+                                              "diagnosis": DIAGNOSED, "report": REPORT})),
+                            "minItems": 2}})
+
 DATASET_FIELDS = ("name", "title", "task", "modalities", "licence", "availability",
                   "prepare")
 DATASETS = _object({"datasets": _array(_object(dict.fromkeys(DATASET_FIELDS, STR)))})
@@ -204,7 +231,7 @@ FEATURES = _object(
                                                          "onnx", "pool", "size")})
 
 BODIES = {"rank": RANK, "teacher": TEACHER, "comparison": COMPARISON, "distill": DISTILL,
-          "diagnosis": DIAGNOSIS, "report": REPORT, "datasets": DATASETS,
+          "diagnosis": DIAGNOSIS, "report": REPORT, "compare": COMPARE, "datasets": DATASETS,
           "reproduction": REPRODUCTION, "truth": TRUTH, "dataset": DATASET,
           "features": FEATURES}
 

@@ -202,9 +202,9 @@ RUN_LINES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
 def student_groups(runs: list[tuple[str | None, list[dict[str, Any]]]]
                    ) -> tuple[list[tuple[str, float, int]], dict[str, float]]:
     """Where each student of :func:`students_plot` goes: the groups along the axis
-    (name, start, slots), the baselines and teachers from files first, then one group per ratio
-    holding its general, random and specific teachers in that order; and each row
-    label's position."""
+    (name, start, slots), the baselines and teachers from files first, then one group
+    per ratio holding its general, random and specific teachers in that order; and each
+    row label's position."""
     def derived(row: dict[str, Any]) -> bool:
         return row["teacher"] in DERIVED_MODES and row["ratio"] is not None
 
@@ -663,8 +663,8 @@ def _signed(value: float | None, se: float | None = None) -> str:
 def summary_rows(compared: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The comparison's summary table: its headers and one row of cells per run."""
     headers = ["run", "inputs (teacher → student)", "alignment", "stability (overlap)",
-               "gamma", "Regular-KD vs No-KD", "best student",
-               "best's gain vs Regular-KD", "what to do"]
+               "gamma (95% interval)", "Regular-KD vs No-KD (± SE)", "best student",
+               "best's gain vs Regular-KD (± SE)", "what to do"]
     rows = []
     for run in compared["runs"]:
         s = run["summary"]
@@ -701,7 +701,8 @@ def compare_plots(compared: dict[str, Any]) -> tuple[dict[str, bytes], list[str]
     plt = _pyplot()
     distilled = [run for run in compared["runs"] if run["report"]["students"]]
     if plt is None:
-        return made, skipped
+        return made, [*skipped, "compare (matplotlib is not installed: pip install "
+                                "'cmkd-doctor[report]')"]
     if not distilled:
         return made, [*skipped, "compare (no run has distill results yet)"]
     made["compare"] = students_plot(

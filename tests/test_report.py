@@ -180,6 +180,21 @@ def test_compare_in_the_terminal_and_in_markdown(swept, reverse, cli, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"(c_{name}.png)" in page
 
 
+def test_compare_with_a_run_not_distilled_yet(swept, reverse, cli, tmp_path):
+    ranked = tmp_path / "ranked"
+    shutil.copytree(swept, ranked)
+    (ranked / "distill.json").unlink()
+    result = cli("report", "--compare", ranked, reverse, "--format", "html", "--out",
+                 tmp_path / "c.html")
+    assert result.code == 0, result.err
+    assert "ranked: students (no distill results for this ranking yet)" in result.err
+    doc = json.loads(cli("report", "--compare", ranked, reverse, "--format", "json").out)
+    first = doc["runs"][0]["summary"]
+    assert first["advice"].startswith("not distilled yet") and first["best"] is None
+    page = (tmp_path / "c.html").read_text()
+    assert "id='plot-compare'" in page and "id='plot-run-1-students'" not in page
+
+
 def test_students_are_grouped_by_ratio_in_the_order_the_hypothesis_predicts():
     from cmkd_doctor.report import _pyplot, student_groups, students_plot
 

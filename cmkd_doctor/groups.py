@@ -75,15 +75,20 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return found
 
 
-def correlated_groups(x: np.ndarray, threshold: float, seed: int = 0) -> np.ndarray:
+def sampled_rows(rows: np.ndarray, seed: int) -> np.ndarray:
+    """``rows``, or a seeded sample of :data:`MAX_ROWS` of them (sorted), for the
+    correlations."""
+    if len(rows) <= MAX_ROWS:
+        return rows
+    rng = np.random.default_rng(derive_seed(seed, "groups"))
+    return np.sort(rng.choice(rows, MAX_ROWS, replace=False))
+
+
+def correlated_groups(x: np.ndarray, threshold: float) -> np.ndarray:
     """Group ids of the columns of ``x``: the connected components of the graph joining
     two channels whose absolute Spearman correlation is above ``threshold`` (constant
-    channels stay alone)."""
-    n, d = x.shape
-    if n > MAX_ROWS:
-        rows = np.random.default_rng(derive_seed(seed, "groups")).choice(n, MAX_ROWS,
-                                                                          replace=False)
-        x = x[np.sort(rows)]
+    channels stay alone). Pass the rows to correlate (:func:`sampled_rows`)."""
+    d = x.shape[1]
     ranks = average_ranks(np.asarray(x, dtype=np.float64))
     ranks -= ranks.mean(axis=0)
     norm = np.sqrt((ranks**2).sum(axis=0))

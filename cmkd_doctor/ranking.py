@@ -36,8 +36,7 @@ from cmkd_doctor.engine import (
 )
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.gamma import estimate_gamma
-from cmkd_doctor.groups import MAX_ROWS as GROUP_ROWS
-from cmkd_doctor.groups import Groups, correlated_groups, read_groups
+from cmkd_doctor.groups import Groups, correlated_groups, read_groups, sampled_rows
 from cmkd_doctor.inputs import PairedData, load_paired
 from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig, new_net, parse_hidden, standardisation
@@ -698,10 +697,7 @@ def channel_groups(data: PairedData, which: int, fit_rows: np.ndarray,
     if options.groups != "auto":
         return Groups(read_groups(options.groups, x.shape[1]), "file",
                       file=options.groups)
-    rows = fit_rows
-    if len(rows) > GROUP_ROWS:
-        rng = np.random.default_rng(derive_seed(options.seed, "groups"))
-        rows = np.sort(rng.choice(rows, GROUP_ROWS, replace=False))
+    rows = sampled_rows(fit_rows, options.seed)
     return Groups(correlated_groups(np.asarray(x[rows]), options.group_threshold),
                   "auto", threshold=options.group_threshold)
 

@@ -7,7 +7,13 @@ import pytest
 
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian
-from cmkd_doctor.groups import average_ranks, correlated_groups, renumbered
+from cmkd_doctor.groups import (
+    MAX_ROWS,
+    average_ranks,
+    correlated_groups,
+    renumbered,
+    sampled_rows,
+)
 from cmkd_doctor.inputs import load_paired
 from cmkd_doctor.ranking import RankOptions, rank
 from cmkd_doctor.teachers import nullified_channels
@@ -98,6 +104,17 @@ def test_spearman_groups_and_ranks():
     x = np.hstack([x, np.exp(x[:, :1]), -x[:, 1:2] ** 3, np.ones((500, 1))])
     # monotone transforms correlate fully in rank; a constant channel stays alone
     assert correlated_groups(x, 0.8).tolist() == [0, 1, 2, 3, 0, 1, 4]
+
+
+def test_the_correlations_read_a_seeded_sample_of_the_fit_rows():
+    few = np.arange(10, 10 + MAX_ROWS)
+    assert sampled_rows(few, seed=0) is few
+    many = np.arange(5, 5 + 2 * MAX_ROWS)[::-1]
+    found = sampled_rows(many, seed=3)
+    assert len(found) == MAX_ROWS == len(set(found.tolist())) and set(found) <= set(many)
+    assert (np.diff(found) > 0).all()  # sorted: rows read in file order
+    assert (sampled_rows(many, seed=3) == found).all()
+    assert not (sampled_rows(many, seed=4) == found).all()
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -193,12 +193,17 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
                      f"{sweet.ratio:g} ({sweet.student_mean:.2f}) of the "
                      f"{len(general_rows)} ratios distilled.")
     best_vs_regular = difference(best, regular)
+    best_vs_none = difference(best, none)
     derived_best = best.teacher not in BASELINES
     if derived_best:
         if best.teacher in DERIVED and not reliable:
             advice = "but the ranking behind it is unreliable"
-        elif best_vs_regular.gain:
+        elif best_vs_regular.gain and best_vs_none.gain:
             advice = "use that teacher"
+        elif best_vs_regular.gain:  # Regular-KD hurts: beating it is not enough
+            advice = (f"but against training the student alone it is "
+                      f"{best_vs_none.delta:+.2f} {unit}{best_vs_none.strength()}, not "
+                      "clearly better: sweep the ratio or skip KD")
         else:
             advice = ("no teacher is clearly better than the regular one at these seeds"
                       + _settle(best_vs_regular, "tell"))
@@ -210,7 +215,8 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
         lead = difference(best, runner)
         lines.append(f"Best student: Regular-KD, {lead.delta:+.2f} {unit} over the next "
                      f"({runner.label}){lead.strength()}: no derived teacher beats the "
-                     "regular one here.")
+                     "regular one here" + ("." if kd.gain else ", and the regular one does "
+                                           "not clearly beat training the student alone."))
     else:
         lines.append("Best student: No-KD. No teacher beat training the student alone: "
                      + ("the gamma estimate agrees that the modalities share little, so "
@@ -220,7 +226,7 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
                         "modality-general teacher at other ratios (a sweep) or skip KD."))
     holds = (None if not states else False if "fails" in states.values()
              else True if all(v == "holds" for v in states.values()) else None)
-    action, headline = _headline(best, best_vs_regular, kd, unit, reliable,
+    action, headline = _headline(best, best_vs_regular, best_vs_none, unit, reliable,
                                  bool(gamma and gamma["little_to_transfer"]))
     headline += " " + _kd_and_ordering(kd, states, reliable, unit)
     return {
@@ -239,7 +245,8 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
         "best": best.label,
         "best_delta_vs_regular": best_vs_regular.delta,
         "best_delta_vs_regular_se": best_vs_regular.se,
-        "best_is_clear": derived_best and best_vs_regular.gain and (
+        # a teacher to use: its student clearly beats both Regular-KD and No-KD
+        "best_is_clear": derived_best and best_vs_regular.gain and best_vs_none.gain and (
             reliable or best.teacher not in DERIVED),
         "text": " ".join(lines),
         "action": action,
@@ -247,29 +254,37 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
     }
 
 
-def _headline(best: Row, over_regular: Difference, kd: Difference, unit: str,
+def _headline(best: Row, over_regular: Difference, over_none: Difference, unit: str,
               reliable: bool, little: bool) -> tuple[str, str]:
     """What to do, in a few words and in one sentence: the verdict's conclusion for a
-    first screen or a summary table (``text`` keeps the reasoning, the rows the gains)."""
+    first screen or a summary table (``text`` keeps the reasoning, the rows the gains).
+    A teacher is worth using only when its student clearly beats both baselines."""
+    alone = ("sweep the ratio or skip KD", "try a modality-general teacher at other ratios "
+             "(a sweep), or skip KD from this modality.")
     if best.teacher == "none":
         if little:
             return ("skip KD from this modality",
                     "Skip KD from this modality: no teacher beat training the student alone, "
                     "and the gamma estimate says the modalities share little.")
-        return ("no teacher beats No-KD: sweep the ratio or skip KD",
-                "No teacher beat training the student alone: try a modality-general teacher "
-                "at other ratios (a sweep), or skip KD from this modality.")
+        return (f"no teacher beats No-KD: {alone[0]}",
+                f"No teacher beat training the student alone: {alone[1]}")
+    if not over_none.gain:
+        whose = "Regular-KD's" if best.teacher == "regular" else f"the {best.label} teacher's"
+        return (f"no teacher clearly beats No-KD: {alone[0]}",
+                f"No teacher clearly beat training the student alone: the best student, "
+                f"{whose}, is {over_none.delta:+.2f} {unit} over No-KD"
+                f"{over_none.strength()}; {alone[1]}")
     if best.teacher == "regular":
         return ("keep the regular teacher",
-                f"Keep the regular teacher: no derived teacher beat it (Regular-KD "
-                f"{kd.delta:+.2f} {unit} over No-KD).")
+                "Keep the regular teacher: no derived teacher beat it.")
     if best.teacher in DERIVED and not reliable:
         return ("the ranking is unreliable: derived teachers not interpreted",
                 f"The {best.label} teacher's student is best, but the ranking behind it is "
                 "unreliable: do not act on the derived teachers yet.")
     if over_regular.gain:
         return (f"use the {best.label} teacher",
-                f"Use the {best.label} teacher: its student clearly beats Regular-KD.")
+                f"Use the {best.label} teacher: its student clearly beats Regular-KD and "
+                "No-KD.")
     return ("no teacher clearly beats Regular-KD at these seeds",
             f"No teacher is clearly better than the regular one at these seeds: the best, "
             f"{best.label}, is within run-to-run noise of it.")

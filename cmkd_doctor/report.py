@@ -304,14 +304,20 @@ def chosen_ratio(doc: dict[str, Any]) -> float:
     return 0.5
 
 
+def verdict_and_best(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The last verdict on the run's students (empty when none) and the row it names
+    best (``None`` when there is none)."""
+    students = doc["students"] or {}
+    verdict = students.get("verdict") or {}
+    rows = {r["label"]: r for r in students.get("results", [])}
+    return verdict, rows.get(verdict.get("best", ""))
+
+
 def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
     """What the first screen says: the verdict, the teacher to use and how to export it,
     the gain with its uncertainty, and the warnings that change how far to trust it."""
     rank = doc["rank"]
-    students = doc["students"] or {}
-    verdict = students.get("verdict") or {}
-    rows = {r["label"]: r for r in students.get("results", [])}
-    best = rows.get(verdict.get("best", ""))
+    verdict, best = verdict_and_best(doc)
     # results distilled before the headline existed show the verdict in full
     found: dict[str, Any] = {
         "verdict": verdict.get("headline") or verdict.get("text") or (
@@ -613,10 +619,7 @@ def summary(doc: dict[str, Any], label: str) -> dict[str, Any]:
     alignment = rank.get("alignment") or {}
     stability = rank.get("stability") or {}
     gamma = rank.get("gamma_estimate")
-    students = doc["students"] or {}
-    verdict = students.get("verdict") or {}
-    rows = {r["label"]: r for r in students.get("results", [])}
-    best = rows.get(verdict.get("best", ""))
+    verdict, best = verdict_and_best(doc)
     return {
         "label": label, "run": doc["run"],
         "teacher_inputs": _input_name(rank["inputs"]["feats_a"]),
@@ -821,22 +824,15 @@ def render(run_dir: str | Path, fmt: str, out_file: str | Path | None = None) ->
     ``report/`` folder); ``html`` embeds them and needs ``out_file``.
     """
     out_file = _check_format(fmt, out_file)
-    doc = collect(run_dir)
-    if fmt == "text":
-        return Rendered(doc, None, None, [])
-    if fmt == "json":
-        return _written(doc, json_text(doc), out_file, [])
-    pngs, skipped = plots(doc)
-    if fmt == "html":
-        return _written(doc, to_html(doc, pngs, skipped), out_file, skipped)
-    if out_file is not None:  # beside the report, which is written last
-        images = _beside(out_file, pngs)
-    else:  # into the run's report/ folder, landing together
-        with RunDir(run_dir).transaction() as staged:
-            images = {name: str(staged.public(write_bytes(
+
+    def into_run(pngs: dict[str, bytes]) -> dict[str, str]:
+        with RunDir(run_dir).transaction() as staged:  # the report/ folder lands whole
+            return {name: str(staged.public(write_bytes(
                 staged.report_dir / f"report_{name}.png", data)))
                 for name, data in pngs.items()}
-    return _written(doc, to_markdown(doc, images, skipped), out_file, skipped)
+
+    return _rendered(collect(run_dir), fmt, out_file, plots, to_html, to_markdown,
+                     into_run if out_file is None else None)
 
 
 def render_compare(run_dirs: list[str | Path], fmt: str,
@@ -847,17 +843,24 @@ def render_compare(run_dirs: list[str | Path], fmt: str,
     if fmt == "md" and out_file is None:
         raise InputError("--compare --format md writes its plots beside the file: give "
                          "--out compare.md")
-    compared = compare(run_dirs)
+    return _rendered(compare(run_dirs), fmt, out_file, compare_plots, compare_html,
+                     compare_markdown)
+
+
+def _rendered(doc: dict[str, Any], fmt: str, out_file: Path | None, draw, html_page,
+              md_page, place=None) -> Rendered:
+    """``doc`` in ``fmt``: ``draw`` makes its plots, ``html_page`` or ``md_page`` lays it
+    out; md's plots go beside ``out_file``, or where ``place`` puts them without it."""
     if fmt == "text":
-        return Rendered(compared, None, None, [])
+        return Rendered(doc, None, None, [])
     if fmt == "json":
-        return _written(compared, json_text(compared), out_file, [])
-    pngs, skipped = compare_plots(compared)
+        return _written(doc, json_text(doc), out_file, [])
+    pngs, skipped = draw(doc)
     if fmt == "html":
-        return _written(compared, compare_html(compared, pngs, skipped), out_file, skipped)
-    assert out_file is not None
-    return _written(compared, compare_markdown(compared, _beside(out_file, pngs), skipped),
-                    out_file, skipped)
+        return _written(doc, html_page(doc, pngs, skipped), out_file, skipped)
+    # the plots first: the page that links them is written last
+    images = _beside(out_file, pngs) if out_file is not None else place(pngs)
+    return _written(doc, md_page(doc, images, skipped), out_file, skipped)
 
 
 def _check_format(fmt: str, out_file: str | Path | None) -> Path | None:

@@ -1,39 +1,64 @@
-"""An estimate of gamma, the share of modality-general decisive information (paper Sec. 4).
+"""An estimate of gamma, the share of modality-general decisive information (paper Sec. 4),
+and the pairing check that goes with it.
 
 The paper defines ``gamma = d0 / (d0 + d_sa + d_sb)``: decisive features both modalities
 hold, over all decisive features, and leaves separating them in real data to future work
-(Sec. 4.3, App. B.4). This module estimates it from the data, as the redundancy of a
-partial information decomposition over the union of what the two modalities know about
-the label (Williams and Beer 2010; Liang et al., NeurIPS 2023), with MVD's assumption that
-nothing decisive exists only in the pair (no synergy):
+(Sec. 4.3, App. B.4). Crossmodal KD passes the teacher's output *on each row* to the
+student *on the same row*, so what counts is what a and b hold about the same row. Two
+views that share only the class (an image and a random recording of the same digit:
+App. B.1's explanation of AV-MNIST) both predict the label, yet the teacher's soft labels
+then carry nothing the student's row can see beyond the class. This module measures
+the pair-level share, and keeps the older label-level figure beside it.
 
-    R = V_a + V_b - V_ab,    gamma = R / V_ab
+**Pair-level gamma** (``value``, ``low``, ``high``), in three steps:
 
-where ``V_S`` is how much of the label the features ``S`` predict: the variance of the
-(one-hot or multi-hot) labels that a ridge regression on ``S`` explains on held-out rows
-(leave-one-out, in closed form from one SVD, the ridge chosen the same way). ``V_a = R +
-U_a``, ``V_b = R + U_b`` and ``V_ab = R + U_a + U_b``, so the general part is counted
-once and each specific part once.
+1. *Decisive scores.* ``s_a`` is a's held-out prediction of the label (one-hot or
+   multi-hot, centred): a ridge regression on a's standardised features, leave-one-out
+   (closed form from one SVD, the ridge chosen the same way). ``s_b`` likewise. Under
+   MVD (Sec. 4.1) with a linear decision rule, ``s_a`` is proportional to a's decisive
+   score ``w0.z0 + wa.z_sa``.
+2. *Same row.* ``Q_ab``: the share of ``s_a``'s variance that a ridge regression on b's
+   features predicts, held out, divided by the share of ``s_a``'s variance that is signal
+   rather than estimation noise (the noise from the ridge's leverages: row i's
+   leave-one-out prediction carries ``sigma^2 sum_{j != i} H_ij^2 / (1 - H_ii)^2`` of the
+   label's residual variance ``sigma^2``). Under MVD, ``Q_ab = d0 / (d0 + d_sa)``: the
+   share of a's decisive information that b holds.
+3. *Beyond the label.* ``Q0_ab``: the same with b's rows shuffled within each class
+   (:data:`NULL_DRAWS` draws, mean), what a row of the same class predicts. The share
+   beyond it, chance-corrected as a kappa is: ``q_ab = (Q_ab - Q0_ab) / (1 - Q0_ab)``,
+   clipped to [0, 1]. Likewise ``q_ba``. Then, since ``q_ab = d0 / (d0 + d_sa)`` and
+   ``q_ba = d0 / (d0 + d_sb)``::
 
-Why linear: a linear predictor of the label from features that hold part of a latent
-decisive score ``s`` is proportional to that part (for Gaussian features,
-``Cov(g(s), x) = E[g'(s)] Cov(s, x)``), so explained variances add over independent
-parts, as decisive features do in Sec. 4, and do not saturate as accuracy and mutual
-information do once one modality alone predicts the label well.
+       gamma = 1 / (1 / q_ab + 1 / q_ba - 1)     (0 when either is 0)
 
-The interval is a bootstrap over rows of the three regressions' held-out residuals
-(resampled together). It covers the sampling of rows, not the choice of estimator.
+Rows paired only by class give ``Q = Q0`` and gamma 0. On the paper's Gaussian data the
+label-level part of a paired row's prediction is subtracted too, so the estimate sits a
+little below the count ratio where b's class predicts much of a's score
+(``benchmarks/bench_gamma.py``).
 
-Where it breaks: information a modality holds only non-linearly in its features counts
-as missing (extract features from a trained network's last layers first, where classes
-are linearly separable); specific information that is itself redundant with the other
-modality's specific information is indistinguishable from general; synergy (decisive
-only in the pair) makes ``V_ab`` larger than MVD allows and gamma smaller; and with few
-rows per feature the held-out ``V_ab`` is shrunk more than ``V_a`` and ``V_b``, which
-pushes the estimate up (it is clipped to [0, 1]). On the paper's Gaussian data (App. B.2)
-the parts are shares of the hyperplane's variance: with ``delta ~ N(0, I)`` the estimate
-follows the weighted gamma that ``truth.json`` records, and with ``--delta ones`` the
-count ratio ``|J1 & J2| / |J1 u J2|`` itself (``benchmarks/bench_gamma.py``).
+**Label-level gamma** (``label_level``), the earlier estimate: a partial information
+decomposition without synergy over the label variance each view explains (Williams and
+Beer 2010; Liang et al., NeurIPS 2023), ``(V_a + V_b - V_ab) / V_ab`` with ``V_S`` the
+held-out share of the label's variance a ridge regression on ``S`` explains. It counts
+the label information both views predict, whether or not the rows are paired.
+
+**Pairing check** (:class:`Pairing`): ``score`` is the mean of ``Q_ab`` and ``Q_ba``,
+``null`` the mean of ``Q0_ab`` and ``Q0_ba``, ``z = (score - null) / SE`` with the
+standard error from the bootstrap. Rows are ``paired`` when ``z`` exceeds
+:data:`PAIRED_Z`: each view predicts the other's decisive score on the same row better
+than on another row of its class.
+
+The intervals are a bootstrap over rows (each draw also takes one of the within-class
+shuffles, so they carry the null's noise). They cover the sampling of rows, not the
+choice of estimator.
+
+Where it breaks: information a modality holds only non-linearly counts as missing
+(extract features from a trained network's last layers first, where classes are close
+to linearly separable); specific information that is redundant with the other
+modality's specific information looks general; synergy (decisive only in the pair) is
+not counted. For multi-label tasks a "class" is a label set: rows whose set is unique
+cannot be shuffled, which pulls the null towards the paired score (``shuffled_share``
+says how many rows could be).
 """
 
 from __future__ import annotations
@@ -45,22 +70,59 @@ import numpy as np
 
 from cmkd_doctor.seeds import derive_seed
 
-METHOD = ("partial information decomposition without synergy: gamma = (V_a + V_b - "
-          "V_ab) / V_ab, V = label variance a ridge regression explains (leave-one-out)")
+METHOD = ("pair-level: q_ab = (Q_ab - Q0_ab) / (1 - Q0_ab), where Q_ab is the share of a's "
+          "held-out label prediction that a ridge regression on b predicts on the same row "
+          "(noise-corrected) and Q0_ab the same with b's rows shuffled within class; gamma "
+          "= 1 / (1/q_ab + 1/q_ba - 1)")
+LABEL_METHOD = ("label-level: partial information decomposition without synergy, gamma = "
+                "(V_a + V_b - V_ab) / V_ab, V = label variance a ridge regression explains "
+                "(leave-one-out)")
 MAX_ROWS = 3000  # rows the estimate uses at most (a seeded sample beyond)
 BOOTSTRAP = 1000
+NULL_DRAWS = 8  # within-class shuffles of b's rows
 RIDGE_GRID = np.logspace(-6, 1, 29)  # times the largest squared singular value
 LOW_GAMMA = 0.2  # an interval whose upper end is below this: little to transfer
+# the pairing score must exceed the within-class null by this many standard errors (the
+# verdict's rule for a clear difference)
+PAIRED_Z = 2.0
+# a decisive score with less signal than this share of its variance is not compared
+MIN_RELIABILITY = 0.1
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Do the rows of a and b share more than their class?
+
+    ``score``: how much of each view's decisive score the other view's same row predicts
+    (mean of ``Q_ab`` and ``Q_ba``); ``null``: the same with b's rows shuffled within
+    class; ``z = (score - null) / SE``; ``paired`` when ``z > PAIRED_Z``.
+    """
+
+    score: float
+    null: float
+    z: float | None
+    paired: bool
+    draws: int
+    shuffled_share: float  # rows in a class (label set) of two or more
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "null": self.null, "z": self.z, "paired": self.paired,
+                "threshold": PAIRED_Z, "draws": self.draws,
+                "shuffled_share": self.shuffled_share,
+                "rule": "z = (score - null) / bootstrap SE above the threshold"}
 
 
 @dataclass(frozen=True)
 class GammaEstimate:
-    """The estimate, its 95% bootstrap interval and the three explained variances."""
+    """The pair-level estimate with its 95% bootstrap interval, the label-level one, the
+    cross-predictions behind them and the pairing check."""
 
     value: float
     low: float
     high: float
-    explained: dict[str, float]  # V_a, V_b, V_ab as shares of the label variance
+    label_level: dict[str, Any]  # value, low, high, explained {a, b, ab}, explained_low
+    cross: dict[str, dict[str, float]]  # a_to_b / b_to_a: same_row, same_class, beyond
+    pairing: Pairing
     n_rows: int
 
     @property
@@ -69,63 +131,178 @@ class GammaEstimate:
         :data:`LOW_GAMMA`."""
         return self.high < LOW_GAMMA
 
+    @property
+    def explained(self) -> dict[str, float]:
+        """V_a, V_b, V_ab: the held-out shares of the label variance each view explains."""
+        return self.label_level["explained"]
+
     def to_dict(self) -> dict[str, Any]:
         return {"value": self.value, "low": self.low, "high": self.high, "method": METHOD,
-                "explained": self.explained, "n_rows": self.n_rows,
-                "bootstrap": BOOTSTRAP, "little_to_transfer": self.little,
-                "threshold": LOW_GAMMA}
+                "label_level": self.label_level, "cross": self.cross,
+                "n_rows": self.n_rows, "bootstrap": BOOTSTRAP, "null_draws": NULL_DRAWS,
+                "little_to_transfer": self.little, "threshold": LOW_GAMMA}
 
 
 def combine(v_a: np.ndarray | float, v_b: np.ndarray | float, v_ab: np.ndarray | float
             ) -> np.ndarray:
-    """gamma from the three explained variances, clipped to [0, 1] (0 where the pair
-    explains nothing)."""
+    """Label-level gamma from the three explained variances, clipped to [0, 1] (0 where
+    the pair explains nothing)."""
     v_a, v_b, v_ab = (np.asarray(v, dtype=np.float64) for v in (v_a, v_b, v_ab))
     with np.errstate(divide="ignore", invalid="ignore"):
         found = (v_a + v_b - v_ab) / v_ab
     return np.where(v_ab > 0, np.clip(found, 0.0, 1.0), 0.0)
 
 
+def combine_shares(q_ab: np.ndarray | float, q_ba: np.ndarray | float) -> np.ndarray:
+    """Pair-level gamma from the shares of each view's decisive information the other
+    holds: ``q_ab = d0 / (d0 + d_sa)`` and ``q_ba = d0 / (d0 + d_sb)`` give
+    ``d0 / (d0 + d_sa + d_sb)`` (0 when either share is 0)."""
+    q_ab, q_ba = (np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0) for q in (q_ab, q_ba))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        found = 1.0 / (1.0 / q_ab + 1.0 / q_ba - 1.0)
+    return np.where((q_ab > 0) & (q_ba > 0), found, 0.0)
+
+
+class Ridge:
+    """Ridge regressions on one set of features, leave-one-out in closed form from one SVD
+    (columns standardised, constant columns dropped, both sides centred)."""
+
+    def __init__(self, x: np.ndarray):
+        x = np.asarray(x, dtype=np.float64)
+        x = x - x.mean(axis=0)
+        scale = x.std(axis=0)
+        x = x[:, scale > 0] / scale[scale > 0]
+        self.n = len(x)
+        if x.shape[1] == 0:  # nothing to regress on
+            self.u, self.s2 = np.zeros((self.n, 0)), np.zeros(0)
+        else:
+            self.u, s, _ = np.linalg.svd(x, full_matrices=False)  # u: (n, r)
+            self.s2 = s**2
+        self.u2 = self.u**2
+
+    def loo(self, y: np.ndarray, lam: float | None = None) -> tuple[np.ndarray, float]:
+        """Leave-one-out residuals of ``y`` (n, K), with ridge ``lam`` or, when ``None``,
+        the ridge from :data:`RIDGE_GRID` that makes them smallest; and that ridge."""
+        y = y - y.mean(axis=0)
+        n = self.n
+        if not len(self.s2):  # the mean alone, left out
+            return y * n / (n - 1), 0.0
+        uy = self.u.T @ y  # (r, K)
+        best, best_sse, best_lam = y * n / (n - 1), np.inf, 0.0
+        for grid_lam in (RIDGE_GRID * self.s2[0] if lam is None else [lam]):
+            shrink = self.s2 / (self.s2 + grid_lam)
+            fitted = self.u @ (shrink[:, None] * uy)
+            residual = (y - fitted) / (1.0 - self.leverage(shrink))[:, None]
+            sse = float((residual**2).sum())
+            if sse < best_sse:
+                best, best_sse, best_lam = residual, sse, float(grid_lam)
+        return best, best_lam
+
+    def leverage(self, shrink: np.ndarray) -> np.ndarray:
+        """H_ii, the centring counting as one more fitted parameter (1/n)."""
+        return self.u2 @ shrink + 1.0 / self.n
+
+    def prediction_noise(self, lam: float) -> np.ndarray:
+        """Per row, ``sum_{j != i} H_ij^2 / (1 - H_ii)^2``: how much of the target's
+        residual variance enters row i's leave-one-out prediction."""
+        if not len(self.s2):
+            return np.full(self.n, 1.0 / (self.n - 1))
+        shrink = self.s2 / (self.s2 + lam)
+        h = self.leverage(shrink)
+        square = self.u2 @ shrink**2 + 1.0 / self.n  # (H^2)_ii
+        return (square - h**2) / (1.0 - h) ** 2
+
+
 def loo_residuals(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Leave-one-out residuals of a ridge regression of ``y`` (n, K) on ``x`` (n, d), with
     the ridge that makes them smallest (columns standardised, both centred)."""
-    x = x.astype(np.float64)
-    x = x - x.mean(axis=0)
-    scale = x.std(axis=0)
-    x = x[:, scale > 0] / scale[scale > 0]
-    y = y - y.mean(axis=0)
-    n = len(y)
-    if x.shape[1] == 0:  # nothing to regress on: the mean alone, left out
-        return y * n / (n - 1)
-    u, s, _ = np.linalg.svd(x, full_matrices=False)
-    uy = u.T @ y  # (r, K)
-    best, best_sse = y * n / (n - 1), np.inf
-    for lam in RIDGE_GRID * s[0] ** 2:
-        shrink = s**2 / (s**2 + lam)
-        fitted = u @ (shrink[:, None] * uy)
-        # the centring counts as one more fitted parameter per row (1/n of leverage)
-        leverage = (u**2) @ shrink + 1.0 / n
-        residual = (y - fitted) / (1.0 - leverage)[:, None]
-        sse = float((residual**2).sum())
-        if sse < best_sse:
-            best, best_sse = residual, sse
-    return best
+    return Ridge(x).loo(y)[0]
 
 
-def explained(residual: np.ndarray, y: np.ndarray, rows: np.ndarray | None = None
-              ) -> np.ndarray:
-    """Held-out share of ``y``'s variance explained, over ``rows`` (every row when
-    ``None``; a (B, n) array of row indices, a bootstrap, gives B values)."""
-    if rows is None:
-        rows = np.arange(len(y))[None]
-    e2 = (residual**2).sum(axis=1)
-    y2 = (y**2).sum(axis=1)
+def explained(residual: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
+              spread: np.ndarray | None = None) -> np.ndarray:
+    """Held-out share of ``y``'s variance explained, over every row (``weights`` ``None``)
+    or, for a bootstrap, each row of ``weights`` (B, n): how often each row was drawn
+    (:func:`bootstrap_weights`); gives B values. ``spread``: ``_spread(y, weights)`` when
+    already known."""
+    if weights is None:
+        weights = np.ones((1, len(y)))
+    if spread is None:
+        spread = _spread(y, weights)
+    return 1.0 - weights @ (residual**2).sum(axis=1) / np.maximum(spread, 1e-300)
+
+
+def _spread(y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The sum of squares of ``y`` (n, K) about its mean, over each draw's rows -> (B,)."""
+    m = weights.sum(axis=1)
+    return weights @ (y**2).sum(axis=1) - ((weights @ y) ** 2).sum(axis=1) / m
+
+
+def bootstrap_weights(draws: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` rows occurs in each draw of row indices (B, m) -> (B, n)."""
+    flat = (np.arange(len(draws))[:, None] * n + draws).reshape(-1)
+    return np.bincount(flat, minlength=len(draws) * n).reshape(len(draws), n).astype(
+        np.float64)
+
+
+def within_class_shuffles(groups: np.ndarray, draws: int, rng: np.random.Generator
+                          ) -> list[np.ndarray]:
+    """``draws`` permutations of the rows that move each row only within its group."""
     found = []
-    for chunk in np.array_split(rows, max(1, len(rows) // 50)):
-        sums = y[chunk].sum(axis=1)  # (c, K)
-        total = y2[chunk].sum(axis=1) - (sums**2).sum(axis=1) / chunk.shape[1]
-        found.append(1.0 - e2[chunk].sum(axis=1) / np.maximum(total, 1e-300))
-    return np.concatenate(found)
+    order = np.argsort(groups, kind="stable")
+    bounds = np.flatnonzero(np.diff(groups[order])) + 1
+    members = np.split(order, bounds)
+    for _ in range(draws):
+        p = np.arange(len(groups))
+        for m in members:
+            p[m] = m[rng.permutation(len(m))]
+        found.append(p)
+    return found
+
+
+class _Direction:
+    """How much of one view's decisive score the other view predicts, on the same row
+    and on a row of the same class (steps 2 and 3 of the module docstring)."""
+
+    def __init__(self, score: np.ndarray, noise: np.ndarray, other: Ridge,
+                 shuffles: list[np.ndarray]):
+        self.score = score - score.mean(axis=0)  # (n, K)
+        self.noise = noise  # (n,): row i's estimation-noise variance, summed over K
+        self.same_row, lam = other.loo(self.score)
+        self.same_class = []
+        for p in shuffles:  # b's row p[i] beside a's row i: regress the score moved back
+            back = np.argsort(p)
+            moved, _ = other.loo(self.score[back], lam)
+            self.same_class.append(moved[p])
+
+    def shares(self, rows: np.ndarray, draw: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Q and Q0 over the rows of each bootstrap draw (``rows``: weights (B, n), see
+        :func:`bootstrap_weights`), each divided by the score's reliability there; Q0 from
+        shuffle ``draw[k]`` for draw k (their mean when ``draw`` is ``None``)."""
+        spread = _spread(self.score, rows)
+        reliability = 1.0 - rows @ self.noise / np.maximum(spread, 1e-300)
+        q = explained(self.same_row, self.score, rows, spread)
+        nulls = np.stack([explained(r, self.score, rows, spread) for r in self.same_class])
+        q0 = (nulls.mean(axis=0) if draw is None
+              else nulls[draw, np.arange(len(rows))])
+        weak = reliability < MIN_RELIABILITY
+        scale = np.where(weak, np.inf, np.maximum(reliability, MIN_RELIABILITY))
+        return np.minimum(q / scale, 1.0), np.minimum(q0 / scale, 1.0)
+
+
+def _beyond(q: np.ndarray, q0: np.ndarray) -> np.ndarray:
+    """The kappa-style share beyond what a row of the same class predicts."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        found = (q - q0) / (1.0 - q0)
+    return np.clip(np.where(q0 < 1.0, found, 0.0), 0.0, 1.0)
+
+
+def class_groups(y: np.ndarray, multilabel: bool) -> np.ndarray:
+    """One group id per row: its class, or for multi-label tasks its label set."""
+    if not multilabel:
+        return np.asarray(y)
+    return np.unique(np.asarray(y), axis=0, return_inverse=True)[1].reshape(-1)
 
 
 def estimate_gamma(xa: np.ndarray, xb: np.ndarray, y: np.ndarray, n_classes: int,
@@ -142,14 +319,70 @@ def estimate_gamma(xa: np.ndarray, xb: np.ndarray, y: np.ndarray, n_classes: int
     if len(rows) > MAX_ROWS:
         rows = np.sort(rng.choice(rows, MAX_ROWS, replace=False))
     a, b = np.asarray(xa[rows]), np.asarray(xb[rows])
-    target = (np.asarray(y[rows], np.float64) if multilabel
-              else np.eye(n_classes)[np.asarray(y[rows])])
+    labels = np.asarray(y[rows])
+    target = (labels.astype(np.float64) if multilabel else np.eye(n_classes)[labels])
     target = target - target.mean(axis=0)
-    residuals = [loo_residuals(x, target) for x in (a, b, np.hstack([a, b]))]
-    v = [float(explained(r, target)[0]) for r in residuals]
-    draws = rng.integers(0, len(rows), size=(BOOTSTRAP, len(rows)))
-    spread = combine(*(explained(r, target, draws) for r in residuals))
-    low, high = np.quantile(spread, [0.025, 0.975])
-    value = float(combine(*v))
+    n = len(rows)
+    draws = bootstrap_weights(rng.integers(0, n, size=(BOOTSTRAP, n)), n)
+
+    ridge_a, ridge_b = Ridge(a), Ridge(b)
+    label_level, (res_a, lam_a), (res_b, lam_b) = label_level_gamma(ridge_a, ridge_b, a, b,
+                                                                     target, draws)
+    # steps 2 and 3: each view's decisive score (step 1: the label regressions' held-out
+    # predictions) predicted from the other view, on the same row and on rows of its class
+    groups = class_groups(labels, multilabel)
+    _, counts = np.unique(groups, return_counts=True)
+    shuffled_share = float(counts[counts > 1].sum() / n)
+    shuffles = within_class_shuffles(groups, NULL_DRAWS, rng)
+    sigma2 = [float((r**2).mean(axis=0).sum()) for r in (res_a, res_b)]
+    directions = {
+        "a_to_b": _Direction(target - res_a, sigma2[0] * ridge_a.prediction_noise(lam_a),
+                             ridge_b, shuffles),
+        "b_to_a": _Direction(target - res_b, sigma2[1] * ridge_b.prediction_noise(lam_b),
+                             ridge_a, [np.argsort(p) for p in shuffles])}
+    pick = np.arange(BOOTSTRAP) % NULL_DRAWS  # the shuffle each bootstrap draw takes
+    point = {k: d.shares(np.ones((1, n))) for k, d in directions.items()}  # (Q, Q0)
+    boot = {k: d.shares(draws, pick) for k, d in directions.items()}
+    beyond = {k: _beyond(*point[k]) for k in directions}
+    beyond_boot = {k: _beyond(*boot[k]) for k in directions}
+    value = float(combine_shares(beyond["a_to_b"], beyond["b_to_a"])[0])
+    low, high = np.quantile(combine_shares(beyond_boot["a_to_b"], beyond_boot["b_to_a"]),
+                            [0.025, 0.975])
+    cross = {k: {"same_row": float(point[k][0][0]), "same_class": float(point[k][1][0]),
+                 "beyond_label": float(beyond[k][0]),
+                 "beyond_label_low": float(np.quantile(beyond_boot[k], 0.025)),
+                 "beyond_label_high": float(np.quantile(beyond_boot[k], 0.975))}
+             for k in directions}
+
+    # the pairing check: the same-row shares against the within-class shuffles'
+    score = float(np.mean([c["same_row"] for c in cross.values()]))
+    null = float(np.mean([c["same_class"] for c in cross.values()]))
+    gap = sum(q - q0 for q, q0 in boot.values()) / 2
+    se = float(gap.std(ddof=1))
+    z = (score - null) / se if se > 0 else None
+    pairing = Pairing(score, null, z, z is not None and z > PAIRED_Z, NULL_DRAWS,
+                      shuffled_share)
     return GammaEstimate(value, min(float(low), value), max(float(high), value),
-                         {"a": v[0], "b": v[1], "ab": v[2]}, len(rows))
+                         label_level, cross, pairing, n)
+
+
+def label_level_gamma(ridge_a: Ridge, ridge_b: Ridge, a: np.ndarray, b: np.ndarray,
+                      target: np.ndarray, draws: np.ndarray
+                      ) -> tuple[dict[str, Any], tuple[np.ndarray, float],
+                                 tuple[np.ndarray, float]]:
+    """The label-level estimate ``(V_a + V_b - V_ab) / V_ab`` with its bootstrap interval
+    (``draws``: weights (B, n)), and a's and b's leave-one-out residuals of ``target``
+    with their ridges."""
+    found_a, found_b = ridge_a.loo(target), ridge_b.loo(target)
+    residuals = [found_a[0], found_b[0], Ridge(np.hstack([a, b])).loo(target)[0]]
+    v = [float(explained(r, target)[0]) for r in residuals]
+    spread = _spread(target, draws)
+    boot_v = [explained(r, target, draws, spread) for r in residuals]
+    value = float(combine(*v))
+    low, high = np.quantile(combine(*boot_v), [0.025, 0.975])
+    v_low = [float(np.quantile(s, 0.025)) for s in boot_v]
+    return ({"value": value, "low": min(float(low), value),
+             "high": max(float(high), value), "method": LABEL_METHOD,
+             "explained": {"a": v[0], "b": v[1], "ab": v[2]},
+             "explained_low": {"a": v_low[0], "b": v_low[1], "ab": v_low[2]}},
+            found_a, found_b)

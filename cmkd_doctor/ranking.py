@@ -14,6 +14,7 @@ in distance has a closed form that needs only two dot products per (channel, rep
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -251,6 +252,11 @@ class RankResult:
     gamma
         The estimate of Sec. 4's gamma from the data
         (:func:`cmkd_doctor.gamma.estimate_gamma`).
+    pairing
+        Whether the rows of a and b share more than their class
+        (:class:`cmkd_doctor.gamma.Pairing`).
+    chance
+        Per modality, whether it predicts the labels at all (:func:`at_chance`).
     """
 
     salience: np.ndarray
@@ -272,6 +278,8 @@ class RankResult:
     stability: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     gamma: dict[str, Any] = field(default_factory=dict)
+    pairing: dict[str, Any] = field(default_factory=dict)
+    chance: dict[str, Any] = field(default_factory=dict)
     groups: dict[str, Any] | None = None
 
 
@@ -791,7 +799,8 @@ def rank(data: PairedData, options: RankOptions | None = None,
     agreement = {**runs[0].alignment, "score": float(np.mean(scores)),
                  "per_restart": scores}
     agreement["reliable"] = agreement["score"] >= agreement["threshold"]
-    stability = {**ranking_stability(saliences, constant, options.restarts is None),
+    stability = {**ranking_stability(saliences, constant, increase,
+                                   options.restarts is None),
                  "flop_per_restart": cost}
     net_a, net_b, fitted = runs[0].net_a, runs[0].net_b, runs[0].fit
     train_s = sum(r.train_s for r in runs)
@@ -811,10 +820,13 @@ def rank(data: PairedData, options: RankOptions | None = None,
               "modality b that predicts the labels better")
     if stability["stable"] is False:
         warnings.append(
-            f"the ranking changes from one restart to the next (mean overlap of the "
-            f"channels a general teacher keeps at r = 0.5: {stability['top_overlap']:.2f}, "
-            f"below {stability['threshold']:g}): raise --repeats and --restarts, or rank "
-            "with more rows")
+            "no channel's salience is significantly above zero over the restarts: the "
+            "ranking has nothing to be stable about (are the features informative?)"
+            if stability["top_overlap"] is None else
+            f"the ranking changes from one restart to the next (restarts agree on "
+            f"{stability['top_overlap']:.0%} of the {stability['decisive']} channels whose "
+            f"salience is significantly above zero, below {stability['threshold']:.0%}): "
+            "raise --repeats and --restarts, or rank with more rows")
     if len(constant):
         warnings.append(f"{len(constant)} of {len(salience)} channels of modality "
                         f"{options.permute} are constant on the fit rows: they carry "
@@ -826,23 +838,22 @@ def rank(data: PairedData, options: RankOptions | None = None,
                   "constant": np.flatnonzero(stats[w][2].cpu().numpy()).tolist()}
            for side, w in (("a", 0), ("b", 1))}}
 
-    t0 = time.perf_counter()
-    # Sec. 4's gamma, from the data: every row (a regression checked leave-one-out)
-    gamma = estimate_gamma(data.xa, data.xb, labels.y, labels.n_classes, labels.multilabel,
-                           options.seed)
-    gamma_s = time.perf_counter() - t0
-    if gamma.little:
-        warnings.append(
-            f"the modalities share little decisive information (gamma estimate "
-            f"{gamma.value:.2f}, {gamma.low:.2f}-{gamma.high:.2f}): crossmodal KD has "
-            "little to transfer whichever channels a teacher keeps")
-
     metrics: dict = {"a": {}, "b": {}}
     for name, parts in (("train", [fitting, val]), ("test", [test])):
         for side, net_s, w in (("a", net_a, 0), ("b", net_b, 1)):
             found = evaluate_rows(net_s, parts, w, 2, labels.multilabel)
             metrics[side][name] = None if found is None else found[0]
             curves.metrics(f"aligned f_{side} {name}", metrics[side][name])
+
+    t0 = time.perf_counter()
+    # Sec. 4's gamma, from the data: every row (regressions checked leave-one-out)
+    gamma = estimate_gamma(data.xa, data.xb, labels.y, labels.n_classes, labels.multilabel,
+                           options.seed)
+    gamma_s = time.perf_counter() - t0
+    chance = {side: at_chance(side, gamma.label_level, metrics[side], labels,
+                              split.test if len(split.test) else split.train)
+              for side in ("a", "b")}
+    warnings += pairing_warnings(gamma, chance)
     return RankResult(
         salience=salience, distances=distances, unpermuted=unpermuted,
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,
@@ -851,8 +862,58 @@ def rank(data: PairedData, options: RankOptions | None = None,
                  "gamma_s": round(gamma_s, 4)},
         constant=constant, standardization=standardization, alignment=agreement,
         negative=negative_channels(increase), stability=stability, warnings=warnings,
-        gamma=gamma.to_dict(),
+        gamma=gamma.to_dict(), pairing=gamma.pairing.to_dict(), chance=chance,
         groups=None if groups is None else groups.to_dict(salience))
+
+
+def at_chance(side: str, label_level: dict[str, Any], metrics: dict[str, Any],
+              labels: Any, rows: np.ndarray) -> dict[str, Any]:
+    """Does modality ``side`` predict the labels at all? At chance when a linear read-out
+    explains none of the label variance held out (the 95% interval of V reaches 0) and,
+    for single-label tasks, the aligned network's accuracy on ``rows`` is within 2
+    binomial standard errors of always guessing the commonest class there."""
+    low = label_level["explained_low"][side]
+    found: dict[str, Any] = {"at_chance": bool(low <= 0), "explained": label_level[
+        "explained"][side], "explained_low": low}
+    part = "test" if metrics.get("test") else "train"
+    if not labels.multilabel and metrics.get(part):
+        y = np.asarray(labels.y[rows])
+        base = float(np.bincount(y, minlength=labels.n_classes).max() / len(y))
+        accuracy = metrics[part]["accuracy"]
+        se = math.sqrt(max(base * (1 - base), 1e-12) / len(y))
+        found.update(metric="accuracy", value=accuracy, chance=base, rows=part)
+        found["at_chance"] = found["at_chance"] and accuracy - base <= 2 * se
+    return found
+
+
+def pairing_warnings(gamma: Any, chance: dict[str, dict[str, Any]]) -> list[str]:
+    """What the gamma estimate, the pairing check and the chance check warn about."""
+    blind = [side for side in ("a", "b") if chance[side]["at_chance"]]
+    if blind:
+        return [f"modality {side} predicts the labels no better than chance"
+                + (f" (its aligned network's {chance[side]['rows']} accuracy "
+                   f"{chance[side]['value']:.1%} against {chance[side]['chance']:.1%} for "
+                   "always guessing the commonest class)" if "value" in chance[side] else "")
+                + ": check that the rows of its features match the labels file"
+                for side in blind]
+    found = []
+    pairing = gamma.pairing
+    if not pairing.paired:
+        found.append(
+            f"the rows of a and b share nothing detectable beyond their class: b's rows "
+            f"predict a's decisive score no better than other rows of the same class "
+            f"(pairing score {pairing.score:.2f} against {pairing.null:.2f} shuffled within "
+            f"class, z = {pairing.z if pairing.z is not None else float('nan'):.1f}): check "
+            "that the rows of the two files are in the same order; if they are, expect "
+            "crossmodal KD to act only as label smoothing")
+    if gamma.little:
+        found.append(
+            f"the modalities share little decisive information about the same row (pair-"
+            f"level gamma estimate {gamma.value:.2f}, {gamma.low:.2f}-{gamma.high:.2f}): "
+            "crossmodal KD has little to transfer whichever channels a teacher keeps")
+    return found
+
+
 
 
 @dataclass
@@ -889,37 +950,94 @@ def ranking_cost(run: _Ranking, fit_rows: int, permuted_rows: int,
     per = 2.0 * (after + width) if net.config.hidden else 4.0  # linear: two dot products
     repeats = 1 if options.estimator == "exact" else options.repeats
     return train + per * net.config.d_in * repeats * permuted_rows
-# A ranking is unstable when restarts agree on fewer of the channels a general teacher
-# keeps at r = 0.5 than this (chosen from measurements, see README "Real data").
+
+
+# A ranking is unstable when restarts agree on fewer of the channels that matter than
+# this (chosen from measurements, see README "Real data").
 STABILITY_THRESHOLD = 0.6
+# The channels that matter: salience significantly above zero (Benjamini-Hochberg at this
+# false discovery rate over the informative channels) and not negligible (at least this
+# share of the most salient channel's: a network that learned a tiny weight on a noise
+# channel raises Dist by a tiny but consistent amount when it is permuted).
+DECISIVE_FDR = 0.05
+DECISIVE_MIN_SALIENCE = 0.05
+
+
+def decisive_channels(increase: np.ndarray, salience: np.ndarray,
+                      informative: np.ndarray) -> np.ndarray:
+    """The informative channels whose permutation significantly and not negligibly raises
+    Dist (sorted).
+
+    ``increase`` is (d, n): the per-repeat increases of every restart together. A channel's
+    one-sided p-value comes from ``z = mean / SE`` over its n values (normal
+    approximation); the Benjamini-Hochberg step-up at :data:`DECISIVE_FDR` keeps the
+    expected share of noise channels among those found at or below 5%. Of those, the
+    channels whose ``salience`` (max 1) reaches :data:`DECISIVE_MIN_SALIENCE` matter.
+    """
+    values = np.asarray(increase, dtype=np.float64)[informative]
+    if values.shape[1] < 2 or not len(values):
+        return informative[:0]
+    mean = values.mean(axis=1)
+    se = values.std(axis=1, ddof=1) / np.sqrt(values.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, mean / se, np.where(mean > 0, np.inf, 0.0))
+    p = 0.5 * np.vectorize(math.erfc)(z / math.sqrt(2.0))
+    order = np.argsort(p, kind="stable")
+    passed = np.flatnonzero(p[order] <= DECISIVE_FDR * np.arange(1, len(p) + 1) / len(p))
+    found = np.sort(informative[order[: passed[-1] + 1]]) if len(passed) else informative[:0]
+    return found[np.asarray(salience)[found] >= DECISIVE_MIN_SALIENCE]
 
 
 def ranking_stability(saliences: list[np.ndarray], constant: np.ndarray,
-                      auto: bool = False) -> dict[str, Any]:
-    """How much the rankings of several restarts agree, over the informative channels.
+                      increase: np.ndarray, auto: bool = False) -> dict[str, Any]:
+    """How much the rankings of several restarts agree on the channels that matter.
 
-    ``kendall_tau``: the mean pairwise Kendall tau-b of the salience orders.
-    ``top_overlap``: the mean pairwise share of the channels a general teacher keeps at
-    r = 0.5 (the more salient half) that two restarts have in common. Unstable when that
-    is below :data:`STABILITY_THRESHOLD`.
+    The channels that matter (``decisive``) are those whose salience is significantly
+    and not negligibly above zero (:func:`decisive_channels`, on every restart's repeats
+    together and their mean salience); with k
+    of them, ``top_overlap`` is the mean pairwise share of their k most salient channels
+    that two restarts have in common, and ``kendall_tau`` the mean pairwise Kendall tau-b
+    of the decisive channels' salience. Channels the networks ignore are left out, so
+    their arbitrary order does not count. Unstable when the overlap is below
+    :data:`STABILITY_THRESHOLD`, or when no channel matters. ``all_channels`` keeps the
+    same figures over every informative channel (the overlap of the half a general
+    teacher keeps at r = 0.5).
     """
     found: dict[str, Any] = {"restarts": len(saliences), "auto": auto,
-                             "threshold": STABILITY_THRESHOLD}
+                             "threshold": STABILITY_THRESHOLD, "fdr": DECISIVE_FDR,
+                             "min_salience": DECISIVE_MIN_SALIENCE,
+                             "rule": "top-k overlap over the k channels whose salience is "
+                                     "significantly above zero (Benjamini-Hochberg) and at "
+                                     "least min_salience"}
     informative = np.setdiff1d(np.arange(len(saliences[0])), constant)
     if len(saliences) < 2 or len(informative) < 2:
-        return {**found, "kendall_tau": None, "top_overlap": None, "stable": None}
-    keep = len(informative) - n_nullified(0.5, len(informative))
-    taus, overlaps = [], []
-    for i in range(len(saliences)):
-        for j in range(i + 1, len(saliences)):
+        return {**found, "kendall_tau": None, "top_overlap": None, "stable": None,
+                "decisive": None, "all_channels": None}
+    mean = np.mean(saliences, axis=0)
+    decisive = decisive_channels(increase, mean / max(float(np.abs(mean).max()), 1e-300),
+                                 informative)
+    pairs = [(i, j) for i in range(len(saliences)) for j in range(i + 1, len(saliences))]
+
+    def agreement(channels: np.ndarray, keep: int) -> tuple[float | None, float | None]:
+        if keep == 0:
+            return None, None
+        taus, overlaps = [], []
+        for i, j in pairs:
             a, b = saliences[i][informative], saliences[j][informative]
-            taus.append(kendall_tau(a, b))
             top_a = set(np.argsort(-a, kind="stable")[:keep].tolist())
             top_b = set(np.argsort(-b, kind="stable")[:keep].tolist())
             overlaps.append(len(top_a & top_b) / keep)
-    overlap = float(np.mean(overlaps))
-    return {**found, "kendall_tau": float(np.mean(taus)), "top_overlap": overlap,
-            "stable": overlap >= STABILITY_THRESHOLD}
+            if len(channels) >= 2:
+                taus.append(kendall_tau(saliences[i][channels], saliences[j][channels]))
+        return (float(np.mean(taus)) if taus else None), float(np.mean(overlaps))
+
+    tau, overlap = agreement(decisive, len(decisive))
+    all_tau, all_overlap = agreement(informative,
+                                     len(informative) - n_nullified(0.5, len(informative)))
+    return {**found, "kendall_tau": tau, "top_overlap": overlap,
+            "stable": overlap is not None and overlap >= STABILITY_THRESHOLD,
+            "decisive": len(decisive), "decisive_channels": decisive.tolist(),
+            "all_channels": {"kendall_tau": all_tau, "top_overlap": all_overlap}}
 
 
 def kendall_tau(a: np.ndarray, b: np.ndarray, rows: int = 1024) -> float:

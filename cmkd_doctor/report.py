@@ -340,6 +340,16 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
                 "export": f"cmkd-doctor derive-teacher --run {doc['run']} --mode "
                           f"{teacher['mode']} --ratio {teacher['ratio']:g} --export-onnx "
                           "teacher.onnx"}
+    for side, chance in (rank.get("chance") or {}).items():
+        if chance.get("at_chance"):
+            found["warnings"].append(f"Modality {side} predicts the labels no better than "
+                                     "chance: check that its rows match the labels file.")
+    pairing = rank.get("pairing") or {}
+    if pairing.get("paired") is False:
+        found["warnings"].append(f"The rows share only their class (pairing score "
+                                 f"{pairing['score']:.2f} against {pairing['null']:.2f} with "
+                                 "b's rows shuffled within class): check their order; "
+                                 "otherwise KD can act only as label smoothing.")
     gamma = rank.get("gamma_estimate")
     if gamma and gamma.get("little_to_transfer"):
         found["warnings"].append(f"Little to transfer: gamma estimate {gamma['value']:.2f} "
@@ -350,8 +360,12 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
                                  f"{agreement['score']:.2f}, below {agreement['threshold']:g}.")
     stable = rank.get("stability") or {}
     if stable.get("stable") is False:
-        found["warnings"].append(f"The ranking is unstable across restarts (overlap "
-                                 f"{stable['top_overlap']:.2f}).")
+        found["warnings"].append(
+            "The ranking is unstable: no channel's salience is significantly above zero."
+            if stable.get("top_overlap") is None else
+            f"The ranking is unstable across restarts (overlap {stable['top_overlap']:.2f}"
+            + (f" over the {stable['decisive']} channels that matter" if stable.get(
+                "decisive") else "") + ").")
     constant = rank.get("constant_channels") or []
     if constant:
         found["warnings"].append(f"{len(constant)} channels are constant on the fit rows "
@@ -467,17 +481,46 @@ def checks(rank: dict[str, Any], fmt: str) -> str:
     stability, constant and negative channels, each with what it means."""
     said = []
     gamma = rank.get("gamma_estimate")
-    if gamma and isinstance(gamma.get("explained"), dict):
-        v = gamma["explained"]
+    if gamma and isinstance(gamma.get("label_level"), dict):
+        v, cross = gamma["label_level"]["explained"], gamma["cross"]
         said.append(f"Gamma estimate {gamma['value']:.2f} (95% interval {gamma['low']:.2f}-"
                     f"{gamma['high']:.2f}, {gamma['n_rows']} rows): the share of the "
-                    "decisive information both modalities hold (paper Sec. 4). Held out, "
-                    f"modality a explains {v['a']:.0%} of the label variance, b "
-                    f"{v['b']:.0%}, the two together {v['ab']:.0%}; what a and b explain "
-                    "alike is the shared part."
-                    + (" Little to transfer: crossmodal KD can pass on only that share, "
-                       "whichever channels a teacher keeps." if gamma["little_to_transfer"]
-                       else ""))
+                    "decisive information both modalities hold about the same row, beyond "
+                    "its class (paper Sec. 4). b's features predict "
+                    f"{cross['a_to_b']['same_row']:.0%} of a's held-out label prediction on "
+                    f"the same row and {cross['a_to_b']['same_class']:.0%} on another row of "
+                    f"the same class; a's predict {cross['b_to_a']['same_row']:.0%} and "
+                    f"{cross['b_to_a']['same_class']:.0%} of b's. What the same row adds "
+                    "beyond its class is the shared part. Label-level gamma "
+                    f"{gamma['label_level']['value']:.2f}: held out, a explains {v['a']:.0%} "
+                    f"of the label variance, b {v['b']:.0%}, the two together {v['ab']:.0%} "
+                    "(the label both predict, whether or not the rows are paired)."
+                    + (" Little to transfer: crossmodal KD can pass on only the shared "
+                       "share, whichever channels a teacher keeps."
+                       if gamma["little_to_transfer"] else ""))
+    elif gamma and isinstance(gamma.get("explained"), dict):  # ranked before version 2
+        said.append(f"Gamma estimate {gamma['value']:.2f} (95% interval {gamma['low']:.2f}-"
+                    f"{gamma['high']:.2f}): label-level, from a version before the pair-level "
+                    "estimate; rank again for the share of information about the same row.")
+    pairing = rank.get("pairing")
+    if pairing:
+        said.append(f"Pairing: score {pairing['score']:.2f} on the same rows against "
+                    f"{pairing['null']:.2f} with b's rows shuffled within class (z = "
+                    + ("-" if pairing["z"] is None else f"{pairing['z']:.1f}")
+                    + f", paired above {pairing['threshold']:g}): "
+                    + ("the rows share more than their class." if pairing["paired"] else
+                       "the rows share nothing detectable beyond their class. Check that "
+                       "both files list the samples in the same order; if they do, a "
+                       "teacher's soft labels can carry only the class (label smoothing)."))
+    for side, chance in (rank.get("chance") or {}).items():
+        if chance.get("at_chance"):
+            said.append(f"Modality {side} predicts the labels no better than chance (a linear "
+                        f"read-out explains {chance['explained']:.1%} of the label variance "
+                        "held out"
+                        + (f"; its aligned network's {chance['rows']} accuracy is "
+                           f"{chance['value']:.1%} against {chance['chance']:.1%} for the "
+                           "commonest class" if "value" in chance else "")
+                        + "): check that its rows match the labels file.")
     groups = rank.get("groups")
     if groups:
         said.append(f"Channels permuted in groups ({groups['method']}): {groups['count']} "
@@ -495,7 +538,23 @@ def checks(rank: dict[str, Any], fmt: str) -> str:
                     "constant). The salience reads disagreement after a permutation as "
                     "modality-general information only when the networks agree before it.")
     stable = rank.get("stability") or {}
-    if stable.get("kendall_tau") is not None:
+    if stable.get("decisive") is not None:
+        verdict = "stable" if stable["stable"] else "unstable"
+        said.append(
+            f"Stability over {stable['restarts']} restarts: no channel's salience is "
+            "significantly above zero, so the ranking has nothing to be stable about "
+            f"({verdict})." if stable["top_overlap"] is None else
+            f"Stability over {stable['restarts']} restarts: {stable['decisive']} channels "
+            "have salience significantly above zero (Benjamini-Hochberg, false discovery "
+            f"rate {stable['fdr']:g}); the restarts' top {stable['decisive']} overlap "
+            f"{stable['top_overlap']:.2f} ({verdict}, threshold {stable['threshold']:g})"
+            + (f", Kendall tau among them {stable['kendall_tau']:.2f}"
+               if stable["kendall_tau"] is not None else "")
+            + f". Over every channel: overlap of the half a general teacher keeps "
+            f"{stable['all_channels']['top_overlap']:.2f}, Kendall tau "
+            f"{stable['all_channels']['kendall_tau']:.2f} (channels the networks ignore "
+            "order at random there).")
+    elif stable.get("kendall_tau") is not None:  # ranked before version 2
         said.append(f"Stability over {stable['restarts']} restarts: Kendall tau "
                     f"{stable['kendall_tau']:.2f}, overlap of the half a general teacher "
                     f"keeps {stable['top_overlap']:.2f} "
@@ -628,6 +687,7 @@ def summary(doc: dict[str, Any], label: str) -> dict[str, Any]:
         "alignment": alignment.get("score"), "alignment_reliable": alignment.get("reliable"),
         "stability": stability.get("top_overlap"), "stable": stability.get("stable"),
         "gamma": None if not gamma else {k: gamma[k] for k in ("value", "low", "high")},
+        "paired": (rank.get("pairing") or {}).get("paired"),
         "metric": None if best is None else best["metric"],
         "kd_delta": verdict.get("kd_delta"), "kd_delta_se": verdict.get("kd_delta_se"),
         "best": None if best is None else best["label"],
@@ -678,7 +738,8 @@ def summary_rows(compared: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             f"{s['alignment']:.2f} ({'reliable' if s['alignment_reliable'] else 'unreliable'})",
             "-" if s["stability"] is None else
             f"{s['stability']:.2f} ({'stable' if s['stable'] else 'unstable'})",
-            "-" if g is None else f"{g['value']:.2f} ({g['low']:.2f}-{g['high']:.2f})",
+            ("-" if g is None else f"{g['value']:.2f} ({g['low']:.2f}-{g['high']:.2f})")
+            + ("; rows share only the class" if s.get("paired") is False else ""),
             _signed(s["kd_delta"], s["kd_delta_se"]),
             "-" if s["best"] is None else f"{s['best']} ({s['best_student']:.2f} %)",
             _signed(s["gain_vs_regular"], s["gain_vs_regular_se"])

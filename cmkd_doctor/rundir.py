@@ -455,6 +455,8 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
         "unpermuted_distance": result.unpermuted,
         "alignment": result.alignment,
         "gamma_estimate": result.gamma,
+        "pairing": result.pairing,
+        "chance": result.chance,
         "groups": result.groups,
         "stability": result.stability,
         "constant_channels": result.constant.tolist(),
@@ -517,18 +519,10 @@ class Run:
 
     @property
     def ranking_reliability(self) -> dict[str, Any]:
-        """Whether the ranking can be trusted, and why not (for the verdict)."""
-        why = []
-        found = self.document.get("alignment") or {}
-        if found and not found.get("reliable", True):
-            why.append(f"the aligned networks' alignment score {found['score']:.2f} is "
-                       f"below {found['threshold']:g}")
-        stable = self.document.get("stability") or {}
-        if stable.get("stable") is False:
-            why.append(f"restarts agree on {stable['top_overlap']:.0%} of the channels a "
-                       f"general teacher keeps, below {stable['threshold']:.0%}")
-        return {"reliable": not why, "why": "; ".join(why),
-                "gamma_estimate": self.document.get("gamma_estimate")}
+        """Whether the ranking can be trusted, and why not (for the verdict), with the
+        facts the verdict reads beside it: the gamma estimate, whether the rows are
+        paired beyond their class, and which modalities predict the labels at chance."""
+        return ranking_reliability(self.document)
 
     @property
     def groups(self) -> np.ndarray | None:
@@ -555,6 +549,35 @@ class Run:
 
     def aligned_net(self, device: torch.device) -> Net:
         return self.dir.read_net(self.teacher_side, device)
+
+
+def ranking_reliability(document: dict[str, Any]) -> dict[str, Any]:
+    """What :attr:`Run.ranking_reliability` says of a ``rank.json`` document."""
+    why = []
+    blind = [side for side, found in (document.get("chance") or {}).items()
+             if found.get("at_chance")]
+    for side in blind:
+        why.append(f"modality {side} predicts the labels no better than chance")
+    pairing = document.get("pairing") or {}
+    paired = pairing.get("paired")
+    if paired is False and not blind:
+        why.append("the rows of a and b share nothing detectable beyond their class "
+                   f"(pairing z = {pairing['z'] if pairing.get('z') is not None else 0:.1f})")
+    found = document.get("alignment") or {}
+    if found and not found.get("reliable", True):
+        why.append(f"the aligned networks' alignment score {found['score']:.2f} is "
+                   f"below {found['threshold']:g}")
+    stable = document.get("stability") or {}
+    if stable.get("stable") is False:
+        why.append("no channel's salience is significantly above zero" if stable.get(
+            "top_overlap") is None else
+            f"restarts agree on {stable['top_overlap']:.0%} of the "
+            + (f"{stable['decisive']} channels that matter" if stable.get("decisive")
+               else "channels a general teacher keeps")
+            + f", below {stable['threshold']:.0%}")
+    return {"reliable": not why, "why": "; ".join(why),
+            "gamma_estimate": document.get("gamma_estimate"), "paired": paired,
+            "at_chance": blind}
 
 
 def load_run(path: str | Path) -> Run:

@@ -20,6 +20,9 @@ from cmkd_doctor.comparison import BASELINES, Comparison, Row
 from cmkd_doctor.errors import ExpectationFailed, option_error
 
 DERIVED = ("general", "specific", "random")
+# mfh_ordering[r] when the ranking behind the derived teachers is unreliable: the
+# comparisons are still measured (mfh_ordering_detail) but not read as the hypothesis
+NOT_INTERPRETED = "not_interpreted"
 
 
 # The one rule every comparison of the verdict uses: a difference between two rows is
@@ -141,14 +144,19 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
     Every comparison uses one rule on the per-seed differences of the two rows (they
     share seeds): clear when ``|mean / SE| > 2``, with ``SE = std(ddof=1) / sqrt(seeds)``.
     ``ranking`` says whether the ranking the derived teachers come from is reliable
-    (``{"reliable": bool, "why": str}``); when it is not, the derived teachers' rows are
-    shown but not interpreted.
+    (``{"reliable": bool, "why": str}``, see :func:`cmkd_doctor.rundir.ranking_reliability`,
+    with ``paired`` and ``at_chance`` from the pairing and chance checks); when it is not,
+    the derived teachers' rows are shown, their ordering is ``not_interpreted``, and no
+    conclusion is drawn from them.
     """
     base = report.baselines
     none, regular = base["none"], base["regular"]
     unit = f"{report.metric} points"
     kd = difference(regular, none)
-    reliable = ranking is None or ranking.get("reliable", True)
+    ranking = ranking or {}
+    reliable = ranking.get("reliable", True)
+    paired = ranking.get("paired")  # None: not checked (a ranking from before the check)
+    blind = list(ranking.get("at_chance") or [])
     states: dict[str, str] = {}
     details: dict[str, dict[str, Any]] = {}
     parts = []
@@ -157,9 +165,11 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
         trio = [by_mode.get((m, ratio)) for m in ("general", "random", "specific")]
         if all(trio):
             key = f"{ratio:g}"
-            states[key], found = ordering(*trio)
+            state, found = ordering(*trio)
+            states[key] = state if reliable else NOT_INTERPRETED
             details[key] = {k: d.to_dict() for k, d in found.items()}
-            parts.append(_ordering_text(key, states[key], found, unit))
+            if reliable:
+                parts.append(_ordering_text(key, state, found, unit))
     best = max(report.rows, key=lambda row: row.student_mean)
     general_rows = [r for r in report.rows if r.teacher == "general"]
     sweet = max(general_rows, key=lambda r: r.student_mean) if len(general_rows) > 1 else None
@@ -172,14 +182,25 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
     else:
         lines = [f"Crossmodal KD with the regular teacher makes no clear difference here: "
                  f"{said}."]
-    gamma = (ranking or {}).get("gamma_estimate")
+    gamma = ranking.get("gamma_estimate")
+    little = bool(gamma and gamma["little_to_transfer"])
+    class_only = paired is False and not blind
+    for side in blind:
+        lines.append(f"Check the data first: modality {side} predicts the labels no better "
+                     "than chance, so its rows may not match the labels file.")
+    if class_only:
+        lines.append("The rows share only their class: each modality predicts the other's "
+                     "decisive score no better on the same row than on another row of the "
+                     "same class, so a teacher's soft labels can carry only the class "
+                     "(label smoothing), whichever channels it keeps; check that both "
+                     "files list the rows in the same order.")
     if gamma:
-        share = (f"the estimated share of modality-general decisive information is gamma "
-                 f"= {gamma['value']:.2f} ({gamma['low']:.2f}-{gamma['high']:.2f})")
+        share = (f"the estimated share of decisive information both modalities hold about "
+                 f"the same row is gamma = {gamma['value']:.2f} ({gamma['low']:.2f}-"
+                 f"{gamma['high']:.2f})")
         lines.append(f"Little to transfer: {share}; a teacher on the other modality can "
-                     "pass on only that share." if gamma["little_to_transfer"] else
-                     f"Shared information: {share}.")
-    if not reliable and parts:
+                     "pass on only that share." if little else f"Shared information: {share}.")
+    if states and not reliable:
         lines.append(f"The ranking is unreliable here ({ranking.get('why', 'see rank')}): "
                      "the derived teachers' rows are shown, but say nothing about the "
                      "hypothesis.")
@@ -219,23 +240,27 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
                                            "not clearly beat training the student alone."))
     else:
         lines.append("Best student: No-KD. No teacher beat training the student alone: "
-                     + ("the gamma estimate agrees that the modalities share little, so "
-                        "skip KD from this modality."
-                        if gamma and gamma["little_to_transfer"] else
+                     + ("as expected when the rows share only their class."
+                        if class_only else
+                        "the gamma estimate agrees that the modalities share little, so "
+                        "skip KD from this modality." if little else
                         "the modalities may share little label-relevant information; try a "
                         "modality-general teacher at other ratios (a sweep) or skip KD."))
-    holds = (None if not states else False if "fails" in states.values()
+    holds = (None if not states or NOT_INTERPRETED in states.values()
+             else False if "fails" in states.values()
              else True if all(v == "holds" for v in states.values()) else None)
     action, headline = _headline(best, best_vs_regular, best_vs_none, unit, reliable,
-                                 bool(gamma and gamma["little_to_transfer"]))
-    headline += " " + _kd_and_ordering(kd, states, reliable, unit)
+                                 little, class_only, blind)
+    headline += " " + _kd_and_ordering(kd, states, unit)
     return {
         "kd_helps": kd.gain,
         "kd_delta": kd.delta,
         "kd_delta_se": kd.se,
         "kd": kd.to_dict(),
         "ranking_reliable": reliable,
-        "little_to_transfer": bool(gamma and gamma["little_to_transfer"]),
+        "little_to_transfer": little,
+        "paired": paired,
+        "at_chance": blind,
         "ranking": ranking or {"reliable": True, "why": ""},
         "mfh_ordering": states,
         "mfh_ordering_detail": details,
@@ -255,12 +280,25 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
 
 
 def _headline(best: Row, over_regular: Difference, over_none: Difference, unit: str,
-              reliable: bool, little: bool) -> tuple[str, str]:
+              reliable: bool, little: bool, class_only: bool = False,
+              blind: list[str] | None = None) -> tuple[str, str]:
     """What to do, in a few words and in one sentence: the verdict's conclusion for a
     first screen or a summary table (``text`` keeps the reasoning, the rows the gains).
-    A teacher is worth using only when its student clearly beats both baselines."""
+    A teacher is worth using only when its student clearly beats both baselines; data
+    whose rows do not match the labels, or share only their class, come first."""
     alone = ("sweep the ratio or skip KD", "try a modality-general teacher at other ratios "
              "(a sweep), or skip KD from this modality.")
+    if blind:
+        names = " and ".join(blind)
+        return (f"check the data: modality {names} is at chance",
+                f"Check the data first: modality {names} predicts the labels no better than "
+                "chance, so its rows may not match the labels file.")
+    if class_only and (best.teacher == "none" or not over_none.gain):
+        return ("rows share only the class: check their order",
+                "No teacher clearly beat training the student alone, and the rows of a and "
+                "b share nothing beyond their class: check that both files list the rows "
+                "in the same order; if they do, crossmodal KD can only act as label "
+                "smoothing here, and no derived teacher changes that.")
     if best.teacher == "none":
         if little:
             return ("skip KD from this modality",
@@ -290,13 +328,13 @@ def _headline(best: Row, over_regular: Difference, over_none: Difference, unit: 
             f"{best.label}, is within run-to-run noise of it.")
 
 
-def _kd_and_ordering(kd: Difference, states: dict[str, str], reliable: bool,
-                     unit: str) -> str:
+def _kd_and_ordering(kd: Difference, states: dict[str, str], unit: str) -> str:
     """The two checks behind a headline, in one sentence: does crossmodal KD help at
-    all, and does the MFH ordering hold at the ratios distilled."""
+    all, and does the MFH ordering hold at the ratios distilled (read from ``states``,
+    the verdict's ``mfh_ordering``)."""
     said = ("helps" if kd.gain else "hurts" if kd.loss else "makes no clear difference")
     text = f"Regular-KD {said} ({kd.delta:+.2f} {unit} against No-KD)"
-    if states and not reliable:
+    if NOT_INTERPRETED in states.values():
         return text + "; the MFH ordering is not interpreted (unreliable ranking)."
     if states:
         by_state: dict[str, list[str]] = {}
@@ -318,6 +356,22 @@ def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[
     general = rows.get(("general", ratio))
     regular = rows[("regular", None)]
     advice = []
+    blind = verdict.get("at_chance") or []
+    if blind:
+        return [f"Modality {side} predicts the labels no better than chance: check that its "
+                "features file lists the same samples, in the same order, as the labels file "
+                "(and as the other modality's file)." for side in blind]
+    if verdict.get("paired") is False:
+        pairing = rank_document.get("pairing") or {}
+        advice.append(
+            "The rows of a and b share nothing detectable beyond their class (rank.json "
+            f"pairing: score {pairing.get('score', 0):.2f} against {pairing.get('null', 0):.2f} "
+            "with b's rows shuffled within class). Check that both feature files list the "
+            "same samples in the same order. If they do (or the pairs were assembled by "
+            "class, as AV-MNIST's are), a teacher on modality a can pass on only the class: "
+            "expect crossmodal KD to act as label smoothing, and no ratio or derived "
+            "teacher to change that.")
+        return advice
     if general is not None and verdict["best"] == general.label:
         if verdict["best_is_clear"]:
             advice.append(f"Distil from the modality-general teacher (teachers/general-r"
@@ -354,6 +408,9 @@ def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[
     return advice or ["Nothing to change: the comparison is as the hypothesis predicts."]
 
 
+# gates on the ranking rather than on rows: aligned (the ranking is reliable) and paired
+# (the rows share more than their class)
+RANKING_GATES = ("aligned", "paired")
 _EXPECT = re.compile(r"^\s*(?P<a>[^<>=\s]+)\s*(?P<op>>=|>)\s*(?P<b>[^<>=\s]+)\s*$")
 
 
@@ -361,12 +418,12 @@ def resolve_expectation(text: str, rows: list[tuple[str, float | None, str]]
                          ) -> tuple[int, str, int]:
     """Indices of the two rows an expectation compares, and its operator (``aligned``,
     the gate on the ranking, compares no rows: ``(-1, "aligned", -1)``)."""
-    if text.strip() == "aligned":
-        return -1, "aligned", -1
+    if text.strip() in RANKING_GATES:
+        return -1, text.strip(), -1
     match = _EXPECT.match(text)
     if not match:
         raise option_error("expect", "a comparison of two rows such as 'general>regular' "
-                           "or 'general@0.5>=random@0.5', or aligned", text)
+                           "or 'general@0.5>=random@0.5', or aligned, or paired", text)
 
     def find(name: str) -> int:
         teacher, _, at = name.partition("@")
@@ -391,13 +448,28 @@ def resolve_expectation(text: str, rows: list[tuple[str, float | None, str]]
 
 
 def check_expectation(report: Comparison, text: str) -> None:
-    """Raise :class:`ExpectationFailed` (exit 3) when the comparison fails on the means,
-    or, for ``aligned``, when the ranking is unreliable."""
+    """Raise :class:`ExpectationFailed` (exit 3) when the comparison fails on the means;
+    for ``aligned``, when the ranking is unreliable; for ``paired``, when the rows of a and
+    b share nothing detectable beyond their class (or a modality is at chance)."""
     if text.strip() == "aligned":
         ranking = report.verdict.get("ranking") or {}
         if not report.verdict.get("ranking_reliable", True):
             raise ExpectationFailed(f"expectation 'aligned' failed: the ranking is "
                                     f"unreliable ({ranking.get('why', 'see rank.json')})")
+        return
+    if text.strip() == "paired":
+        blind = report.verdict.get("at_chance") or []
+        if blind:
+            raise ExpectationFailed(f"expectation 'paired' failed: modality "
+                                    f"{' and '.join(blind)} predicts the labels no better "
+                                    "than chance")
+        if report.verdict.get("paired") is False:
+            raise ExpectationFailed("expectation 'paired' failed: the rows of a and b share "
+                                    "nothing detectable beyond their class (rank.json "
+                                    "pairing)")
+        if report.verdict.get("paired") is None:
+            raise ExpectationFailed("expectation 'paired' failed: this ranking has no "
+                                    "pairing check (rank it again with this version)")
         return
     rows = report.rows
     a, op, b = resolve_expectation(text, [(r.teacher, r.ratio, r.label) for r in rows])

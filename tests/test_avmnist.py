@@ -67,6 +67,16 @@ def test_diagnose_runs_on_avmnist(avmnist_dir, tmp_path, cli):
     assert doc["rank"]["split"]["from_file"] == str(subset.resolve())
     assert doc["rank"]["split"]["n_test"] == 300
     assert len(doc["results"]) == 5 and doc["verdict"]["text"]
+    # each image is paired with a random recording of its digit (App. B.1: "randomly
+    # pairing an image with an audio that belongs to the same class"): the rows share
+    # only their class, which the pairing check finds and the verdict follows
+    rank = doc["rank"]
+    assert rank["pairing"]["paired"] is False and rank["gamma_estimate"]["high"] < 0.1
+    assert rank["gamma_estimate"]["label_level"]["value"] > 0.15  # the label both predict
+    assert doc["verdict"]["paired"] is False
+    assert set(doc["verdict"]["mfh_ordering"].values()) == {"not_interpreted"}
+    assert "The rows share only their class" in doc["verdict"]["text"]
+    assert any("same order" in line for line in doc["advice"])
 
 
 def test_wrong_folders_say_what_was_expected(tmp_path, cli):

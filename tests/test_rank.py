@@ -186,7 +186,9 @@ def test_json_output_and_run_directory(tmp_path, cli, gaussian_dir):
     assert set(doc["timings"]) == {"train_s", "permute_s", "gamma_s"}
     gamma = doc["gamma_estimate"]
     assert 0 <= gamma["low"] <= gamma["value"] <= gamma["high"] <= 1
-    assert set(gamma["explained"]) == {"a", "b", "ab"}
+    assert set(gamma["label_level"]["explained"]) == {"a", "b", "ab"}
+    assert set(gamma["cross"]) == {"a_to_b", "b_to_a"}
+    assert doc["pairing"]["paired"] is True and set(doc["chance"]) == {"a", "b"}
     for side in ("a", "b"):
         for part in ("train", "test"):
             assert 0.5 < doc["aligned"]["metrics"][side][part]["accuracy"] <= 1

@@ -135,19 +135,50 @@ def test_restarts_average_the_salience_and_measure_its_stability(gaussian):
     assert len(set(channel_order(three.salience)[:10]) & general) >= 9
 
 
-def test_an_unstable_ranking_is_flagged(tmp_path, cli):
+def test_stability_counts_only_the_channels_that_matter():
+    """20,000 rows, 128 channels of a: 4 shared decisive, 4 a-specific, 120 noise. The
+    restarts agree on the 4 shared channels, so the ranking is stable, although the
+    order of the noise channels (all of the kept half but 4) is arbitrary: over every
+    channel the overlap of the kept half is below the threshold, as the raw figures
+    kept beside it show."""
     rng = np.random.default_rng(0)
-    n = 600
-    z = rng.standard_normal((n, 1))
-    y = (z[:, 0] > 0).astype(np.int64)
-    xa = rng.standard_normal((n, 60)).astype(np.float32)  # one signal in 60 channels
-    xa[:, :1] += z
-    xb = (z + 0.3 * rng.standard_normal((n, 5))).astype(np.float32)
-    result = rank(_data(xa, xb, y), RankOptions(hidden="64", repeats=3, restarts=3,
-                                                device="cpu"))
-    assert result.stability["stable"] is False
-    assert result.stability["top_overlap"] < result.stability["threshold"]
-    assert any("changes from one restart to the next" in w for w in result.warnings)
+    n = 20_000
+    z0, za, zb = (rng.standard_normal((n, 4)) for _ in range(3))
+    y = ((z0.sum(1) + za.sum(1) + zb.sum(1)) > 0).astype(np.int64)
+    xa, xb = rng.standard_normal((n, 128)), rng.standard_normal((n, 32))
+    ca, cb = rng.choice(128, 8, replace=False), rng.choice(32, 8, replace=False)
+    xa[:, ca[:4]], xa[:, ca[4:]], xb[:, cb[:4]], xb[:, cb[4:]] = z0, za, z0, zb
+    result = rank(_data(xa, xb, y), RankOptions(hidden="64", epochs=10, repeats=5,
+                                                restarts=3, device="cpu"))
+    stability = result.stability
+    assert stability["decisive_channels"] == sorted(ca[:4].tolist())
+    assert stability["top_overlap"] == 1.0 and stability["stable"] is True
+    assert stability["all_channels"]["top_overlap"] < stability["threshold"]
+    assert not any("restart to the next" in w for w in result.warnings)
+
+
+def test_restarts_that_find_different_channels_are_unstable():
+    """Three restarts, each finding 4 channels of its own among 60: the channels that
+    matter are the 12 found, and the restarts' top 12 barely overlap."""
+    from cmkd_doctor.ranking import ranking_stability
+
+    rng = np.random.default_rng(0)
+    increase = 0.01 * rng.standard_normal((60, 15))  # 3 restarts x 5 repeats
+    for r in range(3):
+        increase[4 * r: 4 * r + 4, 5 * r: 5 * r + 5] += 1.0
+    saliences = [increase[:, 5 * r: 5 * r + 5].mean(1) for r in range(3)]
+    saliences = [s / s.max() for s in saliences]
+    found = ranking_stability(saliences, np.array([], dtype=np.int64), increase)
+    assert found["decisive_channels"] == list(range(12))
+    assert found["top_overlap"] < found["threshold"] and found["stable"] is False
+    agreeing = [increase[:, :5].mean(1) / increase[:, :5].mean(1).max()] * 3
+    same = ranking_stability(agreeing, np.array([], dtype=np.int64),
+                             np.tile(increase[:, :5], 3))
+    assert same["decisive_channels"] == [0, 1, 2, 3] and same["stable"] is True
+    # no channel that matters: nothing to be stable about
+    flat = ranking_stability([s * 0 for s in saliences], np.array([], dtype=np.int64),
+                             0.01 * rng.standard_normal((60, 15)))
+    assert flat["decisive"] == 0 and flat["top_overlap"] is None and flat["stable"] is False
 
 
 def test_diagnose_chooses_its_restarts_by_cost_and_says_so(gaussian, tmp_path, cli):

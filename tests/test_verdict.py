@@ -184,7 +184,9 @@ def test_an_unreliable_ranking_withholds_conclusions_about_derived_teachers():
     assert v["ranking_reliable"] is False and v["best_is_clear"] is False
     assert "The ranking is unreliable here (alignment score 0.12 below 0.5)" in v["text"]
     assert "MFH ordering" not in v["text"] and "use that teacher" not in v["text"]
-    assert v["mfh_ordering"] == {"0.5": "holds"}  # still computed, for the record
+    # one state: the JSON withholds the ordering as the text does; the numbers stay
+    assert v["mfh_ordering"] == {"0.5": "not_interpreted"} and v["mfh_ordering_holds"] is None
+    assert v["mfh_ordering_detail"]["0.5"]["general-specific"]["clear"] is True
     assert v["action"] == "the ranking is unreliable: derived teachers not interpreted"
     assert v["headline"].endswith("the MFH ordering is not interpreted (unreliable "
                                   "ranking).") and "Use the" not in v["headline"]
@@ -224,8 +226,8 @@ def test_little_shared_information_is_said_in_the_verdict_and_the_advice():
     low = {"value": 0.04, "low": 0.02, "high": 0.05, "little_to_transfer": True}
     v = verdict(found, {"reliable": True, "why": "", "gamma_estimate": low})
     assert v["little_to_transfer"] is True
-    assert "Little to transfer: the estimated share of modality-general decisive " \
-           "information is gamma = 0.04 (0.02-0.05)" in v["text"]
+    assert "Little to transfer: the estimated share of decisive information both " \
+           "modalities hold about the same row is gamma = 0.04 (0.02-0.05)" in v["text"]
     found.verdict = v
     advice = advise(found, {"gamma_estimate": low, "aligned": {}}, None)
     assert any("share little decisive information" in line for line in advice)
@@ -238,3 +240,106 @@ def test_little_shared_information_is_said_in_the_verdict_and_the_advice():
     assert v["little_to_transfer"] is False and "Shared information" in v["text"]
     assert "Little to transfer" not in v["text"] and "(a sweep) or skip KD" in v["text"]
     assert v["action"] == "no teacher beats No-KD: sweep the ratio or skip KD"
+
+
+def _trio(general: list[float], random: list[float], specific: list[float]) -> list[Row]:
+    return [_row("none", NONE), _row("regular", NONE), _row("general", general, 0.5),
+            _row("random", random, 0.5), _row("specific", specific, 0.5)]
+
+
+@pytest.mark.parametrize("shifts, state", [
+    (([3, 3.1, 2.9], [1, 1.1, 0.9], [-1, -1.1, -0.9]), "holds"),
+    (([-3, -3.1, -2.9], [1, 1.1, 0.9], [2, 2.1, 1.9]), "fails"),
+    (([0.1, -0.1, 0.05], [0, 0.1, -0.1], [0.05, 0, -0.05]), "undetermined")])
+def test_the_ordering_has_one_state_in_the_json_and_the_text(shifts, state):
+    """mfh_ordering never says holds or fails where the text withholds the ordering, and
+    where the text states it, it states what mfh_ordering says."""
+    rows = _trio(*(_plus(NONE, s) for s in shifts))
+    found = Comparison(Path("run"), rows, {"ratios": [0.5]}, "key", "id")
+    trusted = verdict(found, {"reliable": True, "why": ""})
+    assert trusted["mfh_ordering"] == {"0.5": state}
+    said = {"holds": "holds at r = 0.5", "fails": "fails at r = 0.5",
+            "undetermined": "is undetermined at r = 0.5"}[state]
+    assert f"The MFH ordering general >= random >= specific {said}" in trusted["text"]
+    assert said in trusted["headline"]
+    for why in ("alignment score 0.12 below 0.5", "restarts agree on 40% of the 4 "
+                "channels that matter, below 60%"):
+        v = verdict(found, {"reliable": False, "why": why})
+        assert v["mfh_ordering"] == {"0.5": "not_interpreted"}
+        assert v["mfh_ordering_holds"] is None
+        assert "The MFH ordering" not in v["text"] and said not in v["headline"]
+        assert "the MFH ordering is not interpreted" in v["headline"]
+
+
+def _class_only_ranking() -> dict:
+    from cmkd_doctor.rundir import ranking_reliability
+
+    document = {"alignment": {"score": 0.8, "reliable": True, "threshold": 0.5},
+                "stability": {"stable": True},
+                "pairing": {"score": 0.18, "null": 0.18, "z": 0.1, "paired": False,
+                            "threshold": 2.0},
+                "chance": {"a": {"at_chance": False}, "b": {"at_chance": False}},
+                "gamma_estimate": {"value": 0.0, "low": 0.0, "high": 0.01,
+                                   "little_to_transfer": True}}
+    return document, ranking_reliability(document)
+
+
+def test_rows_that_share_only_their_class_are_said_once_and_steer_the_advice():
+    document, ranking = _class_only_ranking()
+    assert ranking["reliable"] is False and ranking["paired"] is False
+    assert "share nothing detectable beyond their class" in ranking["why"]
+    rows = _trio(_plus(NONE, [3, 3.1, 2.9]), NONE, _plus(NONE, [-1, -1.1, -0.9]))
+    rows[1] = _row("regular", _plus(NONE, [-0.5, -0.4, -0.6]))
+    found = Comparison(Path("run"), rows, {"ratios": [0.5]}, "key", "id")
+    found.verdict = v = verdict(found, ranking)
+    assert v["paired"] is False and v["mfh_ordering"] == {"0.5": "not_interpreted"}
+    assert "The rows share only their class" in v["text"]
+    # the general teacher's student is best, but the ranking behind it is not trusted
+    assert v["best_is_clear"] is False
+    advice = advise(found, {**document, "aligned": {}}, None)
+    assert len(advice) == 1 and "same order" in advice[0] and "label smoothing" in advice[0]
+    assert not any("--ratio" in line or "sweep" in line for line in advice)
+    # No-KD best: the headline says to check the pairing, not to sweep the ratio
+    found = Comparison(Path("run"), [_row("none", NONE), _row("regular", _plus(
+        NONE, [-1, -1.2, -0.8]))], {"ratios": [0.5]}, "key", "id")
+    v = verdict(found, ranking)
+    assert v["action"] == "rows share only the class: check their order"
+    assert "sweep" not in v["headline"] and "label smoothing" in v["headline"]
+    assert "as expected when the rows share only their class" in v["text"]
+
+
+def test_a_modality_at_chance_is_its_own_message():
+    from cmkd_doctor.rundir import ranking_reliability
+
+    document = {"pairing": {"score": 0.0, "null": 0.0, "z": None, "paired": False},
+                "chance": {"a": {"at_chance": False}, "b": {"at_chance": True}}}
+    ranking = ranking_reliability(document)
+    assert ranking["at_chance"] == ["b"] and "share nothing" not in ranking["why"]
+    found = Comparison(Path("run"), [_row("none", NONE), _row("regular", NONE)],
+                       {"ratios": [0.5]}, "key", "id")
+    found.verdict = v = verdict(found, ranking)
+    assert v["action"] == "check the data: modality b is at chance"
+    assert v["text"].count("predicts the labels no better than chance") == 1
+    assert "rows share only their class" not in v["text"]
+    advice = advise(found, {**document, "aligned": {}}, None)
+    assert advice == ["Modality b predicts the labels no better than chance: check that its "
+                      "features file lists the same samples, in the same order, as the "
+                      "labels file (and as the other modality's file)."]
+    with pytest.raises(ExpectationFailed, match="modality b predicts the labels no better"):
+        check_expectation(found, "paired")
+
+
+def test_expect_paired_gates_on_the_pairing_check():
+    rows = [_row("none", NONE), _row("regular", _plus(NONE, [1, 1, 1]))]
+    assert resolve_expectation("paired", [(r.teacher, r.ratio, r.label) for r in rows]) == (
+        -1, "paired", -1)
+    found = Comparison(Path("run"), rows, {"ratios": [0.5]}, "key", "id")
+    found.verdict = verdict(found, {"reliable": True, "why": "", "paired": True})
+    check_expectation(found, "paired")  # holds: no exception
+    found.verdict = verdict(found, _class_only_ranking()[1])
+    with pytest.raises(ExpectationFailed, match=r"^expectation 'paired' failed: the rows of "
+                                                "a and b share nothing detectable beyond"):
+        check_expectation(found, "paired")
+    found.verdict = verdict(found, {"reliable": True, "why": ""})  # ranked before the check
+    with pytest.raises(ExpectationFailed, match="no pairing check"):
+        check_expectation(found, "paired")

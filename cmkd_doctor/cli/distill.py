@@ -62,8 +62,9 @@ def distill_command(
     seed: Annotated[int, typer.Option(help="Seed of student seeds, random masks and "
                                       "teachers.")] = 0,
     expect: Annotated[str | None, typer.Option(
-        help="CI gate, e.g. 'general>regular' or 'general@0.5>=random@0.5': exit 3 when it "
-             "fails on the means.")] = None,
+        help="CI gate, e.g. 'general>regular' or 'general@0.5>=random@0.5' (exit 3 when it "
+             "fails on the means), 'aligned' (exit 3 when the ranking is unreliable) or "
+             "'paired' (exit 3 when the rows share nothing beyond their class).")] = None,
     json_output: JsonOutput = False,
     tensorboard: Tensorboard = None,
     quiet: Quiet = False,

@@ -73,18 +73,39 @@ def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
              "of its channels'")
     gamma = document.get("gamma_estimate")
     if gamma:
-        line(f"gamma estimate (share of decisive information both modalities hold): "
-             f"{gamma['value']:.2f}, 95% interval {gamma['low']:.2f}-{gamma['high']:.2f} "
-             f"({gamma['n_rows']} rows)"
+        label = gamma.get("label_level")
+        line(f"gamma estimate (share of decisive information both modalities hold about "
+             f"the same row): {gamma['value']:.2f}, 95% interval {gamma['low']:.2f}-"
+             f"{gamma['high']:.2f} ({gamma['n_rows']} rows"
+             + (f"; label-level {label['value']:.2f}" if label else "") + ")"
              + ("  LITTLE TO TRANSFER" if gamma["little_to_transfer"] else ""))
+    pairing = document.get("pairing")
+    if pairing:
+        line(f"pairing: each view predicts {pairing['score']:.2f} of the other's decisive "
+             f"score on the same row, {pairing['null']:.2f} on another row of its class (z = "
+             + ("-" if pairing["z"] is None else f"{pairing['z']:.1f}") + "): "
+             + ("paired" if pairing["paired"] else "ROWS SHARE ONLY THEIR CLASS"))
+    for side, chance in (document.get("chance") or {}).items():
+        if chance.get("at_chance"):
+            line(f"modality {side}: AT CHANCE (predicts the labels no better than chance; "
+                 "do its rows match the labels file?)")
     stable = document.get("stability") or {}
-    if stable.get("kendall_tau") is not None:
+    if stable.get("stable") is not None:
         chosen = (f" (chosen by cost: {stable['flop_per_restart'] / 1e12:.2g} TFLOP each)"
                   if stable.get("auto") else "")
-        line(f"stability over {stable['restarts']} restarts{chosen}: Kendall tau "
-             f"{stable['kendall_tau']:.2f}, overlap of the kept half "
-             f"{stable['top_overlap']:.2f} ({'stable' if stable['stable'] else 'UNSTABLE'}, "
-             f"threshold {stable['threshold']:g})")
+        if stable.get("decisive") is None:  # ranked before version 2
+            said = (f"Kendall tau {stable['kendall_tau']:.2f}, overlap of the kept half "
+                    f"{stable['top_overlap']:.2f}")
+        elif stable["top_overlap"] is None:
+            said = "no channel's salience is significantly above zero"
+        else:
+            said = (f"{stable['decisive']} channels matter (salience significantly above 0), "
+                    f"overlap of the restarts' top {stable['decisive']} "
+                    f"{stable['top_overlap']:.2f}; over every channel "
+                    f"{stable['all_channels']['top_overlap']:.2f}")
+        line(f"stability over {stable['restarts']} restarts{chosen}: {said} "
+             f"({'stable' if stable['stable'] else 'UNSTABLE'}, threshold "
+             f"{stable['threshold']:g})")
     negative = (document.get("negative_salience") or {}).get("count")
     if negative:
         line(f"channels whose permutation brings the networks significantly closer: "

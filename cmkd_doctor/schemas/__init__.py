@@ -19,7 +19,9 @@ from typing import Any
 
 from cmkd_doctor.errors import unknown_name
 
-SCHEMA_VERSION = 1
+# 2: pair-level gamma, pairing and chance checks, stability over the channels that matter,
+# mfh_ordering not_interpreted
+SCHEMA_VERSION = 2
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 # name -> (what it describes, where it appears)
@@ -91,13 +93,41 @@ METRICS = {"type": "object", "additionalProperties": NUM}  # metric name -> valu
 INPUT = _object({"path": STR, "key": _or_null(STR), "shape": _array(INT), "dtype": STR,
                  "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}})
 
+SHARES = _object({"a": NUM, "b": NUM, "ab": NUM})
+CROSS = _object({"same_row": NUM, "same_class": NUM, "beyond_label": NUM,
+                 "beyond_label_low": NUM, "beyond_label_high": NUM})
 GAMMA = _object(
     {"value": NUM, "low": NUM, "high": NUM, "method": STR,
-     "explained": _object({"a": NUM, "b": NUM, "ab": NUM}), "n_rows": INT,
+     "label_level": _object({"value": NUM, "low": NUM, "high": NUM, "method": STR,
+                             "explained": SHARES, "explained_low": SHARES}),
+     "cross": _object({"a_to_b": CROSS, "b_to_a": CROSS}), "n_rows": INT,
      "little_to_transfer": BOOL, "threshold": NUM},
-    {"bootstrap": INT},
+    {"bootstrap": INT, "null_draws": INT},
     description="Sec. 4's gamma estimated from the data (README 'Is there anything to "
-                "transfer?'); low and high bound a 95% bootstrap interval")
+                "transfer?'): value, low and high are the pair-level estimate (what a and "
+                "b hold about the same row beyond its class) with a 95% bootstrap "
+                "interval; label_level is the share of the label both views predict")
+
+PAIRING = _object(
+    {"score": NUM, "null": NUM, "z": _or_null(NUM), "paired": BOOL, "threshold": NUM},
+    {"draws": INT, "shuffled_share": NUM, "rule": STR},
+    description="do the rows of a and b share more than their class: score is how much "
+                "of each view's decisive score the other's same row predicts, null the "
+                "same with b's rows shuffled within class")
+
+CHANCE = _object({"at_chance": BOOL, "explained": NUM, "explained_low": NUM},
+                 {"metric": STR, "value": NUM, "chance": NUM, "rows": STR})
+
+STABILITY = _object(
+    {"restarts": INT, "threshold": NUM, "kendall_tau": _or_null(NUM),
+     "top_overlap": _or_null(NUM), "stable": _or_null(BOOL)},
+    {"auto": BOOL, "decisive": _or_null(INT), "decisive_channels": _array(INT),
+     "fdr": NUM, "rule": STR, "flop_per_restart": NUM,
+     "all_channels": _or_null(_object({"kendall_tau": _or_null(NUM),
+                                       "top_overlap": _or_null(NUM)}))},
+    description="agreement of the restarts over the channels whose salience is "
+                "significantly above zero (decisive); all_channels keeps the same figures "
+                "over every informative channel")
 
 RANK = _object(
     {"command": {"const": "rank"}, "run_id": STR, "created": STR,
@@ -115,11 +145,13 @@ RANK = _object(
      "unpermuted_distance": NUM,
      "alignment": _object({"score": NUM, "reliable": BOOL, "threshold": NUM}),
      "gamma_estimate": GAMMA,
+     "pairing": PAIRING,
+     "chance": _object({"a": CHANCE, "b": CHANCE}),
      "groups": _or_null(_object(
          {"method": {"enum": ["auto", "file"]}, "threshold": _or_null(NUM),
           "file": _or_null(STR), "count": INT, "multi_channel": INT, "ids": _array(INT)},
          {"salience": NUMBERS})),
-     "stability": OBJ,
+     "stability": STABILITY,
      "constant_channels": _array(INT),
      "negative_salience": OBJ,
      "standardization": _object({"enabled": BOOL}),
@@ -143,12 +175,15 @@ VERDICT = _object(
     {"kd_helps": BOOL, "kd_delta": NUM, "kd_delta_se": _or_null(NUM), "kd": OBJ,
      "ranking_reliable": BOOL, "little_to_transfer": BOOL, "ranking": OBJ,
      "mfh_ordering": {"type": "object",
-                      "additionalProperties": {"enum": ["holds", "fails", "undetermined"]}},
+                      "additionalProperties": {"enum": ["holds", "fails", "undetermined",
+                                                        "not_interpreted"]},
+                      "description": "per ratio; not_interpreted whenever the ranking is "
+                                     "unreliable (the text then withholds the ordering)"},
      "mfh_ordering_holds": _or_null(BOOL),
      "sweet_spot": _or_null(_object({"ratio": NUM, "student_mean": NUM})),
      "best": STR, "best_delta_vs_regular": NUM, "best_is_clear": BOOL, "text": STR},
     {"mfh_ordering_detail": OBJ, "best_delta_vs_regular_se": _or_null(NUM),
-     "action": STR, "headline": STR})
+     "action": STR, "headline": STR, "paired": _or_null(BOOL), "at_chance": _array(STR)})
 
 COMPARISON = _object(
     {"command": {"const": "distill"}, "run": STR, "metric": STR, "options": OBJ,
@@ -190,6 +225,7 @@ SUMMARY = _object(
      "alignment_reliable": _or_null(BOOL), "stability": _or_null(NUM),
      "stable": _or_null(BOOL),
      "gamma": _or_null(_object({"value": NUM, "low": NUM, "high": NUM})),
+     "paired": _or_null(BOOL),
      "metric": _or_null(STR), "kd_delta": _or_null(NUM), "kd_delta_se": _or_null(NUM),
      "best": _or_null(STR), "best_student": _or_null(NUM), "gain_vs_regular": _or_null(NUM),
      "gain_vs_regular_se": _or_null(NUM), "gain_vs_none": _or_null(NUM),

@@ -14,10 +14,15 @@ pair-level interval and how many seeds the pairing check called paired.
     python benchmarks/bench_gamma.py [--seeds 5]
     python benchmarks/bench_gamma.py --real ../shared/data   # the real examples
     python benchmarks/bench_gamma.py --cost                  # its share of rank's time
+    python benchmarks/bench_gamma.py --null 300              # false "paired" calls
 
 ``--real DATA`` estimates gamma on the real examples instead: every pair of views of
 ``multiview/scene15`` and ``multiview/leaves100`` in both directions, and AV-MNIST built
 from ``mnist/`` and ``fsdd/`` with the defaults of ``examples make avmnist``.
+
+``--null N`` draws N class-only data sets (the Gaussian layout above with s = seed mod
+11, both hyperplanes, feats_b shuffled within class) and counts how often the pairing
+check's z exceeds 2 and 3.
 
 ``--cost`` times ``rank`` on the built-in example (``examples make gaussian``, rank's
 defaults, one restart) and, inside it, the estimate: the label-level part alone (what
@@ -42,7 +47,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--real", type=Path, default=None)
     parser.add_argument("--cost", action="store_true")
+    parser.add_argument("--null", type=int, default=None)
     args = parser.parse_args()
+    if args.null is not None:
+        null(args.null)
+        return
     if args.real is not None:
         real(args.real)
         return
@@ -51,9 +60,9 @@ def main() -> None:
         return
     t0 = time.perf_counter()
     print("| delta | shared | gamma | weighted (mean) | pair-level mean | min | max | "
-          "max abs error vs gamma | label-level mean | shuffled: largest high | "
-          "shuffled: paired |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "max abs error vs gamma | vs weighted | label-level mean | shuffled: largest high "
+          "| shuffled: paired |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for delta in ("ones", "normal"):
         for shared in range(0, 11, 2):
             found, label, weighted, high, paired = [], [], [], [], 0
@@ -72,9 +81,27 @@ def main() -> None:
             found, weighted = np.array(found), np.array(weighted)
             print(f"| {delta} | {shared} | {gamma:.3f} | {weighted.mean():.3f} | "
                   f"{found.mean():.3f} | {found.min():.3f} | {found.max():.3f} | "
-                  f"{np.abs(found - gamma).max():.3f} | {np.mean(label):.3f} | "
+                  f"{np.abs(found - gamma).max():.3f} | "
+                  f"{np.abs(found - weighted).max():.3f} | {np.mean(label):.3f} | "
                   f"{max(high):.3f} | {paired} of {args.seeds} |", flush=True)
     print(f"\n{time.perf_counter() - t0:.0f} s")
+
+
+def null(count: int) -> None:
+    """How often rows that share only their class are called paired."""
+    z, high = [], []
+    for k in range(count):
+        seed, delta = k // 2, ("ones", "normal")[k % 2]
+        data = make_gaussian(GaussianSpec(d1=50, d2=50, d=20, j1=10, j2=10,
+                                          shared=seed % 11, seed=seed, delta=delta))
+        p = within_class_shuffles(data.y, 1, np.random.default_rng(7000 + seed))[0]
+        found = estimate_gamma(data.xa, data.xb[p], data.y, 2, False, seed=seed)
+        z.append(found.pairing.z)
+        high.append(found.high)
+    z = np.array(z)
+    print(f"{count} class-only data sets: pairing z mean {z.mean():.2f}, std {z.std():.2f}, "
+          f"largest {z.max():.2f}; z > 2 in {(z > 2).sum()}, z > 3 in {(z > 3).sum()}; "
+          f"pair-level gamma's upper bound at most {max(high):.3f}")
 
 
 def real(data: Path) -> None:

@@ -824,8 +824,9 @@ def rank(data: PairedData, options: RankOptions | None = None,
             "ranking has nothing to be stable about (are the features informative?)"
             if stability["top_overlap"] is None else
             f"the ranking changes from one restart to the next (restarts agree on "
-            f"{stability['top_overlap']:.0%} of the {stability['decisive']} channels whose "
-            f"salience is significantly above zero, below {stability['threshold']:.0%}): "
+            f"{stability['top_overlap']:.0%} of the {stability['decisive']} channels that "
+            f"matter, their salience significantly above zero, below "
+            f"{stability['threshold']:.0%}): "
             "raise --repeats and --restarts, or rank with more rows")
     if len(constant):
         warnings.append(f"{len(constant)} of {len(salience)} channels of modality "
@@ -903,7 +904,7 @@ def pairing_warnings(gamma: Any, chance: dict[str, dict[str, Any]]) -> list[str]
             f"the rows of a and b share nothing detectable beyond their class: b's rows "
             f"predict a's decisive score no better than other rows of the same class "
             f"(pairing score {pairing.score:.2f} against {pairing.null:.2f} shuffled within "
-            f"class, z = {pairing.z if pairing.z is not None else float('nan'):.1f}): check "
+            f"class, z = {'-' if pairing.z is None else f'{pairing.z:.1f}'}): check "
             "that the rows of the two files are in the same order; if they are, expect "
             "crossmodal KD to act only as label smoothing")
     if gamma.little:

@@ -545,8 +545,10 @@ def checks(rank: dict[str, Any], fmt: str) -> str:
             "significantly above zero, so the ranking has nothing to be stable about "
             f"({verdict})." if stable["top_overlap"] is None else
             f"Stability over {stable['restarts']} restarts: {stable['decisive']} channels "
-            "have salience significantly above zero (Benjamini-Hochberg, false discovery "
-            f"rate {stable['fdr']:g}); the restarts' top {stable['decisive']} overlap "
+            "matter, their salience significantly above zero (Benjamini-Hochberg, false "
+            f"discovery rate {stable['fdr']:g}) and at least "
+            f"{stable.get('min_salience', 0):g} of the top channel's; the restarts' top "
+            f"{stable['decisive']} overlap "
             f"{stable['top_overlap']:.2f} ({verdict}, threshold {stable['threshold']:g})"
             + (f", Kendall tau among them {stable['kendall_tau']:.2f}"
                if stable["kendall_tau"] is not None else "")

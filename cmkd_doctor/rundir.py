@@ -552,32 +552,39 @@ class Run:
 
 
 def ranking_reliability(document: dict[str, Any]) -> dict[str, Any]:
-    """What :attr:`Run.ranking_reliability` says of a ``rank.json`` document."""
-    why = []
+    """What :attr:`Run.ranking_reliability` says of a ``rank.json`` document: ``reliable``,
+    ``reasons`` (``{code, text}`` each: ``at_chance``, ``class_only``, ``alignment``,
+    ``stability``) and ``why`` (their texts joined), with the facts the verdict reads."""
+    reasons = []
     blind = [side for side, found in (document.get("chance") or {}).items()
              if found.get("at_chance")]
     for side in blind:
-        why.append(f"modality {side} predicts the labels no better than chance")
+        reasons.append({"code": "at_chance",
+                        "text": f"modality {side} predicts the labels no better than chance"})
     pairing = document.get("pairing") or {}
     paired = pairing.get("paired")
     if paired is False and not blind:
-        why.append("the rows of a and b share nothing detectable beyond their class "
-                   f"(pairing z = {pairing['z'] if pairing.get('z') is not None else 0:.1f})")
+        z = pairing.get("z")
+        reasons.append({"code": "class_only",
+                        "text": "the rows of a and b share nothing detectable beyond their "
+                                f"class (pairing z = {'-' if z is None else f'{z:.1f}'})"})
     found = document.get("alignment") or {}
     if found and not found.get("reliable", True):
-        why.append(f"the aligned networks' alignment score {found['score']:.2f} is "
-                   f"below {found['threshold']:g}")
+        reasons.append({"code": "alignment",
+                        "text": f"the aligned networks' alignment score {found['score']:.2f} "
+                                f"is below {found['threshold']:g}"})
     stable = document.get("stability") or {}
     if stable.get("stable") is False:
-        why.append("no channel's salience is significantly above zero" if stable.get(
-            "top_overlap") is None else
+        reasons.append({"code": "stability", "text": (
+            "no channel's salience is significantly above zero"
+            if stable.get("top_overlap") is None else
             f"restarts agree on {stable['top_overlap']:.0%} of the "
             + (f"{stable['decisive']} channels that matter" if stable.get("decisive")
                else "channels a general teacher keeps")
-            + f", below {stable['threshold']:.0%}")
-    return {"reliable": not why, "why": "; ".join(why),
-            "gamma_estimate": document.get("gamma_estimate"), "paired": paired,
-            "at_chance": blind}
+            + f", below {stable['threshold']:.0%}")})
+    return {"reliable": not reasons, "why": "; ".join(r["text"] for r in reasons),
+            "reasons": reasons, "gamma_estimate": document.get("gamma_estimate"),
+            "paired": paired, "at_chance": blind}
 
 
 def load_run(path: str | Path) -> Run:

@@ -201,9 +201,13 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
         lines.append(f"Little to transfer: {share}; a teacher on the other modality can "
                      "pass on only that share." if little else f"Shared information: {share}.")
     if states and not reliable:
-        lines.append(f"The ranking is unreliable here ({ranking.get('why', 'see rank')}): "
-                     "the derived teachers' rows are shown, but say nothing about the "
-                     "hypothesis.")
+        # the data checks already have their sentence above; name only what is left
+        said = "; ".join(r["text"] for r in ranking.get("reasons", [])
+                         if r["code"] not in ("at_chance", "class_only"))
+        why = (f"here ({said})" if said else "here (see above)") if "reasons" in ranking \
+            else f"here ({ranking.get('why', 'see rank')})"
+        lines.append(f"The ranking is unreliable {why}: the derived teachers' rows are "
+                     "shown, but say nothing about the hypothesis.")
     elif parts:
         text = "; it ".join(parts)
         lines.append(f"The MFH ordering general >= random >= specific {text}.")
@@ -308,10 +312,15 @@ def _headline(best: Row, over_regular: Difference, over_none: Difference, unit: 
                 f"No teacher beat training the student alone: {alone[1]}")
     if not over_none.gain:
         whose = "Regular-KD's" if best.teacher == "regular" else f"the {best.label} teacher's"
+        said = (f"the best student, {whose}, is {over_none.delta:+.2f} {unit} over No-KD"
+                f"{over_none.strength()}")
+        if little:  # a sweep cannot find what the modalities do not share
+            return ("skip KD from this modality",
+                    f"Skip KD from this modality: no teacher clearly beat training the "
+                    f"student alone ({said}), and the gamma estimate says the modalities "
+                    "share little.")
         return (f"no teacher clearly beats No-KD: {alone[0]}",
-                f"No teacher clearly beat training the student alone: the best student, "
-                f"{whose}, is {over_none.delta:+.2f} {unit} over No-KD"
-                f"{over_none.strength()}; {alone[1]}")
+                f"No teacher clearly beat training the student alone: {said}; {alone[1]}")
     if best.teacher == "regular":
         return ("keep the regular teacher",
                 "Keep the regular teacher: no derived teacher beat it.")
@@ -387,12 +396,13 @@ def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[
                       "may be unreliable here: check the aligned networks' test "
                       f"{next(iter(metrics), 'metric')} above, raise --repeats, or rank with "
                       "--hidden 0 or more data.")
-    if not verdict["kd_helps"]:
+    little = verdict.get("little_to_transfer")
+    if not verdict["kd_helps"] and not little:
         advice.append("The regular teacher does not clearly help the student: much of what "
                       "it knows may be specific to its modality. Try other ratios (--ratio "
                       "0.25 or 0.75), or a teacher trained to be modality-general (paper "
                       "Sec. 5.3).")
-    if general is not None and general.student_mean <= regular.student_mean:
+    if general is not None and general.student_mean <= regular.student_mean and not little:
         advice.append(f"At r = {ratio:g} the modality-general teacher does not beat the "
                       "regular one; nullifying fewer channels may keep decisive ones.")
     gamma = rank_document.get("gamma_estimate") or {}

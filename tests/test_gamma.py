@@ -116,8 +116,8 @@ def test_pair_level_gamma_follows_the_shared_count_and_ignores_class_only_pairs(
         assert abs(found.value - truth) <= (0.1 if shared in (0, 10) else 0.2), (shared, found)
         assert 0 <= found.low <= found.value <= found.high <= 1
         values.append(found.value)
-        if shared:
-            assert found.pairing.paired and found.pairing.z > 2
+        if shared >= 5:  # at s = 2 (gamma 0.11) too little is shared to be sure at 1,000 rows
+            assert found.pairing.paired and found.pairing.z > 3
         p = within_class_shuffles(data.y, 1, np.random.default_rng(100 + shared))[0]
         shuffled = estimate_gamma(data.xa, data.xb[p], data.y, 2, False, seed=0)
         assert shuffled.high <= 0.1 and not shuffled.pairing.paired, (shared, shuffled)
@@ -144,6 +144,6 @@ def test_the_estimate_reaches_rank_json(tmp_path):
     found = rank(paired, RankOptions(device="cpu", repeats=2, restarts=1, hidden="0"))
     assert found.gamma["value"] > 0.9 and found.gamma["n_rows"] == 1000
     assert found.gamma["label_level"]["value"] > 0.9
-    assert found.pairing["paired"] is True and found.pairing["z"] > 2
+    assert found.pairing["paired"] is True and found.pairing["z"] > 3
     assert found.chance["a"]["at_chance"] is False and found.chance["b"]["at_chance"] is False
     assert not any("share" in w for w in found.warnings)

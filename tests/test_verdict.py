@@ -235,6 +235,13 @@ def test_little_shared_information_is_said_in_the_verdict_and_the_advice():
     assert v["action"] == "skip KD from this modality"
     assert v["headline"].startswith("Skip KD from this modality: no teacher beat training "
                                     "the student alone, and the gamma estimate says")
+    assert not any("--ratio" in line for line in advice)  # no sweep: nothing to find
+    # Regular-KD best but not clearly above No-KD: still skip KD, not a sweep
+    weak = Comparison(Path("run"), [_row("none", NONE), _row("regular", _plus(
+        NONE, [0.1, -0.1, 0.2]))], {"ratios": [0.5]}, "key", "id")
+    v = verdict(weak, {"reliable": True, "why": "", "gamma_estimate": low})
+    assert v["best"] == "Regular-KD" and v["action"] == "skip KD from this modality"
+    assert "sweep" not in v["headline"]
     high = {**low, "value": 0.6, "low": 0.5, "high": 0.7, "little_to_transfer": False}
     v = verdict(found, {"reliable": True, "why": "", "gamma_estimate": high})
     assert v["little_to_transfer"] is False and "Shared information" in v["text"]
@@ -294,6 +301,9 @@ def test_rows_that_share_only_their_class_are_said_once_and_steer_the_advice():
     found.verdict = v = verdict(found, ranking)
     assert v["paired"] is False and v["mfh_ordering"] == {"0.5": "not_interpreted"}
     assert "The rows share only their class" in v["text"]
+    # said once: the unreliable ranking's sentence does not repeat it
+    assert "The ranking is unreliable here (see above)" in v["text"]
+    assert "pairing z" not in v["text"] and v["text"].count("beyond their class") == 0
     # the general teacher's student is best, but the ranking behind it is not trusted
     assert v["best_is_clear"] is False
     advice = advise(found, {**document, "aligned": {}}, None)

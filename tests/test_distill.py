@@ -166,6 +166,35 @@ def test_expect_exits_0_or_3(run_copy, cli):
     assert "\n" not in line
 
 
+def test_expect_paired_passes_on_paired_rows_and_exits_3_on_class_only_rows(
+        run_copy, tmp_path, cli):
+    run, _ = run_copy
+    ok = cli("distill", "--run", run, "--teacher", "none", "--expect", "paired",
+             "--seeds", "2", "-q")
+    assert ok.code == 0, ok.err
+    # the same files with feats_b's rows shuffled within each class
+    from cmkd_doctor.gamma import within_class_shuffles
+
+    source = json.loads((run / "rank.json").read_text())["inputs"]
+    xa, xb, y = (np.load(source[k]["path"]) for k in ("feats_a", "feats_b", "labels"))
+    p = within_class_shuffles(y, 1, np.random.default_rng(0))[0]
+    for name, array in zip(FILES, (xa, xb[p], y), strict=True):
+        np.save(tmp_path / name, array)
+    ranked = cli("rank", *(tmp_path / f for f in FILES), "-o", tmp_path / "shuffled",
+                 "--hidden", "0", "-M", "2", "--json")
+    assert ranked.code == 0, ranked.err
+    doc = json.loads(ranked.out)
+    assert doc["pairing"]["paired"] is False and doc["gamma_estimate"]["high"] < 0.1
+    assert doc["gamma_estimate"]["label_level"]["value"] > 0.2
+    assert any("share nothing detectable beyond their class" in w for w in doc["warnings"])
+    gate = cli("distill", "--run", tmp_path / "shuffled", "--teacher", "none", "--expect",
+               "paired", "--seeds", "2", "-q")
+    assert gate.code == 3
+    assert gate.err.strip() == ("error: expectation 'paired' failed: the rows of a and b "
+                                "share nothing detectable beyond their class (rank.json "
+                                "pairing)")
+
+
 @pytest.mark.parametrize("args,pattern", [
     (["--teacher", "genral"], "--teacher must be one of none, regular, general"),
     (["--teacher", "missing.onnx"], "--teacher missing.onnx: no such file"),

@@ -103,11 +103,23 @@ def test_the_diagnosis_reports_alignment_and_withholds_conclusions_when_unreliab
     assert doc["rank"]["alignment"]["reliable"] is False
     assert doc["verdict"]["ranking_reliable"] is False
     assert "The ranking is unreliable here" in doc["verdict"]["text"]
+    # b's rows do not match the labels at all: its own message, first
+    chance = doc["rank"]["chance"]
+    assert chance["b"]["at_chance"] is True and chance["a"]["at_chance"] is False
+    assert chance["b"]["value"] - chance["b"]["chance"] < 0.1
+    assert doc["verdict"]["at_chance"] == ["b"]
+    assert doc["verdict"]["action"] == "check the data: modality b is at chance"
+    assert any("modality b predicts the labels no better than chance" in w
+               for w in doc["rank"]["warnings"])
+    assert doc["advice"][0].startswith("Modality b predicts the labels no better than chance")
     report = cli("report", "--run", tmp_path / "run", "--format", "md")
     assert report.code == 0 and "Alignment" in report.out and "(unreliable" in report.out
     gate = cli("distill", "--run", tmp_path / "run", "--seeds", "2", "--teacher", "general",
                "--epochs", "10", "--expect", "aligned", "-q")
     assert gate.code == 3 and "expectation 'aligned' failed" in gate.err
+    gate = cli("distill", "--run", tmp_path / "run", "--seeds", "2", "--teacher", "general",
+               "--epochs", "10", "--expect", "paired", "-q")
+    assert gate.code == 3 and "expectation 'paired' failed: modality b" in gate.err
 
 
 def test_kendall_tau_by_hand():

@@ -340,12 +340,13 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
                 "export": f"cmkd-doctor derive-teacher --run {doc['run']} --mode "
                           f"{teacher['mode']} --ratio {teacher['ratio']:g} --export-onnx "
                           "teacher.onnx"}
-    for side, chance in (rank.get("chance") or {}).items():
-        if chance.get("at_chance"):
-            found["warnings"].append(f"Modality {side} predicts the labels no better than "
-                                     "chance: check that its rows match the labels file.")
+    blind = [side for side, chance in (rank.get("chance") or {}).items()
+             if chance.get("at_chance")]
+    for side in blind:
+        found["warnings"].append(f"Modality {side} predicts the labels no better than "
+                                 "chance: check that its rows match the labels file.")
     pairing = rank.get("pairing") or {}
-    if pairing.get("paired") is False:
+    if pairing.get("paired") is False and not blind:  # at chance says more
         found["warnings"].append(f"The rows share only their class (pairing score "
                                  f"{pairing['score']:.2f} against {pairing['null']:.2f} with "
                                  "b's rows shuffled within class): check their order; "

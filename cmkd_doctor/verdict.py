@@ -426,8 +426,8 @@ _EXPECT = re.compile(r"^\s*(?P<a>[^<>=\s]+)\s*(?P<op>>=|>)\s*(?P<b>[^<>=\s]+)\s*
 
 def resolve_expectation(text: str, rows: list[tuple[str, float | None, str]]
                          ) -> tuple[int, str, int]:
-    """Indices of the two rows an expectation compares, and its operator (``aligned``,
-    the gate on the ranking, compares no rows: ``(-1, "aligned", -1)``)."""
+    """Indices of the two rows an expectation compares, and its operator (the gates on the
+    ranking, ``aligned`` and ``paired``, compare no rows: ``(-1, "aligned", -1)``)."""
     if text.strip() in RANKING_GATES:
         return -1, text.strip(), -1
     match = _EXPECT.match(text)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from cmkd_doctor import distributed
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.files import host_memory_free, human_size
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:
@@ -54,23 +53,12 @@ def memory_free(device: torch.device) -> int:
     available physical memory."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # no sysconf: nothing to go by
-        return 1 << 62
+    return host_memory_free()
 
 
 def require_memory(need: int, what: str, device: torch.device) -> None:
     """Refuse, before any work, a request that cannot fit: ``what`` needs ``need`` bytes."""
     free = memory_free(device)
     if need > free:
-        raise InputError(f"{what} needs about {_size(need)} of memory, more than the "
-                         f"{_size(free)} free on {device}; ask for less")
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.3g} {unit}"
-        n /= 1024
-    return f"{n:.3g} PiB"
+        raise InputError(f"{what} needs about {human_size(need)} of memory, more than the "
+                         f"{human_size(free)} free on {device}; ask for less")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 
 from cmkd_doctor import distributed
 from cmkd_doctor.classifiers import TrainOptions
@@ -23,6 +22,7 @@ from cmkd_doctor.datasets import DATASETS
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.distill import DistillOptions, check_ratios, distill
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.files import read_yaml
 from cmkd_doctor.gaussian import GaussianSpec, ranking_against_truth
 from cmkd_doctor.inputs import load_paired
 from cmkd_doctor.models import parse_hidden
@@ -52,14 +52,7 @@ _DISTILL_TRAIN = {f.name for f in fields(TrainOptions)}
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a diagnose YAML file (``yaml.safe_load``) and check every key."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise InputError(f"{path}: not valid YAML{at}") from exc
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a mapping of sections (rank:, distill:, ...)")
     for key, value in raw.items():
@@ -83,6 +76,12 @@ def load_config(path: str | Path) -> dict[str, Any]:
         inputs = raw["inputs"]
         if not isinstance(inputs, dict) or set(inputs) != {"feats_a", "feats_b", "labels"}:
             raise InputError(f"{path}: 'inputs' must name feats_a, feats_b and labels")
+        for key, value in inputs.items():
+            if not isinstance(value, str) or not value:
+                raise InputError(f"{path}: 'inputs.{key}' must be a file path; got "
+                                 f"{value!r}")
+        if "example" in raw:
+            raise InputError(f"{path}: give 'example' or 'inputs', not both")
         # paths in a config file are relative to the file
         raw["inputs"] = {k: str((path.parent / v).resolve()) if ":" not in str(v)
                          else str(v) for k, v in inputs.items()}

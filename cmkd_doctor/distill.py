@@ -36,6 +36,7 @@ from cmkd_doctor.derive import DerivedTeacher, derive_teacher, teacher_metrics
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.engine import FitResult, evaluate_rows
 from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.files import regular_file
 from cmkd_doctor.models import Stacked
 from cmkd_doctor.options import MAX_SEEDS, SEEDS_WHY, number, parse_list, whole
 from cmkd_doctor.progress import Progress, no_progress
@@ -104,8 +105,8 @@ class DistillOptions:
             if name not in TEACHER_CHOICES and Path(name).suffix.lower() not in CHECKPOINTS:
                 raise option_error("teacher", f"one of {', '.join(TEACHER_CHOICES)} or a "
                                    ".safetensors or .onnx checkpoint", name)
-            if name not in TEACHER_CHOICES and not Path(name).is_file():
-                raise InputError(f"--teacher {name}: no such file")
+            if name not in TEACHER_CHOICES:
+                regular_file(name, f"--teacher {name}")
         if not ratios or any(not isinstance(r, (int, float)) or not 0 < r < 1
                              for r in ratios):
             raise option_error("ratio", "a number in (0, 1), or a comma list of them",

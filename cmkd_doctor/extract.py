@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.files import regular_file
 from cmkd_doctor.inputs import read_array
 from cmkd_doctor.outputs import check_out_file, write_json, write_npy
 from cmkd_doctor.registry import Registry
@@ -123,7 +124,7 @@ def _backbone(options: ExtractOptions, device: torch.device):
                            options.backbone)
     model = get_model(options.backbone, weights=None)
     try:
-        state = load_file(options.weights)
+        state = load_file(regular_file(options.weights, f"--weights {options.weights}"))
     except (SafetensorError, OSError) as exc:
         raise InputError(f"--weights {options.weights}: cannot be read as .safetensors "
                          f"({exc})") from exc
@@ -151,8 +152,9 @@ def _onnx(options: ExtractOptions):
         from onnx.utils import Extractor
     except ImportError:
         raise InputError("--onnx needs the onnx extra: pip install 'cmkd-doctor[onnx]'") from None
+    path = regular_file(options.onnx, f"--onnx {options.onnx}")
     try:
-        model = onnx.load(options.onnx)
+        model = onnx.load(path)
     except Exception as exc:  # onnx raises its own untyped decode errors
         raise InputError(f"--onnx {options.onnx}: cannot be read as ONNX ({exc})") from exc
     inputs = [i.name for i in model.graph.input

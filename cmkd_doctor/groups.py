@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.files import check_npy, fits_in_memory, regular_file
 from cmkd_doctor.seeds import derive_seed
 
 MAX_ROWS = 5000  # rows the correlations use at most (a seeded sample beyond)
@@ -115,12 +116,17 @@ def correlated_groups(x: np.ndarray, threshold: float) -> np.ndarray:
 def read_groups(path: str | Path, d: int) -> np.ndarray:
     """Group ids from a ``.npy`` file: one integer per channel of the ranked modality."""
     path = Path(path)
+    label = f"--groups {path}"
+    regular_file(path, label)
+    if path.suffix.lower() != ".npy":
+        raise InputError(f"{label}: expected a .npy file of one integer group id per channel; "
+                         f"got '{path.suffix or '(no suffix)'}'")
+    header = check_npy(path, label)  # sized before anything is read
+    fits_in_memory(header.nbytes, label, "give one group id per channel")
     try:
         ids = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"--groups {path}: no such file") from None
     except (OSError, ValueError) as exc:
-        raise InputError(f"--groups {path}: not a .npy array ({exc})") from None
+        raise InputError(f"{label}: not a .npy array ({exc})") from None
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise InputError(f"--groups {path}: expected one integer group id per channel, a "
                          f"1-D integer array; got {ids.dtype} of shape {ids.shape}")

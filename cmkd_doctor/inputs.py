@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.files import check_npy, fits_in_memory, npz_members, regular_file
 from cmkd_doctor.streaming import release
 
 SUFFIXES = (".npy", ".npz", ".safetensors")
@@ -38,7 +39,11 @@ def parse_source(spec: str | Path) -> ArraySource:
     """Split ``file.npz:key`` into path and key; a path that exists as given has no key."""
     text = str(spec)
     path = Path(text)
-    if path.exists() or ":" not in text:
+    try:
+        exists = path.exists()
+    except OSError:  # a name too long to look up: regular_file says so
+        exists = False
+    if exists or ":" not in text:
         return ArraySource(path)
     head, _, key = text.rpartition(":")
     if Path(head).suffix.lower() in (".npz", ".safetensors") and key:
@@ -91,11 +96,7 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, ArraySource]:
         The array (possibly a read-only memory map) and where it came from.
     """
     source = parse_source(spec)
-    path = source.path
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give the array file inside it")
+    path = regular_file(source.path)  # never open a FIFO or a device: it would block
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise InputError(
@@ -106,10 +107,11 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, ArraySource]:
         if suffix == ".npy":
             if source.key is not None:
                 raise InputError(f"{source}: a .npy file holds one array and takes no key")
+            check_npy(path, str(path))
             array = _read_npy(path)
         elif suffix == ".npz":
+            key = _pick_key(source, list(npz_members(path, str(path))))
             with np.load(path, allow_pickle=False) as archive:
-                key = _pick_key(source, list(archive.files))
                 array = archive[key]
             source = ArraySource(path, key)
         else:
@@ -146,6 +148,11 @@ def _read_safetensors(source: ArraySource) -> tuple[np.ndarray, ArraySource]:
     try:
         with safe_open(str(source.path), framework="pt") as fh:
             key = _pick_key(source, list(fh.keys()))
+            part = fh.get_slice(key)
+            count = int(np.prod(part.get_shape(), dtype=object))
+            fits_in_memory(count * _SAFETENSORS_BYTES.get(part.get_dtype(), 8),
+                           f"{source.path}:{key}", "a .safetensors tensor is read into "
+                           "memory whole: save it as .npy, which is memory-mapped")
             tensor = fh.get_tensor(key)
     except SafetensorError as exc:
         raise InputError(
@@ -163,7 +170,10 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
+_SAFETENSORS_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4,
+                      "F16": 2, "BF16": 2, "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+_EXACT_FLOAT = 2.0**53  # beyond this, float64 cannot hold every integer
 
 
 def check_finite(array: np.ndarray, source: ArraySource) -> None:
@@ -218,6 +228,11 @@ def describe(array: np.ndarray, source: ArraySource) -> InputFile:
 def read_features(spec: str | Path) -> tuple[np.ndarray, InputFile]:
     """Read a 2-D ``(n, d)`` numeric feature array and check it."""
     array, source = read_array(spec)
+    if _looks_like_labels(array):
+        raise InputError(
+            f"{source}: is 1-D with {len(np.unique(np.asarray(array[:_SCAN_ROWS])))} "
+            "distinct values, like class labels, where features belong; the order is "
+            "FEATS_A FEATS_B LABELS (a single feature channel is saved as x.reshape(-1, 1))")
     if array.dtype.kind not in "biuf":
         raise InputError(f"{source}: features must be numeric; got dtype {array.dtype}")
     if array.ndim == 1:
@@ -237,6 +252,19 @@ def read_features(spec: str | Path) -> tuple[np.ndarray, InputFile]:
                          "and 1 column")
     check_finite(array, source)
     return array, describe(array, source)
+
+
+def _looks_like_labels(array: np.ndarray) -> bool:
+    """A 1-D array of text, or of whole numbers taking few values: labels, given where
+    features belong (the arguments in the wrong order)."""
+    if array.ndim != 1:
+        return False
+    if array.dtype.kind in "US":
+        return True
+    head = np.asarray(array[:_SCAN_ROWS])
+    if array.dtype.kind == "f" and not np.all(np.isfinite(head) & (head == np.round(head))):
+        return False
+    return array.dtype.kind in "biuf" and len(np.unique(head)) <= max(2, len(head) // 2)
 
 
 @dataclass(frozen=True)
@@ -295,8 +323,20 @@ def _single_label(array: np.ndarray, source: ArraySource) -> Labels:
                 f"{source}: labels are non-integer floats; cmkd-doctor classifies, so give "
                 "class ids (integers or strings)"
             )
+        big = np.abs(array) > _EXACT_FLOAT
+        if big.any():  # floats there are not exact integers: ids could merge
+            row = int(np.flatnonzero(big)[0])
+            raise InputError(
+                f"{source}: label {array[row]:g} at row {row} is beyond 2^53, where float "
+                "class ids are not exact integers; save the labels as integers or strings")
         array = array.astype(np.int64)
-    elif kind not in "biuUS":
+    elif kind == "S":  # byte strings: text, if they decode
+        try:
+            array = np.char.decode(array, "utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{source}: labels are byte strings that are not UTF-8 text; "
+                             "give integers or text") from None
+    elif kind not in "biuU":
         raise InputError(f"{source}: labels must be integers or strings; got dtype "
                          f"{array.dtype}")
     classes, y = np.unique(array, return_inverse=True)

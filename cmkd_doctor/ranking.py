@@ -36,6 +36,7 @@ from cmkd_doctor.engine import (
     predict,
 )
 from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.files import regular_file
 from cmkd_doctor.gamma import estimate_gamma
 from cmkd_doctor.groups import Groups, correlated_groups, read_groups, sampled_rows
 from cmkd_doctor.inputs import PairedData, load_paired
@@ -183,17 +184,15 @@ class RankOptions:
         if not isinstance(groups, str) or not groups:
             raise option_error("groups", "none, auto or a .npy file of group ids", groups)
         if groups not in ("none", "auto"):
-            if not Path(groups).is_file():
-                raise InputError(f"--groups {groups}: no such file (give none, auto or a "
-                                 ".npy file of one group id per channel)")
+            regular_file(groups, f"--groups {groups}")
             groups = str(Path(groups).resolve())
         if groups != "none" and (self.estimator != "sampled"
                                  or self.permutation != "shared"):
             raise InputError(f"--groups {self.groups}: groups are permuted with the sampled "
                              "estimator and one permutation per repeat (--estimator sampled "
                              "--permutation shared)")
-        if self.split is not None and not Path(self.split).is_file():
-            raise InputError(f"--split {self.split}: no such file")
+        if self.split is not None:
+            regular_file(self.split, f"--split {self.split}")
         return replace(self, hidden=parse_hidden(self.hidden), groups=groups,
                        split=None if self.split is None else str(Path(self.split).resolve()))
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.files import npz_members
 from cmkd_doctor.seeds import derive_seed, generator
 
 
@@ -74,21 +75,30 @@ def carve_validation(rows: np.ndarray, y: np.ndarray, fraction: float, seed: int
 def read_split(path: str | Path, n: int) -> Split:
     """A user's split: ``.npz`` with ``train`` and ``test`` row-index arrays."""
     path = Path(path)
+    members = npz_members(path, f"--split {path}")  # sized before anything is read
+    missing = {"train", "test"} - set(members)
+    if missing:
+        raise InputError(f"--split {path}: needs arrays 'train' and 'test' (row "
+                         f"indices); missing {', '.join(sorted(missing))}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = {"train", "test"} - set(archive.files)
-            if missing:
-                raise InputError(f"--split {path}: needs arrays 'train' and 'test' (row "
-                                 f"indices); missing {', '.join(sorted(missing))}")
             train, test = archive["train"], archive["test"]
     except (OSError, ValueError) as exc:
         raise InputError(f"--split {path}: cannot be read as .npz ({exc})") from exc
     for name, rows in (("train", train), ("test", test)):
         if rows.ndim != 1 or rows.dtype.kind not in "iu":
             raise InputError(f"--split {path}: '{name}' must be 1-D integer row indices")
-        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        if len(rows) and rows.min() < 0:
+            raise InputError(f"--split {path}: '{name}' has row {int(rows.min())}; row "
+                             "indices count from 0")
+        if len(rows) and rows.max() >= n:
             raise InputError(f"--split {path}: '{name}' has row {int(rows.max())} but the "
                              f"inputs have {n} rows")
+        values, counts = np.unique(rows, return_counts=True)
+        if len(values) < len(rows):
+            row = int(values[np.argmax(counts)])
+            raise InputError(f"--split {path}: '{name}' lists row {row} {int(counts.max())} "
+                             "times; give each row once")
     if len(np.intersect1d(train, test)):
         raise InputError(f"--split {path}: {len(np.intersect1d(train, test))} rows are in "
                          "both train and test")

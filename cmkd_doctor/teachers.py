@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.files import regular_file
 from cmkd_doctor.groups import unit_choice
 from cmkd_doctor.inputs import sha256_of
 from cmkd_doctor.models import FORMAT as NET_FORMAT
@@ -142,9 +143,7 @@ class OnnxModel(nn.Module):
         except ImportError:
             raise InputError(f"{path}: ONNX teachers need onnxruntime: pip install "
                              "'cmkd-doctor[onnx]' (or [gpu] for onnxruntime-gpu)") from None
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(f"{path}: no such file")
+        self.path = regular_file(path)
         wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         providers = [p for p in wanted if p in ort.get_available_providers()]
         try:
@@ -230,8 +229,7 @@ class TeacherSpec:
             if path.suffix.lower() not in (".safetensors", ".onnx"):
                 raise option_error("from", "trained, aligned, or a .safetensors or .onnx "
                                    "teacher checkpoint", self.source)
-            if not path.is_file():
-                raise InputError(f"{self.source}: no such file")
+            regular_file(path, self.source)
         # Fields that cannot change the teacher are normalised, so saved ones are reused.
         spec = self
         if spec.mode == "regular":

@@ -32,8 +32,8 @@ def parse_hidden(text: str | int | tuple[int, ...] | list[int]) -> tuple[int, ..
         if any(isinstance(s, bool) or not isinstance(s, int) for s in sizes):
             raise option_error("hidden", "0 or a comma list of positive layer widths", text)
     else:
-        try:
-            sizes = [int(part) for part in str(text).split(",") if part.strip()]
+        try:  # an empty part ("8,,8", "8,") is a typo, not a layer to drop
+            sizes = [int(part) for part in str(text).split(",")]
         except ValueError:
             raise option_error("hidden", "0 or a comma list of positive layer widths",
                                text) from None

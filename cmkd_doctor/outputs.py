@@ -8,12 +8,14 @@ staging folder and land in one step (:func:`staging`, :func:`together`).
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import io
 import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Collection, Iterator
@@ -53,10 +55,17 @@ def check_out_dir(path: str | Path, option: str = "--out") -> Path:
 
 
 def check_out_file(path: str | Path, option: str) -> Path:
-    """Fail early if ``path`` cannot be written as a file (see :func:`check_out_dir`)."""
+    """Fail early if ``path`` cannot be written as a file (see :func:`check_out_dir`): a
+    character device such as ``/dev/stdout`` is written in place, any other file that is
+    not a regular one (a FIFO, a socket) is refused."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{option} {path}: is a folder; give a file name")
+    try:
+        if _special(path, "the output"):
+            return path
+    except InputError as exc:
+        raise InputError(f"{option} {exc}") from None
     _check_names(path, option)
     check_out_dir(path.parent, option)
     return path
@@ -77,14 +86,49 @@ def _check_names(path: Path, option: str) -> None:
                              f"{limit - _TEMP_OVERHEAD} here)")
 
 
+# The folder being staged (:func:`staging`): while it is set, every write must land
+# inside it, so a symbolic link in a run directory never leads a write elsewhere.
+_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("root", default=None)
+
+
+def check_inside(path: Path, root: Path | None = None) -> None:
+    """Refuse a write to a path inside ``root`` (by default the folder being staged)
+    that a symbolic link would lead outside it. Paths outside ``root`` (a file the user
+    named, as ``--export-onnx``) are not its business."""
+    root = _ROOT.get() if root is None else root
+    if root is None:
+        return
+    path = Path(os.path.abspath(path))
+    root = Path(os.path.abspath(root))
+    if root not in path.parents:
+        return
+    real_root = Path(os.path.realpath(root))
+    folder = Path(os.path.realpath(path.parent))
+    if folder != real_root and real_root not in folder.parents:
+        inner = next((p for p in (path.parent, *path.parent.parents)
+                      if p.is_symlink() and root in p.parents), path.parent)
+        raise InputError(f"{inner}: leads outside the folder it belongs to (a symbolic "
+                         f"link to {os.path.realpath(inner)}); cmkd-doctor writes only "
+                         "inside it: replace the link by a folder")
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``path``.
 
-    In a torchrun job only rank 0 writes; the other processes skip every file.
+    In a torchrun job only rank 0 writes; the other processes skip every file. A
+    character device (``/dev/stdout``) is written in place, never replaced; anything
+    else that is not a regular file is refused.
     """
     path = Path(path)
     if not distributed.is_main():
         return path
+    if _special(path, "the file"):
+        try:
+            write(path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
+        return path
+    check_inside(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -103,6 +147,20 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _special(path: Path, what: str) -> bool:
+    """Whether ``path`` is a character device (written in place); refuse another kind
+    of file that is not a regular one (a FIFO, a socket, a block device)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    if stat.S_ISCHR(mode):
+        return True
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"{path}: is not a regular file; {what} would replace it")
+    return False
 
 
 def current_umask() -> int:
@@ -177,7 +235,11 @@ def staging(target: Path, skip: Collection[str] = frozenset(),
             raise InputError(f"{target}: cannot be staged for the new run "
                              f"({exc.strerror or exc}); it is left as it was") from exc
         try:
-            yield stage
+            token = _ROOT.set(stage)
+            try:
+                yield stage
+            finally:
+                _ROOT.reset(token)
             here = Path.cwd().resolve()
             with _locked(target.parent):
                 if here == target or target in here.parents:
@@ -211,10 +273,12 @@ def staging(target: Path, skip: Collection[str] = frozenset(),
 def _move_written(stage: Path, dest: Path, linked: dict[Path, tuple]) -> None:
     """Move every file the command wrote in ``stage`` (not one linked in unchanged) to
     the same place under ``dest``."""
-    for path in _files(stage):
-        if linked.get(path) != _identity(stage / path):
-            (dest / path).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(stage / path, dest / path)
+    written = [path for path in _files(stage) if linked.get(path) != _identity(stage / path)]
+    for path in written:  # all checked before any moves
+        check_inside(dest / path, dest)
+    for path in written:
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / path, dest / path)
 
 
 def _make_stage(target: Path) -> Path:

@@ -42,7 +42,7 @@ from cmkd_doctor.groups import Groups, correlated_groups, read_groups, sampled_r
 from cmkd_doctor.inputs import PairedData, load_paired
 from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig, new_net, parse_hidden, standardisation
-from cmkd_doctor.options import number, whole
+from cmkd_doctor.options import MAX_SEEDS, SEEDS_WHY, number, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.registry import Registry
 from cmkd_doctor.rundir import DEFAULT_RUN, RunDir
@@ -169,7 +169,8 @@ class RankOptions:
         PERMUTED_ROWS.check(self.permute_on)
         whole("patience", self.patience, 0)
         whole("seed", self.seed, 0)
-        whole("restarts", self.restarts, 1, optional=True)
+        # restarts average the salience like seeds: past 1000 they only cost time
+        whole("restarts", self.restarts, 1, optional=True, maximum=MAX_SEEDS, why=SEEDS_WHY)
         if not isinstance(self.standardize, bool):
             raise option_error("standardize", "true or false", self.standardize)
         ESTIMATORS.check(self.estimator)

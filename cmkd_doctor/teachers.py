@@ -156,10 +156,18 @@ class OnnxModel(nn.Module):
             raise InputError(f"{path}: the ONNX model takes {len(inputs)} inputs; a teacher "
                              "takes one, the features (n, d)")
         self.input_name = inputs[0].name
-        shape = inputs[0].shape
+        if inputs[0].type not in _FLOAT_INPUTS:
+            raise InputError(f"{path}: the ONNX model's input is {inputs[0].type}; a teacher "
+                             "takes float features (n, d): export it with a float input")
+        self.dtype = _FLOAT_INPUTS[inputs[0].type]
+        # a model exported without its input shape recorded is taken as (n, d) and probed
+        shape = list(inputs[0].shape or [None, None])
         if len(shape) != 2:
             raise InputError(f"{path}: the ONNX model's input has shape {shape}; a teacher "
                              "takes features (n, d)")
+        # a batch dimension fixed when the model was exported (often 1): rows are fed in
+        # batches of exactly that size
+        self.batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         if d_in is not None and isinstance(shape[1], int) and shape[1] != d_in:
             raise InputError(f"{path}: the ONNX model takes {shape[1]} features per row but "
                              f"the teacher's modality has {d_in}")
@@ -175,9 +183,24 @@ class OnnxModel(nn.Module):
                                  "are NaN or Inf; a teacher must give finite logits")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feed = {self.input_name: x.detach().to("cpu", torch.float32).numpy()}
-        out = self.session.run(None, feed)[0]
+        rows = x.detach().to("cpu", torch.float32).numpy().astype(self.dtype, copy=False)
+        if self.batch is None:
+            out = self.session.run(None, {self.input_name: rows})[0]
+        else:  # the last batch padded with zeros, its padding dropped
+            n, parts = len(rows), []
+            for start in range(0, n, self.batch):
+                part = rows[start: start + self.batch]
+                if len(part) < self.batch:
+                    part = np.concatenate([part, np.zeros((self.batch - len(part),
+                                                           *part.shape[1:]), part.dtype)])
+                parts.append(self.session.run(None, {self.input_name: part})[0])
+            out = np.concatenate(parts)[:n] if parts else np.zeros((0, 0), np.float32)
         return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(x.device)
+
+
+# ONNX input types a teacher can take, and the NumPy type rows are fed as
+_FLOAT_INPUTS = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                 "tensor(float16)": np.float16}
 
 
 class Teacher(nn.Module):

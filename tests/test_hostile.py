@@ -116,7 +116,8 @@ CASES = {
         ("--protocol", "mine"), ("--hidden", "x"), ("--hidden", "-1"),
         ("--restarts", "0"), ("--chunk-rows", "0"), ("--seed", "-1"),
         ("--patience", "-1"), ("--device", "tpu"), ("--batch-size", "-5"),
-        ("--lr", "abc"), ("--repeats", "1.5"))},
+        ("--lr", "abc"), ("--repeats", "1.5"), ("--hidden", "8,,8"), ("--hidden", "8,"),
+        ("--restarts", "1000000000000"))},
     "rank: --estimator exact with an MLP": ([*RANK, "--estimator", "exact"], "--estimator"),
     "rank: per-channel permutations beyond memory": (
         [*RANK, "--protocol", "official", "-M", "100000"], "GiB"),

@@ -221,3 +221,44 @@ def test_split_and_group_files_say_what_is_wrong_with_them(data, tmp_path, cli):
     _refused(cli("rank", long, *inputs[1:], "-o", tmp_path / "out"),
              "the name is too long for the file system")
     assert not (tmp_path / "out").exists()
+
+
+def _linear_onnx(path: Path, w: np.ndarray, elem: str = "FLOAT",
+                 shape: list | None = None) -> Path:
+    """An ONNX model y = x @ w (x float, or another element type) whose input shape is
+    recorded as ``shape`` (``None``: not recorded)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    kind = getattr(TensorProto, elem)
+    nodes = [helper.make_node("MatMul", ["xf", "w"], ["logits"])]
+    nodes.insert(0, helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT))
+    graph = helper.make_graph(
+        nodes, "linear", [helper.make_tensor_value_info("x", kind, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_onnx_teachers_with_a_fixed_batch_or_no_recorded_shape_work_and_ints_are_refused(
+        tmp_path):
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from cmkd_doctor.errors import InputError
+    from cmkd_doctor.teachers import OnnxModel
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 3))
+    x = torch.tensor(rng.standard_normal((10, 6)), dtype=torch.float32)
+    expected = x.numpy() @ w.astype(np.float32)
+    for name, shape in (("dynamic", ["n", 6]), ("batch_one", [1, 6]), ("batch_four", [4, 6]),
+                        ("unrecorded", None)):
+        model = OnnxModel(_linear_onnx(tmp_path / f"{name}.onnx", w, shape=shape), 6, 3)
+        np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match=r"int64.onnx: the ONNX model's input is "
+                                         r"tensor\(int64\); a teacher takes float features"):
+        OnnxModel(_linear_onnx(tmp_path / "int64.onnx", w, "INT64", ["n", 6]), 6, 3)

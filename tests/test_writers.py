@@ -1,0 +1,94 @@
+"""Hostile run directories and outputs, round two (issue 22): nothing in a run directory
+leads a write outside it, and an output that is not a regular file is written in place
+(a character device) or refused, never replaced."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.ranking import RankOptions, rank_files
+
+FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("writers")
+    write_gaussian(make_gaussian(GaussianSpec(n_train=150, n_test=30, seed=5)), root / "data")
+    rank_files(*(root / "data" / f for f in FILES), out=root / "run",
+               options=RankOptions(device="cpu", epochs=3, repeats=2, hidden="0"))
+    return root / "run"
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _linked_run(ranked: Path, tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A copy of the run whose ``name`` folder is a symbolic link to a folder outside."""
+    run = tmp_path / "run"
+    shutil.copytree(ranked, run)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(run / name, ignore_errors=True)
+    os.symlink(elsewhere, run / name)
+    return run, elsewhere
+
+
+@pytest.mark.parametrize("folder,argv", [
+    ("teachers", ["derive-teacher", "--mode", "general", "--ratio", "0.5", "--epochs", "2"]),
+    ("teachers", ["distill", "--teacher", "general", "--seeds", "2", "--epochs", "2"]),
+    ("report", ["report", "--format", "md"]),
+])
+def test_a_symlinked_folder_in_the_run_never_leads_a_write_outside(folder, argv, ranked,
+                                                                   tmp_path, cli):
+    run, elsewhere = _linked_run(ranked, tmp_path, folder)
+    before = _tree(run)
+    result = cli(argv[0], "--run", run, *argv[1:])
+    assert result.code == 2, (result.code, result.err)
+    line = result.err.strip()
+    assert line.count("\n") == 0 and line.startswith(f"error: {run / folder}: leads outside")
+    assert "replace the link by a folder" in line
+    assert list(elsewhere.iterdir()) == []  # nothing written there
+    assert _tree(run) == before and (run / folder).is_symlink()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".stage")]
+
+
+def _device(path: Path, minor: int) -> Path:
+    """A character device node of our own (1, minor: 3 is null, 7 is full), so a
+    regression replaces a test file, not the system's /dev/full."""
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+        os.close(os.open(path, os.O_WRONLY))  # a nodev mount refuses to open it
+    except (PermissionError, AttributeError, OSError) as exc:
+        pytest.skip(f"cannot make a usable device node here ({exc})")
+    return path
+
+
+def test_an_output_that_is_a_device_is_written_in_place_never_replaced(ranked, tmp_path,
+                                                                       cli):
+    full, null = _device(tmp_path / "full", 7), _device(tmp_path / "null", 3)
+    result = cli("report", "--run", ranked, "--format", "json", "--out", full)
+    assert result.code == 2 and f"{full}: cannot be written (No space left" in result.err
+    assert stat.S_ISCHR(os.stat(full).st_mode)  # still the device
+    result = cli("report", "--run", ranked, "--format", "json", "--out", null)
+    assert result.code == 0, result.err
+    assert stat.S_ISCHR(os.stat(null).st_mode)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_an_output_that_is_a_fifo_is_refused(ranked, tmp_path, cli):
+    os.mkfifo(tmp_path / "pipe.json")
+    result = cli("report", "--run", ranked, "--format", "json", "--out",
+                 tmp_path / "pipe.json")
+    assert result.code == 2
+    assert result.err.strip() == (f"error: --out {tmp_path / 'pipe.json'}: is not a regular "
+                                  "file; the output would replace it")
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe.json").st_mode)

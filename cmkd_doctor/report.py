@@ -482,7 +482,7 @@ def checks(rank: dict[str, Any], fmt: str) -> str:
     stability, constant and negative channels, each with what it means."""
     said = []
     gamma = rank.get("gamma_estimate")
-    if gamma and isinstance(gamma.get("label_level"), dict):
+    if gamma:
         v, cross = gamma["label_level"]["explained"], gamma["cross"]
         said.append(f"Gamma estimate {gamma['value']:.2f} (95% interval {gamma['low']:.2f}-"
                     f"{gamma['high']:.2f}, {gamma['n_rows']} rows): the share of the "
@@ -499,10 +499,6 @@ def checks(rank: dict[str, Any], fmt: str) -> str:
                     + (" Little to transfer: crossmodal KD can pass on only the shared "
                        "share, whichever channels a teacher keeps."
                        if gamma["little_to_transfer"] else ""))
-    elif gamma and isinstance(gamma.get("explained"), dict):  # ranked before version 2
-        said.append(f"Gamma estimate {gamma['value']:.2f} (95% interval {gamma['low']:.2f}-"
-                    f"{gamma['high']:.2f}): label-level, from a version before the pair-level "
-                    "estimate; rank again for the share of information about the same row.")
     pairing = rank.get("pairing")
     if pairing:
         said.append(f"Pairing: score {pairing['score']:.2f} on the same rows against "
@@ -539,7 +535,7 @@ def checks(rank: dict[str, Any], fmt: str) -> str:
                     "constant). The salience reads disagreement after a permutation as "
                     "modality-general information only when the networks agree before it.")
     stable = rank.get("stability") or {}
-    if stable.get("decisive") is not None:
+    if stable.get("stable") is not None:
         verdict = "stable" if stable["stable"] else "unstable"
         said.append(
             f"Stability over {stable['restarts']} restarts: no channel's salience is "
@@ -557,12 +553,6 @@ def checks(rank: dict[str, Any], fmt: str) -> str:
             f"{stable['all_channels']['top_overlap']:.2f}, Kendall tau "
             f"{stable['all_channels']['kendall_tau']:.2f} (channels the networks ignore "
             "order at random there).")
-    elif stable.get("kendall_tau") is not None:  # ranked before version 2
-        said.append(f"Stability over {stable['restarts']} restarts: Kendall tau "
-                    f"{stable['kendall_tau']:.2f}, overlap of the half a general teacher "
-                    f"keeps {stable['top_overlap']:.2f} "
-                    f"({'stable' if stable['stable'] else 'unstable'}, threshold "
-                    f"{stable['threshold']:g}).")
     constant = rank.get("constant_channels") or []
     if constant:
         said.append(f"{len(constant)} channels are constant on the fit rows: they carry "

@@ -37,6 +37,7 @@ import torch
 from cmkd_doctor import __version__, distributed
 from cmkd_doctor.classifiers import Rows
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.files import regular_file
 from cmkd_doctor.inputs import PairedData, load_paired, sha256_of
 from cmkd_doctor.models import Net, load_net, save_net
 from cmkd_doctor.outputs import (
@@ -46,6 +47,7 @@ from cmkd_doctor.outputs import (
     write_json,
     write_npy,
 )
+from cmkd_doctor.schemas import check as check_schema
 from cmkd_doctor.schemas import stamp
 from cmkd_doctor.splits import Split, fit_and_validation
 
@@ -284,15 +286,25 @@ class RunDir:
             raise InputError(f"{path}: damaged or not written by cmkd-doctor ({reason}); "
                              "rerun 'cmkd-doctor rank'") from exc
 
-    def read_json(self, path: Path) -> Any:
-        return self.guarded(path, lambda p: json.loads(p.read_text()))
+    def read_json(self, path: Path, schema: str | None = None) -> Any:
+        """A JSON file of the run: strict (``NaN`` and ``Infinity``, which cmkd-doctor never
+        writes, are refused) and, with ``schema``, checked against that shipped schema
+        and version (:func:`cmkd_doctor.schemas.check`), so a field edited or damaged is
+        exit 2 naming the file and the field."""
+        def read(p: Path) -> Any:
+            document = json.loads(regular_file(p).read_text(), parse_constant=_no_constant)
+            if schema is not None:
+                check_schema(schema, document)
+            return document
+
+        return self.guarded(path, read)
 
     def read_document(self, option: str = "--run") -> dict[str, Any]:
-        """``rank.json``, checked: the fields later commands rely on are there."""
+        """``rank.json``, checked: its schema, and the fields later commands rely on."""
         if not self.document_path.is_file():
             raise InputError(f"{option} {self.path}: no rank run there ({self.DOCUMENT} is "
                              "missing); run 'cmkd-doctor rank' first or pass --run DIR")
-        document = self.read_json(self.document_path)
+        document = self.read_json(self.document_path, "rank")
         self.guarded(self.document_path, lambda _: _check_document(document))
         return document
 
@@ -340,7 +352,7 @@ class RunDir:
         """``distill.json``, or ``None`` when there is none yet."""
         if not self.distill_path.is_file():
             return None
-        document = self.read_json(self.distill_path)
+        document = self.read_json(self.distill_path, "distill")
         if not isinstance(document, dict) or not isinstance(document.get("results"), dict):
             raise InputError(f"{self.distill_path}: damaged or not written by cmkd-doctor "
                              "(no 'results' mapping); delete it and rerun 'cmkd-doctor "
@@ -351,7 +363,7 @@ class RunDir:
         """The sidecars of the teachers derived from ranking ``run_id``."""
         found = []
         for path in sorted(self.teachers_dir.glob("*.json")):
-            sidecar = self.read_json(path)
+            sidecar = self.read_json(path, "teacher")
             if isinstance(sidecar, dict) and (sidecar.get("rank") or {}).get("run_id") == run_id:
                 found.append(sidecar)
         return found
@@ -366,7 +378,7 @@ class RunDir:
         sidecar_path = path.with_suffix(".json")
         if not (path.is_file() and sidecar_path.is_file()):
             return None
-        sidecar = self.read_json(sidecar_path)
+        sidecar = self.read_json(sidecar_path, "teacher")
         if not isinstance(sidecar, dict) or any(sidecar.get(k) != v for k, v in wanted.items()):
             return None
         if sidecar.get("sha256") != sha256_of(path):
@@ -396,6 +408,10 @@ class RunDir:
         """The run of a document and the data it ranked (already verified)."""
         return Run(self, document, self.read_salience(document), self.read_split(data.n),
                    data)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"holds {name}, which cmkd-doctor never writes")
 
 
 _REQUIRED = {

@@ -262,3 +262,11 @@ def test_onnx_teachers_with_a_fixed_batch_or_no_recorded_shape_work_and_ints_are
     with pytest.raises(InputError, match=r"int64.onnx: the ONNX model's input is "
                                          r"tensor\(int64\); a teacher takes float features"):
         OnnxModel(_linear_onnx(tmp_path / "int64.onnx", w, "INT64", ["n", 6]), 6, 3)
+
+
+def test_a_device_behind_a_symlink_is_named_as_a_device(data, tmp_path, cli):
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    os.symlink("/dev/zero", tmp_path / "zeros.npy")
+    _refused(cli("rank", tmp_path / "zeros.npy", *(data / f for f in FILES[1:]), "-o",
+                 tmp_path / "out"), "zeros.npy: is not a regular file (a character device)")

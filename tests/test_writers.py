@@ -92,3 +92,51 @@ def test_an_output_that_is_a_fifo_is_refused(ranked, tmp_path, cli):
     assert result.err.strip() == (f"error: --out {tmp_path / 'pipe.json'}: is not a regular "
                                   "file; the output would replace it")
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe.json").st_mode)
+
+
+def _edited(ranked: Path, tmp_path: Path, name: str, edit) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(ranked, run)
+    path = run / name
+    path.write_text(edit(path.read_text()))
+    return run
+
+
+@pytest.mark.parametrize("what,edit,needle", [
+    ("NaN", lambda t: t.replace('"unpermuted_distance": ', '"unpermuted_distance": NaN, "x": ',
+                                1), "holds NaN, which cmkd-doctor never writes"),
+    ("a newer version", lambda t: t.replace('"schema_version": 2', '"schema_version": 99', 1),
+     "schema_version 99; this cmkd-doctor reads and writes 2"),
+    ("a number as text", lambda t: t.replace('"n_classes": 2', '"n_classes": "2"', 1),
+     "'labels.n_classes': '2' is not of type 'integer'"),
+    ("an option that is not finite", lambda t: t.replace('"lr": 0.001', '"lr": Infinity', 1),
+     "holds Infinity"),
+])
+def test_an_edited_rank_json_is_refused_naming_the_file_and_the_field(what, edit, needle,
+                                                                      ranked, tmp_path, cli):
+    run = _edited(ranked, tmp_path, "rank.json", edit)
+    for argv in (["report", "--run", run, "--format", "json"],
+                 ["derive-teacher", "--run", run, "--epochs", "2"]):
+        result = cli(*argv)
+        assert result.code == 2, (what, result.err)
+        line = result.err.strip()
+        assert line.count("\n") == 0 and line.startswith(f"error: {run / 'rank.json'}: ")
+        assert needle in line, line
+
+
+def test_a_distill_json_with_numbers_as_text_is_refused_at_report_compare(ranked, tmp_path,
+                                                                          cli):
+    run = tmp_path / "run"
+    shutil.copytree(ranked, run)
+    assert cli("distill", "--run", run, "--teacher", "none", "--seeds", "2", "--epochs",
+               "2", "-q").code == 0
+    text = (run / "distill.json").read_text()
+    key = '"student_mean": '
+    start = text.index(key) + len(key)
+    end = start + min(text.index(",", start), text.index("\n", start)) - start
+    (run / "distill.json").write_text(text[:start] + f'"{text[start:end]}"' + text[end:])
+    result = cli("report", "--compare", run, ranked, "--format", "json")
+    assert result.code == 2, result.err
+    line = result.err.strip()
+    assert line.startswith(f"error: {run / 'distill.json'}: ") and "student_mean" in line
+    assert "is not of type 'number'" in line

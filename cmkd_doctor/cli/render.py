@@ -73,11 +73,10 @@ def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
              "of its channels'")
     gamma = document.get("gamma_estimate")
     if gamma:
-        label = gamma.get("label_level")
         line(f"gamma estimate (share of decisive information both modalities hold about "
              f"the same row): {gamma['value']:.2f}, 95% interval {gamma['low']:.2f}-"
-             f"{gamma['high']:.2f} ({gamma['n_rows']} rows"
-             + (f"; label-level {label['value']:.2f}" if label else "") + ")"
+             f"{gamma['high']:.2f} ({gamma['n_rows']} rows; label-level "
+             f"{gamma['label_level']['value']:.2f})"
              + ("  LITTLE TO TRANSFER" if gamma["little_to_transfer"] else ""))
     pairing = document.get("pairing")
     if pairing:
@@ -93,10 +92,7 @@ def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
     if stable.get("stable") is not None:
         chosen = (f" (chosen by cost: {stable['flop_per_restart'] / 1e12:.2g} TFLOP each)"
                   if stable.get("auto") else "")
-        if stable.get("decisive") is None:  # ranked before version 2
-            said = (f"Kendall tau {stable['kendall_tau']:.2f}, overlap of the kept half "
-                    f"{stable['top_overlap']:.2f}")
-        elif stable["top_overlap"] is None:
+        if stable["top_overlap"] is None:
             said = "no channel's salience is significantly above zero"
         else:
             said = (f"{stable['decisive']} channels matter (salience significantly above 0), "

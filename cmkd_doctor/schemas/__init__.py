@@ -293,3 +293,25 @@ def write_all() -> None:
     for name in DOCUMENTS:
         with resources.as_file(folder.joinpath(f"{name}.schema.json")) as path:
             path.write_text(json.dumps(build(name), indent=2) + "\n", encoding="utf-8")
+
+
+def check(name: str, document: Any) -> None:
+    """Raise ``ValueError`` naming the first field of ``document`` that its shipped schema
+    ``name`` does not allow (a version other than :data:`SCHEMA_VERSION` included).
+    Needs ``jsonschema``; without it only the version is checked."""
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"schema_version {version!r}; this cmkd-doctor reads and writes "
+                         f"{SCHEMA_VERSION}")
+    try:
+        from jsonschema import Draft202012Validator
+    except ImportError:  # a minimal install: the version is what can be checked
+        return
+    errors = sorted(Draft202012Validator(schema(name)).iter_errors(document),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        error = errors[0]
+        where = ".".join(map(str, error.absolute_path)) or "(the document)"
+        raise ValueError(f"'{where}': {error.message}")

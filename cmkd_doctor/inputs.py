@@ -128,6 +128,31 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, ArraySource]:
     return array, source
 
 
+def array_shape(spec: str | Path) -> tuple[tuple[int, ...], ArraySource]:
+    """The shape of the array :func:`read_array` would read, from the file's header
+    alone (nothing is loaded)."""
+    source = parse_source(spec)
+    path = regular_file(source.path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy" and source.key is None:
+        return check_npy(path, str(path)).shape, source
+    if suffix == ".npz":
+        members = npz_members(path, str(path))
+        key = _pick_key(source, list(members))
+        return members[key].shape, ArraySource(path, key)
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                key = _pick_key(source, list(fh.keys()))
+                return tuple(fh.get_slice(key).get_shape()), ArraySource(path, key)
+        except SafetensorError as exc:
+            raise InputError(f"{path}: cannot be read as .safetensors ({_reason(exc)})") \
+                from exc
+    return read_array(spec)[0].shape, source  # an error, worded by read_array
+
+
 def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
@@ -406,6 +431,17 @@ class PairedData:
         return len(self.xa)
 
 
+def _check_rows(a: tuple[int, ArraySource], b: tuple[int, ArraySource],
+                y: tuple[int, ArraySource]) -> None:
+    """The three inputs pair one row to one row: (rows, source) of each."""
+    if b[0] != a[0]:
+        raise InputError(f"{b[1]}: has {b[0]} rows but {a[1]} has {a[0]}; the rows of both "
+                         "modalities must be paired one to one")
+    if y[0] != a[0]:
+        raise InputError(f"{y[1]}: has {y[0]} rows but {a[1]} has {a[0]}; give one label "
+                         "per paired row")
+
+
 def load_paired(feats_a: str | Path, feats_b: str | Path, labels: str | Path) -> PairedData:
     """Read and check the three inputs of ``rank``: features a, features b, labels.
 
@@ -416,17 +452,14 @@ def load_paired(feats_a: str | Path, feats_b: str | Path, labels: str | Path) ->
         or object arrays, wrong dimensionality, NaN or Inf, row counts that differ,
         fewer than 2 classes, or a class with a single sample.
     """
+    # the three headers first: files that cannot pair are refused before any is read
+    (shape_a, source_a), (shape_b, source_b), (shape_y, source_y) = (
+        array_shape(spec) for spec in (feats_a, feats_b, labels))
+    if shape_a and shape_b and shape_y:
+        _check_rows((shape_a[0], source_a), (shape_b[0], source_b), (shape_y[0], source_y))
     xa, info_a = read_features(feats_a)
     xb, info_b = read_features(feats_b)
     lab, info_y = read_labels(labels)
-    if len(xb) != len(xa):
-        raise InputError(
-            f"{info_b.source}: has {len(xb)} rows but {info_a.source} has {len(xa)}; the "
-            "rows of both modalities must be paired one to one"
-        )
-    if len(lab.y) != len(xa):
-        raise InputError(
-            f"{info_y.source}: has {len(lab.y)} rows but {info_a.source} has {len(xa)}; "
-            "give one label per paired row"
-        )
+    _check_rows((len(xa), info_a.source), (len(xb), info_b.source),
+                (len(lab.y), info_y.source))
     return PairedData(xa, xb, lab, {"feats_a": info_a, "feats_b": info_b, "labels": info_y})

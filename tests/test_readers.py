@@ -270,3 +270,17 @@ def test_a_device_behind_a_symlink_is_named_as_a_device(data, tmp_path, cli):
     os.symlink("/dev/zero", tmp_path / "zeros.npy")
     _refused(cli("rank", tmp_path / "zeros.npy", *(data / f for f in FILES[1:]), "-o",
                  tmp_path / "out"), "zeros.npy: is not a regular file (a character device)")
+
+
+def test_inputs_that_cannot_pair_are_refused_from_their_headers_before_any_is_read(
+        data, tmp_path, cli, monkeypatch):
+    """A 4.8 GB .npz member that does not pair with the other files used to be read whole
+    (5 GiB of memory) before the refusal; the headers now say so first."""
+    np.savez_compressed(tmp_path / "big.npz", x=np.zeros((20_000, 500), np.float32))
+    loaded = []
+    real = np.lib.format.read_array
+    monkeypatch.setattr(np.lib.format, "read_array",
+                        lambda *a, **k: loaded.append(1) or real(*a, **k))
+    line = _refused(cli("rank", tmp_path / "big.npz", *(data / f for f in FILES[1:]), "-o",
+                        tmp_path / "out"), "feats_b.npy: has 120 rows but ")
+    assert "big.npz:x has 20000" in line and not loaded

@@ -21,7 +21,7 @@ from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.datasets import DATASETS
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.distill import DistillOptions, check_ratios, distill
-from cmkd_doctor.errors import InputError
+from cmkd_doctor.errors import InputError, shown
 from cmkd_doctor.files import read_yaml
 from cmkd_doctor.gaussian import GaussianSpec, ranking_against_truth
 from cmkd_doctor.inputs import load_paired
@@ -71,7 +71,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raw[key] = _typed(path, key, value)
     for key in ("example", "out"):
         if key in raw and not isinstance(raw[key], str):
-            raise InputError(f"{path}: '{key}' must be text; got {raw[key]!r}")
+            raise InputError(f"{path}: '{key}' must be text; got {shown(raw[key])}")
     if "inputs" in raw:
         inputs = raw["inputs"]
         if not isinstance(inputs, dict) or set(inputs) != {"feats_a", "feats_b", "labels"}:
@@ -79,7 +79,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         for key, value in inputs.items():
             if not isinstance(value, str) or not value:
                 raise InputError(f"{path}: 'inputs.{key}' must be a file path; got "
-                                 f"{value!r}")
+                                 f"{shown(value)}")
         if "example" in raw:
             raise InputError(f"{path}: give 'example' or 'inputs', not both")
         # paths in a config file are relative to the file
@@ -104,7 +104,7 @@ def _typed(path: Path, section: str, values: dict[str, Any]) -> dict[str, Any]:
             try:
                 typed[key] = None if value is None else parse_hidden(value)
             except InputError as exc:
-                raise InputError(f"{path}: {section}.hidden = {value!r}: {exc}") from None
+                raise InputError(f"{path}: {section}.hidden = {shown(value)}: {exc}") from None
             continue
         takes_bool = hint is bool or bool in typing.get_args(hint)
         try:
@@ -114,7 +114,7 @@ def _typed(path: Path, section: str, values: dict[str, Any]) -> dict[str, Any]:
         except (ValueError, pydantic.ValidationError) as exc:
             why = (exc.errors()[0]["msg"] if isinstance(exc, pydantic.ValidationError)
                    else str(exc))
-            raise InputError(f"{path}: {section}.{key} = {value!r}: {why}") from None
+            raise InputError(f"{path}: {section}.{key} = {shown(value)}: {why}") from None
     return typed
 
 

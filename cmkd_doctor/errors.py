@@ -43,8 +43,18 @@ def option_error(name: str, expected: str, got: Any) -> InputError:
     '--ratio must be a number in (0, 1); got 1.5'
     """
     flag = name if (" " in name or name.isupper()) else "--" + name.replace("_", "-")
-    shown = repr(got) if isinstance(got, str) else got
-    return InputError(f"{flag} must be {expected}; got {shown}")
+    return InputError(f"{flag} must be {expected}; got {shown(got)}")
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A user's value as an error message shows it: ``repr`` for text, cut to ``limit``
+    characters (a value from a file can be long; a message stays one short line).
+
+    >>> shown("x" * 100, limit=12)
+    "'xxxxxxxxxxx... (102 characters)"
+    """
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def unknown_name(name: str, valid: Iterable[str], got: Any) -> InputError:

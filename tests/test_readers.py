@@ -274,8 +274,8 @@ def test_a_device_behind_a_symlink_is_named_as_a_device(data, tmp_path, cli):
 
 def test_inputs_that_cannot_pair_are_refused_from_their_headers_before_any_is_read(
         data, tmp_path, cli, monkeypatch):
-    """A 4.8 GB .npz member that does not pair with the other files used to be read whole
-    (5 GiB of memory) before the refusal; the headers now say so first."""
+    """An .npz member that does not pair with the other files used to be read whole (a
+    4.8 GB one took 5 GiB of memory) before the refusal; the headers now say so first."""
     np.savez_compressed(tmp_path / "big.npz", x=np.zeros((20_000, 500), np.float32))
     loaded = []
     real = np.lib.format.read_array
@@ -284,3 +284,11 @@ def test_inputs_that_cannot_pair_are_refused_from_their_headers_before_any_is_re
     line = _refused(cli("rank", tmp_path / "big.npz", *(data / f for f in FILES[1:]), "-o",
                         tmp_path / "out"), "feats_b.npy: has 120 rows but ")
     assert "big.npz:x has 20000" in line and not loaded
+
+
+def test_a_long_value_is_never_echoed_whole(tmp_path, cli):
+    config = tmp_path / "long.yaml"
+    config.write_text("rank: {lr: '" + "9" * 500_000 + "x'}\n")
+    line = _refused(cli("diagnose", "--config", config, "--out", tmp_path / "out"),
+                    "rank.lr = '99999")
+    assert "(500003 characters)" in line and len(line) < 400

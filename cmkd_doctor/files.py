@@ -6,7 +6,8 @@ refused instead of blocking or streaming forever, and a folder or an over-long n
 named as such. Arrays that are read whole (``.npz`` members, ``--groups``, ``--split``) are
 sized from their headers first (:func:`npy_header`, :func:`npz_members`): a header that
 declares more than the file holds, or more than the machine's free memory, is refused
-before anything is allocated. Every refusal is an
+before anything is allocated. Configs are read by :func:`read_yaml`, which refuses YAML
+anchors and aliases, size, depth and repeated keys. Every refusal is an
 :class:`~cmkd_doctor.errors.InputError` of the form ``LABEL: what is wrong``.
 """
 

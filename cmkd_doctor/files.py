@@ -62,8 +62,9 @@ class Header(NamedTuple):
     nbytes: int
 
 
-def npy_header(fh: IO[bytes], label: str) -> Header:
-    """Read the header of a ``.npy`` stream (left at the first data byte)."""
+def npy_header(fh: IO[bytes], label: str, size: int) -> Header:
+    """Read the header of a ``.npy`` stream of ``size`` bytes (left at the first data
+    byte), and refuse one that declares more data than the stream holds."""
     first = fh.peek(1)[:1] if hasattr(fh, "peek") else b""
     if first == b"\x80":  # pickle's first byte: a pickle saved under a .npy name
         raise InputError(f"{label}: holds pickled Python objects, which cmkd-doctor never "
@@ -75,24 +76,23 @@ def npy_header(fh: IO[bytes], label: str) -> Header:
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
     except (ValueError, OSError, EOFError, SyntaxError) as exc:
-        raise InputError(f"{label}: cannot be read as .npy ({_first_line(exc)})") from None
+        raise InputError(f"{label}: cannot be read as .npy ({first_line(exc)})") from None
     if dtype.hasobject:
         raise InputError(f"{label}: holds pickled Python objects, which cmkd-doctor never "
                          "loads; save a plain numeric array with np.save")
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = size - fh.tell()
+    if nbytes > held:
+        raise InputError(f"{label}: its header declares shape {tuple(shape)} of {dtype} "
+                         f"({human_size(nbytes)}) but the file holds {human_size(held)}: "
+                         "it is truncated or corrupt")
     return Header(tuple(int(v) for v in shape), dtype, nbytes)
 
 
 def check_npy(path: Path, label: str) -> Header:
     """The header of a ``.npy`` file, checked against the file's size."""
     with open(regular_file(path, label), "rb") as fh:
-        header = npy_header(fh, label)
-        held = os.fstat(fh.fileno()).st_size - fh.tell()
-    if header.nbytes > held:
-        raise InputError(f"{label}: its header declares shape {header.shape} of "
-                         f"{header.dtype} ({human_size(header.nbytes)}) but the file holds "
-                         f"{human_size(held)}: it is truncated or corrupt")
-    return header
+        return npy_header(fh, label, os.fstat(fh.fileno()).st_size)
 
 
 def npz_members(path: Path, label: str) -> dict[str, Header]:
@@ -105,16 +105,9 @@ def npz_members(path: Path, label: str) -> dict[str, Header]:
             for info in archive.infolist():
                 name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 with archive.open(info) as fh:
-                    header = npy_header(fh, f"{label}:{name}")
-                    held = info.file_size - fh.tell()
-                if header.nbytes > held:
-                    raise InputError(f"{label}:{name}: its header declares shape "
-                                     f"{header.shape} of {header.dtype} "
-                                     f"({human_size(header.nbytes)}) but the archive holds "
-                                     f"{human_size(held)}: it is truncated or corrupt")
-                members[name] = header
+                    members[name] = npy_header(fh, f"{label}:{name}", info.file_size)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-        raise InputError(f"{label}: cannot be read as .npz ({_first_line(exc)})") from None
+        raise InputError(f"{label}: cannot be read as .npz ({first_line(exc)})") from None
     fits_in_memory(sum(h.nbytes for h in members.values()), label,
                    "a .npz file is read into memory whole: save its arrays as .npy, which "
                    "is memory-mapped")
@@ -147,7 +140,8 @@ def human_size(n: float) -> str:
     return f"{n:.3g} PiB"
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's message, its first line (its type when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

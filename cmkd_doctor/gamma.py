@@ -184,50 +184,48 @@ class Ridge:
 
     def loo(self, y: np.ndarray) -> tuple[np.ndarray, float]:
         """Leave-one-out residuals of ``y`` (n, K) with the ridge from :data:`RIDGE_GRID`
-        that makes them smallest, and that ridge."""
-        (residual,), (lam,) = self.loo_many([y])
-        return residual, lam
-
-    def loo_many(self, ys: list[np.ndarray], gcv: bool = False
-                 ) -> tuple[list[np.ndarray], list[float]]:
-        """:meth:`loo` of several targets of one shape at once (each its own ridge): one
-        product per block of ridges for all of them. With ``gcv`` each target's ridge is
-        the one of the grid with the smallest generalised cross-validation error (Golub,
-        Heath and Wahba 1979: leave-one-out with every leverage replaced by their mean,
-        computed from the singular values alone), and only its residuals are formed."""
-        n, count = self.n, len(ys)
-        ys = [y - y.mean(axis=0) for y in ys]
+        that makes them smallest, and that ridge (one product per block of ridges)."""
+        y = y - y.mean(axis=0)
+        n, k = y.shape
         if not len(self.s2):  # the mean alone, left out
-            return [y * n / (n - 1) for y in ys], [0.0] * count
-        k = ys[0].shape[1]
-        y = np.stack(ys, axis=1)  # (n, T, K)
-        uy = self.u.T @ y.reshape(n, -1)  # (r, T K)
+            return y * n / (n - 1), 0.0
+        uy = self.u.T @ y  # (r, K)
+        best, best_sse, best_lam = y * n / (n - 1), np.inf, 0.0
         lams = RIDGE_GRID * self.s2[0]
-        if gcv:
-            energy = (uy.reshape(len(self.s2), count, k) ** 2).sum(axis=2)  # (r, T)
-            outside = (y**2).sum(axis=(0, 2)) - energy.sum(axis=0)  # (T,): beyond span(x)
-            shrink = self.s2[:, None] / (self.s2[:, None] + lams[None, :])  # (r, L)
-            sse = outside[None, :] + ((1.0 - shrink) ** 2).T @ energy  # (L, T)
-            df = shrink.sum(axis=0) + 1.0  # the centring: one more parameter
-            chosen = lams[np.argmin(sse / (n - df)[:, None] ** 2, axis=0)]
-            found = [self._residual(ys[t], uy.reshape(-1, count, k)[:, t], chosen[t])
-                     for t in range(count)]
-            return found, [float(lam) for lam in chosen]
-        best = [y_ * n / (n - 1) for y_ in ys]
-        best_sse, best_lam = np.full(count, np.inf), [0.0] * count
-        block = max(1, (1 << 23) // (n * count * k))  # ridges per product (64 MiB)
+        block = max(1, (1 << 23) // (n * k))  # ridges per product (64 MiB)
         for start in range(0, len(lams), block):
             lam = lams[start: start + block]  # (c,)
             shrink = self.s2[:, None] / (self.s2[:, None] + lam[None, :])  # (r, c)
-            fitted = self.u @ (shrink[:, :, None] * uy[:, None, :]).reshape(len(self.s2), -1)
-            fitted = fitted.reshape(n, len(lam), count, k)
-            residual = (y[:, None] - fitted) / (1.0 - self.leverage(shrink))[:, :, None, None]
-            sse = (residual**2).sum(axis=(0, 3))  # (c, T)
-            for t in range(count):
-                j = int(np.argmin(sse[:, t]))
-                if sse[j, t] < best_sse[t]:
-                    best[t], best_sse[t], best_lam[t] = residual[:, j, t], sse[j, t], float(lam[j])
+            fitted = (self.u @ (shrink[:, :, None] * uy[:, None, :]).reshape(
+                len(self.s2), -1)).reshape(n, len(lam), k)
+            residual = (y[:, None] - fitted) / (1.0 - self.leverage(shrink))[:, :, None]
+            sse = (residual**2).sum(axis=(0, 2))  # (c,)
+            j = int(np.argmin(sse))
+            if sse[j] < best_sse:
+                best, best_sse, best_lam = residual[:, j], sse[j], float(lam[j])
         return best, best_lam
+
+    def loo_gcv(self, ys: list[np.ndarray]) -> list[np.ndarray]:
+        """Leave-one-out residuals of several targets (n, K), each with the ridge of the
+        grid with the smallest generalised cross-validation error (Golub, Heath and Wahba
+        1979: leave-one-out with every leverage replaced by their mean, computed from the
+        singular values alone), so only the chosen ridge's residuals are formed."""
+        n = self.n
+        ys = [y - y.mean(axis=0) for y in ys]
+        if not len(self.s2):  # the mean alone, left out
+            return [y * n / (n - 1) for y in ys]
+        lams = RIDGE_GRID * self.s2[0]
+        shrink = self.s2[:, None] / (self.s2[:, None] + lams[None, :])  # (r, L)
+        df = shrink.sum(axis=0) + 1.0  # the centring: one more parameter
+        found = []
+        for y in ys:
+            uy = self.u.T @ y  # (r, K)
+            energy = (uy**2).sum(axis=1)  # (r,)
+            outside = float((y**2).sum() - energy.sum())  # beyond the span of x
+            sse = outside + ((1.0 - shrink) ** 2).T @ energy  # (L,)
+            lam = lams[int(np.argmin(sse / (n - df) ** 2))]
+            found.append(self._residual(y, uy, lam))
+        return found
 
     def _residual(self, y: np.ndarray, uy: np.ndarray, lam: float) -> np.ndarray:
         """Leave-one-out residuals of centred ``y`` (n, K) with ridge ``lam``; ``uy`` is
@@ -316,8 +314,7 @@ class _Direction:
         # every regression chooses its own ridge, the same way: a ridge chosen on the
         # same rows and reused for the shuffles would favour the same rows. b's row p[i]
         # beside a's row i: regress the score moved back, and move the residuals forward
-        found, _ = other.loo_many([self.score] + [self.score[np.argsort(p)] for p in shuffles],
-                                  gcv=True)
+        found = other.loo_gcv([self.score] + [self.score[np.argsort(p)] for p in shuffles])
         self.same_row = found[0]
         self.same_class = [moved[p] for moved, p in zip(found[1:], shuffles, strict=True)]
 
@@ -332,8 +329,7 @@ class _Direction:
         nulls = np.stack([explained(r, self.score, rows, spread) for r in self.same_class])
         q0 = (nulls.mean(axis=0) if draw is None
               else nulls[draw, np.arange(len(rows))])
-        weak = reliability < MIN_RELIABILITY
-        scale = np.where(weak, np.inf, np.maximum(reliability, MIN_RELIABILITY))
+        scale = np.where(reliability < MIN_RELIABILITY, np.inf, reliability)
         return np.minimum(q / scale, 1.0), np.minimum(q0 / scale, 1.0)
 
 

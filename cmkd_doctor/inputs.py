@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.files import check_npy, fits_in_memory, npz_members, regular_file
+from cmkd_doctor.files import (
+    check_npy,
+    first_line,
+    fits_in_memory,
+    npz_members,
+    regular_file,
+)
 from cmkd_doctor.streaming import release
 
 SUFFIXES = (".npy", ".npz", ".safetensors")
@@ -83,7 +89,8 @@ def _list(keys: list[str]) -> str:
 
 
 def read_array(spec: str | Path) -> tuple[np.ndarray, ArraySource]:
-    """Read one array from ``.npy`` (memory-mapped), ``.npz`` or ``.safetensors``.
+    """Read one array from ``.npy`` (memory-mapped), ``.npz`` or ``.safetensors``, after
+    the checks of :func:`array_shape`.
 
     Parameters
     ----------
@@ -95,27 +102,17 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, ArraySource]:
     array, source
         The array (possibly a read-only memory map) and where it came from.
     """
-    source = parse_source(spec)
-    path = regular_file(source.path)  # never open a FIFO or a device: it would block
+    _, source = array_shape(spec)
+    path = source.path
     suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise InputError(
-            f"{path}: unsupported file type '{path.suffix or '(none)'}'; "
-            f"use {', '.join(SUFFIXES)}"
-        )
     try:
         if suffix == ".npy":
-            if source.key is not None:
-                raise InputError(f"{source}: a .npy file holds one array and takes no key")
-            check_npy(path, str(path))
             array = _read_npy(path)
         elif suffix == ".npz":
-            key = _pick_key(source, list(npz_members(path, str(path))))
             with np.load(path, allow_pickle=False) as archive:
-                array = archive[key]
-            source = ArraySource(path, key)
+                array = archive[source.key]
         else:
-            array, source = _read_safetensors(source)
+            array = _read_safetensors(source)
     except InputError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
@@ -129,28 +126,41 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, ArraySource]:
 
 
 def array_shape(spec: str | Path) -> tuple[tuple[int, ...], ArraySource]:
-    """The shape of the array :func:`read_array` would read, from the file's header
-    alone (nothing is loaded)."""
+    """The shape of the array :func:`read_array` would read and where it is (with its
+    key), from the file's header alone: nothing is loaded. It checks what needs no
+    loading: a regular file of a known type (never a FIFO or a device, which would
+    block), a key that exists, and a size the file and, for arrays read whole, the free
+    memory hold."""
     source = parse_source(spec)
     path = regular_file(source.path)
     suffix = path.suffix.lower()
-    if suffix == ".npy" and source.key is None:
+    if suffix not in SUFFIXES:
+        raise InputError(
+            f"{path}: unsupported file type '{path.suffix or '(none)'}'; "
+            f"use {', '.join(SUFFIXES)}"
+        )
+    if suffix == ".npy":
+        if source.key is not None:
+            raise InputError(f"{source}: a .npy file holds one array and takes no key")
         return check_npy(path, str(path)).shape, source
     if suffix == ".npz":
         members = npz_members(path, str(path))
         key = _pick_key(source, list(members))
         return members[key].shape, ArraySource(path, key)
-    if suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError, safe_open
 
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                key = _pick_key(source, list(fh.keys()))
-                return tuple(fh.get_slice(key).get_shape()), ArraySource(path, key)
-        except SafetensorError as exc:
-            raise InputError(f"{path}: cannot be read as .safetensors ({_reason(exc)})") \
-                from exc
-    return read_array(spec)[0].shape, source  # an error, worded by read_array
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            key = _pick_key(source, list(fh.keys()))
+            part = fh.get_slice(key)
+            shape = tuple(part.get_shape())
+    except SafetensorError as exc:
+        raise InputError(f"{path}: cannot be read as .safetensors ({_reason(exc)})") from exc
+    count = int(np.prod(shape, dtype=object))
+    fits_in_memory(count * _SAFETENSORS_BYTES.get(part.get_dtype(), 8), f"{path}:{key}",
+                   "a .safetensors tensor is read into memory whole: save it as .npy, "
+                   "which is memory-mapped")
+    return shape, ArraySource(path, key)
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -166,30 +176,25 @@ def _read_npy(path: Path) -> np.ndarray:
         raise
 
 
-def _read_safetensors(source: ArraySource) -> tuple[np.ndarray, ArraySource]:
+def _read_safetensors(source: ArraySource) -> np.ndarray:
+    """The tensor ``source.key`` of a ``.safetensors`` file (half floats as float32)."""
     import torch
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(source.path), framework="pt") as fh:
-            key = _pick_key(source, list(fh.keys()))
-            part = fh.get_slice(key)
-            count = int(np.prod(part.get_shape(), dtype=object))
-            fits_in_memory(count * _SAFETENSORS_BYTES.get(part.get_dtype(), 8),
-                           f"{source.path}:{key}", "a .safetensors tensor is read into "
-                           "memory whole: save it as .npy, which is memory-mapped")
-            tensor = fh.get_tensor(key)
+            tensor = fh.get_tensor(source.key)
     except SafetensorError as exc:
         raise InputError(
             f"{source.path}: cannot be read as .safetensors ({_reason(exc)})"
         ) from exc
     if tensor.dtype in (torch.bfloat16, torch.float16):
         tensor = tensor.float()
-    return tensor.numpy(), ArraySource(source.path, key)
+    return tensor.numpy()
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if "mmap length is greater than file size" in text or "cannot reshape" in text:
         return "the file is truncated"
     return text

@@ -21,7 +21,7 @@ from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import ranking_against_truth
 from cmkd_doctor.outputs import check_out_file, json_text, write_bytes, write_text
 from cmkd_doctor.ranking import channel_order
-from cmkd_doctor.rundir import RunDir
+from cmkd_doctor.rundir import RunDir, ranking_reliability
 from cmkd_doctor.schemas import stamp
 from cmkd_doctor.teachers import n_nullified
 
@@ -340,13 +340,12 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
                 "export": f"cmkd-doctor derive-teacher --run {doc['run']} --mode "
                           f"{teacher['mode']} --ratio {teacher['ratio']:g} --export-onnx "
                           "teacher.onnx"}
-    blind = [side for side, chance in (rank.get("chance") or {}).items()
-             if chance.get("at_chance")]
-    for side in blind:
+    trust = ranking_reliability(rank)  # which data checks failed, decided once
+    for side in trust["at_chance"]:
         found["warnings"].append(f"Modality {side} predicts the labels no better than "
                                  "chance: check that its rows match the labels file.")
-    pairing = rank.get("pairing") or {}
-    if pairing.get("paired") is False and not blind:  # at chance says more
+    if any(r["code"] == "class_only" for r in trust["reasons"]):
+        pairing = rank["pairing"]
         found["warnings"].append(f"The rows share only their class (pairing score "
                                  f"{pairing['score']:.2f} against {pairing['null']:.2f} with "
                                  "b's rows shuffled within class): check their order; "
@@ -364,9 +363,8 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
         found["warnings"].append(
             "The ranking is unstable: no channel's salience is significantly above zero."
             if stable.get("top_overlap") is None else
-            f"The ranking is unstable across restarts (overlap {stable['top_overlap']:.2f}"
-            + (f" over the {stable['decisive']} channels that matter" if stable.get(
-                "decisive") else "") + ").")
+            f"The ranking is unstable across restarts (overlap {stable['top_overlap']:.2f} "
+            f"over the {stable['decisive']} channels that matter).")
     constant = rank.get("constant_channels") or []
     if constant:
         found["warnings"].append(f"{len(constant)} channels are constant on the fit rows "

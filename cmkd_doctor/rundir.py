@@ -594,10 +594,8 @@ def ranking_reliability(document: dict[str, Any]) -> dict[str, Any]:
         reasons.append({"code": "stability", "text": (
             "no channel's salience is significantly above zero"
             if stable.get("top_overlap") is None else
-            f"restarts agree on {stable['top_overlap']:.0%} of the "
-            + (f"{stable['decisive']} channels that matter" if stable.get("decisive")
-               else "channels a general teacher keeps")
-            + f", below {stable['threshold']:.0%}")})
+            f"restarts agree on {stable['top_overlap']:.0%} of the {stable['decisive']} "
+            f"channels that matter, below {stable['threshold']:.0%}")})
     return {"reliable": not reasons, "why": "; ".join(r["text"] for r in reasons),
             "reasons": reasons, "gamma_estimate": document.get("gamma_estimate"),
             "paired": paired, "at_chance": blind}

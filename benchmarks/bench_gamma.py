@@ -15,6 +15,7 @@ pair-level interval and how many seeds the pairing check called paired.
     python benchmarks/bench_gamma.py --real ../shared/data   # the real examples
     python benchmarks/bench_gamma.py --cost                  # its share of rank's time
     python benchmarks/bench_gamma.py --null 300              # false "paired" calls
+    python benchmarks/bench_gamma.py --memory                # peak against gamma_bytes
 
 ``--real DATA`` estimates gamma on the real examples instead: every pair of views of
 ``multiview/scene15`` and ``multiview/leaves100`` in both directions, and AV-MNIST built
@@ -23,6 +24,10 @@ from ``mnist/`` and ``fsdd/`` with the defaults of ``examples make avmnist``.
 ``--null N`` draws N class-only data sets (the Gaussian layout above with s = seed mod
 11, both hyperplanes, feats_b shuffled within class) and counts how often the pairing
 check's z exceeds 2 and 3.
+
+``--memory`` measures the estimate's peak host memory with tracemalloc on random
+features of several widths, against :func:`cmkd_doctor.gamma.gamma_bytes`, the estimate
+``rank`` checks before training.
 
 ``--cost`` times ``rank`` on the built-in example (``examples make gaussian``, rank's
 defaults, one restart) and, inside it, the estimate: the label-level part alone (what
@@ -48,7 +53,11 @@ def main() -> None:
     parser.add_argument("--real", type=Path, default=None)
     parser.add_argument("--cost", action="store_true")
     parser.add_argument("--null", type=int, default=None)
+    parser.add_argument("--memory", action="store_true")
     args = parser.parse_args()
+    if args.memory:
+        memory()
+        return
     if args.null is not None:
         null(args.null)
         return
@@ -85,6 +94,30 @@ def main() -> None:
                   f"{np.abs(found - weighted).max():.3f} | {np.mean(label):.3f} | "
                   f"{max(high):.3f} | {paired} of {args.seeds} |", flush=True)
     print(f"\n{time.perf_counter() - t0:.0f} s")
+
+
+def memory() -> None:
+    import tracemalloc
+
+    from cmkd_doctor.gamma import gamma_bytes
+
+    print("| rows | d_a | d_b | peak (MiB) | gamma_bytes (MiB) | share | time (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for n, d_a, d_b in [(1000, 50, 50), (3000, 500, 100), (2000, 6000, 3000),
+                        (3000, 4000, 200)]:
+        rng = np.random.default_rng(0)
+        xa = rng.standard_normal((n, d_a)).astype(np.float32)
+        xb = rng.standard_normal((n, d_b)).astype(np.float32)
+        y = rng.integers(0, 10, n)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        estimate_gamma(xa, xb, y, 10, False, seed=0)
+        seconds = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        bound = gamma_bytes(n, d_a, d_b)
+        print(f"| {n} | {d_a} | {d_b} | {peak / 2**20:.0f} | {bound / 2**20:.0f} | "
+              f"{peak / bound:.0%} | {seconds:.1f} |", flush=True)
 
 
 def null(count: int) -> None:

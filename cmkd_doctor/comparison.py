@@ -84,7 +84,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return stamp("comparison", {
-            "command": "distill", "run": str(self.run), "metric": self.metric,
+            "command": "distill", "run": str(Path(self.run).absolute()), "metric": self.metric,
             "options": self.options, "options_key": self.key,
             "results": [row.to_dict(self.baselines) for row in self.rows],
             "verdict": self.verdict, "search": self.search, "timings": self.timings})

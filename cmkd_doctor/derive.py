@@ -92,8 +92,9 @@ def derive_teacher(
     wanted = _wanted(run, spec, train)
     saved = run.dir.saved_teacher(spec.name, wanted, device)
     if saved is not None:
-        found = DerivedTeacher(spec, saved[0], run.dir.teacher_path(spec.name), saved[1],
-                               reused=True)
+        # where the file is once the call lands, not its staged copy
+        path = run.dir.public(run.dir.teacher_path(spec.name)).absolute()
+        found = DerivedTeacher(spec, saved[0], path, saved[1], reused=True)
         cache[spec.name] = found
         return found
 
@@ -146,7 +147,7 @@ def derive_teacher(
         "cmkd_doctor": __version__,
     }
     curves.metrics(f"teacher {spec.name}", sidecar["metrics"])
-    path = run.dir.write_teacher(teacher, spec.name, sidecar)
+    path = run.dir.write_teacher(teacher, spec.name, sidecar).absolute()
     found = DerivedTeacher(spec, teacher, path, sidecar, reused=False)
     cache[spec.name] = found
     return found

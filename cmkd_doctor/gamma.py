@@ -347,6 +347,18 @@ def class_groups(y: np.ndarray, multilabel: bool) -> np.ndarray:
     return np.unique(np.asarray(y), axis=0, return_inverse=True)[1].reshape(-1)
 
 
+def gamma_bytes(n_rows: int, d_a: int, d_b: int) -> int:
+    """Host memory :func:`estimate_gamma` holds at its peak, estimated from its sizes
+    before any work: float64 copies and SVDs of each view and of both together (at most
+    :data:`MAX_ROWS` rows), the bootstrap weights, and the ridge products' fixed blocks.
+    Measured with tracemalloc on 1,000-3,000 rows of 100-9,000 features (``python
+    benchmarks/bench_gamma.py --memory``): the peaks are 11-75% of it, the wider the
+    larger."""
+    n = min(n_rows, MAX_ROWS)
+    width = d_a + d_b
+    return (1 << 28) + 8 * n * (4 * width + 2 * min(n, width)) + 32 * BOOTSTRAP * n
+
+
 def estimate_gamma(xa: np.ndarray, xb: np.ndarray, y: np.ndarray, n_classes: int,
                    multilabel: bool, seed: int, rows: np.ndarray | None = None
                    ) -> GammaEstimate:

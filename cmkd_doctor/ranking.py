@@ -37,7 +37,7 @@ from cmkd_doctor.engine import (
 )
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.files import regular_file
-from cmkd_doctor.gamma import estimate_gamma
+from cmkd_doctor.gamma import MAX_ROWS, estimate_gamma, gamma_bytes
 from cmkd_doctor.groups import Groups, correlated_groups, read_groups, sampled_rows
 from cmkd_doctor.inputs import PairedData, load_paired
 from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
@@ -242,7 +242,9 @@ class RankResult:
     distances
         ``(d, M)`` float64, Dist after permuting channel ``i`` in repeat ``m`` (step 6).
     unpermuted
-        Dist between the aligned networks before any permutation.
+        Dist between the aligned networks before any permutation (the mean over
+        restarts; ``unpermuted_runs`` holds each restart's, whose increases are the
+        ``distances`` columns of that restart, M each, in order).
     constant
         Sorted channels of the permuted modality that are constant on the fit rows:
         they carry nothing, every derived teacher nullifies them, and
@@ -281,6 +283,25 @@ class RankResult:
     pairing: dict[str, Any] = field(default_factory=dict)
     chance: dict[str, Any] = field(default_factory=dict)
     groups: dict[str, Any] | None = None
+    unpermuted_runs: list[float] = field(default_factory=list)
+
+    @property
+    def increase(self) -> np.ndarray:
+        """``(d, restarts x M)``: each column's Dist increase over its own restart's
+        unpermuted distance (step 7)."""
+        return increases(self.distances, self.unpermuted_runs or [self.unpermuted])
+
+
+def increases(distances: np.ndarray, unpermuted: list[float]) -> np.ndarray:
+    """Step 7's increases from the stored distances ``(d, restarts x M)`` and each
+    restart's unpermuted distance: every restart's M columns less its own baseline (the
+    restarts' networks differ, and so do their baselines)."""
+    restarts = len(unpermuted)
+    if distances.shape[1] % restarts:
+        raise ValueError(f"{distances.shape[1]} columns do not split into {restarts} "
+                         "restarts")
+    return distances - np.repeat(np.asarray(unpermuted, np.float64),
+                                 distances.shape[1] // restarts)[None, :]
 
 
 class _Pair(torch.nn.Module):
@@ -649,6 +670,24 @@ def ranking_bytes(widths: list[int], permuted_rows: int, channels: int, n_classe
     return nets + 8 * options.repeats * permuted_rows + 16 * channels * options.repeats * restarts
 
 
+def check_memory(widths: list[int], permuted_rows: int, channels: int, n_rows: int,
+                 n_classes: int, options: RankOptions, device: torch.device) -> None:
+    """Refuse, before any training, a ranking whose networks and permutations
+    (:func:`ranking_bytes`, on ``device``) or whose gamma estimate
+    (:func:`~cmkd_doctor.gamma.gamma_bytes`, on the host, after them) cannot fit."""
+    nets = ranking_bytes(widths, permuted_rows, channels, n_classes, options)
+    what = (f"this ranking (two networks of --hidden {','.join(map(str, options.hidden)) or 0}"
+            f", M = {options.repeats} permutations of {channels} channels)")
+    gamma = gamma_bytes(n_rows, *widths)
+    gamma_what = (f"the gamma estimate (float64 copies and SVDs of up to {MAX_ROWS} rows of "
+                  f"{widths[0]} + {widths[1]} features)")
+    if device.type == "cpu":  # one memory for both
+        require_memory(nets + gamma, f"{what} with {gamma_what}", device)
+    else:
+        require_memory(nets, what, device)
+        require_memory(gamma, gamma_what, torch.device("cpu"))
+
+
 # per-channel permutations (the official protocol) are held as int32 indices, M x n x d
 PER_CHANNEL_BYTES = 1 << 30
 
@@ -754,11 +793,8 @@ def rank(data: PairedData, options: RankOptions | None = None,
     permuted_rows = "test" if options.permute_on == "test" and len(split.test) else "train"
     rows = test if permuted_rows == "test" else part(split.train)
     which = SIDES[options.permute]
-    require_memory(ranking_bytes(fitting.widths[:2], len(rows), rows.widths[which],
-                                 labels.n_classes, options),
-                   f"this ranking (two networks of --hidden "
-                   f"{','.join(map(str, options.hidden)) or 0}, M = {options.repeats} "
-                   f"permutations of {rows.widths[which]} channels)", device)
+    check_memory(fitting.widths[:2], len(rows), rows.widths[which], data.n,
+                 labels.n_classes, options, device)
     if options.permutation == "per_channel" and options.estimator == "sampled":
         check_per_channel(len(rows), rows.widths[which], options.repeats, rows.resident)
     constant = np.flatnonzero(stats[which][2].cpu().numpy()).astype(np.int64)
@@ -864,7 +900,8 @@ def rank(data: PairedData, options: RankOptions | None = None,
         constant=constant, standardization=standardization, alignment=agreement,
         negative=negative_channels(increase), stability=stability, warnings=warnings,
         gamma=gamma.to_dict(), pairing=gamma.pairing.to_dict(), chance=chance,
-        groups=None if groups is None else groups.to_dict(salience))
+        groups=None if groups is None else groups.to_dict(salience),
+        unpermuted_runs=[float(r.unpermuted) for r in runs])
 
 
 def at_chance(side: str, label_level: dict[str, Any], metrics: dict[str, Any],
@@ -1041,22 +1078,13 @@ def ranking_stability(saliences: list[np.ndarray], constant: np.ndarray,
             "all_channels": {"kendall_tau": all_tau, "top_overlap": all_overlap}}
 
 
-def kendall_tau(a: np.ndarray, b: np.ndarray, rows: int = 1024) -> float:
-    """Kendall's tau-b of two score vectors (ties counted as in tau-b), O(n^2) in
-    blocks of rows."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    n = len(a)
-    concordant = tied_a = tied_b = 0.0
-    for r0 in range(0, n, rows):
-        da = np.sign(a[r0 : r0 + rows, None] - a[None, :])  # (r, n)
-        db = np.sign(b[r0 : r0 + rows, None] - b[None, :])
-        concordant += float((da * db).sum())
-        tied_a += float((da == 0).sum())
-        tied_b += float((db == 0).sum())
-    pairs = n * (n - 1)  # ordered pairs, i != j
-    tied_a, tied_b = tied_a - n, tied_b - n  # the diagonal
-    denom = np.sqrt((pairs - tied_a) * (pairs - tied_b))
-    return float(concordant / denom) if denom > 0 else 0.0
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b of two score vectors (ties counted as in tau-b; 0 when either is
+    constant), by scipy's O(n log n) algorithm in O(n) memory."""
+    from scipy.stats import kendalltau
+
+    tau = kendalltau(np.asarray(a, np.float64), np.asarray(b, np.float64)).statistic
+    return 0.0 if math.isnan(tau) else float(tau)
 
 
 # Alignment below this is flagged: the salience then measures noise more than shared

@@ -20,8 +20,8 @@ import numpy as np
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import ranking_against_truth
 from cmkd_doctor.outputs import check_out_file, json_text, write_bytes, write_text
-from cmkd_doctor.ranking import channel_order
-from cmkd_doctor.rundir import RunDir, ranking_reliability
+from cmkd_doctor.ranking import channel_order, increases
+from cmkd_doctor.rundir import RunDir, last_call, ranking_reliability
 from cmkd_doctor.schemas import stamp
 from cmkd_doctor.teachers import n_nullified
 
@@ -50,7 +50,11 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     if distances.ndim != 2 or distances.shape[0] != salience.shape[0]:
         raise InputError(f"{run.file('permuted_distances')}: shape {distances.shape} does "
                          f"not fit {salience.shape[0]} channels; rerun 'cmkd-doctor rank'")
-    increase = distances - rank["unpermuted_distance"]  # (d, M)
+    baselines = rank.get("unpermuted_distance_per_restart") or [rank["unpermuted_distance"]]
+    if distances.shape[1] % len(baselines):
+        raise InputError(f"{run.file('permuted_distances')}: {distances.shape[1]} columns do "
+                         f"not split into {len(baselines)} restarts; rerun 'cmkd-doctor rank'")
+    increase = increases(distances, baselines)  # (d, restarts x M), step 7
     constant = rank.get("constant_channels", [])
     order = channel_order(salience, constant)
     order = order[: len(order) - len(constant)]  # informative channels, most general first
@@ -75,8 +79,9 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     }
     results = run.read_distill()
     if results is not None and results.get("rank", {}).get("run_id") == rank["run_id"]:
-        doc["students"] = {"results": list(results["results"].values()),
-                           "verdict": results.get("last_verdict")}
+        rows, other = last_call(results)
+        doc["students"] = {"results": rows, "verdict": results.get("last_verdict"),
+                           "other_options": other}
     # generated data: truth.json describes the feats_a.npy and feats_b.npy beside it,
     # whichever side of this ranking each was given as (a -> b or b -> a)
     permuted = Path(rank["inputs"][f"feats_{rank['permuted_modality']}"]["path"])
@@ -463,10 +468,14 @@ def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
                 for r in results]
         verdict = (doc["students"].get("verdict") or {}).get("text", "")
         metric = results[0]["metric"]
+        other = doc["students"].get("other_options", 0)
+        left_out = (_para(f"{other} rows distilled with other options (another --rho, "
+                          "--seeds, --seed, training or fill) are left out: they are another "
+                          "experiment; distill.json keeps them.", fmt) if other else "")
         out.append(("Students (the paper's Table 4 shape)",
                     _table(["teacher", f"teacher {metric}", f"student {metric}", "vs No-KD",
-                            "vs Regular-KD"], rows, fmt) + _para(f"Verdict: {verdict}", fmt),
-                    []))
+                            "vs Regular-KD"], rows, fmt) + _para(f"Verdict: {verdict}", fmt)
+                    + left_out, []))
     if doc["sweep"]:
         s = doc["sweep"]
         out.append(("Ratio sweep", _para(f"The modality-general teacher's student is best at "

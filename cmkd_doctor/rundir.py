@@ -24,6 +24,7 @@ import json
 import platform
 import sys
 import uuid
+import zipfile
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from cmkd_doctor import __version__, distributed
 from cmkd_doctor.classifiers import Rows
@@ -267,13 +269,16 @@ class RunDir:
                 **row.to_dict(comparison.baselines), "options": comparison.options,
                 "options_key": comparison.key, "created": created}
         document["last_verdict"] = comparison.verdict
+        document["last_options_key"] = comparison.key
         document["last_timings"] = comparison.timings
         document["cmkd_doctor"] = __version__
         return write_json(self.distill_path, stamp("distill", document))
 
     # -- reading -----------------------------------------------------------------------
     def guarded(self, path: Path, read: Callable[[Path], T]) -> T:
-        """``read(path)``, with any failure turned into one ``InputError`` naming the file."""
+        """``read(path)``, with a file that cannot be read as it should (:data:`DAMAGED`)
+        turned into one ``InputError`` naming the file; any other exception is a bug in
+        the reader and propagates as one."""
         try:
             return read(path)
         except InputError:
@@ -281,7 +286,7 @@ class RunDir:
         except FileNotFoundError:
             raise InputError(f"{path}: missing from the run directory {self.path}; rerun "
                              "'cmkd-doctor rank'") from None
-        except Exception as exc:  # noqa: BLE001 - every reader's failure means the same
+        except DAMAGED as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{path}: damaged or not written by cmkd-doctor ({reason}); "
                              "rerun 'cmkd-doctor rank'") from exc
@@ -349,7 +354,8 @@ class RunDir:
         return self.guarded(self.file(f"net_{side}"), lambda p: load_net(p, device)[0])
 
     def read_distill(self) -> dict[str, Any] | None:
-        """``distill.json``, or ``None`` when there is none yet."""
+        """``distill.json``, or ``None`` when there is none yet (see :func:`last_call`
+        for the rows that go with its verdict)."""
         if not self.distill_path.is_file():
             return None
         document = self.read_json(self.distill_path, "distill")
@@ -408,6 +414,14 @@ class RunDir:
         """The run of a document and the data it ranked (already verified)."""
         return Run(self, document, self.read_salience(document), self.read_split(data.n),
                    data)
+
+
+#: what readers raise on a file that is damaged or not cmkd-doctor's: numpy, json and
+#: zip (ValueError, OSError, EOFError, BadZipFile, KeyError for a missing member),
+#: safetensors (SafetensorError), torch (RuntimeError for mismatched tensors), and the
+#: fields of a document of the wrong shape (TypeError, IndexError)
+DAMAGED = (ValueError, OSError, EOFError, KeyError, IndexError, TypeError, RuntimeError,
+           zipfile.BadZipFile, SafetensorError)
 
 
 def _no_constant(name: str) -> None:
@@ -469,6 +483,8 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
         "permuted_modality": opts.permute,
         "permuted_rows": result.permuted_rows,
         "unpermuted_distance": result.unpermuted,
+        # each restart's: its M columns of permuted_distances.npy increase over this
+        "unpermuted_distance_per_restart": result.unpermuted_runs or [result.unpermuted],
         "alignment": result.alignment,
         "gamma_estimate": result.gamma,
         "pairing": result.pairing,
@@ -481,7 +497,8 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
         "permuted_distance": {
             "file": RunDir.RANK["permuted_distances"],
             "mean": result.distances.mean(axis=1).tolist(),
-            "std": result.distances.std(axis=1).tolist(),
+            # the spread of the increases (each restart less its own baseline)
+            "std": result.increase.std(axis=1).tolist(),
         },
         "salience_file": RunDir.RANK["salience"],
         "timings": result.timings,
@@ -599,6 +616,20 @@ def ranking_reliability(document: dict[str, Any]) -> dict[str, Any]:
     return {"reliable": not reasons, "why": "; ".join(r["text"] for r in reasons),
             "reasons": reasons, "gamma_estimate": document.get("gamma_estimate"),
             "paired": paired, "at_chance": blind}
+
+
+def last_call(document: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The rows of ``distill.json`` distilled with the options of its last call (the call
+    whose verdict it keeps), and how many rows of other options it also holds. Rows of
+    several calls with the same options (a sweep run one ratio at a time) belong
+    together; rows of another ``--rho``, seed count or training are another experiment,
+    never overlaid on this one."""
+    rows = list(document["results"].values())
+    key = document.get("last_options_key")
+    if key is None and rows:  # written before the key was recorded: the newest rows'
+        key = max(rows, key=lambda r: r["created"])["options_key"]
+    kept = [r for r in rows if r["options_key"] == key]
+    return kept, len(rows) - len(kept)
 
 
 def load_run(path: str | Path) -> Run:

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,11 @@ def paired_se(a: Row, b: Row) -> float:
 class Difference:
     """Row a minus row b, seed by seed: mean, standard error and z = mean / SE.
 
-    ``z`` is ``None`` with one seed (no error estimate), and infinite when every seed
-    gives the same non-zero difference.
+    ``z`` is ``None`` with one seed (no error estimate). When every seed gives the same
+    difference the spread estimates no error (SE 0, common with few seeds and coarse
+    accuracies), and ``z`` is the sign test's instead: all n seeds on one side has
+    two-sided p = 2^(1 - n), given as the normal deviate with that p (:func:`sign_z`), so
+    identical differences are clear from 6 seeds on, never on 2.
     """
 
     delta: float
@@ -64,24 +68,25 @@ class Difference:
     def seeds_to_settle(self) -> int | None:
         """Roughly how many seeds would make this difference clear, if it stays the same
         size (z grows with the square root of the seeds); ``None`` when it cannot say."""
-        if self.z is None or self.z == 0 or not math.isfinite(self.z):
+        if self.z is None or self.z == 0:
             return None
+        if self.se == 0:  # the sign test: the fewest seeds that all agreeing would settle
+            return next(n for n in range(max(self.seeds, 2), 64) if sign_z(n) > Z)
         return math.ceil(self.seeds * (Z / abs(self.z)) ** 2)
 
     def strength(self) -> str:
         """``(4.2 standard errors)``, ``(within run-to-run noise)`` or ``(one seed)``."""
         if self.z is None:
             return " (one seed: no error estimate)"
+        if self.se == 0 and self.delta != 0:
+            return (f" (every one of {self.seeds} seeds gives it"
+                    + ("" if self.clear else "; too few seeds to call it clear") + ")")
         if self.clear:
-            if math.isinf(self.z):
-                return " (every seed agrees)"
             return f" ({abs(self.z):.1f} standard errors)"
         return " (within run-to-run noise)"
 
     def to_dict(self) -> dict[str, Any]:
-        z = self.z
-        return {"delta": self.delta, "se": self.se,
-                "z": None if z is None or not math.isfinite(z) else z, "seeds": self.seeds,
+        return {"delta": self.delta, "se": self.se, "z": self.z, "seeds": self.seeds,
                 "clear": self.clear}
 
 
@@ -92,8 +97,16 @@ def difference(a: Row, b: Row) -> Difference:
     if len(diff) < 2:
         return Difference(delta, 0.0, None, len(diff))
     se = paired_se(a, b)
-    z = delta / se if se > 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
+    z = delta / se if se > 0 else math.copysign(sign_z(len(diff)), delta) if delta else 0.0
     return Difference(delta, se, z, len(diff))
+
+
+def sign_z(seeds: int) -> float:
+    """The sign test as a z: every one of ``seeds`` paired differences on one side has
+    two-sided p = 2^(1 - seeds) (no difference: each side has probability 1/2); returned
+    as the normal deviate with that two-sided p."""
+    p = 2.0 ** (1 - seeds)
+    return 0.0 if p >= 1 else NormalDist().inv_cdf(1 - p / 2)
 
 
 ORDER = (("general", "random"), ("random", "specific"), ("general", "specific"))

@@ -351,3 +351,45 @@ def test_compare_page_in_headless_chromium(swept, reverse, cli, tmp_path):
         assert run["diagnosis"]["verdict"] in text and run["summary"]["advice"] in text
         for row in run["report"]["students"]["results"]:
             assert f"{row['student_mean']:.2f} ± {row['student_std']:.2f}" in text
+
+
+def test_the_report_shows_only_the_rows_of_the_last_calls_options(swept, cli, tmp_path):
+    """Rows distilled with another --rho are another experiment: the report shows the rows
+    that go with the verdict it prints, and says how many it left out."""
+    run = tmp_path / "run"
+    shutil.copytree(swept, run)
+    before = json.loads(cli("report", "--run", run, "--format", "json").out)["students"]
+    assert before["other_options"] == 0 and len(before["results"]) > 3
+    found = cli("distill", "--run", run, "--teacher", "general", "--rho", "0.9", "--hidden",
+                "0", "--seeds", "2", "-q")
+    assert found.code == 0, found.err
+    after = json.loads(cli("report", "--run", run, "--format", "json").out)
+    rows = after["students"]["results"]
+    assert sorted(r["label"] for r in rows) == ["No-KD", "Regular-KD", "general r=0.5"]
+    assert {r["options"]["rho"] for r in rows} == {0.9}
+    assert after["students"]["other_options"] == len(before["results"])
+    assert after["sweep"] is None  # the sweep was distilled with rho 0.5
+    assert f"{len(before['results'])} rows distilled with other options" in cli(
+        "report", "--run", run).out
+
+
+def test_spread_plots_take_each_restart_less_its_own_baseline(cli, gaussian_dir, tmp_path):
+    """With restarts, each restart's networks have their own unpermuted distance; the
+    spread across repeats must not include the differences between those baselines."""
+    run = tmp_path / "run"
+    inputs = [gaussian_dir / f for f in ("feats_a.npy", "feats_b.npy", "labels.npy")]
+    assert cli("rank", *inputs, "--hidden", "0", "-M", "3", "--restarts", "3", "-q",
+               "--out", run).code == 0
+    rank = json.loads((run / "rank.json").read_text())
+    baselines = rank["unpermuted_distance_per_restart"]
+    assert len(baselines) == 3 and np.ptp(baselines) > 0
+    assert rank["unpermuted_distance"] == pytest.approx(np.mean(baselines))
+    distances = np.load(run / "permuted_distances.npy")
+    by_hand = np.hstack([distances[:, 3 * k : 3 * k + 3] - b for k, b in enumerate(baselines)])
+    spread = json.loads(cli("report", "--run", run, "--format", "json").out)["salience"]
+    scale = by_hand.mean(1).max()
+    for channel in spread["spread_top"]:
+        i = channel["channel"]
+        assert channel["std"] == pytest.approx(by_hand[i].std() / scale, rel=1e-6)
+        assert channel["mean"] == pytest.approx(by_hand[i].mean() / scale, rel=1e-6)
+    assert rank["permuted_distance"]["std"] == pytest.approx(by_hand.std(1).tolist())

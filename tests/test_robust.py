@@ -204,3 +204,48 @@ def test_diagnose_chooses_its_restarts_by_cost_and_says_so(gaussian, tmp_path, c
     doc = json.loads((tmp_path / "run" / "rank.json").read_text())
     assert doc["stability"]["auto"] is True and doc["stability"]["restarts"] == 3
     assert doc["options"]["restarts"] is None
+
+
+def test_a_wide_input_is_refused_before_training_for_its_gamma_estimate(
+        cli, tmp_path, monkeypatch):
+    """The gamma step's float64 copies and SVDs count in the up-front memory check, so a
+    very wide input is refused before the networks train, not after."""
+    import cmkd_doctor.devices
+    import cmkd_doctor.ranking
+    from cmkd_doctor.gamma import gamma_bytes
+
+    rng = np.random.default_rng(0)
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(a, rng.standard_normal((300, 2000)).astype(np.float32))
+    np.save(b, rng.standard_normal((300, 10)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, 300))
+    need = gamma_bytes(300, 2000, 10)
+    monkeypatch.setattr(cmkd_doctor.devices, "memory_free", lambda device: need // 2)
+
+    def trained(*args, **kwargs):
+        raise AssertionError("trained before the memory check")
+
+    monkeypatch.setattr(cmkd_doctor.ranking, "align", trained)
+    found = cli("rank", a, b, tmp_path / "y.npy", "--hidden", "0", "-q",
+                "--out", tmp_path / "run")
+    assert found.code == 2 and "gamma estimate" in found.err and "memory" in found.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_readers_bug_is_not_called_a_damaged_run(tmp_path):
+    """Only what a damaged file makes readers raise becomes 'damaged, rerun rank'; a bug
+    in a reader propagates as itself."""
+    from cmkd_doctor.errors import InputError
+    from cmkd_doctor.rundir import RunDir
+
+    run = RunDir(tmp_path)
+
+    def raising(error):
+        def read(path):
+            raise error
+        return read
+
+    with pytest.raises(InputError, match="damaged"):
+        run.guarded(tmp_path / "x.npy", raising(ValueError("bad header")))
+    with pytest.raises(AttributeError):
+        run.guarded(tmp_path / "x.npy", raising(AttributeError("no such field")))

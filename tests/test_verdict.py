@@ -353,3 +353,21 @@ def test_expect_paired_gates_on_the_pairing_check():
     found.verdict = verdict(found, {"reliable": True, "why": ""})  # ranked before the check
     with pytest.raises(ExpectationFailed, match="no pairing check"):
         check_expectation(found, "paired")
+
+
+def test_identical_differences_on_few_seeds_are_not_clear():
+    """Coarse accuracies often give the same difference on every seed (SE 0): that is no
+    evidence on 2 seeds (the sign test's p = 0.5), and clear only from 6 seeds on."""
+    from cmkd_doctor.verdict import difference, sign_z
+
+    two = difference(_row("regular", [71.0, 73.0]), _row("none", [70.0, 72.0]))
+    assert two.se == 0 and not two.clear and two.z == pytest.approx(sign_z(2))
+    assert two.seeds_to_settle() == 6 and "too few seeds" in two.strength()
+    runs = [70.0, 72.0, 74.0, 71.0, 73.0, 75.0]
+    six = difference(_row("regular", _plus(runs, [0.5] * 6)), _row("none", runs))
+    five = difference(_row("regular", _plus(runs[:5], [0.5] * 5)), _row("none", runs[:5]))
+    assert six.gain and not five.clear
+    assert -six.z == difference(_row("none", runs), _row("regular", _plus(runs, [0.5] * 6))).z
+    # and so the verdict does not call Regular-KD a clear help on two seeds
+    found = _comparison(_row("none", [70.0, 72.0]), _row("regular", [71.0, 73.0]))
+    assert found.verdict["kd_helps"] is False and found.verdict["kd"]["z"] < 2

@@ -160,7 +160,8 @@ RANK = _object(
      "timings": {"type": "object", "additionalProperties": NUM},
      "warnings": _array(STR)},
     {"files": {"type": "object", "additionalProperties": STR},
-     "salience": NUMBERS})
+     "salience": NUMBERS,
+     "unpermuted_distance_per_restart": {**NUMBERS, "minItems": 1}})
 
 RESULT = _object(
     {"teacher": STR, "ratio": _or_null(NUM), "label": STR, "metric": STR,
@@ -194,7 +195,8 @@ DISTILL = _object(
     {"command": {"const": "distill"}, "rank": _object({"run_id": STR}),
      "results": {"type": "object", "additionalProperties": {
          "allOf": [RESULT, _object({"options": OBJ, "options_key": STR, "created": STR})]}},
-     "last_verdict": VERDICT, "last_timings": OBJ, "cmkd_doctor": STR})
+     "last_verdict": VERDICT, "last_timings": OBJ, "cmkd_doctor": STR},
+    {"last_options_key": STR})
 
 TEACHER = _object(
     {"spec": OBJ, "train": _or_null(OBJ), "rank": _object({"run_id": STR}), "name": STR,
@@ -216,7 +218,8 @@ REPORT = _object(
      "salience": _object({"values": NUMBERS, "top": _array(OBJ), "bottom": _array(OBJ),
                           "repeats": INT}),
      "teachers": _array(TEACHER),
-     "students": _or_null(_object({"results": _array(RESULT), "verdict": _or_null(VERDICT)})),
+     "students": _or_null(_object({"results": _array(RESULT), "verdict": _or_null(VERDICT),
+                                   "other_options": INT})),
      "truth": _or_null(OBJ)})
 
 SUMMARY = _object(

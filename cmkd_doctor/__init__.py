@@ -6,14 +6,42 @@ The library API mirrors the CLI::
     from cmkd_doctor import load_paired, rank, RankOptions
     result = rank(load_paired("feats_a.npy", "feats_b.npy", "labels.npy"))
     result.salience  # (d_a,) modality-general decisive salience per channel
+
+The names below are imported on first use, so ``import cmkd_doctor`` (and the commands
+that train nothing: ``--version``, ``--help``, ``schema``, ``examples list``) start
+without torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from cmkd_doctor.errors import CmkdError, InputError  # noqa: E402
-from cmkd_doctor.inputs import PairedData, load_paired  # noqa: E402
-from cmkd_doctor.ranking import RankOptions, RankResult, rank, rank_files  # noqa: E402
-from cmkd_doctor.rundir import RunDir  # noqa: E402
+# public name -> the module that defines it
+_EXPORTS = {
+    "CmkdError": "cmkd_doctor.errors",
+    "InputError": "cmkd_doctor.errors",
+    "PairedData": "cmkd_doctor.inputs",
+    "load_paired": "cmkd_doctor.inputs",
+    "RankOptions": "cmkd_doctor.ranking",
+    "RankResult": "cmkd_doctor.ranking",
+    "rank": "cmkd_doctor.ranking",
+    "rank_files": "cmkd_doctor.rundir",
+    "RunDir": "cmkd_doctor.rundir",
+}
 
-__all__ = ["CmkdError", "InputError", "PairedData", "RankOptions", "RankResult", "RunDir",
-           "__version__", "load_paired", "rank", "rank_files"]
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cmkd_doctor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

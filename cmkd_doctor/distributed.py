@@ -21,9 +21,20 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the functions that need it, never by this module: commands that
+# train nothing (--help, schema, examples list) ask is_main() and must start without it.
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist
 
 
 def launched() -> bool:
@@ -38,9 +49,12 @@ def local_rank() -> int:
 
 def init(device: torch.device) -> None:
     """Join torchrun's process group once: ``nccl`` for CUDA devices, else ``gloo``."""
+    dist = _dist()
     if not launched() or dist.is_initialized():
         return
     if device.type == "cuda":
+        import torch
+
         torch.cuda.set_device(device)
         if "device_id" in inspect.signature(dist.init_process_group).parameters:
             dist.init_process_group("nccl", device_id=device)  # binds NCCL eagerly
@@ -52,22 +66,28 @@ def init(device: torch.device) -> None:
 
 def shutdown() -> None:
     """Leave the process group (the CLI calls this on the way out)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if active(any_size=True):
+        _dist().destroy_process_group()
 
 
-def active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+def active(any_size: bool = False) -> bool:
+    """A process group of several processes is joined (``any_size``: of any size). None
+    can be without torch.distributed imported, which is then left unimported."""
+    if "torch.distributed" not in sys.modules:
+        return False
+    dist = _dist()
+    return dist.is_available() and dist.is_initialized() and (
+        any_size or dist.get_world_size() > 1)
 
 
 def size() -> int:
-    return dist.get_world_size() if active() else 1
+    return _dist().get_world_size() if active() else 1
 
 
 def rank() -> int:
     """This process's rank; torchrun's ``RANK`` before the group is joined."""
     if active():
-        return dist.get_rank()
+        return _dist().get_rank()
     return int(os.environ.get("RANK", "0")) if launched() else 0
 
 
@@ -79,7 +99,7 @@ def is_main() -> bool:
 def barrier() -> None:
     """Wait for every process (e.g. for files rank 0 writes and all then read)."""
     if active():
-        dist.barrier()
+        _dist().barrier()
 
 
 def from_main(value):
@@ -88,13 +108,17 @@ def from_main(value):
     if not active():
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    _dist().broadcast_object_list(box, src=0)
     return box[0]
 
 
 def my_part(index: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """This process's contiguous slice of a global minibatch ``index``."""
-    return torch.tensor_split(index, size(), dim=dim)[rank()] if active() else index
+    if not active():
+        return index
+    import torch
+
+    return torch.tensor_split(index, size(), dim=dim)[rank()]
 
 
 def my_channels(d: int) -> range:
@@ -106,6 +130,7 @@ def my_channels(d: int) -> range:
 def sum_all(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all processes, in place; every process gets the total."""
     if active():
+        dist = _dist()
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 

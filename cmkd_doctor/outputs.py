@@ -28,6 +28,9 @@ import numpy as np
 from cmkd_doctor import distributed
 from cmkd_doctor.errors import InputError
 
+#: the run directory every command uses when none is given
+DEFAULT_RUN = Path("cmkd-out")
+
 # room a temporary name needs beyond the final one (".NAME.XXXXXXXX.stage", ".tmp")
 _TEMP_OVERHEAD = 16
 

@@ -39,13 +39,12 @@ from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.files import regular_file
 from cmkd_doctor.gamma import MAX_ROWS, estimate_gamma, gamma_bytes
 from cmkd_doctor.groups import Groups, correlated_groups, read_groups, sampled_rows
-from cmkd_doctor.inputs import PairedData, load_paired
+from cmkd_doctor.inputs import PairedData
 from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig, new_net, parse_hidden, standardisation
 from cmkd_doctor.options import MAX_SEEDS, SEEDS_WHY, number, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.registry import Registry
-from cmkd_doctor.rundir import DEFAULT_RUN, RunDir
 from cmkd_doctor.seeds import derive_seed, generator
 from cmkd_doctor.splits import Split, fit_and_validation, read_split, stratified_split
 from cmkd_doctor.streaming import RowSet, check_chunk_rows, plan_chunk_rows, row_bytes
@@ -1127,23 +1126,3 @@ def channel_order(salience: np.ndarray, constant: np.ndarray | list[int] = ()) -
     order = np.argsort(-np.asarray(salience), kind="stable")
     last = np.isin(order, np.asarray(constant, dtype=np.int64))
     return np.concatenate([order[~last], order[last]])
-
-
-def rank_files(
-    feats_a: str | Path,
-    feats_b: str | Path,
-    labels: str | Path,
-    out: str | Path = DEFAULT_RUN,
-    options: RankOptions | None = None,
-    progress: Progress = no_progress,
-) -> tuple[RankResult, dict]:
-    """Read the inputs, run Algorithm 1 and write the run directory ``out``.
-
-    Everything is checked before anything is written: bad input leaves ``out`` as it was.
-    Returns the result and the ``rank.json`` document.
-    """
-    options = (options or RankOptions()).checked()
-    run_dir = RunDir(out).check_replaceable()
-    data = load_paired(feats_a, feats_b, labels)
-    result = rank(data, options, progress)
-    return result, run_dir.write_rank(result, data)

@@ -43,22 +43,23 @@ from cmkd_doctor.files import regular_file
 from cmkd_doctor.inputs import PairedData, load_paired, sha256_of
 from cmkd_doctor.models import Net, load_net, save_net
 from cmkd_doctor.outputs import (
+    DEFAULT_RUN,
     check_out_dir,
     staging,
     write_bytes,
     write_json,
     write_npy,
 )
+from cmkd_doctor.progress import Progress, no_progress
+from cmkd_doctor.ranking import RankOptions, RankResult, rank
 from cmkd_doctor.schemas import check as check_schema
 from cmkd_doctor.schemas import stamp
 from cmkd_doctor.splits import Split, fit_and_validation
 
 if TYPE_CHECKING:
     from cmkd_doctor.comparison import Comparison
-    from cmkd_doctor.ranking import RankResult
     from cmkd_doctor.teachers import Teacher
 
-DEFAULT_RUN = Path("cmkd-out")
 T = TypeVar("T")
 
 
@@ -635,3 +636,23 @@ def last_call(document: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
 def load_run(path: str | Path) -> Run:
     """Read the run directory of ``rank``; see :meth:`RunDir.load`."""
     return RunDir(path).load()
+
+
+def rank_files(
+    feats_a: str | Path,
+    feats_b: str | Path,
+    labels: str | Path,
+    out: str | Path = DEFAULT_RUN,
+    options: RankOptions | None = None,
+    progress: Progress = no_progress,
+) -> tuple[RankResult, dict]:
+    """Read the inputs, run Algorithm 1 and write the run directory ``out``.
+
+    Everything is checked before anything is written: bad input leaves ``out`` as it was.
+    Returns the result and the ``rank.json`` document.
+    """
+    options = (options or RankOptions()).checked()
+    run_dir = RunDir(out).check_replaceable()
+    data = load_paired(feats_a, feats_b, labels)
+    result = rank(data, options, progress)
+    return result, run_dir.write_rank(result, data)

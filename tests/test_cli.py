@@ -108,3 +108,29 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+
+@pytest.mark.parametrize("command", [["--version"], ["--help"], ["schema"], ["schema", "rank"],
+                                     ["examples", "list"], ["examples", "--help"]])
+def test_commands_that_train_nothing_start_without_torch(command):
+    """A CI script calls the tool many times: these need no torch, and import none
+    (startup times in BENCHMARKS.md)."""
+    found = subprocess.run([sys.executable, "-X", "importtime", "-m", "cmkd_doctor", *command],
+                           capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip()
+    imported = re.findall(r"\|\s+([\w.]+)$", found.stderr, re.MULTILINE)
+    assert "cmkd_doctor.cli" in imported  # the import log is read
+    assert not [m for m in imported if m == "torch" or m.startswith("torch.")]
+
+
+def test_every_command_is_listed_once_with_its_summary_and_loads(cli):
+    from cmkd_doctor.cli import COMMANDS
+
+    listed = cli("--help")
+    assert listed.code == 0
+    for name, (_, _, summary) in COMMANDS.items():
+        assert summary.split()[0] in listed.out
+        shown = cli(*name.split(), "--help")
+        assert shown.code == 0 and f"Usage: cmkd-doctor {name}" in shown.out
+    assert "(Sec.\n" not in cli("examples", "--help").out  # summaries are whole sentences

@@ -12,8 +12,8 @@ import torch
 from cmkd_doctor.classifiers import Member, Rows, TrainOptions, train_classifiers
 from cmkd_doctor.derive import teacher_metrics
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
-from cmkd_doctor.ranking import RankOptions, rank_files
-from cmkd_doctor.rundir import load_run
+from cmkd_doctor.ranking import RankOptions
+from cmkd_doctor.rundir import load_run, rank_files
 from cmkd_doctor.seeds import derive_seed
 from cmkd_doctor.teachers import Teacher
 

@@ -22,7 +22,8 @@ from cmkd_doctor.cli import Stopped
 from cmkd_doctor.diagnose import build_config, load_config
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.outputs import json_text
-from cmkd_doctor.ranking import RankOptions, rank_files
+from cmkd_doctor.ranking import RankOptions
+from cmkd_doctor.rundir import rank_files
 
 ROOT = Path(__file__).resolve().parents[1]
 

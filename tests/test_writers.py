@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
-from cmkd_doctor.ranking import RankOptions, rank_files
+from cmkd_doctor.ranking import RankOptions
+from cmkd_doctor.rundir import rank_files
 
 FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
 

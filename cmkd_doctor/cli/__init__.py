@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 internal error, 2 bad input or usage, 3 a failed --expe
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import signal
 import sys
@@ -14,35 +15,76 @@ import threading
 import traceback
 
 import typer
+from typer.core import TyperGroup
 
 from cmkd_doctor import __version__, distributed
-from cmkd_doctor.cli import examples
 from cmkd_doctor.cli._common import err, show_help_without_command, silence
-from cmkd_doctor.cli.derive_teacher import derive_teacher_command
-from cmkd_doctor.cli.diagnose import diagnose_command
-from cmkd_doctor.cli.distill import distill_command
-from cmkd_doctor.cli.extract import extract_command
-from cmkd_doctor.cli.rank import rank
-from cmkd_doctor.cli.report import report_command
-from cmkd_doctor.cli.schema import schema_command
 from cmkd_doctor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, CmkdError
 
+# Every command: its module, the typer function or app in it, and its one-line summary
+# (shown by --help, which imports no command module: the commands that train import
+# torch, and --help, --version, schema and examples list start without it).
+COMMANDS = {
+    "diagnose": ("diagnose", "diagnose_command",
+                 "Everything in one command: rank, derive teachers, distil, say what it "
+                 "means."),
+    "rank": ("rank", "rank",
+             "Algorithm 1: rank modality a's channels by modality-general information."),
+    "derive-teacher": ("derive_teacher", "derive_teacher_command",
+                       "A modality-general, -specific or random teacher from a rank run."),
+    "distill": ("distill", "distill_command",
+                "Students of every teacher against No-KD and Regular-KD, with a verdict."),
+    "extract": ("extract", "extract_command",
+                "Features of one layer of a backbone (torchvision or ONNX), for rank."),
+    "report": ("report", "report_command",
+               "The diagnosis as text, Markdown, HTML or JSON, with plots; runs compared."),
+    "schema": ("schema", "schema_command",
+               "The JSON Schema of a document cmkd-doctor writes, or their list."),
+    "examples": ("examples", "app", "The paper's datasets as built-in examples."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The root command: each subcommand's module is imported when it is run (or its own
+    --help shown), never to list it."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*self.commands, *(name for name in COMMANDS if name not in self.commands)]
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attr, summary = COMMANDS[cmd_name]
+            found = getattr(importlib.import_module(f"cmkd_doctor.cli.{module}"), attr)
+            # built as the root would build it, with the root's settings
+            holder = typer.Typer(**SETTINGS)
+            holder.callback()(lambda: None)  # a group, even with one command
+            if isinstance(found, typer.Typer):
+                holder.add_typer(found, name=cmd_name)
+            else:
+                holder.command(cmd_name)(found)
+            command = typer.main.get_command(holder).commands[cmd_name]
+            command.short_help = summary
+            self.commands[cmd_name] = command
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = [(name, summary) for name, (_, _, summary) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+SETTINGS = {
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
+    # help texts are plain: "[default: ...]" and user paths are never read as markup
+    "rich_markup_mode": None,
+}
 app = typer.Typer(
     name="cmkd-doctor",
+    cls=LazyGroup,
     help="Diagnose crossmodal knowledge distillation with the Modality Focusing Hypothesis.",
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # help texts are plain: "[default: ...]" and user paths are never read as markup
-    rich_markup_mode=None,
+    **SETTINGS,
 )
-app.command("rank")(rank)
-app.command("derive-teacher")(derive_teacher_command)
-app.command("distill")(distill_command)
-app.command("diagnose")(diagnose_command)
-app.command("extract")(extract_command)
-app.command("report")(report_command)
-app.command("schema")(schema_command)
-app.add_typer(examples.app, name="examples")
 
 _state = {"verbose": False}
 

@@ -29,6 +29,11 @@ def _width() -> int | None:
 out = Console(highlight=False, width=_width(), emoji=False)
 err = Console(stderr=True, highlight=False, emoji=False)
 
+def line(text: str) -> None:
+    """One line of plain text on stdout (never read as markup)."""
+    out.print(text, markup=False)
+
+
 TASK_LABELS = {"align": "Step 1: aligning f1 and f2 (Eq. 28)",
                "permute": "Steps 2-8: permuting channels",
                "students": "Students of every teacher (Eq. 1, one stack)"}

@@ -12,12 +12,13 @@ from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
 from cmkd_doctor.cli.options import Quiet, Tensorboard
 from cmkd_doctor.diagnose import diagnose, resolve
-from cmkd_doctor.rundir import DEFAULT_RUN
+from cmkd_doctor.outputs import DEFAULT_RUN
 
 
 def diagnose_command(
     inputs: Annotated[list[str] | None, typer.Argument(
-        help="FEATS_A FEATS_B LABELS, as for rank.", show_default=False)] = None,
+        metavar="FEATS_A FEATS_B LABELS", help="The three inputs, as for rank.",
+        show_default=False)] = None,
     example: Annotated[str | None, typer.Option(
         help="Run on a built-in example instead ('cmkd-doctor examples list').")] = None,
     config: Annotated[Path | None, typer.Option(

@@ -8,15 +8,16 @@ from typing import Annotated
 import typer
 
 from cmkd_doctor.cli import render
-from cmkd_doctor.cli._common import print_json, show_help_without_command
-from cmkd_doctor.cli.render import line
+from cmkd_doctor.cli._common import line, print_json, show_help_without_command
+from cmkd_doctor.cli.options import Device
 from cmkd_doctor.datasets import DATASETS
-from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.gaussian import DELTAS, GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.options import parse_list
 from cmkd_doctor.outputs import check_out_dir, check_out_file
-from cmkd_doctor.reproduce import PAPER_SOURCE, reproduce, reproduce_avmnist, save_plot
 from cmkd_doctor.schemas import stamp
+
+# torch is imported by the commands that train (make avmnist, reproduce), not here:
+# 'examples list' starts without it
 
 app = typer.Typer(help="The paper's datasets as built-in examples.")
 make_app = typer.Typer(help="Generate or build an example dataset.")
@@ -171,7 +172,8 @@ def _prepared(out_dir: Path, data) -> None:
          f"{len(data.test)} test rows)")
 
 
-@app.command("list")
+@app.command("list", short_help="The paper's datasets: what each is, its licence, how to "
+             "get it.")
 def list_examples(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
@@ -182,9 +184,11 @@ def list_examples(
         render.datasets(DATASETS.values())
 
 
-@app.command("reproduce")
+@app.command("reproduce", short_help="The paper's Gaussian experiments and AV-MNIST "
+             "Table 1, beside the paper and the official code.")
 def reproduce_command(
     experiment: Annotated[str, typer.Argument(
+        metavar="EXPERIMENT",
         help="table2, fig2 or fig3 (paper Sec. 5.2), or table1-avmnist (Sec. 3, needs "
              "--data).")],
     data: Annotated[Path | None, typer.Option(
@@ -200,7 +204,7 @@ def reproduce_command(
     official_swap: Annotated[bool, typer.Option(
         "--official-swap", help="table2: train the Regular-KD student with the modalities "
                                 "swapped, as the official script does.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, auto, cuda or cuda:N.")] = "cpu",
+    device: Device = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="One JSON document with a "
                                               "rows list.")] = False,
     plot: Annotated[Path | None, typer.Option(
@@ -213,6 +217,9 @@ def reproduce_command(
     Logistic-regression teachers and students, 200 training / 1000 test rows, full-batch
     SGD; every run of an experiment trains in one batched model.
     """
+    from cmkd_doctor.devices import resolve_device
+    from cmkd_doctor.reproduce import PAPER_SOURCE, reproduce, reproduce_avmnist, save_plot
+
     if experiment == "table1-avmnist":
         found = reproduce_avmnist(data, runs=runs, seed=42 if seed is None else seed,
                                   device=resolve_device(device))

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cmkd_doctor.rundir import DEFAULT_RUN
+from cmkd_doctor.outputs import DEFAULT_RUN
 
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 Seed = Annotated[int, typer.Option(help="Seed of everything this command draws.")]

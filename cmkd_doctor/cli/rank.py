@@ -27,18 +27,21 @@ from cmkd_doctor.ranking import (
     PERMUTATIONS,
     RANK_PROTOCOLS,
     RankOptions,
-    rank_files,
 )
+from cmkd_doctor.rundir import rank_files
 
 
 def rank(
     ctx: typer.Context,
     feats_a: Annotated[str, typer.Argument(
+        metavar="FEATS_A",
         help="Features of modality a (the teacher's), (n, d_a): .npy, .npz or "
              ".safetensors; FILE:KEY picks an array.")],
     feats_b: Annotated[str, typer.Argument(
+        metavar="FEATS_B",
         help="Features of modality b (the student's), (n, d_b), rows paired with FEATS_A.")],
     labels: Annotated[str, typer.Argument(
+        metavar="LABELS",
         help="Labels: (n,) class ids (integers or strings) or (n, K) multi-hot for "
              "multi-label tasks.")],
     repeats: Annotated[int, typer.Option("--repeats", "-M", help="Permutations per channel "

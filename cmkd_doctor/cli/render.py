@@ -8,22 +8,19 @@ as it is.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from cmkd_doctor.cli._common import out, spark
-from cmkd_doctor.comparison import Comparison
-from cmkd_doctor.ranking import channel_order
-from cmkd_doctor.report import first_screen, summary_rows, to_markdown
-from cmkd_doctor.reproduce import figure
+from cmkd_doctor.cli._common import line, out, spark
 
+if TYPE_CHECKING:
+    from cmkd_doctor.comparison import Comparison
 
-def line(text: str) -> None:
-    out.print(text, markup=False)
+# the library modules these tables read are imported by the functions that use them:
+# 'examples list' renders here and starts without torch
 
 
 def _fmt(metrics: dict | None) -> str:
@@ -49,6 +46,8 @@ def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
          f"unpermuted distance {document['unpermuted_distance']:.4g};  "
          f"rows permuted: {document['permuted_rows']}")
     constant = document.get("constant_channels", [])
+    from cmkd_doctor.ranking import channel_order
+
     order = channel_order(salience, constant)
     informative = order[: len(order) - len(constant)]
     k = min(10, len(informative))
@@ -188,6 +187,10 @@ def diagnosis(found: Any, run_dir: Path) -> None:
 
 def report_text(doc: dict) -> None:
     """The Markdown report rendered by rich, with small text plots."""
+    from rich.markdown import Markdown
+
+    from cmkd_doctor.report import to_markdown
+
     out.print(Markdown(to_markdown(doc, {}, [])))
     salience = sorted(doc["salience"]["values"], reverse=True)
     line(f"salience, sorted: |{spark(salience)}|  (1 -> {salience[-1]:.2f})")
@@ -199,6 +202,10 @@ def report_text(doc: dict) -> None:
 
 def compare_text(compared: dict) -> None:
     """Several runs side by side: the summary table, then each run's diagnosis."""
+    from rich.markdown import Markdown
+
+    from cmkd_doctor.report import first_screen, summary_rows
+
     headers, rows = summary_rows(compared)
     table = Table(title=f"{len(compared['runs'])} runs compared", title_justify="left")
     for header in headers:
@@ -235,6 +242,8 @@ def _shown(value: float | None) -> str:
 def reproduction(result: Any, source: str) -> None:
     """One column per setting: ours (mean±std over runs) for every model, then the key
     figures of the official code (a rerun at the same seeds) and of the paper."""
+    from cmkd_doctor.reproduce import figure
+
     doc = result.to_dict()
     name, axis = doc["experiment"], result.experiment.axis
     swap = ", official swap" if doc["official_swap"] else ""

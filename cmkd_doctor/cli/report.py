@@ -10,14 +10,14 @@ import typer
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import err, out
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.outputs import DEFAULT_RUN
 from cmkd_doctor.report import render as render_report
 from cmkd_doctor.report import render_compare
-from cmkd_doctor.rundir import DEFAULT_RUN
 
 
 def report_command(
     runs: Annotated[list[Path] | None, typer.Argument(
-        metavar="[RUN]...", help="With --compare: the run directories to put side by "
+        metavar="RUN", help="With --compare: the run directories to put side by "
                                  "side.", show_default=False)] = None,
     run_dir: Annotated[Path | None, typer.Option(
         "--run", help=f"Run directory to report on [default: {DEFAULT_RUN}].",

@@ -13,6 +13,7 @@ from cmkd_doctor.schemas import DOCUMENTS, SCHEMA_VERSION, schema
 
 def schema_command(
     name: Annotated[str | None, typer.Argument(
+        metavar="NAME",
         help="Document: rank, teacher, comparison, distill, diagnosis, report, compare, "
              "datasets, reproduction, truth, dataset or features [default: list them].")
     ] = None,

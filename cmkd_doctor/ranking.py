@@ -37,6 +37,7 @@ from cmkd_doctor.engine import (
 )
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.files import regular_file
+from cmkd_doctor.findings import check_ranking
 from cmkd_doctor.gamma import MAX_ROWS, estimate_gamma, gamma_bytes
 from cmkd_doctor.groups import Groups, correlated_groups, read_groups, sampled_rows
 from cmkd_doctor.inputs import PairedData
@@ -49,6 +50,7 @@ from cmkd_doctor.seeds import derive_seed, generator
 from cmkd_doctor.splits import Split, fit_and_validation, read_split, stratified_split
 from cmkd_doctor.streaming import RowSet, check_chunk_rows, plan_chunk_rows, row_bytes
 from cmkd_doctor.teachers import n_nullified
+from cmkd_doctor.wording import rank_warnings
 
 # Elements of one (channels, rows, hidden) tile in the permutation phase: small enough to
 # stay in a CPU core's cache, large enough that per-call overhead does not dominate.
@@ -840,34 +842,6 @@ def rank(data: PairedData, options: RankOptions | None = None,
     net_a, net_b, fitted = runs[0].net_a, runs[0].net_b, runs[0].fit
     train_s = sum(r.train_s for r in runs)
     permute_s = sum(r.permute_s for r in runs)
-    warnings = []
-    if not np.any(salience):
-        warnings.append(
-            f"no channel of modality {options.permute} moves the aligned networks apart when "
-            "permuted: the salience is all zeros (are the features informative?)")
-    if not agreement["reliable"]:
-        warnings.append(
-            f"the aligned networks agree poorly on the {permuted_rows} rows (alignment "
-            f"{agreement['score']:.2f}, below {agreement['threshold']:g}), so the salience "
-            "says little about modality-general information: "
-            + ("try --standardize, " if not options.standardize else "")
-            + "more --epochs or rows, another layer of your backbone (extract), or a "
-              "modality b that predicts the labels better")
-    if stability["stable"] is False:
-        warnings.append(
-            "no channel's salience is significantly above zero over the restarts: the "
-            "ranking has nothing to be stable about (are the features informative?)"
-            if stability["top_overlap"] is None else
-            f"the ranking changes from one restart to the next (restarts agree on "
-            f"{stability['top_overlap']:.0%} of the {stability['decisive']} channels that "
-            f"matter, their salience significantly above zero, below "
-            f"{stability['threshold']:.0%}): "
-            "raise --repeats and --restarts, or rank with more rows")
-    if len(constant):
-        warnings.append(f"{len(constant)} of {len(salience)} channels of modality "
-                        f"{options.permute} are constant on the fit rows: they carry "
-                        "nothing, every derived teacher nullifies them, and the ranking "
-                        "puts them last")
     standardization = {
         "enabled": options.standardize, "rows": "fit",
         **{side: {"mean": stats[w][0].cpu().tolist(), "std": stats[w][1].cpu().tolist(),
@@ -889,7 +863,15 @@ def rank(data: PairedData, options: RankOptions | None = None,
     chance = {side: at_chance(side, gamma.label_level, metrics[side], labels,
                               split.test if len(split.test) else split.train)
               for side in ("a", "b")}
-    warnings += pairing_warnings(gamma, chance)
+    negative = negative_channels(increase)
+    groups_found = None if groups is None else groups.to_dict(salience)
+    # the checks' figures, as rank.json will hold them, read into findings once
+    findings = check_ranking(
+        {"options": options.to_dict(), "permuted_modality": options.permute,
+         "permuted_rows": permuted_rows, "alignment": agreement, "stability": stability,
+         "pairing": gamma.pairing.to_dict(), "chance": chance,
+         "gamma_estimate": gamma.to_dict(), "constant_channels": constant.tolist(),
+         "negative_salience": negative, "groups": groups_found}, salience)
     return RankResult(
         salience=salience, distances=distances, unpermuted=unpermuted,
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,
@@ -897,9 +879,9 @@ def rank(data: PairedData, options: RankOptions | None = None,
         timings={"train_s": round(train_s, 4), "permute_s": round(permute_s, 4),
                  "gamma_s": round(gamma_s, 4)},
         constant=constant, standardization=standardization, alignment=agreement,
-        negative=negative_channels(increase), stability=stability, warnings=warnings,
+        negative=negative, stability=stability, warnings=rank_warnings(findings),
         gamma=gamma.to_dict(), pairing=gamma.pairing.to_dict(), chance=chance,
-        groups=None if groups is None else groups.to_dict(salience),
+        groups=groups_found,
         unpermuted_runs=[float(r.unpermuted) for r in runs])
 
 
@@ -921,36 +903,6 @@ def at_chance(side: str, label_level: dict[str, Any], metrics: dict[str, Any],
         found.update(metric="accuracy", value=accuracy, chance=base, rows=part)
         found["at_chance"] = found["at_chance"] and accuracy - base <= 2 * se
     return found
-
-
-def pairing_warnings(gamma: Any, chance: dict[str, dict[str, Any]]) -> list[str]:
-    """What the gamma estimate, the pairing check and the chance check warn about."""
-    blind = [side for side in ("a", "b") if chance[side]["at_chance"]]
-    if blind:
-        return [f"modality {side} predicts the labels no better than chance"
-                + (f" (its aligned network's {chance[side]['rows']} accuracy "
-                   f"{chance[side]['value']:.1%} against {chance[side]['chance']:.1%} for "
-                   "always guessing the commonest class)" if "value" in chance[side] else "")
-                + ": check that the rows of its features match the labels file"
-                for side in blind]
-    found = []
-    pairing = gamma.pairing
-    if not pairing.paired:
-        found.append(
-            f"the rows of a and b share nothing detectable beyond their class: b's rows "
-            f"predict a's decisive score no better than other rows of the same class "
-            f"(pairing score {pairing.score:.2f} against {pairing.null:.2f} shuffled within "
-            f"class, z = {'-' if pairing.z is None else f'{pairing.z:.1f}'}): check "
-            "that the rows of the two files are in the same order; if they are, expect "
-            "crossmodal KD to act only as label smoothing")
-    if gamma.little:
-        found.append(
-            f"the modalities share little decisive information about the same row (pair-"
-            f"level gamma estimate {gamma.value:.2f}, {gamma.low:.2f}-{gamma.high:.2f}): "
-            "crossmodal KD has little to transfer whichever channels a teacher keeps")
-    return found
-
-
 
 
 @dataclass

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.findings import check_ranking
 from cmkd_doctor.gaussian import ranking_against_truth
 from cmkd_doctor.outputs import check_out_file, json_text, write_bytes, write_text
 from cmkd_doctor.ranking import channel_order, increases
-from cmkd_doctor.rundir import RunDir, last_call, ranking_reliability
+from cmkd_doctor.rundir import RunDir, last_call
 from cmkd_doctor.schemas import stamp
 from cmkd_doctor.teachers import n_nullified
+from cmkd_doctor.wording import all_said, say
 
 # one colour per teacher mode, the same in every plot
 MODE_COLOURS = {"none": "#8c8c8c", "regular": "#333333", "general": "#4c72b0",
@@ -345,35 +347,10 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
                 "export": f"cmkd-doctor derive-teacher --run {doc['run']} --mode "
                           f"{teacher['mode']} --ratio {teacher['ratio']:g} --export-onnx "
                           "teacher.onnx"}
-    trust = ranking_reliability(rank)  # which data checks failed, decided once
-    for side in trust["at_chance"]:
-        found["warnings"].append(f"Modality {side} predicts the labels no better than "
-                                 "chance: check that its rows match the labels file.")
-    if any(r["code"] == "class_only" for r in trust["reasons"]):
-        pairing = rank["pairing"]
-        found["warnings"].append(f"The rows share only their class (pairing score "
-                                 f"{pairing['score']:.2f} against {pairing['null']:.2f} with "
-                                 "b's rows shuffled within class): check their order; "
-                                 "otherwise KD can act only as label smoothing.")
-    gamma = rank.get("gamma_estimate")
-    if gamma and gamma.get("little_to_transfer"):
-        found["warnings"].append(f"Little to transfer: gamma estimate {gamma['value']:.2f} "
-                                 f"({gamma['low']:.2f}-{gamma['high']:.2f}).")
-    agreement = rank.get("alignment") or {}
-    if agreement and not agreement.get("reliable", True):
-        found["warnings"].append(f"The ranking is unreliable: alignment "
-                                 f"{agreement['score']:.2f}, below {agreement['threshold']:g}.")
-    stable = rank.get("stability") or {}
-    if stable.get("stable") is False:
-        found["warnings"].append(
-            "The ranking is unstable: no channel's salience is significantly above zero."
-            if stable.get("top_overlap") is None else
-            f"The ranking is unstable across restarts (overlap {stable['top_overlap']:.2f} "
-            f"over the {stable['decisive']} channels that matter).")
-    constant = rank.get("constant_channels") or []
-    if constant:
-        found["warnings"].append(f"{len(constant)} channels are constant on the fit rows "
-                                 "and carry nothing.")
+    # the checks, decided once when rank wrote them, worded in cmkd_doctor.wording
+    screen = ("chance", "pairing", "gamma", "alignment", "stability", "constant")
+    found["warnings"] = [say(f, "screen") for code in screen
+                         for f in check_ranking(rank) if f.code == code and not f.ok]
     return found
 
 
@@ -485,91 +462,13 @@ def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
 
 
 def checks(rank: dict[str, Any], fmt: str) -> str:
-    """What the ranking found and how far to trust it: the gamma estimate, alignment,
-    stability, constant and negative channels, each with what it means."""
-    said = []
-    gamma = rank.get("gamma_estimate")
-    if gamma:
-        v, cross = gamma["label_level"]["explained"], gamma["cross"]
-        said.append(f"Gamma estimate {gamma['value']:.2f} (95% interval {gamma['low']:.2f}-"
-                    f"{gamma['high']:.2f}, {gamma['n_rows']} rows): the share of the "
-                    "decisive information both modalities hold about the same row, beyond "
-                    "its class (paper Sec. 4). b's features predict "
-                    f"{cross['a_to_b']['same_row']:.0%} of a's held-out label prediction on "
-                    f"the same row and {cross['a_to_b']['same_class']:.0%} on another row of "
-                    f"the same class; a's predict {cross['b_to_a']['same_row']:.0%} and "
-                    f"{cross['b_to_a']['same_class']:.0%} of b's. What the same row adds "
-                    "beyond its class is the shared part. Label-level gamma "
-                    f"{gamma['label_level']['value']:.2f}: held out, a explains {v['a']:.0%} "
-                    f"of the label variance, b {v['b']:.0%}, the two together {v['ab']:.0%} "
-                    "(the label both predict, whether or not the rows are paired)."
-                    + (" Little to transfer: crossmodal KD can pass on only the shared "
-                       "share, whichever channels a teacher keeps."
-                       if gamma["little_to_transfer"] else ""))
-    pairing = rank.get("pairing")
-    if pairing:
-        said.append(f"Pairing: score {pairing['score']:.2f} on the same rows against "
-                    f"{pairing['null']:.2f} with b's rows shuffled within class (z = "
-                    + ("-" if pairing["z"] is None else f"{pairing['z']:.1f}")
-                    + f", paired above {pairing['threshold']:g}): "
-                    + ("the rows share more than their class." if pairing["paired"] else
-                       "the rows share nothing detectable beyond their class. Check that "
-                       "both files list the samples in the same order; if they do, a "
-                       "teacher's soft labels can carry only the class (label smoothing)."))
-    for side, chance in (rank.get("chance") or {}).items():
-        if chance.get("at_chance"):
-            said.append(f"Modality {side} predicts the labels no better than chance (a linear "
-                        f"read-out explains {chance['explained']:.1%} of the label variance "
-                        "held out"
-                        + (f"; its aligned network's {chance['rows']} accuracy is "
-                           f"{chance['value']:.1%} against {chance['chance']:.1%} for the "
-                           "commonest class" if "value" in chance else "")
-                        + "): check that its rows match the labels file.")
-    groups = rank.get("groups")
-    if groups:
-        said.append(f"Channels permuted in groups ({groups['method']}): {groups['count']} "
-                    f"groups, {groups['multi_channel']} of several channels. Permuting one "
-                    "of two near-copies understates both (the network still reads the "
-                    "other), so correlated channels are permuted together; a group's "
-                    "salience is each of its channels', and derived teachers nullify "
-                    "whole groups.")
-    agreement = rank.get("alignment")
-    if agreement:
-        said.append(f"Alignment {agreement['score']:.2f} on the {agreement['rows']} rows "
-                    f"({'reliable' if agreement['reliable'] else 'unreliable'}, threshold "
-                    f"{agreement['threshold']:g}): how much of f1's output variation f2 "
-                    "reproduces (1 is perfect agreement, 0 or less no better than a "
-                    "constant). The salience reads disagreement after a permutation as "
-                    "modality-general information only when the networks agree before it.")
-    stable = rank.get("stability") or {}
-    if stable.get("stable") is not None:
-        verdict = "stable" if stable["stable"] else "unstable"
-        said.append(
-            f"Stability over {stable['restarts']} restarts: no channel's salience is "
-            "significantly above zero, so the ranking has nothing to be stable about "
-            f"({verdict})." if stable["top_overlap"] is None else
-            f"Stability over {stable['restarts']} restarts: {stable['decisive']} channels "
-            "matter, their salience significantly above zero (Benjamini-Hochberg, false "
-            f"discovery rate {stable['fdr']:g}) and at least "
-            f"{stable.get('min_salience', 0):g} of the top channel's; the restarts' top "
-            f"{stable['decisive']} overlap "
-            f"{stable['top_overlap']:.2f} ({verdict}, threshold {stable['threshold']:g})"
-            + (f", Kendall tau among them {stable['kendall_tau']:.2f}"
-               if stable["kendall_tau"] is not None else "")
-            + f". Over every channel: overlap of the half a general teacher keeps "
-            f"{stable['all_channels']['top_overlap']:.2f}, Kendall tau "
-            f"{stable['all_channels']['kendall_tau']:.2f} (channels the networks ignore "
-            "order at random there).")
-    constant = rank.get("constant_channels") or []
-    if constant:
-        said.append(f"{len(constant)} channels are constant on the fit rows: they carry "
-                    "nothing, every derived teacher nullifies them, and they rank last.")
-    negative = (rank.get("negative_salience") or {}).get("count")
-    if negative:
-        said.append(f"{negative} channels have significantly negative salience: permuting "
-                    "them brings the networks closer, so f1 uses them in a way f2 cannot "
-                    "follow (information specific to its modality, or noise it learned); "
-                    "a general teacher nullifies them first.")
+    """What the ranking found and how far to trust it: the gamma estimate, pairing,
+    chance, groups, alignment, stability, constant and negative channels, each with what
+    it means (worded in :mod:`cmkd_doctor.wording`)."""
+    order = ("gamma", "pairing", "chance", "groups", "alignment", "stability", "constant",
+             "negative")
+    findings = check_ranking(rank)
+    said = all_said([f for code in order for f in findings if f.code == code], "explain")
     return "".join(_para(text, fmt) for text in said)
 
 

@@ -40,6 +40,7 @@ from cmkd_doctor import __version__, distributed
 from cmkd_doctor.classifiers import Rows
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.files import regular_file
+from cmkd_doctor.findings import reliability
 from cmkd_doctor.inputs import PairedData, load_paired, sha256_of
 from cmkd_doctor.models import Net, load_net, save_net
 from cmkd_doctor.outputs import (
@@ -556,7 +557,7 @@ class Run:
         """Whether the ranking can be trusted, and why not (for the verdict), with the
         facts the verdict reads beside it: the gamma estimate, whether the rows are
         paired beyond their class, and which modalities predict the labels at chance."""
-        return ranking_reliability(self.document)
+        return reliability(self.document)
 
     @property
     def groups(self) -> np.ndarray | None:
@@ -583,40 +584,6 @@ class Run:
 
     def aligned_net(self, device: torch.device) -> Net:
         return self.dir.read_net(self.teacher_side, device)
-
-
-def ranking_reliability(document: dict[str, Any]) -> dict[str, Any]:
-    """What :attr:`Run.ranking_reliability` says of a ``rank.json`` document: ``reliable``,
-    ``reasons`` (``{code, text}`` each: ``at_chance``, ``class_only``, ``alignment``,
-    ``stability``) and ``why`` (their texts joined), with the facts the verdict reads."""
-    reasons = []
-    blind = [side for side, found in (document.get("chance") or {}).items()
-             if found.get("at_chance")]
-    for side in blind:
-        reasons.append({"code": "at_chance",
-                        "text": f"modality {side} predicts the labels no better than chance"})
-    pairing = document.get("pairing") or {}
-    paired = pairing.get("paired")
-    if paired is False and not blind:
-        z = pairing.get("z")
-        reasons.append({"code": "class_only",
-                        "text": "the rows of a and b share nothing detectable beyond their "
-                                f"class (pairing z = {'-' if z is None else f'{z:.1f}'})"})
-    found = document.get("alignment") or {}
-    if found and not found.get("reliable", True):
-        reasons.append({"code": "alignment",
-                        "text": f"the aligned networks' alignment score {found['score']:.2f} "
-                                f"is below {found['threshold']:g}"})
-    stable = document.get("stability") or {}
-    if stable.get("stable") is False:
-        reasons.append({"code": "stability", "text": (
-            "no channel's salience is significantly above zero"
-            if stable.get("top_overlap") is None else
-            f"restarts agree on {stable['top_overlap']:.0%} of the {stable['decisive']} "
-            f"channels that matter, below {stable['threshold']:.0%}")})
-    return {"reliable": not reasons, "why": "; ".join(r["text"] for r in reasons),
-            "reasons": reasons, "gamma_estimate": document.get("gamma_estimate"),
-            "paired": paired, "at_chance": blind}
 
 
 def last_call(document: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:

@@ -77,6 +77,12 @@ def _random(salience: np.ndarray, k: int, seed: int) -> np.ndarray:
     return torch.randperm(len(salience), generator=generator(seed, "random_mask"))[:k].numpy()
 
 
+# the derived modes (every mode but regular), in the registry's order; and the order the
+# hypothesis predicts their students in: general >= random >= specific
+DERIVED: tuple[str, ...] = tuple(mode for mode in MODES if mode != "regular")
+MFH_ORDER = ("general", "random", "specific")
+
+
 def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int = 0,
                        constant: np.ndarray | list[int] = (),
                        groups: np.ndarray | None = None) -> np.ndarray:

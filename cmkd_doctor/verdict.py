@@ -19,8 +19,8 @@ import numpy as np
 
 from cmkd_doctor.comparison import BASELINES, Comparison, Row
 from cmkd_doctor.errors import ExpectationFailed, option_error
+from cmkd_doctor.teachers import DERIVED, MFH_ORDER
 
-DERIVED = ("general", "specific", "random")
 # mfh_ordering[r] when the ranking behind the derived teachers is unreliable: the
 # comparisons are still measured (mfh_ordering_detail) but not read as the hypothesis
 NOT_INTERPRETED = "not_interpreted"
@@ -74,17 +74,6 @@ class Difference:
             return next(n for n in range(max(self.seeds, 2), 64) if sign_z(n) > Z)
         return math.ceil(self.seeds * (Z / abs(self.z)) ** 2)
 
-    def strength(self) -> str:
-        """``(4.2 standard errors)``, ``(within run-to-run noise)`` or ``(one seed)``."""
-        if self.z is None:
-            return " (one seed: no error estimate)"
-        if self.se == 0 and self.delta != 0:
-            return (f" (every one of {self.seeds} seeds gives it"
-                    + ("" if self.clear else "; too few seeds to call it clear") + ")")
-        if self.clear:
-            return f" ({abs(self.z):.1f} standard errors)"
-        return " (within run-to-run noise)"
-
     def to_dict(self) -> dict[str, Any]:
         return {"delta": self.delta, "se": self.se, "z": self.z, "seeds": self.seeds,
                 "clear": self.clear}
@@ -116,256 +105,166 @@ def ordering(general: Row, random: Row, specific: Row) -> tuple[str, dict[str, D
     """The MFH ordering at one ratio: ``fails`` when general - random, random - specific
     or general - specific is clearly negative; else ``holds`` when general - specific is
     clearly positive; else ``undetermined``."""
-    rows = {"general": general, "random": random, "specific": specific}
+    rows = dict(zip(MFH_ORDER, (general, random, specific), strict=True))
     found = {f"{a}-{b}": difference(rows[a], rows[b]) for a, b in ORDER}
     if any(d.loss for d in found.values()):
         return "fails", found
     return ("holds" if found["general-specific"].gain else "undetermined"), found
 
 
-def _ordering_text(ratio: str, state: str, found: dict[str, Difference], unit: str) -> str:
-    if state == "fails":
-        name, d = next((k, d) for k, d in found.items() if d.loss)
-        return (f"fails at r = {ratio} ({name.replace('-', ' - ')} {d.delta:+.2f} {unit}"
-                f"{d.strength()})")
-    d = found["general-specific"]
-    said = f"general - specific {d.delta:+.2f} {unit}{d.strength()}"
-    if state == "holds":
-        return f"holds at r = {ratio} ({said})"
-    return f"is undetermined at r = {ratio} ({said}{_settle(d, 'settle it')})"
-
-
 # Beyond this many seeds a difference is called too small to settle in practice.
 PRACTICAL_SEEDS = 100
 
 
-def _settle(d: Difference, what: str) -> str:
-    """How many seeds would make an unclear difference clear, in words."""
-    need = d.seeds_to_settle()
-    if need is None:
-        return f"; more seeds would {what}"
-    if need > PRACTICAL_SEEDS:
-        return (f"; over {PRACTICAL_SEEDS} seeds would be needed to {what}: the two are "
-                "about equal")
-    return f"; about {need} seeds would {what}" if need > d.seeds else ""
+@dataclass
+class Outcome:
+    """Every fact the verdict rests on, computed once from the rows and the ranking's
+    findings; :func:`decide` reads it for what to do, :mod:`cmkd_doctor.wording` words it
+    (the reasoning, the headline, the action)."""
+
+    unit: str
+    kd: Difference  # Regular-KD - No-KD
+    orderings: list[tuple[str, str, dict[str, Difference]]]  # (ratio, state, differences)
+    best: Row
+    best_vs_regular: Difference
+    best_vs_none: Difference
+    runner: tuple[Row, Difference] | None  # when Regular-KD is best: the next, and the lead
+    sweet: Row | None  # the general teacher's best ratio, when several were distilled
+    general_rows: int
+    reliable: bool
+    reasons: list[dict[str, str]] | None  # why the ranking is unreliable (None: not said)
+    why: str
+    little: bool
+    class_only: bool
+    blind: list[str]
+    gamma: dict[str, Any] | None
+    decision: str = ""
+
+    @property
+    def states(self) -> dict[str, str]:
+        """The MFH ordering per ratio (``not_interpreted`` under an unreliable ranking)."""
+        return {ratio: state if self.reliable else NOT_INTERPRETED
+                for ratio, state, _ in self.orderings}
+
+    @property
+    def derived_best(self) -> bool:
+        return self.best.teacher not in BASELINES
+
+
+# what decide() can say; wording.headline words each
+DECISIONS = ("check_data", "check_order", "skip_kd", "sweep_or_skip", "keep_regular",
+             "unreliable", "use_teacher", "undecided")
+
+
+def decide(o: Outcome) -> str:
+    """What to do: the verdict's one decision tree (one of :data:`DECISIONS`). A teacher
+    is worth using only when its student clearly beats both baselines; data whose rows do
+    not match the labels, or share only their class, come first; a ratio sweep cannot
+    find what the modalities do not share."""
+    if o.blind:
+        return "check_data"
+    if o.class_only and (o.best.teacher == "none" or not o.best_vs_none.gain):
+        return "check_order"
+    if o.best.teacher == "none" or not o.best_vs_none.gain:
+        return "skip_kd" if o.little else "sweep_or_skip"
+    if o.best.teacher == "regular":
+        return "keep_regular"
+    if o.best.teacher in DERIVED and not o.reliable:
+        return "unreliable"
+    return "use_teacher" if o.best_vs_regular.gain else "undecided"
+
+
+def sweet_spot(rows: list[Any], mean: str = "student_mean") -> Any | None:
+    """The general teacher's row with the best student, when several ratios were
+    distilled (``rows``: the general teacher's, as rows or as their JSON dicts)."""
+    def value(row: Any) -> float:
+        return row[mean] if isinstance(row, dict) else getattr(row, mean)
+
+    ratios = {row["ratio"] if isinstance(row, dict) else row.ratio for row in rows}
+    return max(rows, key=value) if len(ratios) > 1 else None
+
+
+def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcome:
+    """The facts of a comparison and of the ranking behind it (see :func:`verdict`)."""
+    base = report.baselines
+    none, regular = base["none"], base["regular"]
+    ranking = ranking or {}
+    blind = list(ranking.get("at_chance") or [])
+    gamma = ranking.get("gamma_estimate")
+    by_mode = {(r.teacher, r.ratio): r for r in report.rows}
+    orderings = []
+    for ratio in sorted({r.ratio for r in report.rows if r.teacher in DERIVED}):
+        trio = [by_mode.get((m, ratio)) for m in MFH_ORDER]
+        if all(trio):
+            orderings.append((f"{ratio:g}", *ordering(*trio)))
+    best = max(report.rows, key=lambda row: row.student_mean)
+    general_rows = [r for r in report.rows if r.teacher == "general"]
+    runner = None
+    if best.teacher == "regular":
+        following = max((r for r in report.rows if r is not best),
+                        key=lambda row: row.student_mean)
+        runner = (following, difference(best, following))
+    found = Outcome(
+        unit=f"{report.metric} points", kd=difference(regular, none), orderings=orderings,
+        best=best, best_vs_regular=difference(best, regular),
+        best_vs_none=difference(best, none), runner=runner,
+        sweet=sweet_spot(general_rows), general_rows=len(general_rows),
+        reliable=ranking.get("reliable", True), reasons=ranking.get("reasons"),
+        why=ranking.get("why", "see rank"),
+        little=bool(gamma and gamma["little_to_transfer"]),
+        class_only=ranking.get("paired") is False and not blind, blind=blind, gamma=gamma)
+    found.decision = decide(found)
+    return found
 
 
 def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the comparison says: does crossmodal KD help, does the MFH ordering hold,
-    and which row is best.
+    which row is best, and what to do (one decision, :func:`decide`), as data with its
+    wording (``text``: the reasoning; ``headline`` and ``action``: the conclusion).
 
     Every comparison uses one rule on the per-seed differences of the two rows (they
     share seeds): clear when ``|mean / SE| > 2``, with ``SE = std(ddof=1) / sqrt(seeds)``.
     ``ranking`` says whether the ranking the derived teachers come from is reliable
-    (``{"reliable": bool, "why": str}``, see :func:`cmkd_doctor.rundir.ranking_reliability`,
+    (``{"reliable": bool, "why": str}``, see :func:`cmkd_doctor.findings.reliability`,
     with ``paired`` and ``at_chance`` from the pairing and chance checks); when it is not,
     the derived teachers' rows are shown, their ordering is ``not_interpreted``, and no
     conclusion is drawn from them.
     """
-    base = report.baselines
-    none, regular = base["none"], base["regular"]
-    unit = f"{report.metric} points"
-    kd = difference(regular, none)
-    ranking = ranking or {}
-    reliable = ranking.get("reliable", True)
-    paired = ranking.get("paired")  # None: not checked (a ranking from before the check)
-    blind = list(ranking.get("at_chance") or [])
-    states: dict[str, str] = {}
-    details: dict[str, dict[str, Any]] = {}
-    parts = []
-    by_mode = {(r.teacher, r.ratio): r for r in report.rows}
-    for ratio in sorted({r.ratio for r in report.rows if r.teacher in DERIVED}):
-        trio = [by_mode.get((m, ratio)) for m in ("general", "random", "specific")]
-        if all(trio):
-            key = f"{ratio:g}"
-            state, found = ordering(*trio)
-            states[key] = state if reliable else NOT_INTERPRETED
-            details[key] = {k: d.to_dict() for k, d in found.items()}
-            if reliable:
-                parts.append(_ordering_text(key, state, found, unit))
-    best = max(report.rows, key=lambda row: row.student_mean)
-    general_rows = [r for r in report.rows if r.teacher == "general"]
-    sweet = max(general_rows, key=lambda r: r.student_mean) if len(general_rows) > 1 else None
+    from cmkd_doctor import wording
 
-    said = f"Regular-KD is {kd.delta:+.2f} {unit} against No-KD{kd.strength()}"
-    if kd.gain:
-        lines = [f"Crossmodal KD helps here: {said}."]
-    elif kd.loss:
-        lines = [f"Crossmodal KD with the regular teacher hurts here: {said}."]
-    else:
-        lines = [f"Crossmodal KD with the regular teacher makes no clear difference here: "
-                 f"{said}."]
-    gamma = ranking.get("gamma_estimate")
-    little = bool(gamma and gamma["little_to_transfer"])
-    class_only = paired is False and not blind
-    for side in blind:
-        lines.append(f"Check the data first: modality {side} predicts the labels no better "
-                     "than chance, so its rows may not match the labels file.")
-    if class_only:
-        lines.append("The rows share only their class: each modality predicts the other's "
-                     "decisive score no better on the same row than on another row of the "
-                     "same class, so a teacher's soft labels can carry only the class "
-                     "(label smoothing), whichever channels it keeps; check that both "
-                     "files list the rows in the same order.")
-    if gamma:
-        share = (f"the estimated share of decisive information both modalities hold about "
-                 f"the same row is gamma = {gamma['value']:.2f} ({gamma['low']:.2f}-"
-                 f"{gamma['high']:.2f})")
-        lines.append(f"Little to transfer: {share}; a teacher on the other modality can "
-                     "pass on only that share." if little else f"Shared information: {share}.")
-    if states and not reliable:
-        # the data checks already have their sentence above; name only what is left
-        said = "; ".join(r["text"] for r in ranking.get("reasons", [])
-                         if r["code"] not in ("at_chance", "class_only"))
-        why = (f"here ({said})" if said else "here (see above)") if "reasons" in ranking \
-            else f"here ({ranking.get('why', 'see rank')})"
-        lines.append(f"The ranking is unreliable {why}: the derived teachers' rows are "
-                     "shown, but say nothing about the hypothesis.")
-    elif parts:
-        text = "; it ".join(parts)
-        lines.append(f"The MFH ordering general >= random >= specific {text}.")
-        if all(v == "holds" for v in states.values()):
-            lines.append("The teacher's modality-general channels are what transfers.")
-    if sweet is not None and reliable:
-        lines.append(f"Sweet spot: the modality-general teacher's student is best at r = "
-                     f"{sweet.ratio:g} ({sweet.student_mean:.2f}) of the "
-                     f"{len(general_rows)} ratios distilled.")
-    best_vs_regular = difference(best, regular)
-    best_vs_none = difference(best, none)
-    derived_best = best.teacher not in BASELINES
-    if derived_best:
-        if best.teacher in DERIVED and not reliable:
-            advice = "but the ranking behind it is unreliable"
-        elif best_vs_regular.gain and best_vs_none.gain:
-            advice = "use that teacher"
-        elif best_vs_regular.gain:  # Regular-KD hurts: beating it is not enough
-            advice = (f"but against training the student alone it is "
-                      f"{best_vs_none.delta:+.2f} {unit}{best_vs_none.strength()}, not "
-                      "clearly better: sweep the ratio or skip KD")
-        else:
-            advice = ("no teacher is clearly better than the regular one at these seeds"
-                      + _settle(best_vs_regular, "tell"))
-        lines.append(f"Best student: {best.label}, {best_vs_regular.delta:+.2f} {unit} over "
-                     f"Regular-KD{best_vs_regular.strength()}; {advice}.")
-    elif best.teacher == "regular":
-        others = [r for r in report.rows if r is not best]
-        runner = max(others, key=lambda row: row.student_mean)
-        lead = difference(best, runner)
-        lines.append(f"Best student: Regular-KD, {lead.delta:+.2f} {unit} over the next "
-                     f"({runner.label}){lead.strength()}: no derived teacher beats the "
-                     "regular one here" + ("." if kd.gain else ", and the regular one does "
-                                           "not clearly beat training the student alone."))
-    else:
-        lines.append("Best student: No-KD. No teacher beat training the student alone: "
-                     + ("as expected when the rows share only their class."
-                        if class_only else
-                        "the gamma estimate agrees that the modalities share little, so "
-                        "skip KD from this modality." if little else
-                        "the modalities may share little label-relevant information; try a "
-                        "modality-general teacher at other ratios (a sweep) or skip KD."))
+    o = outcome(report, ranking)
+    states = o.states
     holds = (None if not states or NOT_INTERPRETED in states.values()
              else False if "fails" in states.values()
              else True if all(v == "holds" for v in states.values()) else None)
-    action, headline = _headline(best, best_vs_regular, best_vs_none, unit, reliable,
-                                 little, class_only, blind)
-    headline += " " + _kd_and_ordering(kd, states, unit)
+    action, headline = wording.headline(o)
     return {
-        "kd_helps": kd.gain,
-        "kd_delta": kd.delta,
-        "kd_delta_se": kd.se,
-        "kd": kd.to_dict(),
-        "ranking_reliable": reliable,
-        "little_to_transfer": little,
-        "paired": paired,
-        "at_chance": blind,
+        "kd_helps": o.kd.gain,
+        "kd_delta": o.kd.delta,
+        "kd_delta_se": o.kd.se,
+        "kd": o.kd.to_dict(),
+        "ranking_reliable": o.reliable,
+        "little_to_transfer": o.little,
+        "paired": (ranking or {}).get("paired"),
+        "at_chance": o.blind,
         "ranking": ranking or {"reliable": True, "why": ""},
         "mfh_ordering": states,
-        "mfh_ordering_detail": details,
+        "mfh_ordering_detail": {ratio: {k: d.to_dict() for k, d in found.items()}
+                                for ratio, _, found in o.orderings},
         "mfh_ordering_holds": holds,
-        "sweet_spot": None if sweet is None else {"ratio": sweet.ratio,
-                                                  "student_mean": sweet.student_mean},
-        "best": best.label,
-        "best_delta_vs_regular": best_vs_regular.delta,
-        "best_delta_vs_regular_se": best_vs_regular.se,
+        "sweet_spot": None if o.sweet is None else {"ratio": o.sweet.ratio,
+                                                    "student_mean": o.sweet.student_mean},
+        "best": o.best.label,
+        "best_delta_vs_regular": o.best_vs_regular.delta,
+        "best_delta_vs_regular_se": o.best_vs_regular.se,
         # a teacher to use: its student clearly beats both Regular-KD and No-KD
-        "best_is_clear": derived_best and best_vs_regular.gain and best_vs_none.gain and (
-            reliable or best.teacher not in DERIVED),
-        "text": " ".join(lines),
+        "best_is_clear": o.derived_best and o.best_vs_regular.gain and o.best_vs_none.gain
+        and (o.reliable or o.best.teacher not in DERIVED),
+        "decision": o.decision,
+        "text": wording.verdict_text(o),
         "action": action,
         "headline": headline,
     }
-
-
-def _headline(best: Row, over_regular: Difference, over_none: Difference, unit: str,
-              reliable: bool, little: bool, class_only: bool = False,
-              blind: list[str] | None = None) -> tuple[str, str]:
-    """What to do, in a few words and in one sentence: the verdict's conclusion for a
-    first screen or a summary table (``text`` keeps the reasoning, the rows the gains).
-    A teacher is worth using only when its student clearly beats both baselines; data
-    whose rows do not match the labels, or share only their class, come first."""
-    alone = ("sweep the ratio or skip KD", "try a modality-general teacher at other ratios "
-             "(a sweep), or skip KD from this modality.")
-    if blind:
-        names = " and ".join(blind)
-        return (f"check the data: modality {names} is at chance",
-                f"Check the data first: modality {names} predicts the labels no better than "
-                "chance, so its rows may not match the labels file.")
-    if class_only and (best.teacher == "none" or not over_none.gain):
-        return ("rows share only the class: check their order",
-                "No teacher clearly beat training the student alone, and the rows of a and "
-                "b share nothing beyond their class: check that both files list the rows "
-                "in the same order; if they do, crossmodal KD can only act as label "
-                "smoothing here, and no derived teacher changes that.")
-    if best.teacher == "none":
-        if little:
-            return ("skip KD from this modality",
-                    "Skip KD from this modality: no teacher beat training the student alone, "
-                    "and the gamma estimate says the modalities share little.")
-        return (f"no teacher beats No-KD: {alone[0]}",
-                f"No teacher beat training the student alone: {alone[1]}")
-    if not over_none.gain:
-        whose = "Regular-KD's" if best.teacher == "regular" else f"the {best.label} teacher's"
-        said = (f"the best student, {whose}, is {over_none.delta:+.2f} {unit} over No-KD"
-                f"{over_none.strength()}")
-        if little:  # a sweep cannot find what the modalities do not share
-            return ("skip KD from this modality",
-                    f"Skip KD from this modality: no teacher clearly beat training the "
-                    f"student alone ({said}), and the gamma estimate says the modalities "
-                    "share little.")
-        return (f"no teacher clearly beats No-KD: {alone[0]}",
-                f"No teacher clearly beat training the student alone: {said}; {alone[1]}")
-    if best.teacher == "regular":
-        return ("keep the regular teacher",
-                "Keep the regular teacher: no derived teacher beat it.")
-    if best.teacher in DERIVED and not reliable:
-        return ("the ranking is unreliable: derived teachers not interpreted",
-                f"The {best.label} teacher's student is best, but the ranking behind it is "
-                "unreliable: do not act on the derived teachers yet.")
-    if over_regular.gain:
-        return (f"use the {best.label} teacher",
-                f"Use the {best.label} teacher: its student clearly beats Regular-KD and "
-                "No-KD.")
-    return ("no teacher clearly beats Regular-KD at these seeds",
-            f"No teacher is clearly better than the regular one at these seeds: the best, "
-            f"{best.label}, is within run-to-run noise of it.")
-
-
-def _kd_and_ordering(kd: Difference, states: dict[str, str], unit: str) -> str:
-    """The two checks behind a headline, in one sentence: does crossmodal KD help at
-    all, and does the MFH ordering hold at the ratios distilled (read from ``states``,
-    the verdict's ``mfh_ordering``)."""
-    said = ("helps" if kd.gain else "hurts" if kd.loss else "makes no clear difference")
-    text = f"Regular-KD {said} ({kd.delta:+.2f} {unit} against No-KD)"
-    if NOT_INTERPRETED in states.values():
-        return text + "; the MFH ordering is not interpreted (unreliable ranking)."
-    if states:
-        by_state: dict[str, list[str]] = {}
-        for ratio, state in states.items():
-            by_state.setdefault(state, []).append(ratio)
-        text += "; the MFH ordering general >= random >= specific " + ", ".join(
-            f"{'is undetermined' if state == 'undetermined' else state} at r = "
-            f"{', '.join(ratios)}" for state, ratios in by_state.items())
-    return text + "."
 
 
 def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -279,7 +280,7 @@ def test_the_ordering_has_one_state_in_the_json_and_the_text(shifts, state):
 
 
 def _class_only_ranking() -> dict:
-    from cmkd_doctor.rundir import ranking_reliability
+    from cmkd_doctor.findings import reliability as ranking_reliability
 
     document = {"alignment": {"score": 0.8, "reliable": True, "threshold": 0.5},
                 "stability": {"stable": True},
@@ -319,7 +320,7 @@ def test_rows_that_share_only_their_class_are_said_once_and_steer_the_advice():
 
 
 def test_a_modality_at_chance_is_its_own_message():
-    from cmkd_doctor.rundir import ranking_reliability
+    from cmkd_doctor.findings import reliability as ranking_reliability
 
     document = {"pairing": {"score": 0.0, "null": 0.0, "z": None, "paired": False},
                 "chance": {"a": {"at_chance": False}, "b": {"at_chance": True}}}
@@ -359,10 +360,11 @@ def test_identical_differences_on_few_seeds_are_not_clear():
     """Coarse accuracies often give the same difference on every seed (SE 0): that is no
     evidence on 2 seeds (the sign test's p = 0.5), and clear only from 6 seeds on."""
     from cmkd_doctor.verdict import difference, sign_z
+    from cmkd_doctor.wording import strength
 
     two = difference(_row("regular", [71.0, 73.0]), _row("none", [70.0, 72.0]))
     assert two.se == 0 and not two.clear and two.z == pytest.approx(sign_z(2))
-    assert two.seeds_to_settle() == 6 and "too few seeds" in two.strength()
+    assert two.seeds_to_settle() == 6 and "too few seeds" in strength(two)
     runs = [70.0, 72.0, 74.0, 71.0, 73.0, 75.0]
     six = difference(_row("regular", _plus(runs, [0.5] * 6)), _row("none", runs))
     five = difference(_row("regular", _plus(runs[:5], [0.5] * 5)), _row("none", runs[:5]))
@@ -371,3 +373,30 @@ def test_identical_differences_on_few_seeds_are_not_clear():
     # and so the verdict does not call Regular-KD a clear help on two seeds
     found = _comparison(_row("none", [70.0, 72.0]), _row("regular", [71.0, 73.0]))
     assert found.verdict["kd_helps"] is False and found.verdict["kd"]["z"] < 2
+
+
+def test_the_schema_lists_every_decision():
+    from cmkd_doctor.schemas import schema
+    from cmkd_doctor.verdict import DECISIONS
+
+    body = schema("distill")
+    found = json.dumps(body)
+    assert all(f'"{d}"' in found for d in DECISIONS)
+
+
+def test_every_finding_is_worded_in_one_module_for_every_form():
+    """Each check and form returns a sentence or says nothing, from one place."""
+    from cmkd_doctor.findings import CHECKS, Finding
+    from cmkd_doctor.wording import _WORDS, FORMS, say
+
+    assert set(_WORDS) == set(CHECKS)
+    with pytest.raises(ValueError):
+        say(Finding("alignment", True, {}), "shout")
+    poor = Finding("alignment", False, {"score": 0.31, "reliable": False, "threshold": 0.5,
+                                        "rows": "test"}, context={"standardize": False})
+    said = {form: say(poor, form) for form in FORMS}
+    assert all("0.31" in text for text in said.values())  # every place words this one
+    assert "try --standardize" in said["warning"] and "UNRELIABLE" in said["line"]
+    fine = Finding("alignment", True, {**poor.figures, "score": 0.9, "reliable": True})
+    assert say(fine, "warning") is None and say(fine, "reason") is None
+    assert "reliable" in say(fine, "line")

@@ -135,6 +135,24 @@ def _stop(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
+# commands (by their leading words) that run without torch
+LIGHT = (("schema",), ("examples", "list"), ("examples", "make", "gaussian"))
+
+
+def _preload(args: list[str]) -> None:
+    """Import the command's module, and torch when it will need it, before the signal
+    handlers go in: a signal must never land inside torch's initialisation (its C++
+    static constructors abort the process when an exception unwinds through them)."""
+    if any(a in ("--help", "--version") for a in args):
+        return
+    words = tuple(a for a in args if not a.startswith("-"))
+    if not words or words[0] not in COMMANDS:
+        return
+    importlib.import_module(f"cmkd_doctor.cli.{COMMANDS[words[0]][0]}")
+    if words != ("examples",) and not any(words[: len(light)] == light for light in LIGHT):
+        import torch  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (``sys.exit`` is left to the caller).
 
@@ -143,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not distributed.is_main():
         silence()
+    _preload(args)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):

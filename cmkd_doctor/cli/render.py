@@ -58,53 +58,13 @@ def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
     line(f"most modality-general channels of {mod}:  {top}")
     line(f"least:  {bottom}" + (f";  constant on the fit rows (last): {len(constant)}"
                                 if constant else ""))
-    agreement = document.get("alignment")
-    if agreement:
-        line(f"alignment of f2 to f1 on the {agreement['rows']} rows: "
-             f"{agreement['score']:.3f} ({'reliable' if agreement['reliable'] else 'UNRELIABLE'}"
-             f", threshold {agreement['threshold']:g})")
-    groups = document.get("groups")
-    if groups:
-        how = (f"auto, |Spearman| > {groups['threshold']:g}" if groups["method"] == "auto"
-               else groups["file"])
-        line(f"groups permuted together: {groups['count']} for {len(salience)} channels, "
-             f"{groups['multi_channel']} of several ({how}); a group's salience is each "
-             "of its channels'")
-    gamma = document.get("gamma_estimate")
-    if gamma:
-        line(f"gamma estimate (share of decisive information both modalities hold about "
-             f"the same row): {gamma['value']:.2f}, 95% interval {gamma['low']:.2f}-"
-             f"{gamma['high']:.2f} ({gamma['n_rows']} rows; label-level "
-             f"{gamma['label_level']['value']:.2f})"
-             + ("  LITTLE TO TRANSFER" if gamma["little_to_transfer"] else ""))
-    pairing = document.get("pairing")
-    if pairing:
-        line(f"pairing: each view predicts {pairing['score']:.2f} of the other's decisive "
-             f"score on the same row, {pairing['null']:.2f} on another row of its class (z = "
-             + ("-" if pairing["z"] is None else f"{pairing['z']:.1f}") + "): "
-             + ("paired" if pairing["paired"] else "ROWS SHARE ONLY THEIR CLASS"))
-    for side, chance in (document.get("chance") or {}).items():
-        if chance.get("at_chance"):
-            line(f"modality {side}: AT CHANCE (predicts the labels no better than chance; "
-                 "do its rows match the labels file?)")
-    stable = document.get("stability") or {}
-    if stable.get("stable") is not None:
-        chosen = (f" (chosen by cost: {stable['flop_per_restart'] / 1e12:.2g} TFLOP each)"
-                  if stable.get("auto") else "")
-        if stable["top_overlap"] is None:
-            said = "no channel's salience is significantly above zero"
-        else:
-            said = (f"{stable['decisive']} channels matter (salience significantly above 0), "
-                    f"overlap of the restarts' top {stable['decisive']} "
-                    f"{stable['top_overlap']:.2f}; over every channel "
-                    f"{stable['all_channels']['top_overlap']:.2f}")
-        line(f"stability over {stable['restarts']} restarts{chosen}: {said} "
-             f"({'stable' if stable['stable'] else 'UNSTABLE'}, threshold "
-             f"{stable['threshold']:g})")
-    negative = (document.get("negative_salience") or {}).get("count")
-    if negative:
-        line(f"channels whose permutation brings the networks significantly closer: "
-             f"{negative}")
+    from cmkd_doctor.findings import check_ranking
+    from cmkd_doctor.wording import all_said
+
+    findings = check_ranking(document, salience)
+    order = ("alignment", "groups", "gamma", "pairing", "chance", "stability", "negative")
+    for text in all_said([f for code in order for f in findings if f.code == code], "line"):
+        line(text)
     counts, _ = np.histogram(np.clip(salience, 0, 1), bins=10, range=(0, 1))
     line(f"salience histogram  0 |{spark(counts, low=0)}| 1   (bins of 0.1; counts "
          f"{counts.tolist()})")

@@ -184,7 +184,10 @@ VERDICT = _object(
      "sweet_spot": _or_null(_object({"ratio": NUM, "student_mean": NUM})),
      "best": STR, "best_delta_vs_regular": NUM, "best_is_clear": BOOL, "text": STR},
     {"mfh_ordering_detail": OBJ, "best_delta_vs_regular_se": _or_null(NUM),
-     "action": STR, "headline": STR, "paired": _or_null(BOOL), "at_chance": _array(STR)})
+     "action": STR, "headline": STR, "paired": _or_null(BOOL), "at_chance": _array(STR),
+     "decision": {"enum": ["check_data", "check_order", "skip_kd", "sweep_or_skip",
+                           "keep_regular", "unreliable", "use_teacher", "undecided"],
+                  "description": "what to do, decided once; action and headline word it"}})
 
 COMPARISON = _object(
     {"command": {"const": "distill"}, "run": STR, "metric": STR, "options": OBJ,

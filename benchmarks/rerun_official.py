@@ -116,7 +116,7 @@ MODULE_HEAD = (
 
 
 def module(paths: list[Path]) -> str:
-    from cmkd_doctor.reproduce import DIFFERENCES  # noqa: PLC0415 - the differences it prints
+    from cmkd_doctor.reproduce_gaussian import DIFFERENCES  # noqa: PLC0415 - the differences it prints
 
     entries = {}
     for path in paths:

@@ -196,7 +196,7 @@ def test_compare_with_a_run_not_distilled_yet(swept, reverse, cli, tmp_path):
 
 
 def test_students_are_grouped_by_ratio_in_the_order_the_hypothesis_predicts():
-    from cmkd_doctor.report import _pyplot, student_groups, students_plot
+    from cmkd_doctor.report.plots import _pyplot, student_groups, students_plot
 
     def row(teacher, ratio, label, mean):
         return {"teacher": teacher, "ratio": ratio, "label": label, "metric": "accuracy",

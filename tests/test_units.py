@@ -100,7 +100,7 @@ def test_every_registry_of_the_package_refuses_unknown_names_the_same_way():
     from cmkd_doctor.extract import POOLS
     from cmkd_doctor.losses import DISTANCES
     from cmkd_doctor.ranking import ESTIMATORS, NORMALIZATIONS
-    from cmkd_doctor.reproduce import EXPERIMENTS
+    from cmkd_doctor.reproduce_gaussian import EXPERIMENTS
     from cmkd_doctor.teachers import FILLS, MODES
 
     for registry in (DATASETS, OPTIMIZERS, POOLS, DISTANCES, ESTIMATORS, NORMALIZATIONS,

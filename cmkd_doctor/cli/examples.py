@@ -11,6 +11,7 @@ from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import line, print_json, show_help_without_command
 from cmkd_doctor.cli.options import Device
 from cmkd_doctor.datasets import DATASETS
+from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import DELTAS, GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.options import parse_list
 from cmkd_doctor.outputs import check_out_dir, check_out_file
@@ -196,8 +197,8 @@ def reproduce_command(
     runs: Annotated[int, typer.Option(help="Runs per setting (the paper's 10).")] = 10,
     seed: Annotated[int | None, typer.Option(
         help="The first run's seed; run r uses seed + r, as the official scripts do. "
-             "Default: the official script's (table2 42, fig2 and fig3 0; table1-avmnist "
-             "42).", show_default=False)] = None,
+             "Default: the experiment's (table2 42, fig2 and fig3 0, as the official "
+             "scripts; table1-avmnist 42).", show_default=False)] = None,
     protocol: Annotated[str, typer.Option(
         help="official: the official code's loss, data flow, sizes and seeds; paper: "
              "Appendix B.2 as written (rho 0.5, delta ~ N(0, I)).")] = "official",
@@ -211,27 +212,29 @@ def reproduce_command(
         help="Also draw our series beside the paper's figures as a PNG file (table2, fig2, "
              "fig3).")] = None,
 ) -> None:
-    """The paper's Gaussian experiments (Sec. 5.2, Appendix B.2), ours beside the
-    paper's figures and a rerun of the official code.
+    """The paper's experiments beside the paper's figures and a rerun of the official
+    code: the Gaussian ones of Sec. 5.2 (Appendix B.2) and the AV-MNIST case study of
+    Sec. 3.
 
-    Logistic-regression teachers and students, 200 training / 1000 test rows, full-batch
-    SGD; every run of an experiment trains in one batched model.
+    Gaussian: logistic-regression teachers and students, 200 training / 1000 test rows,
+    full-batch SGD; every run of an experiment trains in one batched model.
     """
-    from cmkd_doctor.devices import resolve_device
-    from cmkd_doctor.reproduce import PAPER_SOURCE, reproduce, reproduce_avmnist, save_plot
+    from cmkd_doctor.reproduce import reproduce, reproductions, save_plot
+    from cmkd_doctor.reproduce_gaussian import PAPER_SOURCE
 
-    if experiment == "table1-avmnist":
-        found = reproduce_avmnist(data, runs=runs, seed=42 if seed is None else seed,
-                                  device=resolve_device(device))
-        if json_output:
-            print_json(found)
-        else:
-            render.avmnist(found)
-        return
     if plot is not None:
+        if reproductions().get(experiment) and reproductions()[experiment].needs_data:
+            raise InputError(f"--plot draws the Gaussian experiments; {experiment} has no "
+                             "plot")
         check_out_file(plot, "--plot")
-    result = reproduce(experiment, runs=runs, seed=seed, device=resolve_device(device),
+    result = reproduce(experiment, runs=runs, seed=seed, device=device, data=data,
                        protocol=protocol, official_swap=official_swap)
+    if isinstance(result, dict):  # AV-MNIST's document
+        if json_output:
+            print_json(result)
+        else:
+            render.avmnist(result)
+        return
     if plot is not None:
         save_plot(result, plot)
     if json_output:

@@ -108,6 +108,8 @@ def comparison(report: Comparison) -> None:
              f"{', '.join(f'{r:g}' for r in s['refined']) or 'nothing new'}) where a full "
              f"0.05 grid takes {s['full_grid']}; sweet spot r = {s['best_ratio']:g}")
     line("verdict: " + report.verdict["text"])
+    if report.verdict.get("action"):
+        line(f"do: {report.verdict['action']}")
 
 
 def derived(found: Any, export: Path | None) -> None:
@@ -202,7 +204,7 @@ def _shown(value: float | None) -> str:
 def reproduction(result: Any, source: str) -> None:
     """One column per setting: ours (mean±std over runs) for every model, then the key
     figures of the official code (a rerun at the same seeds) and of the paper."""
-    from cmkd_doctor.reproduce import figure
+    from cmkd_doctor.reproduce_gaussian import figure
 
     doc = result.to_dict()
     name, axis = doc["experiment"], result.experiment.axis

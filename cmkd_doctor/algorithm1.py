@@ -1,0 +1,418 @@
+"""Algorithm 1 of the paper (Appendix B.4) as maths: its steps as functions on tensors.
+
+Step 1 (:func:`align`) trains two unimodal networks to agree at the output level
+(Eq. 28). Steps 2-8 (:func:`permutation_distances`, with the row permutations of
+:func:`permutations`) permute one input channel at a time and measure how far that pushes
+the two networks apart; :func:`expected_increase` gives their expectation in closed form
+for a linear head. Step 9 normalises (:func:`normalize`). A channel whose permutation
+moves the networks far apart carries modality-general decisive information.
+
+The permutation phase never runs one forward pass per (channel, repeat). Permuting
+column ``i`` changes the first layer's pre-activation by the rank-1 term
+``delta (x) W1[:, i]`` (``delta = x[perm, i] - x[:, i]``), so only the layers after the
+first are re-run, for a block of channels at once. With a linear head and MSE the change
+in distance has a closed form that needs only two dot products per (channel, repeat).
+
+Nothing here reads options, checks a result or writes a file: :mod:`.rank_options`,
+:mod:`.rank_checks` and :mod:`.ranking` do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from cmkd_doctor.engine import (
+    FitResult,
+    Schedule,
+    auto_epochs,
+    fit,
+)
+from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
+from cmkd_doctor.models import Net, NetConfig, new_net, standardisation
+from cmkd_doctor.progress import Progress, no_progress
+from cmkd_doctor.registry import Registry
+from cmkd_doctor.seeds import derive_seed, generator
+from cmkd_doctor.streaming import RowSet
+
+if TYPE_CHECKING:
+    from cmkd_doctor.rank_options import RankOptions
+
+
+# Elements of one (channels, rows, hidden) tile in the permutation phase: small enough to
+# stay in a CPU core's cache, large enough that per-call overhead does not dominate.
+TILE_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
+
+
+class _Pair(torch.nn.Module):
+    """f1 and f2 as one module, so one engine member (and one DDP wrapper) trains both."""
+
+    def __init__(self, net_a: Net, net_b: Net):
+        super().__init__()
+        self.net_a, self.net_b = net_a, net_b
+
+    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net_a(xa), self.net_b(xb)
+
+
+def align(
+    train: RowSet,
+    n_classes: int,
+    multilabel: bool,
+    options: RankOptions,
+    held_out: RowSet | None = None,
+    progress: Progress = no_progress,
+    stats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
+) -> tuple[Net, Net, FitResult]:
+    """Algorithm 1, step 1: jointly train f1 on X^a and f2 on X^b with Eq. 28.
+
+    ``L = Dist(f1(Xa), f2(Xb)) + CE(Y, f1(Xa)) + CE(Y, f2(Xb))`` (BCE for multi-hot).
+    ``train`` and ``held_out`` hold the arrays ``(xa, xb, y)``; ``held_out`` enables
+    early stopping on the same loss. ``stats`` are each modality's fit-row
+    :meth:`~cmkd_doctor.streaming.RowSet.stats` (computed when not given). The pair is
+    one member of the engine's fit.
+    """
+    distance = DISTANCES[options.dist]
+    stats = stats or [train.stats(0), train.stats(1)]
+    nets = []
+    for which, stage in ((0, "init_a"), (1, "init_b")):
+        config = NetConfig(train.widths[which], options.hidden, n_classes, multilabel)
+        net = new_net(config, derive_seed(options.seed, stage)).to(train.device)
+        net.set_standardisation(*standardisation(*stats[which], options.standardize))
+        nets.append(net)
+    net_a, net_b = nets
+    pair = _Pair(net_a, net_b).train()
+    per_row = distance.denominator(1, n_classes)  # Dist as a mean over rows
+
+    def eq28_rows(model: torch.nn.Module, batch: list[torch.Tensor],
+                  members: torch.Tensor) -> torch.Tensor:
+        xa, xb, y = batch  # (1, rows, ...) each: the pair is the only member
+        out_a, out_b = model(xa, xb)  # (1, rows, K) each
+        return (distance.row_terms(out_a, out_b, multilabel) / per_row
+                + task_loss_rows(out_a, y, multilabel) + task_loss_rows(out_b, y, multilabel))
+
+    epochs = options.epochs or auto_epochs(len(train), options.batch_size or len(train))
+    result = fit(pair, eq28_rows, train,
+                 Schedule(epochs, options.lr, options.batch_size, options.patience,
+                          options.optimizer),
+                 shuffle_seeds=[derive_seed(options.seed, "shuffle")],
+                 val=held_out, progress=progress, task="align")
+    pair.eval()
+    return net_a, net_b, result
+
+
+def permutations(n: int, repeats: int, seed: int, channels: int | None = None
+                 ) -> torch.Tensor:
+    """Algorithm 1, step 5: the row permutations, from the child seeds ``(seed,
+    permute, m)``, so any device, batching or sharding sees the same rows.
+
+    Without ``channels``: ``(M, n)``, one per repeat; repeat ``m`` permutes every
+    channel's column with it (each channel is still permuted alone, the others stay in
+    place). With ``channels = d``: ``(M, n, d)`` int32, a fresh permutation for every
+    (channel, repeat) as the official code draws them; column ``j`` of repeat ``m`` is
+    channel ``j``'s.
+    """
+    if channels is None:
+        return torch.stack([torch.randperm(n, generator=generator(seed, "permute", m))
+                            for m in range(repeats)])
+    return torch.stack([
+        torch.rand(n, channels, generator=generator(seed, "permute", m)).argsort(0)
+        .to(torch.int32) for m in range(repeats)])
+
+
+def _tail(net: Net, pre: torch.Tensor) -> torch.Tensor:
+    """Everything after the first linear layer, pre-activation -> logits, on a fresh
+    tensor, with in-place ReLUs to halve memory traffic."""
+    for layer in list(net.layers)[1:]:
+        pre = pre.relu_() if isinstance(layer, torch.nn.ReLU) else layer(pre)
+    return pre
+
+
+def _rows_of(x: torch.Tensor | RowSet, which: int):
+    """``(n, d, span, read)``: ``span(r0, r1)`` and ``read(positions)`` give those rows of
+    ``x`` on the device (read from disk for a streamed :class:`RowSet`)."""
+    if isinstance(x, RowSet):
+        def read(pos: torch.Tensor) -> torch.Tensor:
+            return x.take(pos, only=[which])[0]
+
+        return len(x), x.widths[which], lambda r0, r1: read(torch.arange(r0, r1)), read
+    return len(x), x.shape[1], lambda r0, r1: x[r0:r1], lambda pos: x[pos.to(x.device)]
+
+
+@torch.no_grad()
+def permutation_distances(
+    net: Net,
+    x: torch.Tensor | RowSet,
+    target: torch.Tensor,
+    distance: Distance,
+    perms: torch.Tensor,
+    *,
+    multilabel: bool = False,
+    which: int = 0,
+    channels: range | None = None,
+    tile_elements: int | None = None,
+    progress: Progress = no_progress,
+    units: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Algorithm 1, steps 2-8: Dist(net(x permuted in channel i), target) for every i, m.
+
+    With ``units`` (``(d,)`` group ids, :mod:`cmkd_doctor.groups`) the channels of a
+    group are permuted together, with the same row permutation, and the result has one
+    row per group.
+
+    Parameters
+    ----------
+    net
+        The aligned network of the permuted modality.
+    x
+        ``(n, d)`` its inputs, or a :class:`RowSet` whose array ``which`` they are
+        (streamed sets are read one tile of rows at a time).
+    target
+        ``(n, K)`` the other network's logits on the paired rows.
+    perms
+        Row permutations from :func:`permutations`: ``(M, n)``, or ``(M, n, d)`` for one
+        per (channel, repeat), which needs ``x`` resident.
+    channels
+        Only these channels (a distributed process's share; with ``units``, these
+        groups in the order of their size); the others stay 0.
+    tile_elements
+        Work-tile size; defaults to :data:`TILE_ELEMENTS` for the device.
+
+    Returns
+    -------
+    increase, unpermuted
+        ``(d, M)`` (``(groups, M)`` with ``units``) float64 increase of Dist over the
+        unpermuted value (computed as a sum of per-row differences, so small increases
+        do not cancel), and that value.
+    """
+    n, d, span, read = _rows_of(x, which)
+    if units is not None:
+        return _group_distances(net, span, read, n, target, distance, perms, units,
+                                multilabel, channels, tile_elements, progress)
+    per_channel = perms.dim() == 3
+    if per_channel:  # each channel's column is gathered from the resident rows
+        whole_x = x.tensors()[which] if isinstance(x, RowSet) else x
+    channels = range(d) if channels is None else channels
+    lo, hi = channels.start, channels.stop
+    n_repeats, n_classes = len(perms), target.shape[1]
+    device = target.device
+    if not isinstance(x, RowSet):
+        perms = perms.to(device)
+    # the first layer acts on standardised x: folding the scale into the weights would
+    # overflow float32 for channels of tiny scale (1e-21 and below occur in real data)
+    w, b = net.first.weight, net.first.bias  # (H, d), (H,)
+    mean, scale = net.mean, net.scale
+    width = w.shape[0]
+    closed_form = not net.config.hidden and distance.name == "mse"
+    tile = tile_elements or TILE_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
+    rows = max(1, min(n, tile // max(width, d)))
+    block = max(1, tile // (rows * width))
+    w_sq = w[:, lo:hi].square().sum(0)  # (channels,)
+    buffer = torch.empty(0 if closed_form else block * rows * width, device=device)
+    increase = torch.zeros(d, n_repeats, dtype=torch.float64, device=device)
+    base = torch.zeros((), dtype=torch.float64, device=device)
+    for r0 in range(0, n, rows):
+        xc = (span(r0, min(n, r0 + rows)) - mean) / scale  # (c, d), standardised
+        tc = target[r0 : r0 + rows]  # (c, K)
+        pre = torch.addmm(b, xc, w.T)  # (c, H)
+        out = _tail(net, pre.clone())  # (c, K)
+        base_terms = distance.row_terms(out, tc, multilabel)  # (c,)
+        base += base_terms.sum()
+        if closed_form:
+            # Linear head, MSE: ||R + delta w_i||^2 - ||R||^2 = 2 delta R.w_i + delta^2 |w_i|^2
+            rw = (out - tc) @ w[:, lo:hi]  # (c, channels)
+        for m in range(n_repeats):
+            if per_channel:
+                index = perms[m, r0 : r0 + rows, lo:hi].to(device, torch.int64)
+                moved_x = whole_x[:, lo:hi].gather(0, index)
+            else:
+                moved_x = read(perms[m, r0 : r0 + rows])[:, lo:hi]
+            moved_x = (moved_x - mean[lo:hi]) / scale[lo:hi]
+            delta = moved_x - xc[:, lo:hi]  # (c, channels)
+            if closed_form:
+                inc = 2 * (delta * rw).sum(0) + w_sq * delta.square().sum(0)  # (channels,)
+                increase[lo:hi, m] += inc
+                continue
+            for j0 in range(lo, hi, block):
+                j1 = min(hi, j0 + block)
+                dj, wj = delta[:, j0 - lo : j1 - lo].T, w[:, j0:j1].T  # (B, c), (B, H)
+                # into a reused contiguous buffer, so the tail runs as 2-D GEMMs (faster
+                # than batched 3-D ones on the CPU)
+                moved = buffer[: len(dj) * len(xc) * width].view(len(dj), len(xc), width)
+                torch.addcmul(pre, dj[:, :, None], wj[:, None, :], out=moved)  # (B, c, H)
+                out = _tail(net, moved.view(-1, width)).view(len(dj), len(xc), n_classes)
+                terms = distance.row_terms(out, tc, multilabel)  # (B, c)
+                increase[j0:j1, m] += (terms - base_terms).sum(-1)
+        progress("permute", min(n, r0 + rows), n)
+    denom = distance.denominator(n, n_classes)
+    return increase / denom, float(base) / denom
+
+
+def _group_blocks(units: torch.Tensor, share: range | None, rows: int, width: int,
+                  tile: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """The groups of this process's ``share`` (of the groups sorted by size) in blocks:
+    each block's group ids and a ``(groups, largest)`` index of their channels, padded
+    with ``d`` (a zero column), every block within ``tile`` elements."""
+    d = len(units)
+    sizes = torch.bincount(units)
+    by_size = torch.argsort(sizes, stable=True)
+    share = range(len(sizes)) if share is None else share
+    members = torch.split(torch.argsort(units, stable=True), sizes.tolist())
+    blocks, start = [], share.start
+    while start < share.stop:
+        largest = int(sizes[by_size[start]])
+        stop = start + 1
+        while (stop < share.stop and (stop - start + 1) * rows * max(width, int(
+                sizes[by_size[stop]])) <= tile):
+            largest = int(sizes[by_size[stop]])
+            stop += 1
+        ids = by_size[start:stop]
+        index = torch.full((len(ids), largest), d, dtype=torch.int64)
+        for row, g in enumerate(ids.tolist()):
+            index[row, : len(members[g])] = members[g]
+        blocks.append((ids, index))
+        start = stop
+    return blocks, len(sizes)
+
+
+def _group_distances(net: Net, span, read, n: int, target: torch.Tensor,
+                     distance: Distance, perms: torch.Tensor, units: torch.Tensor,
+                     multilabel: bool, share: range | None, tile_elements: int | None,
+                     progress: Progress) -> tuple[torch.Tensor, float]:
+    """:func:`permutation_distances` with groups of channels permuted together: a
+    group's channels move with one row permutation, so its pre-activation change is
+    ``delta_G @ w_G.T``, computed for a block of groups as one batched product."""
+    device = target.device
+    w, b = net.first.weight, net.first.bias
+    mean, scale = net.mean, net.scale
+    width, n_classes, n_repeats = w.shape[0], target.shape[1], len(perms)
+    tile = tile_elements or TILE_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
+    d = w.shape[1]
+    rows = max(1, min(n, tile // max(width, d)))
+    blocks, n_groups = _group_blocks(units.cpu(), share, rows, width, tile)
+    w_ext = torch.cat([w.T, w.new_zeros(1, width)])  # (d + 1, H), row d is the padding
+    weights = [(ids.to(device), index.to(device), w_ext[index.to(device)])
+               for ids, index in blocks]
+    increase = torch.zeros(n_groups, n_repeats, dtype=torch.float64, device=device)
+    base = torch.zeros((), dtype=torch.float64, device=device)
+    for r0 in range(0, n, rows):
+        xc = (span(r0, min(n, r0 + rows)) - mean) / scale  # (c, d)
+        tc = target[r0 : r0 + rows]
+        pre = torch.addmm(b, xc, w.T)  # (c, H)
+        base_terms = distance.row_terms(_tail(net, pre.clone()), tc, multilabel)
+        base += base_terms.sum()
+        for m in range(n_repeats):
+            moved_x = (read(perms[m, r0 : r0 + rows]) - mean) / scale
+            delta = torch.cat([moved_x - xc, xc.new_zeros(len(xc), 1)], dim=1)  # (c, d+1)
+            for ids, index, w_g in weights:
+                d_g = delta[:, index].permute(1, 0, 2)  # (G, c, largest)
+                moved = pre + torch.bmm(d_g, w_g)  # (G, c, H)
+                out = _tail(net, moved.reshape(-1, width)).view(len(ids), len(xc),
+                                                                n_classes)
+                terms = distance.row_terms(out, tc, multilabel)  # (G, c)
+                increase[ids, m] += (terms - base_terms).sum(-1)
+        progress("permute", min(n, r0 + rows), n)
+    denom = distance.denominator(n, n_classes)
+    return increase / denom, float(base) / denom
+
+
+@torch.no_grad()
+def expected_increase(net: Net, x: torch.Tensor | RowSet, target: torch.Tensor,
+                      rows: int = 65536, which: int = 0) -> tuple[torch.Tensor, float]:
+    """The exact expectation, over a uniformly random row permutation, of the increase in
+    MSE when channel i is permuted: ``(d,)`` float64, and the unpermuted distance.
+
+    Proof. With a linear head the logits are ``L = x W^T + b`` (``W (K, d)``, ``x`` the
+    standardised features; permuting a column of raw features permutes the same column of
+    standardised ones). Permuting column i by pi adds ``delta_n W[:, i]`` to row n, where
+    ``delta_n = x[pi(n), i] - x[n, i]``. With the residual ``R = L - target`` and
+    ``q = R W[:, i]`` (n,), the summed squared error grows by
+
+        sum_n 2 delta_n q_n + delta_n^2 |W[:, i]|^2.
+
+    For a uniformly random permutation, ``pi(n)`` is uniform over the n rows, so
+    ``E[x[pi(n), i]] = mean(x_i)`` and ``E[x[pi(n), i]^2] = mean(x_i^2)``. Hence
+    ``E[delta_n] = mean(x_i) - x[n, i]`` and, summing over n,
+
+        sum_n E[delta_n] q_n = -n cov(x_i, q)
+        sum_n E[delta_n^2]   = n (2 mean(x_i^2) - 2 mean(x_i)^2) = 2 n var(x_i)
+
+    (population moments). The MSE divides by n K, so
+
+        E[increase_i] = (2 / K) (var(x_i) |W[:, i]|^2 - cov(x_i, R W[:, i])).
+
+    Only column moments and one product ``R W`` (n x d) are needed: O(n d), no sampling.
+    Sampled estimates (:func:`permutation_distances`) converge to it as M grows.
+    """
+    w, b = net.first.weight, net.first.bias  # (K, d), (K,): on standardised x
+    n, d, span, _ = _rows_of(x, which)
+    n_classes, device = w.shape[0], target.device
+    sums = {k: torch.zeros(d, dtype=torch.float64, device=device)
+            for k in ("x", "xx", "q", "xq")}
+    base = torch.zeros((), dtype=torch.float64, device=device)
+    for r0 in range(0, n, rows):
+        standard = (span(r0, min(n, r0 + rows)) - net.mean) / net.scale  # (c, d)
+        xc = standard.double()
+        residual = torch.addmm(b, standard, w.T).double() - target[r0 : r0 + rows]
+        q = residual @ w.double()  # (c, d): q for every channel at once
+        sums["x"] += xc.sum(0)
+        sums["xx"] += xc.square().sum(0)
+        sums["q"] += q.sum(0)
+        sums["xq"] += (xc * q).sum(0)
+        base += residual.square().sum()
+    mean = sums["x"] / n
+    var = sums["xx"] / n - mean.square()
+    cov = sums["xq"] / n - mean * sums["q"] / n
+    increase = 2.0 / n_classes * (var * w.double().square().sum(0) - cov)
+    return increase, float(base) / (n * n_classes)
+
+
+NORMALIZATIONS: Registry = Registry("normalize")
+
+
+@NORMALIZATIONS.register("max", "p / max(p), the paper's step 9")
+def _by_max(imp: np.ndarray) -> np.ndarray:
+    top = imp.max()
+    return imp / top if top > 0 else np.zeros_like(imp)
+
+
+@NORMALIZATIONS.register("minmax", "(p - min(p)) / (max(p) - min(p)), the official code's")
+def _by_range(imp: np.ndarray) -> np.ndarray:
+    span = imp.max() - imp.min()
+    return (imp - imp.min()) / span if span > 0 else np.zeros_like(imp)
+
+
+def normalize(importance: np.ndarray, how: str) -> np.ndarray:
+    """Algorithm 1, step 9, applied to the increase over the unpermuted distance.
+
+    The paper divides the mean permuted distance by its maximum. Subtracting the
+    unpermuted distance first keeps the order of the channels and makes a channel the
+    networks ignore score 0 rather than an arbitrary floor. With ``max`` the most salient
+    channel is exactly 1, and chance improvements can leave tiny negative values.
+    Returns zeros when no channel moves the distance.
+    """
+    imp = np.asarray(importance, dtype=np.float64)
+    return NORMALIZATIONS[how](imp).astype(np.float32)
+
+
+def increases(distances: np.ndarray, unpermuted: list[float]) -> np.ndarray:
+    """Step 7's increases from the stored distances ``(d, restarts x M)`` and each
+    restart's unpermuted distance: every restart's M columns less its own baseline (the
+    restarts' networks differ, and so do their baselines)."""
+    restarts = len(unpermuted)
+    if distances.shape[1] % restarts:
+        raise ValueError(f"{distances.shape[1]} columns do not split into {restarts} "
+                         "restarts")
+    return distances - np.repeat(np.asarray(unpermuted, np.float64),
+                                 distances.shape[1] // restarts)[None, :]
+
+
+def channel_order(salience: np.ndarray, constant: np.ndarray | list[int] = ()) -> np.ndarray:
+    """Channels from the most to the least modality-general: by salience, ties by index,
+    with the constant channels (which carry nothing) last."""
+    order = np.argsort(-np.asarray(salience), kind="stable")
+    last = np.isin(order, np.asarray(constant, dtype=np.int64))
+    return np.concatenate([order[~last], order[last]])
+

@@ -54,6 +54,15 @@ class DerivedTeacher:
     sidecar: dict[str, Any]
     reused: bool
 
+    def to_dict(self, export: str | Path | None = None) -> dict[str, Any]:
+        """The ``teacher`` document ``derive-teacher --json`` prints: the sidecar, where
+        the network is, whether it was reused, and the ONNX export."""
+        from cmkd_doctor.schemas import stamp
+
+        return stamp("teacher", {**self.sidecar, "file": str(self.path),
+                                 "reused": self.reused,
+                                 "onnx": str(export) if export else None})
+
     @property
     def test_metric(self) -> float | None:
         metrics = self.sidecar["metrics"]

@@ -35,7 +35,7 @@ from cmkd_doctor.comparison import BASELINES, Comparison, Row
 from cmkd_doctor.derive import DerivedTeacher, derive_teacher, teacher_metrics
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.engine import FitResult, evaluate_rows
-from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.errors import ExpectationFailed, InputError, option_error
 from cmkd_doctor.files import regular_file
 from cmkd_doctor.models import Stacked
 from cmkd_doctor.options import MAX_SEEDS, SEEDS_WHY, number, parse_list, whole
@@ -44,6 +44,7 @@ from cmkd_doctor.rundir import Run, RunDir
 from cmkd_doctor.seeds import derive_seed
 from cmkd_doctor.streaming import row_bytes
 from cmkd_doctor.teachers import (
+    DERIVED,
     FILLS,
     MODES,
     Teacher,
@@ -52,7 +53,7 @@ from cmkd_doctor.teachers import (
     load_base,
     n_nullified,
 )
-from cmkd_doctor.verdict import DERIVED, resolve_expectation, verdict
+from cmkd_doctor.verdict import check_expectation, resolve_expectation, verdict
 
 # --ratio auto: a coarse grid, then a refinement around its best (paper Fig. 5's sweet
 # spot); a full grid at the refined step would be FULL_GRID distillations.
@@ -332,18 +333,30 @@ def distill(run_dir: str | Path | RunDir | Run, options: DistillOptions | None =
             progress: Progress = no_progress, expect: str | None = None) -> Comparison:
     """Train students with each teacher and compare them (paper Table 4 / Table 8).
 
-    The teachers it derives land in the run directory together when it ends (one
-    :meth:`~cmkd_doctor.rundir.RunDir.transaction`; a staged ``RunDir`` or a ``Run`` of
-    one joins that transaction). ``expect`` is checked for its names before any
-    training; call :func:`cmkd_doctor.verdict.check_expectation` on the result to apply
-    it, and :meth:`~cmkd_doctor.rundir.RunDir.record` to add it to ``distill.json``.
+    Given a run directory (a path or a :class:`~cmkd_doctor.rundir.RunDir`), this is the
+    whole ``distill`` command: the teachers it derives and its rows in ``distill.json``
+    land together (one :meth:`~cmkd_doctor.rundir.RunDir.transaction`), then ``expect`` is
+    applied: :class:`~cmkd_doctor.errors.ExpectationFailed` (exit 3) when it fails, with
+    the comparison as its ``comparison``. Given a :class:`~cmkd_doctor.rundir.Run`
+    (``diagnose``'s, in hand, inside its own transaction) it only computes: the caller
+    records (:meth:`~cmkd_doctor.rundir.RunDir.record`) and applies ``expect``
+    (:func:`cmkd_doctor.verdict.check_expectation`). Either way ``expect`` is checked for
+    its names before any training.
     """
     options = (options or DistillOptions()).checked()
     if isinstance(run_dir, Run):  # diagnose's, in hand: its inputs were just verified
         return _distill(run_dir, options, progress, expect)
     folder = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     with folder.transaction() as staged:
-        return _distill(staged.load(), options, progress, expect)
+        found = _distill(staged.load(), options, progress, expect)
+        staged.record(found)
+    if expect:
+        try:
+            check_expectation(found, expect)
+        except ExpectationFailed as failed:
+            failed.comparison = found
+            raise
+    return found
 
 
 def _distill(run: Run, options: DistillOptions, progress: Progress, expect: str | None

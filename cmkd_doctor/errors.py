@@ -28,9 +28,11 @@ class InputError(CmkdError):
 
 
 class ExpectationFailed(CmkdError):
-    """A ``--expect`` comparison did not hold (a CI gate, not a crash)."""
+    """A ``--expect`` comparison did not hold (a CI gate, not a crash). ``comparison``
+    holds what was compared when the library ran the whole command (it was recorded)."""
 
     exit_code = EXIT_EXPECTATION
+    comparison: Any = None
 
 
 def option_error(name: str, expected: str, got: Any) -> InputError:

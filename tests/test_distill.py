@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import shutil
 
 import numpy as np
@@ -164,6 +165,28 @@ def test_expect_exits_0_or_3(run_copy, cli):
     line = bad.err.strip()
     assert line.startswith("error: expectation 'specific@0.5>=general' failed: specific r=0.5")
     assert "\n" not in line
+
+
+def test_the_library_runs_the_whole_command_recording_before_the_gate(run_copy):
+    """distill() on a run directory derives, records into distill.json and applies
+    --expect, as the CLI does: a failed gate still leaves its rows recorded."""
+    from cmkd_doctor.classifiers import TrainOptions
+    from cmkd_doctor.distill import DistillOptions, distill
+    from cmkd_doctor.errors import ExpectationFailed
+
+    run, _ = run_copy
+    options = DistillOptions(teachers=("general", "specific"), seeds=2,
+                             train=TrainOptions(epochs=3))
+    found = distill(run, options, expect="general@0.5>=general@0.5")
+    stored = json.loads((run / "distill.json").read_text())
+    assert {f"{r.teacher}|{'' if r.ratio is None else f'{r.ratio:g}'}|{found.key}"
+            for r in found.rows} <= set(stored["results"])
+    assert stored["last_verdict"]["text"] == found.verdict["text"]
+    with pytest.raises(ExpectationFailed) as failed:
+        distill(run, replace(options, rho=0.9), expect="none>general")
+    assert failed.value.comparison is not None
+    stored = json.loads((run / "distill.json").read_text())
+    assert stored["last_options_key"] == failed.value.comparison.key != found.key
 
 
 def test_expect_paired_passes_on_paired_rows_and_exits_3_on_class_only_rows(

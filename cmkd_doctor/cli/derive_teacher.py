@@ -26,7 +26,6 @@ from cmkd_doctor.cli.options import (
     Tensorboard,
 )
 from cmkd_doctor.derive import derive
-from cmkd_doctor.schemas import stamp
 from cmkd_doctor.teachers import FILLS, MODES, TeacherSpec
 
 
@@ -72,8 +71,6 @@ def derive_teacher_command(
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
         found = derive(run_dir, spec, train, device, export, progress)
     if json_output:
-        print_json(stamp("teacher", {**found.sidecar, "file": str(found.path),
-                                     "reused": found.reused,
-                                     "onnx": str(export) if export else None}))
+        print_json(found.to_dict(export))
     elif not quiet:
         render.derived(found, export)

@@ -24,10 +24,10 @@ from cmkd_doctor.cli.options import (
     RunOption,
     Tensorboard,
 )
+from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.distill import TEACHER_CHOICES, DistillOptions, distill
-from cmkd_doctor.rundir import RunDir
+from cmkd_doctor.errors import ExpectationFailed
 from cmkd_doctor.teachers import FILLS
-from cmkd_doctor.verdict import check_expectation
 
 
 def distill_command(
@@ -80,14 +80,17 @@ def distill_command(
                              refit=refit, rho=rho, temperature=temperature, seeds=seeds,
                              train=train, device=device, seed=seed)
     options = options.checked()  # bad options before a missing run
-    # the teachers derived and the results land in the run directory together
-    with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress, \
-            RunDir(run_dir).transaction() as staged:
-        found = distill(staged, options, progress, expect=expect)
-        staged.record(found)
+    with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
+        try:
+            found = distill(run_dir, options, progress, expect=expect)
+        except ExpectationFailed as failed:  # recorded: shown, then exit 3
+            _show(failed.comparison, json_output, quiet)
+            raise
+    _show(found, json_output, quiet)
+
+
+def _show(found: Comparison, json_output: bool, quiet: bool) -> None:
     if json_output:
         print_json(found.to_dict())
     elif not quiet:
         render.comparison(found)
-    if expect:
-        check_expectation(found, expect)

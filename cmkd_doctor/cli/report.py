@@ -9,16 +9,14 @@ import typer
 
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import err, out
-from cmkd_doctor.errors import InputError
 from cmkd_doctor.outputs import DEFAULT_RUN
-from cmkd_doctor.report import render as render_report
-from cmkd_doctor.report import render_compare
+from cmkd_doctor.report.layout import report
 
 
 def report_command(
     runs: Annotated[list[Path] | None, typer.Argument(
-        metavar="RUN", help="With --compare: the run directories to put side by "
-                                 "side.", show_default=False)] = None,
+        metavar="RUN", help="With --compare: the run directories to put side by side.",
+        show_default=False)] = None,
     run_dir: Annotated[Path | None, typer.Option(
         "--run", help=f"Run directory to report on [default: {DEFAULT_RUN}].",
         show_default=False)] = None,
@@ -37,16 +35,7 @@ def report_command(
     students plot), then inputs, aligned networks, salience, teachers, students, the
     ratio sweep and, for generated data, the truth. With --compare RUN RUN ...: several
     runs side by side."""
-    if compare:
-        if run_dir is not None:
-            raise InputError("--run and --compare: give every run to compare after "
-                             "--compare (report --compare RUN RUN ...)")
-        found = render_compare(runs or [], fmt, out_file)
-    else:
-        if runs:
-            raise InputError(f"unexpected argument {str(runs[0])!r}: report one run with "
-                             "--run RUN, or several with --compare RUN RUN ...")
-        found = render_report(DEFAULT_RUN if run_dir is None else run_dir, fmt, out_file)
+    found = report(run_dir, fmt, out_file, compare_runs=[] if compare else None, runs=runs)
     for line in found.skipped:
         err.print(f"note: plot skipped: {line}", markup=False)
     if found.text is None:

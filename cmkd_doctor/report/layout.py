@@ -13,7 +13,7 @@ from typing import Any
 
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.findings import check_ranking
-from cmkd_doctor.outputs import check_out_file, json_text, write_bytes, write_text
+from cmkd_doctor.outputs import DEFAULT_RUN, check_out_file, json_text, write_bytes, write_text
 from cmkd_doctor.report.document import (
     collect,
     compare,
@@ -315,6 +315,23 @@ class Rendered:
     text: str | None
     written: Path | None
     skipped: list[str]
+
+
+def report(run_dir: str | Path | None = None, fmt: str = "text",
+           out_file: str | Path | None = None, compare_runs: list[str | Path] | None = None,
+           runs: list[str | Path] | None = None) -> Rendered:
+    """The ``report`` command: one run (``run_dir``, default ``cmkd-out``) or, with
+    ``compare_runs``, several side by side, in ``fmt``. ``runs`` are positional run
+    directories, which only a comparison takes."""
+    if compare_runs is not None:
+        if run_dir is not None:
+            raise InputError("--run and --compare: give every run to compare after "
+                             "--compare (report --compare RUN RUN ...)")
+        return render_compare([*compare_runs, *(runs or [])], fmt, out_file)
+    if runs:
+        raise InputError(f"unexpected argument {str(runs[0])!r}: report one run with "
+                         "--run RUN, or several with --compare RUN RUN ...")
+    return render(DEFAULT_RUN if run_dir is None else run_dir, fmt, out_file)
 
 
 def render(run_dir: str | Path, fmt: str, out_file: str | Path | None = None) -> Rendered:

@@ -126,6 +126,9 @@ def build_config(raw: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> D
         values = {**(raw.get(name) or {}), **{k: v for k, v in overrides.get(name, {}).items()
                                               if v is not None}}
         base = getattr(config, name)
+        if name == "rank":  # what was given over its protocol's defaults over diagnose's
+            sections[name] = RankOptions.from_given(values, base)
+            continue
         if name == "distill":
             train = {k: values.pop(k) for k in list(values) if k in _DISTILL_TRAIN}
             if train:

@@ -127,6 +127,19 @@ class RankOptions:
         them: ``RankOptions.for_protocol("official", repeats=10)``."""
         return cls(**{**RANK_PROTOCOLS[protocol].options, **options, "protocol": protocol})
 
+    @classmethod
+    def from_given(cls, given: dict[str, Any], base: RankOptions | None = None
+                   ) -> RankOptions:
+        """The options a user gave (flags, a config's ``rank:`` section) over the
+        defaults of their protocol (``given``'s or ``base``'s, :data:`RANK_PROTOCOLS`),
+        over ``base`` (:class:`RankOptions`' defaults when ``None``): what was given wins,
+        then the protocol, then the base."""
+        base = base or cls()
+        protocol = given.get("protocol", base.protocol)
+        RANK_PROTOCOLS.check(protocol)
+        return cls(**{**asdict(base), **RANK_PROTOCOLS[protocol].options, **given,
+                      "protocol": protocol})
+
     def checked(self) -> RankOptions:
         """Validate every option; return a copy with ``hidden`` parsed."""
         RANK_PROTOCOLS.check(self.protocol)

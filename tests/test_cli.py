@@ -134,3 +134,50 @@ def test_every_command_is_listed_once_with_its_summary_and_loads(cli):
         shown = cli(*name.split(), "--help")
         assert shown.code == 0 and f"Usage: cmkd-doctor {name}" in shown.out
     assert "(Sec.\n" not in cli("examples", "--help").out  # summaries are whole sentences
+
+
+def _unwrapped(text: str) -> str:
+    """Help text as words, whatever the terminal wrapped (also after a hyphen)."""
+    return " ".join(text.split()).replace("- ", "-")
+
+
+def test_rank_and_diagnose_share_every_rank_option_from_one_declaration(cli):
+    """Every rank option is a diagnose option with the same name, help and default."""
+    from cmkd_doctor.cli.rank_flags import FLAGS, flag_help
+
+    def options(text: str) -> dict[str, str]:
+        found, name = {}, None
+        for row in text.splitlines():
+            m = re.match(r"\s+(?:-\w, )?(--[\w-]+)(?:\s*/\s*--[\w-]+)?(?: <\w+>)?\s*(.*)", row)
+            if m:
+                name = m.group(1)
+                found[name] = m.group(2)
+            elif name and row.strip():
+                found[name] += " " + row.strip()
+        return {k: _unwrapped(v) for k, v in found.items()}
+
+    rank = options(cli("rank", "--help").out)
+    diagnose = options(cli("diagnose", "--help").out)
+    for flag in FLAGS:
+        name = "--" + flag.name.replace("_", "-")
+        assert rank[name] == diagnose[name] == _unwrapped(flag_help(flag)), name
+    assert "[default: 3 when one ranking takes at most a minute" not in cli(
+        "diagnose", "--help").out
+
+
+def test_a_protocol_fills_what_was_not_given_in_rank_and_diagnose_alike():
+    from cmkd_doctor.diagnose import resolve
+    from cmkd_doctor.rank_options import RankOptions
+
+    official = RankOptions.from_given({"protocol": "official", "repeats": 5})
+    assert (official.repeats, official.epochs, official.normalize) == (5, 1000, "minmax")
+    _, _, _, settings = resolve(example="gaussian",
+                                overrides={"rank": {"protocol": "official", "repeats": 5}})
+    assert settings.rank == official
+    _, _, _, default = resolve(example="gaussian")
+    assert default.rank.restarts is None and default.rank.repeats == 10  # diagnose's own
+
+
+def test_an_unknown_option_suggests_only_near_misses(cli):
+    assert "Possible options" not in cli("diagnose", "--bogus").err
+    assert "Possible options: --repeats" in cli("diagnose", "--repeat", "3").err

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 internal error, 2 bad input or usage, 3 a failed --expe
 
 from __future__ import annotations
 
+import difflib
 import errno
 import importlib
 import os
@@ -111,6 +112,9 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+# how alike an unknown option and a suggested one must be (difflib's ratio): --repeat and
+# --repeats 0.93, --exampel and --example 0.86, --bogus and --groups 0.57
+TYPO_RATIO = 0.75
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EFBIG}
 
 
@@ -201,6 +205,11 @@ def _main(args: list[str]) -> int:
             return exc.exit_code
         if "Abort" in kinds:
             return _fail("interrupted", 130)
+        if "NoSuchOption" in kinds and exc.possibilities:
+            # click offers any name within a loose distance (--bogus: "--groups, --out");
+            # keep only those a typo could have made
+            exc.possibilities = [p for p in exc.possibilities if difflib.SequenceMatcher(
+                None, exc.option_name, p).ratio() >= TYPO_RATIO]
         if "ClickException" in kinds:
             ctx = getattr(exc, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""

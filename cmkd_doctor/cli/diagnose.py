@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -11,16 +11,22 @@ from cmkd_doctor import curves
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
 from cmkd_doctor.cli.options import Quiet, Tensorboard
+from cmkd_doctor.cli.rank_flags import rank_flags
 from cmkd_doctor.diagnose import diagnose, resolve
 from cmkd_doctor.outputs import DEFAULT_RUN
 
+# rank flags that also set the training of diagnose's teachers and students
+SHARED = ("epochs", "batch_size", "lr", "patience", "chunk_rows", "device", "seed")
 
+
+@rank_flags
 def diagnose_command(
     inputs: Annotated[list[str] | None, typer.Argument(
         metavar="FEATS_A FEATS_B LABELS", help="The three inputs, as for rank.",
         show_default=False)] = None,
     example: Annotated[str | None, typer.Option(
-        help="Run on a built-in example instead ('cmkd-doctor examples list').")] = None,
+        help="Run on a built-in example instead: a name from 'cmkd-doctor examples list', "
+             "or NAME:A,B for views A and B of a multi-view set (scene15:1,2).")] = None,
     config: Annotated[Path | None, typer.Option(
         help="YAML file with options for every stage (sections rank:, distill:, gaussian:, "
              "and example: or inputs:); flags given here win.")] = None,
@@ -31,47 +37,25 @@ def diagnose_command(
              "[default: 0.5].")] = None,
     sweep: Annotated[bool, typer.Option(help="Distil every teacher at r = 0.1, 0.25, 0.5, "
                                         "0.75 and 0.9 (paper Fig. 5).")] = False,
-    hidden: Annotated[str | None, typer.Option(
-        help="Network widths for ranking and students [default: 256].")] = None,
-    repeats: Annotated[int | None, typer.Option(
-        "--repeats", "-M", help="Permutations per channel [default: 10].")] = None,
     seeds: Annotated[int | None, typer.Option(
         help="Student seeds per teacher [default: 5].")] = None,
-    epochs: Annotated[int | None, typer.Option(
-        help="Most training epochs [default: auto].")] = None,
-    chunk_rows: Annotated[int | None, typer.Option(
-        help="Rows read at a time from memory-mapped .npy inputs, for ranking, teachers "
-             "and students [default: all when they fit].")] = None,
-    restarts: Annotated[int | None, typer.Option(
-        help="Aligned pairs trained to average the salience and measure its stability "
-             "[default: 3 when one ranking takes at most a minute, else 1].")] = None,
-    standardize: Annotated[bool | None, typer.Option(
-        "--standardize/--no-standardize",
-        help="Standardise every channel with its fit-row statistics [default: on].")
-    ] = None,
-    device: Annotated[str | None, typer.Option(
-        help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of every stage [default: 0].")] = None,
-    split: Annotated[Path | None, typer.Option(
-        help="A .npz with 'train' and 'test' row indices (e.g. a dataset's own split) "
-             "instead of a random one.")] = None,
     json_output: Annotated[bool, typer.Option(
         "--json", help="One JSON document with the results, the verdict and the advice.")
     ] = False,
     tensorboard: Tensorboard = None,
     quiet: Quiet = False,
+    rank_given: dict[str, Any] | None = None,
 ) -> None:
     """The whole doctor: rank, derive modality-general, -specific and random teachers,
     distil each against No-KD and Regular-KD, and say what it means and what to try.
+
+    Every rank option is accepted here with the same name, help and default; --epochs,
+    --batch-size, --lr, --patience, --chunk-rows, --device and --seed also set the
+    teachers' and students' training.
     """
-    overrides = {
-        "rank": {"hidden": hidden, "repeats": repeats, "epochs": epochs, "device": device,
-                 "chunk_rows": chunk_rows, "seed": seed, "standardize": standardize,
-                 "restarts": restarts,
-                 "split": None if split is None else str(split)},
-        "distill": {"seeds": seeds, "epochs": epochs, "chunk_rows": chunk_rows,
-                    "device": device, "seed": seed},
-    }
+    given = rank_given or {}
+    overrides = {"rank": given,
+                 "distill": {"seeds": seeds, **{k: given.get(k) for k in SHARED}}}
     inputs, example, run_dir, settings = resolve(inputs, example, out_dir, config, ratio,
                                                  sweep, overrides)
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:

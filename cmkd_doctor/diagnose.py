@@ -30,7 +30,7 @@ from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.ranking import RankOptions, RankResult, rank
 from cmkd_doctor.rundir import DEFAULT_RUN, Run, RunDir
 from cmkd_doctor.schemas import stamp
-from cmkd_doctor.verdict import advise
+from cmkd_doctor.wording import advise
 
 SWEEP = (0.1, 0.25, 0.5, 0.75, 0.9)  # diagnose --sweep (paper Fig. 5)
 

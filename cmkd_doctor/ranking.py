@@ -253,34 +253,15 @@ def rank(data: PairedData, options: RankOptions | None = None,
     if restarts is None:  # as many as the budget allows: 3, or 1 when one is costly
         restarts = 3 if cost <= AUTO_RESTART_FLOP else 1
     runs += [once(derive_seed(options.seed, "restart", k)) for k in range(1, restarts)]
-    saliences = [normalize(r.increase.mean(axis=1), options.normalize) for r in runs]
-    salience = (saliences[0] if len(runs) == 1 else
-                normalize(np.mean(saliences, axis=0), options.normalize))
-    increase = np.concatenate([r.increase for r in runs], axis=1)  # (d, restarts x M)
-    unpermuted = float(np.mean([r.unpermuted for r in runs]))
+    salience, saliences, increase = _salience(runs, options.normalize)  # step 9
     distances = np.concatenate([r.unpermuted + r.increase for r in runs], axis=1)
-    scores = [r.alignment["score"] for r in runs]
-    agreement = {**runs[0].alignment, "score": float(np.mean(scores)),
-                 "per_restart": scores}
-    agreement["reliable"] = agreement["score"] >= agreement["threshold"]
+    agreement = _agreement(runs)
     stability = {**ranking_stability(saliences, constant, increase,
                                    options.restarts is None),
                  "flop_per_restart": cost}
     net_a, net_b, fitted = runs[0].net_a, runs[0].net_b, runs[0].fit
-    train_s = sum(r.train_s for r in runs)
-    permute_s = sum(r.permute_s for r in runs)
-    standardization = {
-        "enabled": options.standardize, "rows": "fit",
-        **{side: {"mean": stats[w][0].cpu().tolist(), "std": stats[w][1].cpu().tolist(),
-                  "constant": np.flatnonzero(stats[w][2].cpu().numpy()).tolist()}
-           for side, w in (("a", 0), ("b", 1))}}
-
-    metrics: dict = {"a": {}, "b": {}}
-    for name, parts in (("train", [fitting, val]), ("test", [test])):
-        for side, net_s, w in (("a", net_a, 0), ("b", net_b, 1)):
-            found = evaluate_rows(net_s, parts, w, 2, labels.multilabel)
-            metrics[side][name] = None if found is None else found[0]
-            curves.metrics(f"aligned f_{side} {name}", metrics[side][name])
+    metrics = _aligned_metrics(net_a, net_b, {"train": [fitting, val], "test": [test]},
+                               labels.multilabel)
 
     t0 = time.perf_counter()
     # Sec. 4's gamma, from the data: every row (regressions checked leave-one-out)
@@ -300,16 +281,58 @@ def rank(data: PairedData, options: RankOptions | None = None,
          "gamma_estimate": gamma.to_dict(), "constant_channels": constant.tolist(),
          "negative_salience": negative, "groups": groups_found}, salience)
     return RankResult(
-        salience=salience, distances=distances, unpermuted=unpermuted,
+        salience=salience, distances=distances,
+        unpermuted=float(np.mean([r.unpermuted for r in runs])),
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,
         permuted_rows=permuted_rows, device=str(device), metrics=metrics,
-        timings={"train_s": round(train_s, 4), "permute_s": round(permute_s, 4),
+        timings={"train_s": round(sum(r.train_s for r in runs), 4),
+                 "permute_s": round(sum(r.permute_s for r in runs), 4),
                  "gamma_s": round(gamma_s, 4)},
-        constant=constant, standardization=standardization, alignment=agreement,
+        constant=constant, standardization=_standardization(stats, options.standardize),
+        alignment=agreement,
         negative=negative, stability=stability, warnings=rank_warnings(findings),
         gamma=gamma.to_dict(), pairing=gamma.pairing.to_dict(), chance=chance,
         groups=groups_found,
         unpermuted_runs=[float(r.unpermuted) for r in runs])
+
+
+def _salience(runs: list[_Ranking], how: str
+              ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Step 9 over the restarts: the salience (each restart's normalised, averaged and
+    normalised again), each restart's, and every restart's increases side by side
+    ``(d, restarts x M)``."""
+    saliences = [normalize(r.increase.mean(axis=1), how) for r in runs]
+    salience = saliences[0] if len(runs) == 1 else normalize(np.mean(saliences, axis=0), how)
+    return salience, saliences, np.concatenate([r.increase for r in runs], axis=1)
+
+
+def _agreement(runs: list[_Ranking]) -> dict[str, Any]:
+    """The alignment check over the restarts: their mean score, and each one's."""
+    scores = [r.alignment["score"] for r in runs]
+    found = {**runs[0].alignment, "score": float(np.mean(scores)), "per_restart": scores}
+    found["reliable"] = found["score"] >= found["threshold"]
+    return found
+
+
+def _aligned_metrics(net_a: Net, net_b: Net, parts: dict[str, list[RowSet]],
+                     multilabel: bool) -> dict[str, dict[str, Any]]:
+    """Each aligned network's metrics on the training and the test rows."""
+    metrics: dict[str, dict[str, Any]] = {"a": {}, "b": {}}
+    for name, rows in parts.items():
+        for side, net, which in (("a", net_a, 0), ("b", net_b, 1)):
+            found = evaluate_rows(net, rows, which, 2, multilabel)
+            metrics[side][name] = None if found is None else found[0]
+            curves.metrics(f"aligned f_{side} {name}", metrics[side][name])
+    return metrics
+
+
+def _standardization(stats: list[tuple[torch.Tensor, ...]], enabled: bool
+                     ) -> dict[str, Any]:
+    """What rank.json records of each modality's fit-row statistics."""
+    return {"enabled": enabled, "rows": "fit",
+            **{side: {"mean": stats[w][0].cpu().tolist(), "std": stats[w][1].cpu().tolist(),
+                      "constant": np.flatnonzero(stats[w][2].cpu().numpy()).tolist()}
+               for side, w in (("a", 0), ("b", 1))}}
 
 
 @dataclass

@@ -3,7 +3,8 @@
 :func:`say` words a :class:`~cmkd_doctor.findings.Finding` in one of the places it is
 shown (:data:`FORMS`); the decisions were made when the finding was; nothing here
 decides a check. The verdict's sentences (:mod:`cmkd_doctor.verdict` decides, the
-functions at the end of this module word them) live here too.
+functions after the findings' word it) and the advice of what to try next
+(:func:`advise`) live here too.
 
 FORMS:
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.findings import Finding
 from cmkd_doctor.teachers import DERIVED
 from cmkd_doctor.verdict import NOT_INTERPRETED, PRACTICAL_SEEDS, Difference, Outcome
@@ -481,3 +483,68 @@ def _kd_and_ordering(o: Outcome) -> str:
             f"{'is undetermined' if state == 'undetermined' else state} at r = "
             f"{', '.join(ratios)}" for state, ratios in by_state.items())
     return text + "."
+
+
+# -- what to try next ----------------------------------------------------------------
+
+def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[str]:
+    """What to try next, in the order a user would."""
+    verdict = report.verdict
+    rows = {(r.teacher, r.ratio): r for r in report.rows}
+    sweet = verdict.get("sweet_spot")
+    ratio = sweet["ratio"] if sweet else (report.search or {}).get("best_ratio") or \
+        report.options["ratios"][0]
+    general = rows.get(("general", ratio))
+    regular = rows[("regular", None)]
+    advice = []
+    blind = verdict.get("at_chance") or []
+    if blind:
+        return [f"Modality {side} predicts the labels no better than chance: check that its "
+                "features file lists the same samples, in the same order, as the labels file "
+                "(and as the other modality's file)." for side in blind]
+    if verdict.get("paired") is False:
+        pairing = rank_document.get("pairing") or {}
+        advice.append(
+            "The rows of a and b share nothing detectable beyond their class (rank.json "
+            f"pairing: score {pairing.get('score', 0):.2f} against {pairing.get('null', 0):.2f} "
+            "with b's rows shuffled within class). Check that both feature files list the "
+            "same samples in the same order. If they do (or the pairs were assembled by "
+            "class, as AV-MNIST's are), a teacher on modality a can pass on only the class: "
+            "expect crossmodal KD to act as label smoothing, and no ratio or derived "
+            "teacher to change that.")
+        return advice
+    if general is not None and verdict["best"] == general.label:
+        if verdict["best_is_clear"]:
+            advice.append(f"Distil from the modality-general teacher (teachers/general-r"
+                          f"{ratio:g}.safetensors in the run directory; 'cmkd-doctor "
+                          f"derive-teacher --mode general --ratio {ratio:g} --export-onnx "
+                          "teacher.onnx' exports it for your own training code).")
+        else:
+            advice.append("The modality-general teacher gives the best student, but not "
+                          "clearly: rerun with more --seeds (say 10) before switching to it.")
+    if verdict["mfh_ordering_holds"] is False and verdict.get("ranking_reliable", True):
+        metrics = rank_document["aligned"]["metrics"]["a"]["test"] or {}
+        advice.append("The students do not order as the hypothesis predicts, so the ranking "
+                      "may be unreliable here: check the aligned networks' test "
+                      f"{next(iter(metrics), 'metric')} above, raise --repeats, or rank with "
+                      "--hidden 0 or more data.")
+    little = verdict.get("little_to_transfer")
+    if not verdict["kd_helps"] and not little:
+        advice.append("The regular teacher does not clearly help the student: much of what "
+                      "it knows may be specific to its modality. Try other ratios (--ratio "
+                      "0.25 or 0.75), or a teacher trained to be modality-general (paper "
+                      "Sec. 5.3).")
+    if general is not None and general.student_mean <= regular.student_mean and not little:
+        advice.append(f"At r = {ratio:g} the modality-general teacher does not beat the "
+                      "regular one; nullifying fewer channels may keep decisive ones.")
+    gamma = rank_document.get("gamma_estimate") or {}
+    if gamma.get("little_to_transfer"):
+        advice.append(f"The modalities share little decisive information (gamma estimate "
+                      f"{gamma['value']:.2f}, {gamma['low']:.2f}-{gamma['high']:.2f}): no "
+                      "teacher on this modality can pass on much. A teacher modality "
+                      "closer to the student's, features from a later layer (extract), or "
+                      "training the student alone may serve better.")
+    if truth and truth["precision"] is not None and truth["precision"] < 1:
+        advice.append(f"The ranking recovered {truth['precision']:.0%} of the planted shared "
+                      "channels; more repeats or rows sharpen it.")
+    return advice or ["Nothing to change: the comparison is as the hypothesis predicts."]

@@ -10,12 +10,12 @@ import pytest
 from cmkd_doctor.comparison import Comparison, Row
 from cmkd_doctor.errors import ExpectationFailed, InputError
 from cmkd_doctor.verdict import (
-    advise,
     check_expectation,
     paired_se,
     resolve_expectation,
     verdict,
 )
+from cmkd_doctor.wording import advise
 
 NONE = [70.0, 72.0, 74.0]
 

@@ -23,8 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cmkd_doctor import distributed
 from cmkd_doctor.errors import InputError
 
@@ -190,7 +188,9 @@ def write_json(path: str | Path, document: Any) -> Path:
     return write_text(path, json_text(document))
 
 
-def write_npy(path: str | Path, array: np.ndarray) -> Path:
+def write_npy(path: str | Path, array: Any) -> Path:
+    import numpy as np  # here, not at import: commands that write no array start without it
+
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(array), allow_pickle=False)
     return write_bytes(path, buffer.getvalue())

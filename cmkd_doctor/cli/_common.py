@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -66,6 +65,8 @@ _BARS = " ▁▂▃▄▅▆▇█"
 
 def spark(values, low: float | None = None) -> str:
     """A one-line bar plot; bars span ``low`` (default: the minimum) to the maximum."""
+    import numpy as np
+
     v = np.asarray(values, dtype=float)
     low = v.min() if low is None else low
     span = v.max() - low

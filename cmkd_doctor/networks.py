@@ -12,6 +12,7 @@ level.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,3 +106,54 @@ def _width_of(model: Any, name: str, axis: int) -> int | None:
     if axis >= len(dims) or not dims[axis].HasField("dim_value"):
         return None
     return int(dims[axis].dim_value)
+
+
+def derive_onnx_network(run_dir: str | Path, model: str | Path, layer: str, spec: Any,
+                        out: str | Path, channel_axis: int = 1) -> dict[str, Any]:
+    """``derive-teacher --model MODEL.onnx --layer NAME``: the user's whole teacher with the
+    mask of ``spec`` (mode, ratio, fill, seed) inside it, after tensor ``layer``, written
+    to ``out`` as ONNX; returns what was done (the ``teacher`` document's fields).
+
+    The ranking of ``run_dir`` must be of the features ``extract`` took at ``layer``
+    (pooled to one value per channel): its channel count is the layer's. The fill values
+    are those features' means on the run's training rows, as for the feature-level
+    teachers, so a pooled feature of a nullified channel is its fill.
+    """
+    import onnx
+
+    from cmkd_doctor.files import regular_file
+    from cmkd_doctor.outputs import check_out_file, write_bytes
+    from cmkd_doctor.rundir import RunDir
+    from cmkd_doctor.teachers import FILLS, nullified_channels
+
+    spec = spec.checked()
+    if spec.source != "trained" or spec.refit:
+        raise InputError("--model masks the given network: --from, --teacher and --refit "
+                         "are for feature-level teachers")
+    out = check_out_file(out, "--export-onnx")
+    path = regular_file(model, f"--model {model}")
+    try:
+        network = onnx.load(path)
+    except Exception as exc:  # onnx raises its own untyped decode errors
+        raise InputError(f"--model {model}: cannot be read as ONNX ({exc})") from exc
+    run = RunDir(run_dir).load()
+    d = len(run.salience)
+    nullified = nullified_channels(run.salience, spec.mode, spec.ratio, spec.seed,
+                                   run.constant, groups=run.groups)
+    keep = np.ones(d, dtype=bool)
+    keep[nullified] = False
+    features = np.asarray(run.features(run.teacher_side)[run.split.train], dtype=np.float64)
+    import torch
+
+    fill = FILLS[spec.fill](torch.as_tensor(features.mean(axis=0))).numpy()
+    masked = mask_onnx_layer(network, layer, keep, fill.astype(np.float32), channel_axis)
+    onnx.helper.set_model_props(masked, {
+        "cmkd_doctor.mode": spec.mode, "cmkd_doctor.ratio": f"{spec.ratio:g}",
+        "cmkd_doctor.layer": layer, "cmkd_doctor.run_id": run.run_id})
+    written = write_bytes(out, masked.SerializeToString())
+    return {"name": spec.name, "mode": spec.mode, "ratio": spec.ratio, "seed": spec.seed,
+            "fill": spec.fill, "model": str(Path(model).absolute()), "layer": layer,
+            "channel_axis": channel_axis, "modality": run.teacher_side, "n_channels": d,
+            "nullified": nullified.tolist(), "mask": keep.astype(int).tolist(),
+            "fill_values": fill.tolist(), "rank": {"run_id": run.run_id},
+            "onnx": str(Path(written).absolute())}

@@ -96,3 +96,48 @@ def test_a_mask_that_does_not_fit_the_layer_is_refused(teacher):
     with pytest.raises(InputError, match="--channel-axis"):
         mask_onnx_layer(loaded, layer, np.ones(6, bool), np.zeros(6, np.float32),
                         channel_axis=4)
+
+
+def test_derive_teacher_model_masks_the_whole_network_from_a_ranking(teacher, tmp_path, cli):
+    """extract -> rank -> derive-teacher --model: the masked network is the teacher masked
+    by hand with the ranking's mask and the ranked features' training-row means."""
+    import json
+
+    from cmkd_doctor.extract import ExtractOptions, _onnx
+
+    model, loaded, layer = teacher
+    onnx.save(loaded, tmp_path / "teacher.onnx")
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((240, 1, 8, 8)).astype(np.float32)
+    read = _onnx(ExtractOptions(layer=layer, onnx=str(tmp_path / "teacher.onnx")))
+    feats_a = read(torch.from_numpy(images)).numpy().mean((2, 3))  # avg-pooled, (n, 6)
+    labels = (feats_a[:, 0] + feats_a[:, 2] > np.median(feats_a[:, 0] + feats_a[:, 2]))
+    feats_b = feats_a[:, [0, 2, 4]] + 0.3 * rng.standard_normal((240, 3))
+    for name, array in (("a", feats_a), ("b", feats_b), ("y", labels.astype(np.int64))):
+        np.save(tmp_path / f"{name}.npy", array.astype(np.float32 if name != "y" else np.int64))
+    run = tmp_path / "run"
+    assert cli("rank", tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "y.npy",
+               "--hidden", "0", "-M", "3", "-q", "--out", run).code == 0
+    found = cli("derive-teacher", "--run", run, "--model", tmp_path / "teacher.onnx",
+                "--layer", layer, "--mode", "general", "--ratio", "0.5", "--export-onnx",
+                tmp_path / "masked.onnx", "--json")
+    assert found.code == 0, found.err
+    doc = json.loads(found.out)
+    assert doc["schema"] == "network" and len(doc["nullified"]) == 3
+    keep = np.array(doc["mask"], dtype=bool)
+    train = np.load(run / "split.npz")["train"]
+    np.testing.assert_allclose(doc["fill_values"], feats_a[train].mean(0), rtol=1e-5)
+    _, logits = _by_hand(model, images[:7], keep, np.array(doc["fill_values"], np.float32))
+    np.testing.assert_allclose(_run(onnx.load(tmp_path / "masked.onnx"), images[:7]), logits,
+                               atol=1e-5)
+    # the pieces that must go together, and a ranking of another width
+    alone = cli("derive-teacher", "--run", run, "--model", tmp_path / "teacher.onnx")
+    assert alone.code == 2 and "--model, --layer and --export-onnx go together" in alone.err
+    np.save(tmp_path / "wide.npy", np.repeat(feats_a, 2, axis=1))
+    assert cli("rank", tmp_path / "wide.npy", tmp_path / "b.npy", tmp_path / "y.npy",
+               "--hidden", "0", "-M", "2", "-q", "--out", tmp_path / "wide").code == 0
+    wide = cli("derive-teacher", "--run", tmp_path / "wide", "--model",
+               tmp_path / "teacher.onnx", "--layer", layer, "--export-onnx",
+               tmp_path / "no.onnx")
+    assert wide.code == 2 and "6 channels on axis 1, but the ranking has 12" in wide.err
+    assert not (tmp_path / "no.onnx").exists()

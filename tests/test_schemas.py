@@ -103,6 +103,17 @@ def outputs(tmp_path_factory):
     run("extract", "--onnx", root / "m.onnx", "--layer", "feat", "--array", root / "x.npy",
         "--pool", "flatten", "-o", root / "f.npy")
     found["features"].append(json.loads((root / "f.json").read_text()))
+    # a whole network masked at a layer as wide as the ranking (50 channels of a)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["feat"]), helper.make_node("Identity", ["feat"],
+                                                                       ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 50])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 50])])
+    wide = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    wide.ir_version = 8
+    onnx.save(wide, str(root / "wide.onnx"))
+    run("derive-teacher", "--run", out, "--model", root / "wide.onnx", "--layer", "feat",
+        "--export-onnx", root / "masked.onnx", "--json", schema_name="network")
     return found
 
 

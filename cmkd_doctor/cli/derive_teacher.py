@@ -47,8 +47,17 @@ def derive_teacher_command(
                                         "instead of only masking (paper Sec. 5.1).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of random masks and of training.")] = 0,
     export: Annotated[Path | None, typer.Option(
-        "--export-onnx", help="Also write the derived teacher, mask baked in, as ONNX.")
+        "--export-onnx", help="Also write the derived teacher, mask baked in, as ONNX (with "
+                              "--model: the masked whole network; required then).")
     ] = None,
+    model: Annotated[Path | None, typer.Option(
+        help="Your whole teacher as ONNX (raw input -> logits): the mask goes inside it, "
+             "after --layer, the tensor whose features were extracted and ranked "
+             "(paper App. B.4).")] = None,
+    layer: Annotated[str | None, typer.Option(
+        help="With --model: the tensor the ranked features were taken from.")] = None,
+    channel_axis: Annotated[int, typer.Option(
+        help="With --model: the layer's channel axis (spatial axes broadcast).")] = 1,
     hidden: Hidden = None,
     epochs: Epochs = None,
     batch_size: BatchSize = 256,
@@ -66,6 +75,10 @@ def derive_teacher_command(
     values, source, test metrics). Saved teachers are reused when their options match.
     """
     spec = TeacherSpec.given(mode, ratio, fill, source, teacher, refit, seed)
+    if model is not None or layer is not None:
+        _whole_network(run_dir, model, layer, spec, export, channel_axis, json_output,
+                       quiet)
+        return
     train = TrainOptions(hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, chunk_rows=chunk_rows)
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
@@ -74,3 +87,22 @@ def derive_teacher_command(
         print_json(found.to_dict(export))
     elif not quiet:
         render.derived(found, export)
+
+
+def _whole_network(run_dir: Path, model: Path | None, layer: str | None, spec: TeacherSpec,
+                   export: Path | None, channel_axis: int, json_output: bool,
+                   quiet: bool) -> None:
+    from cmkd_doctor.errors import InputError
+    from cmkd_doctor.networks import derive_onnx_network
+    from cmkd_doctor.schemas import stamp
+
+    if model is None or layer is None or export is None:
+        raise InputError("--model, --layer and --export-onnx go together: the network, the "
+                         "tensor that was ranked, and where to write the masked network")
+    found = derive_onnx_network(run_dir, model, layer, spec, export, channel_axis)
+    if json_output:
+        print_json(stamp("network", found))
+    elif not quiet:
+        render.line(f"wrote {found['onnx']}: {model} with {len(found['nullified'])} of "
+                    f"{found['n_channels']} channels of {layer} nullified ({spec.mode}, "
+                    f"r = {spec.ratio:g}, filled with their {spec.fill})")

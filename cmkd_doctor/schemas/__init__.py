@@ -43,6 +43,8 @@ DOCUMENTS: dict[str, tuple[str, str]] = {
               "gaussian"),
     "dataset": ("what a prepared data set holds", "NAME.json of examples make NAME"),
     "features": ("where extracted features come from", "the .json beside extract's .npy"),
+    "network": ("a user's whole teacher masked at the ranked layer",
+                "derive-teacher --model --json"),
 }
 
 
@@ -211,6 +213,13 @@ TEACHER = _object(
      "cmkd_doctor": STR},
     {"sha256": STR, "file": STR, "reused": BOOL, "onnx": _or_null(STR)})
 
+NETWORK = _object(
+    {"name": STR, "mode": {"enum": ["general", "specific", "random", "regular"]},
+     "ratio": NUM, "seed": INT, "fill": STR, "model": STR, "layer": STR, "channel_axis": INT,
+     "modality": {"enum": ["a", "b"]}, "n_channels": INT, "nullified": _array(INT),
+     "mask": _array({"enum": [0, 1]}), "fill_values": NUMBERS,
+     "rank": _object({"run_id": STR}), "onnx": STR})
+
 DIAGNOSIS = _object(
     {"command": {"const": "diagnose"}, "out": STR, "rank": OBJ, "salience": NUMBERS,
      "run": STR, "metric": STR, "results": _array(RESULT), "verdict": VERDICT,
@@ -275,7 +284,7 @@ FEATURES = _object(
 BODIES = {"rank": RANK, "teacher": TEACHER, "comparison": COMPARISON, "distill": DISTILL,
           "diagnosis": DIAGNOSIS, "report": REPORT, "compare": COMPARE, "datasets": DATASETS,
           "reproduction": REPRODUCTION, "truth": TRUTH, "dataset": DATASET,
-          "features": FEATURES}
+          "features": FEATURES, "network": NETWORK}
 
 
 def build(name: str) -> dict[str, Any]:

@@ -109,12 +109,7 @@ def derive_teacher(
 
     rows = run.rows(run.teacher_side, device, train.chunk_rows)
     d = run.salience.shape[0]
-    nullified = nullified_channels(run.salience, spec.mode, spec.ratio, spec.seed,
-                                   run.constant, groups=run.groups)
-    keep = np.ones(d, dtype=bool)
-    keep[nullified] = False
-    mean, _ = rows.part(run.split.train).moments(0)
-    fill = FILLS[spec.fill](mean)
+    nullified, keep, fill = derived_mask(run, spec, rows)
     member = Member(derive_seed(spec.seed, "teacher"))
     if spec.refit and spec.mode != "regular":
         if spec.source not in SOURCES and Path(spec.source).suffix.lower() == ".onnx":
@@ -160,6 +155,19 @@ def derive_teacher(
     found = DerivedTeacher(spec, teacher, path, sidecar, reused=False)
     cache[spec.name] = found
     return found
+
+
+def derived_mask(run: Run, spec: TeacherSpec, rows: Rows
+                 ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """The mask ``spec`` asks for on ``run``'s ranking: the nullified channels (sorted),
+    the keep mask ``(d,)`` and each channel's fill (``spec.fill`` of the teacher
+    modality's means on the training rows, ``rows`` read in chunks when streamed)."""
+    nullified = nullified_channels(run.salience, spec.mode, spec.ratio, spec.seed,
+                                   run.constant, groups=run.groups)
+    keep = np.ones(len(run.salience), dtype=bool)
+    keep[nullified] = False
+    mean, _ = rows.part(run.split.train).moments(0)
+    return nullified, keep, FILLS[spec.fill](mean)
 
 
 def derive(

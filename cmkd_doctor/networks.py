@@ -108,8 +108,9 @@ def _width_of(model: Any, name: str, axis: int) -> int | None:
     return int(dims[axis].dim_value)
 
 
-def derive_onnx_network(run_dir: str | Path, model: str | Path, layer: str, spec: Any,
-                        out: str | Path, channel_axis: int = 1) -> dict[str, Any]:
+def derive_onnx_network(run_dir: str | Path, model: str | Path | None, layer: str | None,
+                        spec: Any, out: str | Path | None, channel_axis: int = 1
+                        ) -> dict[str, Any]:
     """``derive-teacher --model MODEL.onnx --layer NAME``: the user's whole teacher with the
     mask of ``spec`` (mode, ratio, fill, seed) inside it, after tensor ``layer``, written
     to ``out`` as ONNX; returns what was done (the ``teacher`` document's fields).
@@ -120,12 +121,16 @@ def derive_onnx_network(run_dir: str | Path, model: str | Path, layer: str, spec
     teachers, so a pooled feature of a nullified channel is its fill.
     """
     import onnx
+    import torch
 
+    from cmkd_doctor.derive import derived_mask
     from cmkd_doctor.files import regular_file
     from cmkd_doctor.outputs import check_out_file, write_bytes
     from cmkd_doctor.rundir import RunDir
-    from cmkd_doctor.teachers import FILLS, nullified_channels
 
+    if model is None or layer is None or out is None:
+        raise InputError("--model, --layer and --export-onnx go together: the network, the "
+                         "tensor that was ranked, and where to write the masked network")
     spec = spec.checked()
     if spec.source != "trained" or spec.refit:
         raise InputError("--model masks the given network: --from, --teacher and --refit "
@@ -138,15 +143,10 @@ def derive_onnx_network(run_dir: str | Path, model: str | Path, layer: str, spec
         raise InputError(f"--model {model}: cannot be read as ONNX ({exc})") from exc
     run = RunDir(run_dir).load()
     d = len(run.salience)
-    nullified = nullified_channels(run.salience, spec.mode, spec.ratio, spec.seed,
-                                   run.constant, groups=run.groups)
-    keep = np.ones(d, dtype=bool)
-    keep[nullified] = False
-    features = np.asarray(run.features(run.teacher_side)[run.split.train], dtype=np.float64)
-    import torch
-
-    fill = FILLS[spec.fill](torch.as_tensor(features.mean(axis=0))).numpy()
-    masked = mask_onnx_layer(network, layer, keep, fill.astype(np.float32), channel_axis)
+    rows = run.rows(run.teacher_side, torch.device("cpu"))
+    nullified, keep, fill = derived_mask(run, spec, rows)
+    fill = fill.cpu().numpy().astype(np.float32)
+    masked = mask_onnx_layer(network, layer, keep, fill, channel_axis)
     onnx.helper.set_model_props(masked, {
         "cmkd_doctor.mode": spec.mode, "cmkd_doctor.ratio": f"{spec.ratio:g}",
         "cmkd_doctor.layer": layer, "cmkd_doctor.run_id": run.run_id})

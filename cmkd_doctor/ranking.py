@@ -119,6 +119,16 @@ class RankResult:
     groups: dict[str, Any] | None = None
     unpermuted_runs: list[float] = field(default_factory=list)
 
+    def checks(self) -> dict[str, Any]:
+        """The checks' figures under their ``rank.json`` names (what
+        :func:`cmkd_doctor.findings.check_ranking` reads)."""
+        return {"options": self.options.to_dict(), "permuted_modality": self.options.permute,
+                "permuted_rows": self.permuted_rows, "alignment": self.alignment,
+                "gamma_estimate": self.gamma, "pairing": self.pairing, "chance": self.chance,
+                "groups": self.groups, "stability": self.stability,
+                "constant_channels": self.constant.tolist(),
+                "negative_salience": self.negative}
+
     @property
     def increase(self) -> np.ndarray:
         """``(d, restarts x M)``: each column's Dist increase over its own restart's
@@ -273,14 +283,7 @@ def rank(data: PairedData, options: RankOptions | None = None,
               for side in ("a", "b")}
     negative = negative_channels(increase)
     groups_found = None if groups is None else groups.to_dict(salience)
-    # the checks' figures, as rank.json will hold them, read into findings once
-    findings = check_ranking(
-        {"options": options.to_dict(), "permuted_modality": options.permute,
-         "permuted_rows": permuted_rows, "alignment": agreement, "stability": stability,
-         "pairing": gamma.pairing.to_dict(), "chance": chance,
-         "gamma_estimate": gamma.to_dict(), "constant_channels": constant.tolist(),
-         "negative_salience": negative, "groups": groups_found}, salience)
-    return RankResult(
+    result = RankResult(
         salience=salience, distances=distances,
         unpermuted=float(np.mean([r.unpermuted for r in runs])),
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,
@@ -290,10 +293,13 @@ def rank(data: PairedData, options: RankOptions | None = None,
                  "gamma_s": round(gamma_s, 4)},
         constant=constant, standardization=_standardization(stats, options.standardize),
         alignment=agreement,
-        negative=negative, stability=stability, warnings=rank_warnings(findings),
+        negative=negative, stability=stability,
         gamma=gamma.to_dict(), pairing=gamma.pairing.to_dict(), chance=chance,
         groups=groups_found,
         unpermuted_runs=[float(r.unpermuted) for r in runs])
+    # the checks' figures, as rank.json holds them, read into findings once
+    result.warnings = rank_warnings(check_ranking(result.checks(), salience))
+    return result
 
 
 def _salience(runs: list[_Ranking], how: str

@@ -3,12 +3,13 @@
 Each family lives in its own module: the synthetic Gaussian experiments of Sec. 5.2
 (Table 2, Fig. 2, Fig. 3; :mod:`cmkd_doctor.reproduce_gaussian`) and the AV-MNIST case
 study of Sec. 3 (Table 1 / Table 5; :mod:`cmkd_doctor.reproduce_avmnist`).
-:data:`REPRODUCTIONS` names each experiment with its default seed (declared once, here
+:func:`reproductions` names each experiment with its default seed (declared once, here
 or in its family's module, and read by the CLI), and :func:`reproduce` runs one.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,11 @@ def _registry() -> dict[str, Reproducible]:
     return found
 
 
-REPRODUCTIONS: dict[str, Reproducible] = {}
-
-
+@functools.cache
 def reproductions() -> dict[str, Reproducible]:
-    """Every experiment :func:`reproduce` runs, by name."""
-    if not REPRODUCTIONS:
-        REPRODUCTIONS.update(_registry())
-    return REPRODUCTIONS
+    """Every experiment :func:`reproduce` runs, by name (built on first use: the
+    families' modules import torch)."""
+    return _registry()
 
 
 def reproduce(name: str, runs: int = 10, seed: int | None = None, device: Any = "auto",

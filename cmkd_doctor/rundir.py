@@ -467,7 +467,7 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
         "inputs": {name: info.to_dict() for name, info in data.files.items()},
         "labels": {"task": "multi-label" if data.labels.multilabel else "single-label",
                    "n_classes": data.labels.n_classes, "classes": data.labels.classes},
-        "options": opts.to_dict(),
+        **result.checks(),  # options and every check's figures
         "environment": environment(result.device),
         "split": {"file": RunDir.RANK["split"], "n_train": len(result.split.train),
                   "n_test": len(result.split.test), "test_split": opts.test_split,
@@ -482,19 +482,9 @@ def rank_document(result: RankResult, data: PairedData, run_id: str) -> dict[str
             "metrics": result.metrics,
             "files": {"a": RunDir.RANK["net_a"], "b": RunDir.RANK["net_b"]},
         },
-        "permuted_modality": opts.permute,
-        "permuted_rows": result.permuted_rows,
         "unpermuted_distance": result.unpermuted,
         # each restart's: its M columns of permuted_distances.npy increase over this
         "unpermuted_distance_per_restart": result.unpermuted_runs or [result.unpermuted],
-        "alignment": result.alignment,
-        "gamma_estimate": result.gamma,
-        "pairing": result.pairing,
-        "chance": result.chance,
-        "groups": result.groups,
-        "stability": result.stability,
-        "constant_channels": result.constant.tolist(),
-        "negative_salience": result.negative,
         "standardization": result.standardization,
         "permuted_distance": {
             "file": RunDir.RANK["permuted_distances"],

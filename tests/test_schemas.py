@@ -40,6 +40,20 @@ def test_the_schema_command_prints_and_lists_them(cli):
     assert bad.code == 2 and bad.err.startswith("error: schema NAME must be one of rank")
 
 
+def _relu_model(width: int):
+    """An ONNX model x (n, width) -> Relu -> "feat" -> Identity -> y."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["feat"]), helper.make_node("Identity", ["feat"],
+                                                                       ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     """Every JSON document of a real run: files and --json outputs, by schema."""
@@ -89,29 +103,14 @@ def outputs(tmp_path_factory):
     found["dataset"].append(json.loads((root / "vgg" / "vggsound.json").read_text()))
     # extracted features, from a one-node ONNX model
     import onnx
-    from onnx import TensorProto, helper
 
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["feat"]), helper.make_node("Identity", ["feat"],
-                                                                       ["y"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(root / "m.onnx"))
+    onnx.save(_relu_model(4), str(root / "m.onnx"))
     np.save(root / "x.npy", np.arange(8, dtype=np.float32).reshape(2, 4))
     run("extract", "--onnx", root / "m.onnx", "--layer", "feat", "--array", root / "x.npy",
         "--pool", "flatten", "-o", root / "f.npy")
     found["features"].append(json.loads((root / "f.json").read_text()))
     # a whole network masked at a layer as wide as the ranking (50 channels of a)
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["feat"]), helper.make_node("Identity", ["feat"],
-                                                                       ["y"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 50])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 50])])
-    wide = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    wide.ir_version = 8
-    onnx.save(wide, str(root / "wide.onnx"))
+    onnx.save(_relu_model(50), str(root / "wide.onnx"))
     run("derive-teacher", "--run", out, "--model", root / "wide.onnx", "--layer", "feat",
         "--export-onnx", root / "masked.onnx", "--json", schema_name="network")
     return found

@@ -92,13 +92,9 @@ def derive_teacher_command(
 def _whole_network(run_dir: Path, model: Path | None, layer: str | None, spec: TeacherSpec,
                    export: Path | None, channel_axis: int, json_output: bool,
                    quiet: bool) -> None:
-    from cmkd_doctor.errors import InputError
     from cmkd_doctor.networks import derive_onnx_network
     from cmkd_doctor.schemas import stamp
 
-    if model is None or layer is None or export is None:
-        raise InputError("--model, --layer and --export-onnx go together: the network, the "
-                         "tensor that was ranked, and where to write the masked network")
     found = derive_onnx_network(run_dir, model, layer, spec, export, channel_axis)
     if json_output:
         print_json(stamp("network", found))

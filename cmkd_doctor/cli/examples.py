@@ -223,7 +223,8 @@ def reproduce_command(
     from cmkd_doctor.reproduce_gaussian import PAPER_SOURCE
 
     if plot is not None:
-        if reproductions().get(experiment) and reproductions()[experiment].needs_data:
+        known = reproductions().get(experiment)
+        if known is not None and known.family != "gaussian":
             raise InputError(f"--plot draws the Gaussian experiments; {experiment} has no "
                              "plot")
         check_out_file(plot, "--plot")

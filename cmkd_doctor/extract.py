@@ -2,7 +2,8 @@
 
 Algorithm 1 can rank the channels of any layer, not only the input. ``extract`` runs a
 torchvision backbone (architecture by name, weights from a local ``.safetensors`` file,
-never downloaded) or a user's ONNX model up to a named layer. The input is a folder of
+never downloaded), a user's ONNX model or a ``torch.export`` program (``.pt2``) up to a
+named layer. The input is a folder of
 images (read with torchvision.io) or an array, and the result is written as ``.npy``,
 one row per input. Spatial feature maps ``(n, C, H, W)`` are averaged over space to
 ``(n, C)`` (``pool="avg"``), so a row holds one value per channel of that layer;
@@ -41,18 +42,27 @@ class ExtractOptions:
     backbone: str | None = None  # torchvision architecture name
     weights: str | None = None  # .safetensors state dict for the backbone
     onnx: str | None = None  # or a user's ONNX model
+    program: str | None = None  # or a torch.export program (.pt2)
     size: int = 224
     batch_size: int = 64
     pool: str = "avg"
     device: str = "cpu"
 
+    @classmethod
+    def of_model(cls, model: str, **given) -> ExtractOptions:
+        """Options for ``--model``: an ``.onnx`` file, a ``.pt2`` program or an
+        architecture name (with ``weights``), told apart by the suffix."""
+        suffix = Path(model).suffix.lower()
+        if suffix and suffix not in (".onnx", ".pt2"):
+            raise InputError(f"--model {model}: expected an .onnx or .pt2 file, or a "
+                             f"torchvision architecture name such as resnet18")
+        field = {".onnx": "onnx", ".pt2": "program"}.get(suffix, "backbone")
+        return cls(**given, **{field: model})
+
     def checked(self) -> ExtractOptions:
-        if (self.backbone is None) == (self.onnx is None):
+        if sum(x is not None for x in (self.backbone, self.onnx, self.program)) != 1:
             raise InputError("extract needs --backbone NAME (with --weights) or --onnx FILE, "
-                             "one of them")
-        if self.backbone is not None and self.weights is None:
-            raise InputError("--backbone needs --weights FILE.safetensors: cmkd-doctor never "
-                             "downloads weights")
+                             "one of them (or --model: either, or a .pt2 program)")
         POOLS.check(self.pool)
         if self.size < 8 or self.batch_size < 1:
             raise option_error("size", "at least 8 (and --batch-size at least 1)",
@@ -110,30 +120,14 @@ def load_images(paths: list[Path], size: int) -> torch.Tensor:
 
 
 def _backbone(options: ExtractOptions, device: torch.device):
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    from torchvision.models import get_model, list_models
     from torchvision.models.feature_extraction import (
         create_feature_extractor,
         get_graph_node_names,
     )
 
-    if options.backbone not in list_models():
-        raise option_error("backbone", "a torchvision architecture such as resnet18, "
-                           "resnet50 or vgg16 (torchvision.models.list_models())",
-                           options.backbone)
-    model = get_model(options.backbone, weights=None)
-    try:
-        state = load_file(regular_file(options.weights, f"--weights {options.weights}"))
-    except (SafetensorError, OSError) as exc:
-        raise InputError(f"--weights {options.weights}: cannot be read as .safetensors "
-                         f"({exc})") from exc
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise InputError(f"--weights {options.weights}: not a {options.backbone} state dict "
-                         f"({first})") from exc
+    from cmkd_doctor.networks import load_architecture
+
+    model = load_architecture(options.backbone, options.weights, "--backbone")
     nodes = get_graph_node_names(model.eval())[1]
     modules = {name for name, _ in model.named_modules() if name}
     if options.layer not in nodes and options.layer not in modules:
@@ -143,6 +137,17 @@ def _backbone(options: ExtractOptions, device: torch.device):
     extractor = create_feature_extractor(model, return_nodes={options.layer: "out"})
     extractor = extractor.to(device).eval()
     return lambda x: extractor(x.to(device))["out"]
+
+
+def _program(options: ExtractOptions, device: torch.device):
+    """A torch.export program's values at ``options.layer``: a node name or a module path
+    (in a program ``derive-teacher`` masked, the masked layer reads masked values)."""
+    from cmkd_doctor.networks import load_program, program_features, program_node
+
+    program, recorded = load_program(options.program, "--program")
+    module = program.module().to(device)
+    features = program_features(module, program_node(module, options.layer, recorded))
+    return lambda x: features(x.to(device))
 
 
 def _onnx(options: ExtractOptions):
@@ -212,7 +217,8 @@ def extract(options: ExtractOptions, images: str | Path | None = None,
                 np.asarray(data[rows[0] : rows[-1] + 1], dtype=np.float32))
         n = len(data)
     device = torch.device(options.device)
-    run = _backbone(options, device) if options.backbone else _onnx(options)
+    run = (_backbone(options, device) if options.backbone else
+           _program(options, device) if options.program else _onnx(options))
     chunks = []
     for start in range(0, n, options.batch_size):
         rows = list(range(start, min(n, start + options.batch_size)))
@@ -233,7 +239,8 @@ def write_features(features: np.ndarray, names: list[str], out: str | Path,
     write_npy(out, features.astype(np.float32))
     write_json(out.with_suffix(".json"), stamp("features", {
         "layer": options.layer, "backbone": options.backbone, "weights": options.weights,
-        "onnx": options.onnx, "pool": options.pool, "size": options.size,
+        "onnx": options.onnx, "program": options.program, "pool": options.pool,
+        "size": options.size,
         "shape": list(features.shape), "rows": names}))
     return out
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cmkd_doctor.errors import InputError, option_error
+from cmkd_doctor.files import regular_file
 
 # the suffix of the layer's own output once the mask takes its name
 RAW_SUFFIX = "__cmkd_unmasked"
@@ -108,52 +109,386 @@ def _width_of(model: Any, name: str, axis: int) -> int | None:
     return int(dims[axis].dim_value)
 
 
-def derive_onnx_network(run_dir: str | Path, model: str | Path | None, layer: str | None,
-                        spec: Any, out: str | Path | None, channel_axis: int = 1
-                        ) -> dict[str, Any]:
-    """``derive-teacher --model MODEL.onnx --layer NAME``: the user's whole teacher with the
-    mask of ``spec`` (mode, ratio, fill, seed) inside it, after tensor ``layer``, written
-    to ``out`` as ONNX; returns what was done (the ``teacher`` document's fields).
+# ---- torch teachers: an architecture by name with its weights, or a torch.export program
 
+MASK_MODULE = "cmkd_mask"  # the submodule that masks the ranked layer
+EXTRA_FILE = "cmkd_doctor.json"  # what a masked .pt2 records about its mask
+ARCHITECTURES = ("a torchvision architecture (or a timm one, when timm is installed) such as "
+                 "resnet18, resnet50 or vgg16")
+
+
+def _mask_module(keep: np.ndarray, fill: np.ndarray, channel_axis: int):
+    """The mask as a module (buffers ``keep`` and ``fill``), so torch.export and the ONNX
+    exporter carry it as named constants inside the network."""
+    import torch
+
+    class Mask(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.axis = channel_axis
+            self.register_buffer("keep", torch.tensor(keep, dtype=torch.float32))
+            self.register_buffer("fill", torch.tensor((~keep) * fill, dtype=torch.float32))
+
+        def forward(self, x):
+            shape = [-1] + [1] * (x.dim() - self.axis - 1)
+            return x * self.keep.reshape(shape) + self.fill.reshape(shape)
+
+    return Mask()
+
+
+def load_architecture(name: str, weights: str | Path | None, option: str = "--model"):
+    """The torchvision (or timm) architecture ``name`` with the state dict of ``weights``
+    (.safetensors; never downloaded), in eval mode. A classifier of another class count
+    than the architecture's default is built with the count its weights hold."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from torchvision.models import get_model, list_models
+
+    if weights is None:
+        raise InputError(f"{option} {name} needs --weights FILE.safetensors: cmkd-doctor "
+                         f"never downloads weights")
+    try:
+        state = load_file(regular_file(weights, f"--weights {weights}"))
+    except (SafetensorError, OSError) as exc:
+        raise InputError(f"--weights {weights}: cannot be read as .safetensors ({exc})"
+                         ) from exc
+    matrices = [v for v in state.values() if v.dim() == 2]
+    classes = {"num_classes": matrices[-1].shape[0]} if matrices else {}
+    if name in list_models():
+        build = lambda **kw: get_model(name, weights=None, **kw)  # noqa: E731
+    else:
+        try:
+            import timm
+        except ImportError:
+            timm = None
+        if timm is None or name not in timm.list_models():
+            raise option_error(option.lstrip("-"), ARCHITECTURES, name)
+        build = lambda **kw: timm.create_model(name, pretrained=False, **kw)  # noqa: E731
+    try:
+        model = build(**classes)
+    except TypeError:  # an architecture without a class count
+        model = build()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"--weights {weights}: not a {name} state dict ({first})") from exc
+    return model.eval()
+
+
+def load_program(path: str | Path, option: str = "--model") -> tuple[Any, dict[str, Any]]:
+    """A ``torch.export`` program (.pt2) and what cmkd-doctor recorded in it (the name of
+    a masked layer's node); the program as a module with its graph."""
+    import json
+
+    import torch
+
+    path = regular_file(path, f"{option} {path}")
+    extra = {EXTRA_FILE: ""}
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds on a bad file
+        raise InputError(f"{option} {path}: cannot be read as a torch.export program "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                         ) from exc
+    recorded = json.loads(extra[EXTRA_FILE]) if extra[EXTRA_FILE] else {}
+    return program, recorded
+
+
+def _module_paths(node: Any) -> list[str]:
+    return [value[0] for value in node.meta.get("nn_module_stack", {}).values()]
+
+
+def program_node(module: Any, layer: str, recorded: dict[str, Any] | None = None) -> Any:
+    """The node of a program's graph that ``layer`` names: a node name, or a module path
+    (the last node computed inside that module: its output). In a program this tool
+    masked, the masked layer's name reads the masked node."""
+    layer_name = (recorded or {}).get("masked", {}).get(layer, layer)
+    nodes = [n for n in module.graph.nodes if n.op == "call_function"]
+    for node in nodes:
+        if node.name == layer_name:
+            return node
+    inside = [n for n in nodes if layer_name in _module_paths(n)]
+    if inside:
+        return inside[-1]
+    close = [n.name for n in nodes if layer in n.name][:6] or [n.name for n in nodes][-6:]
+    raise option_error("layer", f"a node or module of the program such as "
+                       f"{', '.join(close)}", layer)
+
+
+def program_features(module: Any, node: Any):
+    """A function of a batch: the values of ``node`` of the program ``module`` (run as far
+    as that node, with torch.fx's interpreter)."""
+    import torch
+
+    class Reached(Exception):
+        pass
+
+    class UpTo(torch.fx.Interpreter):
+        value: Any = None
+
+        def run_node(self, n):
+            value = super().run_node(n)
+            if n is node:
+                self.value = value
+                raise Reached
+            return value
+
+    @torch.no_grad()
+    def features(x):
+        interpreter = UpTo(module)
+        interpreter.extra_traceback = False
+        try:
+            interpreter.run(x)
+        except Reached:
+            return interpreter.value
+        raise AssertionError(f"{node.name} was never computed")  # pragma: no cover
+
+    return features
+
+
+def _masked_torch(network: Any, kind: str, layer: str, keep: np.ndarray, fill: np.ndarray,
+                  channel_axis: int, example: Any, recorded: dict[str, Any]):
+    """A copy of the torch ``network`` with the mask module after ``layer``: a forward
+    hook on the module ``layer`` (an architecture), or a node inserted in the graph after
+    the node ``layer`` names (a program). The layer's width is checked on ``example``."""
+    import copy
+
+    import torch
+
+    mask = _mask_module(keep, fill, channel_axis)
+    if kind == "architecture":
+        masked = copy.deepcopy(network)
+        modules = dict(masked.named_modules())
+        if layer not in modules or not layer:
+            close = [n for n in modules if n and layer in n][:6] or list(modules)[-6:]
+            raise option_error("layer", f"a module of the network such as "
+                               f"{', '.join(close)}", layer)
+        seen: dict[str, tuple[int, ...]] = {}
+
+        def look(_module, _args, out) -> None:
+            seen["shape"] = tuple(out.shape)
+
+        handle = modules[layer].register_forward_hook(look)
+        with torch.no_grad():
+            masked(example)
+        handle.remove()
+        shape = seen["shape"]
+        masked.add_module(MASK_MODULE, mask)
+        modules[layer].register_forward_hook(lambda _m, _a, out: masked.cmkd_mask(out))
+    else:
+        masked = copy.deepcopy(network)
+        node = program_node(masked, layer, recorded)
+        shape = tuple(node.meta["val"].shape)
+        masked.add_submodule(MASK_MODULE, mask)
+        with masked.graph.inserting_after(node):
+            new = masked.graph.call_module(MASK_MODULE, (node,))
+        node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+        masked.recompile()
+    if channel_axis >= len(shape):
+        raise option_error("channel-axis", f"an axis of {layer}, which has {len(shape)}",
+                           channel_axis)
+    if shape[channel_axis] != len(keep):
+        raise InputError(f"--layer {layer}: {shape[channel_axis]} channels on axis "
+                         f"{channel_axis}, but the ranking has {len(keep)}; rank the "
+                         f"features of this layer")
+    return masked
+
+
+def _export(module: Any, example: Any):
+    """``module`` as a torch.export program with a free batch size."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    return torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+
+
+def _masked_node_name(program: Any) -> str:
+    return [n.name for n in program.graph.nodes if n.op == "call_function"
+            and any(p.split(".")[-1] == MASK_MODULE for p in _module_paths(n))][-1]
+
+
+def _name_masked_tensor(model: Any, layer: str) -> Any:
+    """Rename, in an ONNX export of a masked torch network, the mask's output to
+    ``layer`` (a tensor already called so becomes ``layer + RAW_SUFFIX``), so that
+    ``extract --onnx --layer NAME`` reads the masked features as it does in a masked ONNX
+    teacher."""
+    masks = [n for n in model.graph.node if any(
+        p.key == "namespace" and f"/{MASK_MODULE}: " in p.value for p in n.metadata_props)]
+    if not masks:  # pragma: no cover - the exporter dropped its metadata
+        return model
+    masked = masks[-1].output[0]
+
+    def rename(old: str, new: str) -> None:
+        for node in model.graph.node:
+            node.input[:] = [new if name == old else name for name in node.input]
+            node.output[:] = [new if name == old else name for name in node.output]
+        for value in (*model.graph.output, *model.graph.value_info):
+            if value.name == old:
+                value.name = new
+
+    if any(layer in node.output for node in model.graph.node):
+        rename(layer, layer + RAW_SUFFIX)
+    rename(masked, layer)
+    return model
+
+
+def load_network(model: str | Path, weights: str | Path | None = None,
+                 option: str = "--model") -> tuple[str, Any, dict[str, Any]]:
+    """A user's whole network: ``("onnx", ModelProto, {})``, ``("program", module,
+    recorded)`` for a ``.pt2`` or ``("architecture", module, {})`` for a name with
+    ``weights``."""
+    suffix = Path(str(model)).suffix.lower()
+    if suffix == ".onnx":
+        try:
+            import onnx
+        except ImportError:
+            raise InputError(f"{option} {model}: ONNX needs the onnx extra: pip install "
+                             f"'cmkd-doctor[onnx]'") from None
+        path = regular_file(model, f"{option} {model}")
+        try:
+            return "onnx", onnx.load(path), {}
+        except Exception as exc:  # onnx raises its own untyped decode errors
+            raise InputError(f"{option} {model}: cannot be read as ONNX ({exc})") from exc
+    if suffix == ".pt2":
+        program, recorded = load_program(model, option)
+        return "program", program.module(), recorded
+    if suffix:
+        raise InputError(f"{option} {model}: expected an .onnx or .pt2 file, or "
+                         f"{ARCHITECTURES}")
+    return "architecture", load_architecture(str(model), weights, option), {}
+
+
+def parse_shape(text: str | None, option: str) -> tuple[int, ...] | None:
+    """``"3,224,224"`` as ``(3, 224, 224)``: the shape of one input."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise option_error(option.lstrip("-"), "positive sizes separated by commas, such "
+                           "as 3,224,224", text)
+    return shape
+
+
+def program_input_shape(module: Any) -> tuple[int, ...] | None:
+    """The per-row input shape a program was exported with (its first input)."""
+    for node in module.graph.nodes:
+        value = node.meta.get("val")
+        if node.op == "placeholder" and hasattr(value, "shape"):
+            return tuple(int(d) for d in value.shape[1:])
+    return None
+
+
+def derive_network(run_dir: str | Path, model: str | Path | None, layer: str | None,
+                   spec: Any, onnx_out: str | Path | None = None,
+                   pt2_out: str | Path | None = None, channel_axis: int = 1,
+                   weights: str | Path | None = None,
+                   input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """``derive-teacher --model TEACHER --layer NAME``: the user's whole teacher with the
+    mask of ``spec`` (mode, ratio, fill, seed) after its layer ``layer``, written as ONNX
+    (``onnx_out``) and, for a torch teacher, as a torch.export program (``pt2_out``);
+    returns what was done (the ``network`` document's fields).
+
+    TEACHER is an ONNX model (``layer`` one of its tensors), a ``.pt2`` program (a node
+    or module path) or an architecture name with ``weights`` (a module: forward hook).
     The ranking of ``run_dir`` must be of the features ``extract`` took at ``layer``
     (pooled to one value per channel): its channel count is the layer's. The fill values
     are those features' means on the run's training rows, as for the feature-level
     teachers, so a pooled feature of a nullified channel is its fill.
     """
-    import onnx
+    import json
+
     import torch
 
     from cmkd_doctor.derive import derived_mask
-    from cmkd_doctor.files import regular_file
     from cmkd_doctor.outputs import check_out_file, write_bytes
     from cmkd_doctor.rundir import RunDir
 
-    if model is None or layer is None or out is None:
-        raise InputError("--model, --layer and --export-onnx go together: the network, the "
-                         "tensor that was ranked, and where to write the masked network")
+    if model is None or layer is None or (onnx_out is None and pt2_out is None):
+        raise InputError("--model, --layer and --export-onnx (or --export-pt2) go together: "
+                         "the network, the tensor that was ranked, and where to write the "
+                         "masked network")
     spec = spec.checked()
     if spec.source != "trained" or spec.refit:
         raise InputError("--model masks the given network: --from, --teacher and --refit "
                          "are for feature-level teachers")
-    out = check_out_file(out, "--export-onnx")
-    path = regular_file(model, f"--model {model}")
-    try:
-        network = onnx.load(path)
-    except Exception as exc:  # onnx raises its own untyped decode errors
-        raise InputError(f"--model {model}: cannot be read as ONNX ({exc})") from exc
+    if channel_axis < 1:
+        raise option_error("channel-axis", "1 or more (axis 0 is the batch)", channel_axis)
+    onnx_out = None if onnx_out is None else check_out_file(onnx_out, "--export-onnx")
+    pt2_out = None if pt2_out is None else check_out_file(pt2_out, "--export-pt2")
+    if pt2_out is not None and pt2_out.suffix.lower() != ".pt2":
+        raise InputError(f"--export-pt2 {pt2_out}: a torch.export program is written as .pt2")
+    kind, network, recorded = load_network(model, weights)
+    if kind == "onnx" and pt2_out is not None:
+        raise InputError(f"--export-pt2: {model} is ONNX; its masked network is written "
+                         f"with --export-onnx")
     run = RunDir(run_dir).load()
-    d = len(run.salience)
     rows = run.rows(run.teacher_side, torch.device("cpu"))
     nullified, keep, fill = derived_mask(run, spec, rows)
     fill = fill.cpu().numpy().astype(np.float32)
-    masked = mask_onnx_layer(network, layer, keep, fill, channel_axis)
-    onnx.helper.set_model_props(masked, {
-        "cmkd_doctor.mode": spec.mode, "cmkd_doctor.ratio": f"{spec.ratio:g}",
-        "cmkd_doctor.layer": layer, "cmkd_doctor.run_id": run.run_id})
-    written = write_bytes(out, masked.SerializeToString())
+    props = {"cmkd_doctor.mode": spec.mode, "cmkd_doctor.ratio": f"{spec.ratio:g}",
+             "cmkd_doctor.layer": layer, "cmkd_doctor.run_id": run.run_id}
+    written: dict[str, str | None] = {"onnx": None, "pt2": None}
+    if kind == "onnx":
+        import onnx
+
+        masked = mask_onnx_layer(network, layer, keep, fill, channel_axis)
+        onnx.helper.set_model_props(masked, props)
+        written["onnx"] = str(write_bytes(onnx_out, masked.SerializeToString()).absolute())
+    else:
+        shape = program_input_shape(network) if kind == "program" else input_shape
+        if shape is None:
+            raise InputError(f"--input-shape: the shape of one input of {model} (such as "
+                             f"3,224,224) is needed to export it")
+        example = torch.zeros((2, *shape))
+        masked = _masked_torch(network, kind, layer, keep, fill, channel_axis, example,
+                               recorded)
+        program = _export(masked, example)
+        if pt2_out is not None:
+            extra = {EXTRA_FILE: json.dumps({**props, "masked": {
+                layer: _masked_node_name(program)}})}
+            written["pt2"] = str(Path(_save_program(program, pt2_out, extra)).absolute())
+        if onnx_out is not None:
+            exported = _onnx_export(program)
+            _name_masked_tensor(exported, layer)
+            import onnx
+
+            onnx.helper.set_model_props(exported, props)
+            written["onnx"] = str(write_bytes(onnx_out, exported.SerializeToString())
+                                  .absolute())
     return {"name": spec.name, "mode": spec.mode, "ratio": spec.ratio, "seed": spec.seed,
-            "fill": spec.fill, "model": str(Path(model).absolute()), "layer": layer,
-            "channel_axis": channel_axis, "modality": run.teacher_side, "n_channels": d,
+            "fill": spec.fill, "model": str(Path(model).absolute()) if kind != "architecture"
+            else str(model), "format": kind, "layer": layer, "channel_axis": channel_axis,
+            "modality": run.teacher_side, "n_channels": len(keep),
             "nullified": nullified.tolist(), "mask": keep.astype(int).tolist(),
-            "fill_values": fill.tolist(), "rank": {"run_id": run.run_id},
-            "onnx": str(Path(written).absolute())}
+            "fill_values": fill.tolist(), "rank": {"run_id": run.run_id}, **written}
+
+
+def _save_program(program: Any, out: Path, extra: dict[str, str]) -> Path:
+    import io
+
+    import torch
+
+    from cmkd_doctor.outputs import write_bytes
+
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files=extra)
+    return write_bytes(out, buffer.getvalue())
+
+
+def _onnx_export(program: Any) -> Any:
+    """The ONNX model of a torch.export program (input ``input``, output ``logits``)."""
+    import contextlib
+    import io
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        exported = torch.onnx.export(program, input_names=["input"],
+                                     output_names=["logits"], dynamo=True, verbose=False)
+    return exported.model_proto

@@ -1,7 +1,8 @@
-"""A whole ONNX teacher masked at the layer the ranking was taken from: with nothing
-nullified it computes what it did; with channels nullified it equals the network run with
-that layer's output masked by hand (a forward hook); extract at the layer gives the
-masked features."""
+"""A whole teacher (ONNX, a torch.export program, an architecture by name with its
+weights) masked at the layer the ranking was taken from: with nothing nullified it
+computes what it did; with channels nullified it equals the network run with that layer's
+output masked by hand (written out in this file); extract at the layer gives the masked
+features."""
 
 from __future__ import annotations
 
@@ -132,7 +133,8 @@ def test_derive_teacher_model_masks_the_whole_network_from_a_ranking(teacher, tm
                                atol=1e-5)
     # the pieces that must go together, and a ranking of another width
     alone = cli("derive-teacher", "--run", run, "--model", tmp_path / "teacher.onnx")
-    assert alone.code == 2 and "--model, --layer and --export-onnx go together" in alone.err
+    assert alone.code == 2
+    assert "--model, --layer and --export-onnx (or --export-pt2) go" in alone.err
     np.save(tmp_path / "wide.npy", np.repeat(feats_a, 2, axis=1))
     assert cli("rank", tmp_path / "wide.npy", tmp_path / "b.npy", tmp_path / "y.npy",
                "--hidden", "0", "-M", "2", "-q", "--out", tmp_path / "wide").code == 0
@@ -141,3 +143,172 @@ def test_derive_teacher_model_masks_the_whole_network_from_a_ranking(teacher, tm
                tmp_path / "no.onnx")
     assert wide.code == 2 and "6 channels on axis 1, but the ranking has 12" in wide.err
     assert not (tmp_path / "no.onnx").exists()
+
+
+def _rank_layer(cli, tmp_path, feats_a: np.ndarray, name: str = "run"):
+    """A ranking of ``feats_a`` (the layer's pooled features) against a noisy view of some
+    of its channels, with labels both carry."""
+    rng = np.random.default_rng(3)
+    n, d = feats_a.shape
+    score = feats_a[:, 0] + feats_a[:, 2]
+    labels = (score > np.median(score)).astype(np.int64)
+    feats_b = feats_a[:, : max(3, d // 2)] + 0.3 * rng.standard_normal((n, max(3, d // 2)))
+    np.save(tmp_path / "a.npy", feats_a.astype(np.float32))
+    np.save(tmp_path / "b.npy", feats_b.astype(np.float32))
+    np.save(tmp_path / "y.npy", labels)
+    run = tmp_path / name
+    assert cli("rank", tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "y.npy",
+               "--hidden", "0", "-M", "2", "--epochs", "3", "-q", "--out", run).code == 0
+    return run
+
+
+def _pooled(features: np.ndarray) -> np.ndarray:
+    return features.reshape(*features.shape[:2], -1).mean(-1)
+
+
+def test_a_torch_export_program_masked_at_a_node_round_trips(teacher, tmp_path, cli):
+    """derive-teacher --model TEACHER.pt2 --layer NODE writes the masked network as .pt2
+    and ONNX: both equal the teacher masked by hand, and extract at NODE reads the masked
+    features from each."""
+    import json
+
+    from cmkd_doctor import networks
+
+    model, loaded, _ = teacher
+    program = torch.export.export(model, (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("n")},))
+    torch.export.save(program, tmp_path / "teacher.pt2")
+    images = np.random.default_rng(4).standard_normal((200, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "raw.npy", images)
+    # the node is the second ReLU (conv2's, 6 channels); extract reads it from the .pt2
+    assert cli("extract", "--model", tmp_path / "teacher.pt2", "--layer", "relu_1",
+               "--array", tmp_path / "raw.npy", "--out", tmp_path / "f.npy").code == 0
+    feats = np.load(tmp_path / "f.npy")
+    np.testing.assert_allclose(feats, _pooled(_by_hand(model, images, np.ones(6, bool),
+                                                       np.zeros(6, np.float32))[0]),
+                               atol=1e-5)
+    # nothing nullified: the masked program computes what the teacher did
+    kind, module, recorded = networks.load_network(tmp_path / "teacher.pt2")
+    same = networks._masked_torch(module, kind, "relu_1", np.ones(6, bool),
+                                  np.full(6, 5.0, np.float32), 1, torch.zeros(2, 1, 8, 8),
+                                  recorded)
+    x = torch.from_numpy(images[:9])
+    with torch.no_grad():
+        torch.testing.assert_close(same(x), model(x), rtol=0, atol=1e-6)
+    run = _rank_layer(cli, tmp_path, feats)
+    found = cli("derive-teacher", "--run", run, "--model", tmp_path / "teacher.pt2",
+                "--layer", "relu_1", "--ratio", "0.5", "--export-pt2",
+                tmp_path / "masked.pt2", "--export-onnx", tmp_path / "masked.onnx", "--json")
+    assert found.code == 0, found.err
+    doc = json.loads(found.out)
+    assert doc["format"] == "program" and len(doc["nullified"]) == 3
+    keep = np.array(doc["mask"], bool)
+    fill = np.array(doc["fill_values"], np.float32)
+    masked_features, logits = _by_hand(model, images[:9], keep, fill)
+    masked = torch.export.load(tmp_path / "masked.pt2").module()
+    with torch.no_grad():
+        np.testing.assert_allclose(masked(x).numpy(), logits, atol=1e-5)
+    np.testing.assert_allclose(_run(onnx.load(tmp_path / "masked.onnx"), images[:9]), logits,
+                               atol=1e-5)
+    assert not np.allclose(logits, model(x).detach().numpy(), atol=1e-3)
+    for saved in ("masked.pt2", "masked.onnx"):
+        out = tmp_path / f"{saved}.npy"
+        assert cli("extract", "--model", tmp_path / saved, "--layer", "relu_1", "--pool",
+                   "flatten", "--array", tmp_path / "raw.npy", "--out", out).code == 0
+        np.testing.assert_allclose(np.load(out)[:9], masked_features.reshape(9, -1),
+                                   atol=1e-5, err_msg=saved)
+
+
+def test_an_architecture_by_name_masked_at_a_module_round_trips(tmp_path, cli):
+    """derive-teacher --model resnet18 --weights W --layer layer3: a forward hook on the
+    module; the .pt2 and ONNX written equal resnet18 with layer3's output masked by hand
+    (a hook written here), with nothing nullified they equal resnet18, and extract at
+    layer3 reads masked features from both."""
+    import json
+
+    import torchvision as tv
+    from safetensors.torch import save_file
+
+    from cmkd_doctor import networks
+
+    torch.manual_seed(0)
+    model = tv.models.resnet18(weights=None, num_classes=4).eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(tmp_path / "w.safetensors"))
+    images = np.random.default_rng(5).standard_normal((160, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "raw.npy", images)
+    assert cli("extract", "--model", "resnet18", "--weights", tmp_path / "w.safetensors",
+               "--layer", "layer3", "--array", tmp_path / "raw.npy", "--out",
+               tmp_path / "f.npy").code == 0
+    feats = np.load(tmp_path / "f.npy")
+    assert feats.shape == (160, 256)
+    x = torch.from_numpy(images[:6])
+    kind, loaded, _ = networks.load_network("resnet18", tmp_path / "w.safetensors")
+    same = networks._masked_torch(loaded, kind, "layer3", np.ones(256, bool),
+                                  np.full(256, 2.0, np.float32), 1, x, {})
+    with torch.no_grad():
+        torch.testing.assert_close(same(x), model(x), rtol=0, atol=1e-6)
+    run = _rank_layer(cli, tmp_path, feats)
+    found = cli("derive-teacher", "--run", run, "--model", "resnet18", "--weights",
+                tmp_path / "w.safetensors", "--layer", "layer3", "--input-shape", "3,32,32",
+                "--mode", "specific", "--ratio", "0.25", "--export-pt2",
+                tmp_path / "masked.pt2", "--export-onnx", tmp_path / "masked.onnx", "--json")
+    assert found.code == 0, found.err
+    doc = json.loads(found.out)
+    keep = torch.tensor(doc["mask"], dtype=torch.float32)[None, :, None, None]
+    fill = torch.tensor(doc["fill_values"])[None, :, None, None]
+    # a quarter of the informative channels, and any channel constant on the rows
+    assert doc["format"] == "architecture"
+    assert int((keep == 0).sum()) == len(doc["nullified"]) >= 64
+
+    seen = {}
+
+    def by_hand(_module, _args, out):
+        seen["features"] = out * keep + (1 - keep) * fill
+        return seen["features"]
+
+    handle = model.layer3.register_forward_hook(by_hand)
+    with torch.no_grad():
+        logits = model(x).numpy()
+    handle.remove()
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.export.load(tmp_path / "masked.pt2").module()(x),
+                                   logits, atol=1e-4)
+        assert not np.allclose(model(x).numpy(), logits, atol=1e-3)
+    np.testing.assert_allclose(_run(onnx.load(tmp_path / "masked.onnx"), images[:6]), logits,
+                               atol=1e-4)
+    for saved in ("masked.pt2", "masked.onnx"):
+        out = tmp_path / f"{saved}.npy"
+        assert cli("extract", "--model", tmp_path / saved, "--layer", "layer3", "--array",
+                   tmp_path / "raw.npy", "--out", out).code == 0, saved
+        np.testing.assert_allclose(np.load(out)[:6], _pooled(seen["features"].numpy()),
+                                   atol=1e-4, err_msg=saved)
+
+
+def test_torch_teachers_are_refused_clearly(teacher, tmp_path, cli):
+    model, _, _ = teacher
+    images = np.random.default_rng(6).standard_normal((120, 1, 8, 8)).astype(np.float32)
+    program = torch.export.export(model, (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("n")},))
+    torch.export.save(program, tmp_path / "teacher.pt2")
+    feats = _pooled(_by_hand(model, images, np.ones(6, bool), np.zeros(6, np.float32))[0])
+    run = _rank_layer(cli, tmp_path, feats)
+    (tmp_path / "junk.pt2").write_bytes(b"not a program")
+    base = ["derive-teacher", "--run", run, "--export-pt2", tmp_path / "out.pt2"]
+    cases = [
+        (["--model", tmp_path / "junk.pt2", "--layer", "relu_1"],
+         "cannot be read as a torch.export program"),
+        (["--model", tmp_path / "teacher.pt2", "--layer", "conv1"],
+         "4 channels on axis 1, but the ranking has 6"),
+        (["--model", tmp_path / "teacher.pt2", "--layer", "nowhere"],
+         "--layer must be a node or module of the program"),
+        (["--model", "resnet18", "--layer", "layer3"], "never downloads weights"),
+        (["--model", "resnet99", "--weights", tmp_path / "junk.pt2", "--layer", "x"],
+         "cannot be read as .safetensors"),
+        (["--model", tmp_path / "teacher.pt2", "--layer", "relu_1", "--export-pt2",
+          tmp_path / "out.onnx"], "is written as .pt2"),
+    ]
+    for args, message in cases:
+        result = cli(*base, *args)
+        assert result.code == 2 and message in result.err, (args, result.err)
+    assert not (tmp_path / "out.pt2").exists()

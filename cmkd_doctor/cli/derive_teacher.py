@@ -48,14 +48,24 @@ def derive_teacher_command(
     seed: Annotated[int, typer.Option(help="Seed of random masks and of training.")] = 0,
     export: Annotated[Path | None, typer.Option(
         "--export-onnx", help="Also write the derived teacher, mask baked in, as ONNX (with "
-                              "--model: the masked whole network; required then).")
+                              "--model: the masked whole network).")
     ] = None,
-    model: Annotated[Path | None, typer.Option(
-        help="Your whole teacher as ONNX (raw input -> logits): the mask goes inside it, "
-             "after --layer, the tensor whose features were extracted and ranked "
-             "(paper App. B.4).")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Your whole teacher (raw input -> logits): an .onnx model, a torch.export "
+             "program (.pt2) or an architecture name with --weights. The mask goes inside "
+             "it, after --layer, whose features were extracted and ranked (paper App. B.4)."
+    )] = None,
     layer: Annotated[str | None, typer.Option(
-        help="With --model: the tensor the ranked features were taken from.")] = None,
+        help="With --model: the layer the ranked features were taken from (an ONNX tensor, "
+             "a .pt2 node or module path, an architecture's module).")] = None,
+    weights: Annotated[Path | None, typer.Option(
+        help="With --model NAME: its weights as .safetensors (a state dict).")] = None,
+    export_pt2: Annotated[Path | None, typer.Option(
+        "--export-pt2", help="With a torch --model: write the masked whole network as a "
+                             "torch.export program.")] = None,
+    input_shape: Annotated[str | None, typer.Option(
+        help="With --model NAME: the shape of one input, such as 3,224,224 (a .pt2 "
+             "records its own).")] = None,
     channel_axis: Annotated[int, typer.Option(
         help="With --model: the layer's channel axis (spatial axes broadcast).")] = 1,
     hidden: Hidden = None,
@@ -76,8 +86,8 @@ def derive_teacher_command(
     """
     spec = TeacherSpec.given(mode, ratio, fill, source, teacher, refit, seed)
     if model is not None or layer is not None:
-        _whole_network(run_dir, model, layer, spec, export, channel_axis, json_output,
-                       quiet)
+        _whole_network(run_dir, model, layer, spec, export, export_pt2, channel_axis,
+                       weights, input_shape, json_output, quiet)
         return
     train = TrainOptions(hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, chunk_rows=chunk_rows)
@@ -89,16 +99,19 @@ def derive_teacher_command(
         render.derived(found, export)
 
 
-def _whole_network(run_dir: Path, model: Path | None, layer: str | None, spec: TeacherSpec,
-                   export: Path | None, channel_axis: int, json_output: bool,
+def _whole_network(run_dir: Path, model: str | None, layer: str | None, spec: TeacherSpec,
+                   export: Path | None, export_pt2: Path | None, channel_axis: int,
+                   weights: Path | None, input_shape: str | None, json_output: bool,
                    quiet: bool) -> None:
-    from cmkd_doctor.networks import derive_onnx_network
+    from cmkd_doctor.networks import derive_network, parse_shape
     from cmkd_doctor.schemas import stamp
 
-    found = derive_onnx_network(run_dir, model, layer, spec, export, channel_axis)
+    found = derive_network(run_dir, model, layer, spec, export, export_pt2, channel_axis,
+                           weights, parse_shape(input_shape, "--input-shape"))
     if json_output:
         print_json(stamp("network", found))
     elif not quiet:
-        render.line(f"wrote {found['onnx']}: {model} with {len(found['nullified'])} of "
+        files = " and ".join(f for f in (found["onnx"], found["pt2"]) if f)
+        render.line(f"wrote {files}: {model} with {len(found['nullified'])} of "
                     f"{found['n_channels']} channels of {layer} nullified ({spec.mode}, "
                     f"r = {spec.ratio:g}, filled with their {spec.fill})")

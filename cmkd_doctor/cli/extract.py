@@ -9,6 +9,7 @@ import typer
 
 from cmkd_doctor.cli.render import line
 from cmkd_doctor.devices import resolve_device
+from cmkd_doctor.errors import InputError
 from cmkd_doctor.extract import POOLS, ExtractOptions, extract_to
 
 
@@ -25,6 +26,10 @@ def extract_command(
         help="Its weights as .safetensors (a state dict); never downloaded.")] = None,
     onnx: Annotated[Path | None, typer.Option(
         help="Instead of --backbone: a user's ONNX model.")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Instead of --backbone or --onnx: an .onnx model, a torch.export program "
+             "(.pt2; --layer a node name or module path) or an architecture name (with "
+             "--weights), as derive-teacher --model takes it.")] = None,
     images: Annotated[Path | None, typer.Option(
         help="A folder of images (.jpg, .png), read with torchvision.io, RGB, resized and "
              "ImageNet-normalised.")] = None,
@@ -41,11 +46,16 @@ def extract_command(
 
     The result ranks like any feature array: cmkd-doctor rank OUT.npy OTHER.npy LABELS.
     """
-    options = ExtractOptions(layer=layer, backbone=backbone,
-                             weights=None if weights is None else str(weights),
-                             onnx=None if onnx is None else str(onnx), size=size,
-                             batch_size=batch_size, pool=pool,
-                             device=str(resolve_device(device)))
+    given = {"layer": layer, "weights": None if weights is None else str(weights),
+             "size": size, "batch_size": batch_size, "pool": pool,
+             "device": str(resolve_device(device))}
+    if model is not None:
+        if backbone is not None or onnx is not None:
+            raise InputError("--model replaces --backbone and --onnx; give one of them")
+        options = ExtractOptions.of_model(model, **given)
+    else:
+        options = ExtractOptions(**given, backbone=backbone,
+                                 onnx=None if onnx is None else str(onnx))
     features, path = extract_to(out_file, options, images=images, array=array)
     line(f"wrote {path}: {features.shape[0]} rows x {features.shape[1]} features from "
-         f"{options.backbone or options.onnx} at {layer}")
+         f"{options.backbone or options.onnx or options.program} at {layer}")

@@ -218,7 +218,8 @@ NETWORK = _object(
      "ratio": NUM, "seed": INT, "fill": STR, "model": STR, "layer": STR, "channel_axis": INT,
      "modality": {"enum": ["a", "b"]}, "n_channels": INT, "nullified": _array(INT),
      "mask": _array({"enum": [0, 1]}), "fill_values": NUMBERS,
-     "rank": _object({"run_id": STR}), "onnx": STR})
+     "rank": _object({"run_id": STR}), "format": {"enum": ["onnx", "program", "architecture"]},
+     "onnx": _or_null(STR), "pt2": _or_null(STR)})
 
 DIAGNOSIS = _object(
     {"command": {"const": "diagnose"}, "out": STR, "rank": OBJ, "salience": NUMBERS,
@@ -279,7 +280,7 @@ DATASET = _object({"dataset": STR, "n": INT, "n_train": INT, "n_test": INT})
 FEATURES = _object(
     {"shape": _array(INT), "rows": _array(STR)},
     {name: _or_null(_t("string", "integer")) for name in ("layer", "backbone", "weights",
-                                                         "onnx", "pool", "size")})
+                                                         "onnx", "program", "pool", "size")})
 
 BODIES = {"rank": RANK, "teacher": TEACHER, "comparison": COMPARISON, "distill": DISTILL,
           "diagnosis": DIAGNOSIS, "report": REPORT, "compare": COMPARE, "datasets": DATASETS,

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cmkd_doctor.architectures import Architecture, ArchNet, StackedNetworks
 from cmkd_doctor.devices import require_memory
 from cmkd_doctor.engine import FitResult, Schedule, auto_epochs, fit, predict
 from cmkd_doctor.errors import InputError
@@ -146,8 +147,14 @@ def train_classifiers(
     progress: Progress = no_progress,
     task: str = "train",
     fits: list[FitResult] | None = None,
+    architecture: Architecture | None = None,
 ) -> list[Net]:
     """Train one classifier per member on ``rows.x``, all at once.
+
+    The classifiers are MLPs of ``options.hidden`` (:class:`~cmkd_doctor.models.Net`),
+    or networks of ``architecture`` reading each flat row reshaped to its input
+    (:class:`~cmkd_doctor.architectures.ArchNet`, stacked by
+    :class:`~cmkd_doctor.architectures.StackedNetworks`).
 
     ``soft (n, T, K)``, filled on the fit and validation rows, holds the teachers'
     logits of Eq. 1. Members with ``patience > 0`` early-stop on their own loss over
@@ -160,8 +167,10 @@ def train_classifiers(
         One trained network per member, in eval mode, taking raw features.
     """
     options = options.checked()
-    if options.hidden is None:
+    if options.hidden is None and architecture is None:
         raise ValueError("train_classifiers needs hidden widths; call TrainOptions.resolved")
+    if architecture is not None and any(m.keep is not None for m in members):
+        raise ValueError("input masks are for MLPs on features")
     extra = [] if soft is None else [soft]
     chunk = rows.plan(row_bytes(extra))
     fitting = rows.part(rows.fit, extra, chunk)
@@ -169,10 +178,12 @@ def train_classifiers(
            if len(rows.val) and options.patience > 0 else None)
     device = rows.device
     mean, scale = standardisation(*fitting.stats(0), rows.standardize)
-    config = NetConfig(fitting.widths[0], options.hidden, rows.n_classes, rows.multilabel)
+    config = NetConfig(fitting.widths[0], options.hidden or (), rows.n_classes,
+                       rows.multilabel)
     nets = []
     for m in members:
-        net = new_net(config, derive_seed(m.seed, "net_init"))
+        seed = derive_seed(m.seed, "net_init")
+        net = new_net(config, seed) if architecture is None else architecture.new(seed)
         if m.keep is None:
             net.set_standardisation(mean.cpu(), scale.cpu())
         else:  # a masked channel is constant: its fill, unscaled
@@ -181,7 +192,7 @@ def train_classifiers(
                 torch.where(keep, mean.cpu(), torch.as_tensor(m.fill).float()),
                 torch.where(keep, scale.cpu(), torch.ones_like(scale.cpu())))
         nets.append(net)
-    model = Stacked(nets).to(device)
+    model = stack(nets).to(device)
     # every member standardises with the same statistics (a masked channel then is 0):
     # do it once per row rather than once per member and step
     for part in (fitting, val):
@@ -222,6 +233,12 @@ def train_classifiers(
     return [model.unstack(s) for s in range(len(members))]
 
 
+def stack(nets: Sequence[torch.nn.Module]) -> torch.nn.Module:
+    """The members as one module: MLPs stacked by :class:`Stacked`, architectures by
+    :class:`StackedNetworks`."""
+    return StackedNetworks(nets) if isinstance(nets[0], ArchNet) else Stacked(nets)
+
+
 def network_bytes(d_in: int, hidden: Sequence[int], n_classes: int, batch_size: int) -> int:
     """Bytes one network takes to train: its weights four times (weights, gradients,
     Adam's two moments) and a minibatch of activations and their gradients."""
@@ -249,7 +266,11 @@ def members_per_fit(d_in: int, hidden: Sequence[int], n_classes: int, batch_size
     """How many members one stacked fit may hold: each costs its weights four times
     (weights, gradients, Adam's two moments) and a minibatch of activations and their
     gradients."""
-    per_member = network_bytes(d_in, hidden, n_classes, batch_size)
+    return stack_limit(network_bytes(d_in, hidden, n_classes, batch_size), device)
+
+
+def stack_limit(per_member: int, device: torch.device) -> int:
+    """How many members of ``per_member`` bytes one stacked fit may hold on ``device``."""
     if device.type == "cuda":
         budget = torch.cuda.mem_get_info(device)[0] // 4
     else:

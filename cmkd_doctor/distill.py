@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from cmkd_doctor import curves
+from cmkd_doctor.architectures import Architecture
 from cmkd_doctor.classifiers import (
     Member,
     Rows,
@@ -29,6 +30,8 @@ from cmkd_doctor.classifiers import (
     TrainOptions,
     members_per_fit,
     require_trainable,
+    stack,
+    stack_limit,
     train_classifiers,
 )
 from cmkd_doctor.comparison import BASELINES, Comparison, Row
@@ -37,7 +40,7 @@ from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.engine import FitResult, evaluate_rows
 from cmkd_doctor.errors import ExpectationFailed, InputError, option_error
 from cmkd_doctor.files import regular_file
-from cmkd_doctor.models import Stacked
+from cmkd_doctor.networks import NetworkOptions, read_raw, whole_teachers
 from cmkd_doctor.options import MAX_SEEDS, SEEDS_WHY, number, parse_list, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.rundir import Run, RunDir
@@ -79,6 +82,10 @@ class DistillOptions:
         How derived teachers are made (see :class:`cmkd_doctor.teachers.TeacherSpec`).
     train
         Student (and trained-teacher) training; ``hidden=None`` takes the run's.
+    networks
+        Network students on raw modality-b rows and the whole teacher network on raw
+        modality-a rows (:class:`~cmkd_doctor.networks.NetworkOptions`); by default the
+        students and teachers are MLPs on the run's features.
     """
 
     teachers: tuple[str, ...] = ("all",)
@@ -92,6 +99,7 @@ class DistillOptions:
     train: TrainOptions = TrainOptions()
     device: str = "auto"
     seed: int = 0
+    networks: NetworkOptions = NetworkOptions()
 
     @property
     def auto_ratio(self) -> bool:
@@ -118,7 +126,17 @@ class DistillOptions:
         whole("seeds", self.seeds, 1, maximum=MAX_SEEDS, why=SEEDS_WHY)
         whole("seed", self.seed, 0)
         TeacherSpec(source=self.source).checked()  # validates --from
-        return replace(self, teachers=teachers,
+        networks = self.networks.checked()
+        if networks.model is not None:
+            paths = [n for n in teachers if n not in TEACHER_CHOICES]
+            if paths:
+                raise InputError(f"--teacher {paths[0]}: with --model the teachers are your "
+                                 "whole network, as given (Regular-KD) and masked; give "
+                                 "teacher names, not checkpoints")
+            if self.source != "trained" or self.refit:
+                raise InputError("--from and --refit make feature-level teachers; with "
+                                 "--model the teachers are your whole network, masked")
+        return replace(self, teachers=teachers, networks=networks,
                        ratios="auto" if self.auto_ratio else tuple(sorted(set(ratios))),
                        train=self.train.checked())
 
@@ -128,6 +146,8 @@ class DistillOptions:
                   "seed": self.seed, "train": train.to_dict(), "fill": self.fill,
                   "refit": self.refit, "source": TeacherSpec(source=self.source).to_dict()[
                       "source"]}
+        if self.networks.used:  # rows of network students or teachers are their own
+            fields["networks"] = asdict(self.networks)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -205,7 +225,21 @@ class Students:
         self.seeds = [derive_seed(options.seed, "student", s) for s in range(options.seeds)]
         self.teacher_rows = run.rows(run.teacher_side, device, train.chunk_rows)
         self.student_rows = run.rows(run.student_side, device, train.chunk_rows)
+        self.feature_rows = self.teacher_rows  # the ranked features: the fills' means
         self.cache: dict[str, DerivedTeacher] = {}
+        self.architecture: Architecture | None = None
+        self.whole_teacher = None
+        nets, n = options.networks, len(run.data.labels.y)
+        if nets.student is not None:
+            raw = read_raw(nets.student_inputs, n, "--student-inputs")
+            self.architecture = Architecture(nets.student, tuple(raw.shape[1:]),
+                                             self.student_rows.n_classes).checked()
+            self.student_rows = self.student_rows.with_x(raw.reshape(n, -1))
+        if nets.model is not None:
+            raw = read_raw(nets.teacher_inputs, n, "--teacher-inputs")
+            self.whole_teacher = whole_teachers(nets, self.feature_rows, run, raw,
+                                                self.teacher_rows.n_classes, device)
+            self.teacher_rows = self.teacher_rows.with_x(raw.reshape(n, -1))
         # wall time of the teachers (derived, evaluated, their soft labels) and students,
         # and the epochs the students trained, summed over members
         self.timings = {"teachers_s": 0.0, "students_s": 0.0, "student_epochs": 0}
@@ -214,7 +248,11 @@ class Students:
     def metric(self) -> str:
         return "micro_f1" if self.student_rows.multilabel else "accuracy"
 
-    def _teacher(self, plan: Plan) -> tuple[Teacher, str]:
+    def _teacher(self, plan: Plan) -> tuple[torch.nn.Module, str]:
+        if self.whole_teacher is not None:  # the user's network, masked after --layer
+            nets = self.options.networks
+            where = "" if plan.spec.mode == "regular" else f" masked after {nets.layer}"
+            return self.whole_teacher(plan.spec), f"{nets.model}{where}"
         if plan.spec is not None:
             derived = derive_teacher(self.run, plan.spec, self.train, self.device,
                                      self.progress, self.cache)
@@ -270,7 +308,13 @@ class Students:
         """Every member's test metrics (%), trained in as few stacks as memory allows."""
         d = rows.x.shape[1]
         hidden = self.train.hidden
-        limit = members_per_fit(d, hidden, rows.n_classes, self.train.batch_size, self.device)
+        arch = self.architecture
+        if arch is None:
+            limit = members_per_fit(d, hidden, rows.n_classes, self.train.batch_size,
+                                    self.device)
+        else:
+            limit = (stack_limit(arch.member_bytes(self.train.batch_size), self.device)
+                     if arch.stackable else 1)
         test = rows.part(rows.test)
         found: list[dict[str, float]] = []
         fits: list[FitResult] = []
@@ -278,8 +322,9 @@ class Students:
             group = members[start : start + limit]
             nets = train_classifiers(rows, group, self.train,
                                      soft=None if soft is None else soft.array,
-                                     progress=self.progress, task="students", fits=fits)
-            found += [_percent(m) for m in evaluate_rows(Stacked(nets), [test], 0, 1,
+                                     progress=self.progress, task="students", fits=fits,
+                                     architecture=arch)
+            found += [_percent(m) for m in evaluate_rows(stack(nets), [test], 0, 1,
                                                          rows.multilabel)]
         self.timings["student_epochs"] += sum(sum(f.active) for f in fits)
         return found
@@ -374,8 +419,11 @@ def _distill(run: Run, options: DistillOptions, progress: Progress, expect: str 
                                      for p in plans(options, ratios)])
     device = resolve_device(options.device)
     for side in ("a", "b"):  # a teacher and a student must each fit
+        role = "teacher" if side == run.teacher_side else "student"
+        if role == "student" and options.networks.student is not None:
+            continue  # a network student: its bytes are measured when it is built
         require_trainable(run.features(side).shape[1], train, run.data.labels.n_classes,
-                          device, "teacher" if side == run.teacher_side else "student")
+                          device, role)
     students = Students(run, options, train, device, progress)
     search = None
     if options.auto_ratio:

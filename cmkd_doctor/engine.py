@@ -257,9 +257,11 @@ def fit(
 
 
 def rows_per_step(model: nn.Module) -> int:
-    """Rows per evaluation step: :data:`EVAL_ELEMENTS` over members x widest layer."""
-    widest = max((max(p.shape[-2:]) for p in model.parameters() if p.dim() >= 2),
-                 default=256)
+    """Rows per evaluation step: :data:`EVAL_ELEMENTS` over members x widest layer (a
+    model's ``widest_row``, the most activation elements one row makes in one layer,
+    when it says; else its widest weight matrix)."""
+    widest = getattr(model, "widest_row", None) or max(
+        (max(p.shape[-2:]) for p in model.parameters() if p.dim() >= 2), default=256)
     return max(1, EVAL_ELEMENTS // (_Members(model).n * widest))
 
 

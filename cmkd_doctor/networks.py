@@ -12,10 +12,12 @@ level.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.files import regular_file
@@ -117,23 +119,20 @@ ARCHITECTURES = ("a torchvision architecture (or a timm one, when timm is instal
                  "resnet18, resnet50 or vgg16")
 
 
-def _mask_module(keep: np.ndarray, fill: np.ndarray, channel_axis: int):
+class Mask(torch.nn.Module):
     """The mask as a module (buffers ``keep`` and ``fill``), so torch.export and the ONNX
-    exporter carry it as named constants inside the network."""
-    import torch
+    exporter carry it as named constants inside the network: channel c along ``axis``
+    is kept where ``keep[c]`` is 1, else replaced by its fill."""
 
-    class Mask(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.axis = channel_axis
-            self.register_buffer("keep", torch.tensor(keep, dtype=torch.float32))
-            self.register_buffer("fill", torch.tensor((~keep) * fill, dtype=torch.float32))
+    def __init__(self, keep: np.ndarray, fill: np.ndarray, axis: int):
+        super().__init__()
+        self.axis = axis
+        self.register_buffer("keep", torch.tensor(keep, dtype=torch.float32))
+        self.register_buffer("fill", torch.tensor((~keep) * fill, dtype=torch.float32))
 
-        def forward(self, x):
-            shape = [-1] + [1] * (x.dim() - self.axis - 1)
-            return x * self.keep.reshape(shape) + self.fill.reshape(shape)
-
-    return Mask()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = [-1] + [1] * (x.dim() - self.axis - 1)
+        return x * self.keep.reshape(shape) + self.fill.reshape(shape)
 
 
 def load_architecture(name: str, weights: str | Path | None, option: str = "--model"):
@@ -181,8 +180,6 @@ def load_program(path: str | Path, option: str = "--model") -> tuple[Any, dict[s
     a masked layer's node); the program as a module with its graph."""
     import json
 
-    import torch
-
     path = regular_file(path, f"{option} {path}")
     extra = {EXTRA_FILE: ""}
     try:
@@ -219,8 +216,6 @@ def program_node(module: Any, layer: str, recorded: dict[str, Any] | None = None
 def program_features(module: Any, node: Any):
     """A function of a batch: the values of ``node`` of the program ``module`` (run as far
     as that node, with torch.fx's interpreter)."""
-    import torch
-
     class Reached(Exception):
         pass
 
@@ -254,9 +249,7 @@ def _masked_torch(network: Any, kind: str, layer: str, keep: np.ndarray, fill: n
     the node ``layer`` names (a program). The layer's width is checked on ``example``."""
     import copy
 
-    import torch
-
-    mask = _mask_module(keep, fill, channel_axis)
+    mask = Mask(keep, fill, channel_axis)
     if kind == "architecture":
         masked = copy.deepcopy(network)
         modules = dict(masked.named_modules())
@@ -297,8 +290,6 @@ def _masked_torch(network: Any, kind: str, layer: str, keep: np.ndarray, fill: n
 
 def _export(module: Any, example: Any):
     """``module`` as a torch.export program with a free batch size."""
-    import torch
-
     batch = torch.export.Dim("batch", min=1)
     return torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
 
@@ -401,8 +392,6 @@ def derive_network(run_dir: str | Path, model: str | Path | None, layer: str | N
     """
     import json
 
-    import torch
-
     from cmkd_doctor.derive import derived_mask
     from cmkd_doctor.outputs import check_out_file, write_bytes
     from cmkd_doctor.rundir import RunDir
@@ -470,8 +459,6 @@ def derive_network(run_dir: str | Path, model: str | Path | None, layer: str | N
 def _save_program(program: Any, out: Path, extra: dict[str, str]) -> Path:
     import io
 
-    import torch
-
     from cmkd_doctor.outputs import write_bytes
 
     buffer = io.BytesIO()
@@ -485,10 +472,143 @@ def _onnx_export(program: Any) -> Any:
     import io
     import warnings
 
-    import torch
-
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         exported = torch.onnx.export(program, input_names=["input"],
                                      output_names=["logits"], dynamo=True, verbose=False)
     return exported.model_proto
+
+
+# ---- whole networks in distill: teachers on raw modality-a rows, students on modality b
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """``distill``'s networks (paper App. B.1, B.4): students of architecture ``student``
+    on the raw rows ``student_inputs`` (modality b), and the whole teacher ``model``
+    (masked after ``layer`` for the derived rows) run on the raw rows ``teacher_inputs``
+    (modality a). Either half may be used alone: without ``model`` the teachers are the
+    feature-level ones of the run; without ``student`` the students are MLPs on the
+    run's features."""
+
+    student: str | None = None
+    student_inputs: str | None = None
+    model: str | None = None
+    teacher_inputs: str | None = None
+    layer: str | None = None
+    weights: str | None = None
+    channel_axis: int = 1
+
+    @property
+    def used(self) -> bool:
+        return self.student is not None or self.model is not None
+
+    def checked(self) -> NetworkOptions:
+        if (self.student is None) != (self.student_inputs is None):
+            raise InputError("--student and --student-inputs go together: the architecture "
+                             "and the raw modality-b rows it reads")
+        if self.model is not None and (self.layer is None or self.teacher_inputs is None):
+            raise InputError("--model needs --layer (where the ranked features were taken) "
+                             "and --teacher-inputs (the raw modality-a rows it reads)")
+        if self.model is None and (self.layer is not None or self.teacher_inputs is not None
+                                   or self.weights is not None):
+            raise InputError("--layer, --teacher-inputs and --weights go with --model, the "
+                             "whole teacher network")
+        if self.channel_axis < 1:
+            raise option_error("channel-axis", "1 or more (axis 0 is the batch)",
+                               self.channel_axis)
+        return self
+
+
+def read_raw(spec: str, n_rows: int, option: str) -> np.ndarray:
+    """A raw input array (images, spectrograms) of ``n_rows`` rows, in the rank run's row
+    order, as flat rows ``(n, prod(shape))`` (a view of the memory-mapped file); its row
+    shape is ``array.row_shape``."""
+    from cmkd_doctor.inputs import check_finite, read_array
+
+    array, source = read_array(spec)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{option} {spec}: must be numeric; got dtype {array.dtype}")
+    if array.ndim < 2:
+        raise InputError(f"{option} {spec}: expected one input per row (n, ...); got shape "
+                         f"{array.shape}")
+    if len(array) != n_rows:
+        raise InputError(f"{option} {spec}: {len(array)} rows, but the rank run has "
+                         f"{n_rows}; give the raw inputs of the ranked rows, in their order")
+    check_finite(array, source)
+    return array
+
+
+class NetworkTeacher(torch.nn.Module):
+    """A whole teacher network (ONNX on onnxruntime, or a torch module) as a function of
+    flat raw rows: each row is reshaped to the network's input ``shape``, and the logits
+    come back. A module, so the students' soft labels and the teacher's metrics are
+    computed as for a feature-level teacher."""
+
+    def __init__(self, kind: str, network: Any, shape: tuple[int, ...], device: Any):
+        super().__init__()
+        self.kind, self.shape = kind, tuple(shape)
+        if kind == "onnx":
+            import onnxruntime as ort
+
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                         if p in ort.get_available_providers()]
+            self.session = ort.InferenceSession(network.SerializeToString(),
+                                                providers=providers)
+            self.input_name = self.session.get_inputs()[0].name
+        else:  # a program's module was exported in one mode and cannot switch
+            self.network = network.to(device)
+            if kind == "architecture":
+                self.network.eval()
+
+    def train(self, mode: bool = True) -> NetworkTeacher:
+        """A teacher always runs as in evaluation (an exported program cannot switch)."""
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(len(x), *self.shape).float()
+        if self.kind == "onnx":
+            out = self.session.run(None, {self.input_name: rows.cpu().numpy()})[0]
+            return torch.from_numpy(np.asarray(out)).to(x.device)
+        return self.network(rows)
+
+
+def whole_teachers(options: NetworkOptions, feature_rows: Any, run: Any, inputs: np.ndarray,
+                   n_classes: int, device: Any):
+    """A function of a teacher spec (``None``: the network as given) -> the whole teacher
+    with that spec's mask after ``options.layer`` (the mask and fill of the ranking, as
+    ``derive-teacher --model`` writes it), run on raw modality-a rows. The network is
+    checked on two rows of ``inputs`` first: it must take them and give ``n_classes``
+    logits."""
+    from cmkd_doctor.derive import derived_mask
+
+    kind, network, recorded = load_network(options.model, options.weights)
+    shape = tuple(inputs.shape[1:])
+    probe = torch.tensor(np.asarray(inputs[:2], dtype=np.float32))
+    try:
+        with torch.no_grad():
+            out = NetworkTeacher(kind, network, shape, device)(probe.to(device))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime and torch raise many kinds
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"--model {options.model} cannot read the rows of "
+                         f"--teacher-inputs {options.teacher_inputs} (each "
+                         f"{' x '.join(map(str, shape))}): {first[:300]}") from None
+    if tuple(out.shape) != (2, n_classes):
+        raise InputError(f"--model {options.model} gives outputs of shape "
+                         f"{tuple(out.shape[1:])} per row; expected {n_classes} logits")
+    example = probe[:2]
+
+    def teacher(spec: Any):
+        if spec is None or spec.mode == "regular":
+            return NetworkTeacher(kind, network, shape, device)
+        _, keep, fill = derived_mask(run, spec, feature_rows)
+        fill = fill.cpu().numpy().astype(np.float32)
+        if kind == "onnx":
+            masked = mask_onnx_layer(network, options.layer, keep, fill, options.channel_axis)
+        else:
+            masked = _masked_torch(network, kind, options.layer, keep, fill,
+                                   options.channel_axis, example, recorded)
+        return NetworkTeacher(kind, masked, shape, device)
+
+    return teacher

@@ -27,6 +27,7 @@ from cmkd_doctor.cli.options import (
 from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.distill import TEACHER_CHOICES, DistillOptions, distill
 from cmkd_doctor.errors import ExpectationFailed
+from cmkd_doctor.networks import NetworkOptions
 from cmkd_doctor.teachers import FILLS
 
 
@@ -65,6 +66,27 @@ def distill_command(
         help="CI gate, e.g. 'general>regular' or 'general@0.5>=random@0.5' (exit 3 when it "
              "fails on the means), 'aligned' (exit 3 when the ranking is unreliable) or "
              "'paired' (exit 3 when the rows share nothing beyond their class).")] = None,
+    student: Annotated[str | None, typer.Option(
+        help="Students that are networks on raw modality-b rows (--student-inputs): lenet5 "
+             "(images), cnn3 (spectrograms) or a torchvision/timm architecture by name. "
+             "Default: MLPs of --hidden on the run's features.")] = None,
+    student_inputs: Annotated[str | None, typer.Option(
+        help="With --student: the raw modality-b rows (n x C x H x W or n x H x W; .npy, "
+             ".npz[:key], .safetensors) in the rank run's row order.")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Your whole teacher network (.onnx, .pt2, or an architecture name with "
+             "--weights) on raw modality-a rows (--teacher-inputs): Regular-KD uses it as "
+             "given, the derived rows masked after --layer (as derive-teacher --model).")
+    ] = None,
+    layer: Annotated[str | None, typer.Option(
+        help="With --model: the layer whose features were extracted and ranked.")] = None,
+    teacher_inputs: Annotated[str | None, typer.Option(
+        help="With --model: the raw modality-a rows it reads, in the run's row order.")
+    ] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="With --model NAME: its weights as .safetensors.")] = None,
+    channel_axis: Annotated[int, typer.Option(
+        help="With --model: the layer's channel axis.")] = 1,
     json_output: JsonOutput = False,
     tensorboard: Tensorboard = None,
     quiet: Quiet = False,
@@ -78,7 +100,10 @@ def distill_command(
                          patience=patience, chunk_rows=chunk_rows)
     options = DistillOptions(teachers=teacher, ratios=ratio, source=source, fill=fill,
                              refit=refit, rho=rho, temperature=temperature, seeds=seeds,
-                             train=train, device=device, seed=seed)
+                             train=train, device=device, seed=seed,
+                             networks=NetworkOptions(student, student_inputs, model,
+                                                     teacher_inputs, layer, weights,
+                                                     channel_axis))
     options = options.checked()  # bad options before a missing run
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
         try:

@@ -1,0 +1,171 @@
+"""distill --student: students that are networks on raw modality-b rows, taught by
+feature-level teachers or by the user's whole teacher network (masked after the ranked
+layer) run on raw modality-a rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_networks import SmallCNN  # tests/ is on the path
+
+from cmkd_doctor.architectures import Architecture, StackedNetworks
+
+
+def test_stacked_members_compute_what_each_network_does_with_and_without_vmap():
+    arch = Architecture("cnn3", (12, 12), 3).checked()
+    nets = [arch.new(seed) for seed in range(3)]
+    x = torch.randn(5, 144)
+    stacked = StackedNetworks(nets)
+    alone = torch.stack([net(x) for net in nets])
+    for vmap in (False, True):
+        stacked.vmap = vmap
+        torch.testing.assert_close(stacked(x), alone, rtol=0, atol=1e-6)
+    torch.testing.assert_close(stacked.unstack(1)(x), nets[1](x), rtol=0, atol=0)
+
+
+def test_a_member_trains_the_same_alone_or_in_a_stack(tmp_path):
+    """Each member's weights, gradient and early stopping are its own: the student of
+    seed 7 is the same network whether two other seeds train beside it or not."""
+    from cmkd_doctor.classifiers import Member, Rows, TrainOptions, train_classifiers
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = rng.standard_normal((300, 10, 10)).astype(np.float32)
+    x[:, 2:5, :] += y[:, None, None]
+    rows = Rows(x.reshape(300, -1), y, np.arange(200), np.arange(200, 240),
+                np.arange(240, 300), 3, False, torch.device("cpu"))
+    arch = Architecture("cnn3", (10, 10), 3)
+    options = TrainOptions(epochs=4, batch_size=32, patience=2)
+    alone = train_classifiers(rows, [Member(7)], options, architecture=arch)[0]
+    stacked = train_classifiers(rows, [Member(3), Member(7), Member(9)], options,
+                                architecture=arch)[1]
+    probe = torch.from_numpy(x[240:].reshape(60, -1))
+    with torch.no_grad():
+        torch.testing.assert_close(stacked(probe), alone(probe), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory):
+    """Raw images (modality a) and spectrogram-like maps (modality b) of 3 classes, a
+    small CNN teacher trained on the images and exported as a program, the features of
+    its second ReLU (pooled) and a ranking of them against b."""
+    from typer.testing import CliRunner
+
+    from cmkd_doctor.cli import app
+
+    folder = tmp_path_factory.mktemp("paired")
+    rng = np.random.default_rng(0)
+    n = 480
+    y = rng.integers(0, 3, n)
+    images = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+    images[:, 0, 2:5, 2:5] += y[:, None, None]
+    maps = rng.standard_normal((n, 12, 12)).astype(np.float32)
+    maps[:, 3:6, :] += 0.8 * y[:, None, None]
+    torch.manual_seed(0)
+    teacher = SmallCNN()
+    opt = torch.optim.Adam(teacher.parameters(), 1e-2)
+    xs, ys = torch.from_numpy(images), torch.from_numpy(y)
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(teacher(xs), ys)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    teacher.eval()
+    program = torch.export.export(teacher, (xs[:2],),
+                                  dynamic_shapes=({0: torch.export.Dim("n")},))
+    torch.export.save(program, folder / "teacher.pt2")
+    with torch.no_grad():
+        pooled = torch.relu(teacher.conv2(torch.relu(teacher.conv1(xs)))).mean((2, 3))
+    np.save(folder / "raw_a.npy", images)
+    np.save(folder / "raw_b.npy", maps)
+    np.save(folder / "y.npy", y)
+    np.save(folder / "fa.npy", pooled.numpy())
+    np.save(folder / "fb.npy", maps.reshape(n, -1)[:, 30:80])
+    result = CliRunner().invoke(app, [
+        "rank", str(folder / "fa.npy"), str(folder / "fb.npy"), str(folder / "y.npy"),
+        "--hidden", "0", "-M", "2", "--epochs", "20", "-q", "--out", str(folder / "run")])
+    assert result.exit_code == 0, result.output
+    return folder, teacher
+
+
+def _network_args(folder):
+    return ["--student", "cnn3", "--student-inputs", folder / "raw_b.npy", "--model",
+            folder / "teacher.pt2", "--layer", "relu_1", "--teacher-inputs",
+            folder / "raw_a.npy"]
+
+
+def test_network_students_learn_from_the_whole_teacher_and_its_masks(paired, cli):
+    folder, teacher = paired
+    result = cli("distill", "--run", folder / "run", *_network_args(folder), "--seeds", "2",
+                 "--epochs", "10", "--batch-size", "32", "--json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    rows = {r["label"]: r for r in doc["results"]}
+    assert list(rows) == ["No-KD", "Regular-KD", "general r=0.5", "specific r=0.5",
+                          "random r=0.5"]
+    assert doc["options"]["networks"]["student"] == "cnn3"
+    # Regular-KD's teacher is the user's network as given: its test accuracy is the
+    # network's own on the test rows of the raw images
+    test = np.load(folder / "run" / "split.npz")["test"]
+    images, y = np.load(folder / "raw_a.npy"), np.load(folder / "y.npy")
+    with torch.no_grad():
+        own = (teacher(torch.from_numpy(images[test])).argmax(1).numpy() == y[test]).mean()
+    assert rows["Regular-KD"]["teacher_metric"] == pytest.approx(100 * own, abs=1e-6)
+    # the students are networks that learnt the maps (chance is 33%)
+    assert min(rows["No-KD"]["student_runs"]) > 60
+    # a masked teacher is not the teacher: nullifying half the channels changes it
+    assert rows["specific r=0.5"]["teacher_metric"] != rows["Regular-KD"]["teacher_metric"]
+
+
+def test_network_students_can_learn_from_feature_level_teachers(paired, cli):
+    folder, _ = paired
+    result = cli("distill", "--run", folder / "run", "--student", "cnn3", "--student-inputs",
+                 folder / "raw_b.npy", "--teacher", "general", "--seeds", "2", "--epochs",
+                 "5", "--json")
+    assert result.code == 0, result.err
+    labels = [r["label"] for r in json.loads(result.out)["results"]]
+    assert labels == ["No-KD", "Regular-KD", "general r=0.5"]
+
+
+def test_network_distill_refuses_bad_input_before_training(paired, cli, tmp_path):
+    folder, _ = paired
+    np.save(tmp_path / "short.npy", np.zeros((10, 12, 12), np.float32))
+    np.save(tmp_path / "flat.npy", np.zeros((480, 144), np.float32))
+    np.save(tmp_path / "wide.npy", np.zeros((480, 1, 6, 6), np.float32))
+    (tmp_path / "head.onnx").write_bytes(b"a feature-level head")
+    run = folder / "run"
+    base = ["distill", "--run", run, "--seeds", "2", "--epochs", "2"]
+    student = ["--student", "cnn3", "--student-inputs", folder / "raw_b.npy"]
+    teacher = ["--model", folder / "teacher.pt2", "--layer", "relu_1"]
+    cases = [
+        (["--student", "cnn3"], "--student and --student-inputs go together"),
+        (["--student", "cnn3", "--student-inputs", tmp_path / "short.npy"],
+         "10 rows, but the rank run has 480"),
+        (["--student", "cnn3", "--student-inputs", tmp_path / "flat.npy"],
+         "reads rows C x H x W or H x W"),
+        (["--student", "lenet5", "--student-inputs", tmp_path / "wide.npy"],
+         "lenet5 needs inputs of at least 12 x 12"),
+        (["--student", "resnet99", "--student-inputs", folder / "raw_b.npy"],
+         "--student must be one of lenet5, cnn3"),
+        ([*student, *teacher], "--model needs --layer"),
+        ([*student, *teacher, "--teacher-inputs", folder / "raw_b.npy"],
+         "--model " + str(folder / "teacher.pt2") + " cannot read the rows of "
+         "--teacher-inputs"),
+        ([*student, *teacher, "--teacher-inputs", tmp_path / "wide.npy"],
+         "cannot read the rows"),
+        ([*student, "--model", folder / "teacher.pt2", "--layer", "conv1",
+          "--teacher-inputs", folder / "raw_a.npy"],
+         "4 channels on axis 1, but the ranking has 6"),
+        ([*student, *teacher, "--teacher-inputs", folder / "raw_a.npy", "--teacher",
+          tmp_path / "head.onnx"], "give teacher names, not checkpoints"),
+    ]
+    before = (run / "distill.json").read_bytes() if (run / "distill.json").exists() else None
+    for args, message in cases:
+        result = cli(*base, *args)
+        assert result.code == 2 and message in result.err, (args, result.err)
+        assert "Traceback" not in result.err
+    after = (run / "distill.json").read_bytes() if (run / "distill.json").exists() else None
+    assert after == before  # nothing recorded by a refused call

@@ -53,15 +53,17 @@ def lenet5(shape: tuple[int, ...], n_classes: int) -> nn.Module:
 def cnn3(shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """A 3-layer CNN (the paper's audio student, App. B.1, whose widths it does not
     give): 3 x 3 convolutions of 16, 32 and 32 maps with ReLU, 2 x 2 max pooling after
-    the first two, global average pooling and a linear layer to K."""
+    the first two, and a linear layer from the last maps to K. The maps are flattened,
+    not averaged, so the head knows which frequency band a pattern came from (on
+    AV-MNIST's spectrograms global pooling cost 24 points: BENCHMARKS.md)."""
     channels, height, width = shape
     if min(height, width) < 4:
         raise InputError(f"cnn3 needs inputs of at least 4 x 4; got {height} x {width}")
     return nn.Sequential(
         nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(32, n_classes))
+        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(32 * (height // 4) * (width // 4), n_classes))
 
 
 BUILT_IN: Registry[Callable[[tuple[int, ...], int], nn.Module]] = Registry("student")
@@ -188,8 +190,8 @@ class ArchNet(nn.Module):
         self.register_buffer("scale", torch.ones(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.reshape(len(x), -1) - self.mean) / self.scale
-        return self.body(x.reshape(len(x), *self.input_shape))
+        x = (x.flatten(1) - self.mean) / self.scale  # no len(x): exports with any batch
+        return self.body(x.unflatten(1, self.input_shape))
 
     def set_standardisation(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
         self.mean.copy_(mean)

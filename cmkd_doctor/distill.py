@@ -250,9 +250,9 @@ class Students:
 
     def _teacher(self, plan: Plan) -> tuple[torch.nn.Module, str]:
         if self.whole_teacher is not None:  # the user's network, masked after --layer
-            nets = self.options.networks
-            where = "" if plan.spec.mode == "regular" else f" masked after {nets.layer}"
-            return self.whole_teacher(plan.spec), f"{nets.model}{where}"
+            model = Path(self.options.networks.model)  # the file (or architecture) masked
+            return (self.whole_teacher(plan.spec),
+                    str(model.resolve()) if model.suffix else str(model))
         if plan.spec is not None:
             derived = derive_teacher(self.run, plan.spec, self.train, self.device,
                                      self.progress, self.cache)

@@ -521,9 +521,9 @@ class NetworkOptions:
 
 
 def read_raw(spec: str, n_rows: int, option: str) -> np.ndarray:
-    """A raw input array (images, spectrograms) of ``n_rows`` rows, in the rank run's row
-    order, as flat rows ``(n, prod(shape))`` (a view of the memory-mapped file); its row
-    shape is ``array.row_shape``."""
+    """A raw input array (images, spectrograms) of ``n_rows`` rows in the rank run's row
+    order, as read (``.npy`` memory-mapped), checked to be numeric and finite; ``option``
+    names it in errors."""
     from cmkd_doctor.inputs import check_finite, read_array
 
     array, source = read_array(spec)

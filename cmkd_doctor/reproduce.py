@@ -24,13 +24,15 @@ class Reproducible:
     needs the folder of a built example (``--data``)."""
 
     name: str
-    family: str  # gaussian or avmnist
+    family: str  # gaussian, avmnist or avmnist-networks
     title: str
     default_seed: int
     needs_data: bool = False
+    default_runs: int = 10  # the paper's
 
 
 def _registry() -> dict[str, Reproducible]:
+    from cmkd_doctor import reproduce_avmnist_networks as networks
     from cmkd_doctor.reproduce_avmnist import DEFAULT_SEED
     from cmkd_doctor.reproduce_gaussian import EXPERIMENTS
 
@@ -39,6 +41,10 @@ def _registry() -> dict[str, Reproducible]:
     found["table1-avmnist"] = Reproducible(
         "table1-avmnist", "avmnist", "Table 1: unimodal vs crossmodal teacher on AV-MNIST",
         DEFAULT_SEED, needs_data=True)
+    found["avmnist-networks"] = Reproducible(
+        "avmnist-networks", "avmnist-networks", "AV-MNIST end to end with networks: "
+        "LeNet-5 image teacher masked inside, 3-layer CNN audio students",
+        networks.DEFAULT_SEED, needs_data=True, default_runs=networks.DEFAULT_RUNS)
     return found
 
 
@@ -49,12 +55,14 @@ def reproductions() -> dict[str, Reproducible]:
     return _registry()
 
 
-def reproduce(name: str, runs: int = 10, seed: int | None = None, device: Any = "auto",
-              data: str | Path | None = None, protocol: str = "official",
-              official_swap: bool = False, progress: Progress = no_progress) -> Any:
+def reproduce(name: str, runs: int | None = None, seed: int | None = None,
+              device: Any = "auto", data: str | Path | None = None,
+              protocol: str = "official", official_swap: bool = False,
+              out: str | Path | None = None, progress: Progress = no_progress) -> Any:
     """Run experiment ``name`` (:func:`reproductions`) over ``runs`` seeds from ``seed``
-    (``None``: its default). Returns a :class:`~cmkd_doctor.reproduce_gaussian.
-    Reproduction` for the Gaussian family, the ``reproduction`` document for AV-MNIST."""
+    (``None``: its defaults). Returns a :class:`~cmkd_doctor.reproduce_gaussian.
+    Reproduction` for the Gaussian family, the ``reproduction`` document for AV-MNIST.
+    ``out`` keeps the files avmnist-networks makes (its networks, features and runs)."""
     from cmkd_doctor.devices import resolve_device
 
     found = reproductions()
@@ -62,7 +70,18 @@ def reproduce(name: str, runs: int = 10, seed: int | None = None, device: Any = 
         raise unknown_name("examples reproduce EXPERIMENT", found, name)
     experiment = found[name]
     seed = experiment.default_seed if seed is None else seed
+    runs = experiment.default_runs if runs is None else runs
     device = resolve_device(device)
+    if out is not None and experiment.family != "avmnist-networks":
+        raise InputError(f"--out keeps the files of avmnist-networks; {name} writes none")
+    if experiment.family == "avmnist-networks":
+        if protocol != "official" or official_swap:
+            raise InputError(f"{name}: --protocol and --official-swap are for the Gaussian "
+                             "experiments (table2, fig2, fig3)")
+        from cmkd_doctor.reproduce_avmnist_networks import reproduce_avmnist_networks
+
+        return reproduce_avmnist_networks(data, runs=runs, seed=seed, device=device,
+                                          out=out, progress=progress)
     if experiment.family == "avmnist":
         if protocol != "official" or official_swap:
             raise InputError(f"{name}: --protocol and --official-swap are for the Gaussian "
@@ -72,7 +91,8 @@ def reproduce(name: str, runs: int = 10, seed: int | None = None, device: Any = 
         return reproduce_avmnist(data, runs=runs, seed=seed, device=device,
                                  progress=progress)
     if data is not None:
-        raise InputError(f"--data is for table1-avmnist; {name} generates its data")
+        raise InputError(f"--data is for table1-avmnist and avmnist-networks; {name} "
+                         "generates its data")
     from cmkd_doctor.reproduce_gaussian import reproduce_gaussian
 
     return reproduce_gaussian(name, runs=runs, seed=seed, device=device, protocol=protocol,

@@ -31,6 +31,21 @@ TABLE5 = {
 TEACHER_HIDDEN, STUDENT_HIDDEN = (512, 256), (128,)
 
 
+def avmnist_folder(data_dir: str | Path | None, experiment: str) -> Path:
+    """The folder ``examples make avmnist`` wrote, checked for its files."""
+    if data_dir is None:
+        raise InputError(f"examples reproduce {experiment} needs --data DIR (from "
+                         "'cmkd-doctor examples make avmnist')")
+    folder = Path(data_dir)
+    names = ("image.npy", "audio.npy", "labels.npy", "split.npz")
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise InputError(f"--data {folder}: expected an AV-MNIST folder from 'cmkd-doctor "
+                         f"examples make avmnist' ({', '.join(names)}); missing "
+                         f"{', '.join(missing)}")
+    return folder
+
+
 def reproduce_avmnist(data_dir: str | Path | None, runs: int = 10, seed: int = DEFAULT_SEED,
                       device: str | torch.device = "cpu",
                       progress: Progress = no_progress) -> dict:
@@ -43,16 +58,7 @@ def reproduce_avmnist(data_dir: str | Path | None, runs: int = 10, seed: int = D
     train ``runs`` seeds each, batched.
     """
     whole("runs", runs, 2, maximum=MAX_SEEDS, why=SEEDS_WHY)
-    if data_dir is None:
-        raise InputError("examples reproduce table1-avmnist needs --data DIR (from "
-                         "'cmkd-doctor examples make avmnist')")
-    folder = Path(data_dir)
-    names = ("image.npy", "audio.npy", "labels.npy", "split.npz")
-    missing = [n for n in names if not (folder / n).is_file()]
-    if missing:
-        raise InputError(f"--data {folder}: expected an AV-MNIST folder from 'cmkd-doctor "
-                         f"examples make avmnist' ({', '.join(names)}); missing "
-                         f"{', '.join(missing)}")
+    folder = avmnist_folder(data_dir, "table1-avmnist")
     start = time.perf_counter()
     device = torch.device(device)
     y_all = np.load(folder / "labels.npy", allow_pickle=False)

@@ -43,6 +43,8 @@ STAGES: dict[str, tuple[int, ...]] = {
     "avmnist_noise": (53,),
     "avmnist_teacher": (61,),  # reproduce table1-avmnist: the teachers' member seed
     "avmnist_student": (62,),  # + r: student r's member seed
+    "avmnist_networks_teacher": (63,),  # reproduce avmnist-networks: the image teacher
+    "avmnist_networks_audio": (64,),    # and the audio network whose features are ranked
 }
 
 

@@ -169,3 +169,42 @@ def test_network_distill_refuses_bad_input_before_training(paired, cli, tmp_path
         assert "Traceback" not in result.err
     after = (run / "distill.json").read_bytes() if (run / "distill.json").exists() else None
     assert after == before  # nothing recorded by a refused call
+
+
+def test_avmnist_networks_runs_end_to_end_and_compares_the_two_levels(tmp_path, cli):
+    """examples reproduce avmnist-networks on a small folder shaped like the one
+    'examples make avmnist' writes: the networks are trained, exported, extracted,
+    ranked, masked and distilled, and the feature-level diagnose runs beside them."""
+    rng = np.random.default_rng(0)
+    n = 400
+    y = np.repeat(np.arange(10), n // 10)
+    image = rng.standard_normal((n, 28, 28)).astype(np.float32)
+    for digit in range(10):  # a bright bar per digit: the images carry the label
+        image[y == digit, 2 * digit : 2 * digit + 3, 4:24] += 2.0
+    audio = rng.standard_normal((n, 32, 16)).astype(np.float32)
+    audio[np.arange(n), 3 * (y % 10), :] += 2.0
+    folder = tmp_path / "avmnist"
+    folder.mkdir()
+    np.save(folder / "image.npy", image.reshape(n, -1))
+    np.save(folder / "audio.npy", audio.reshape(n, -1))
+    np.save(folder / "labels.npy", y)
+    test = np.concatenate([np.flatnonzero(y == d)[:8] for d in range(10)])
+    np.savez(folder / "split.npz", train=np.setdiff1d(np.arange(n), test), test=test)
+    result = cli("examples", "reproduce", "avmnist-networks", "--data", folder, "--runs",
+                 "2", "--out", tmp_path / "work", "--json")
+    assert result.code == 0, result.err
+    found = json.loads(result.out)
+    labels = [row["label"] for row in found["rows"]]
+    assert labels == ["No-KD", "Regular-KD", "general r=0.5", "specific r=0.5",
+                      "random r=0.5"]
+    assert [row["label"] for row in found["feature_level"]["rows"]] == labels
+    assert set(found["agreement"]) == {"kd", "ordering", "best"}
+    assert found["agreement"]["kd"] == (found["verdict"]["kd"]
+                                        == found["feature_level"]["verdict"]["kd"])
+    # the image teacher learnt the bars, and its program and the runs stay in --out
+    assert found["networks"]["image_teacher"]["accuracy"] > 50
+    work = tmp_path / "work"
+    assert (work / "image_teacher.pt2").is_file() and (work / "run" / "distill.json").is_file()
+    assert (work / "features_run" / "rank.json").is_file()
+    shown = cli("examples", "reproduce", "avmnist-networks", "--data", tmp_path / "none")
+    assert shown.code == 2 and "expected an AV-MNIST folder" in shown.err

@@ -8,7 +8,12 @@ from typing import Annotated
 import typer
 
 from cmkd_doctor.cli import render
-from cmkd_doctor.cli._common import line, print_json, show_help_without_command
+from cmkd_doctor.cli._common import (
+    line,
+    print_json,
+    progress_bars,
+    show_help_without_command,
+)
 from cmkd_doctor.cli.options import Device
 from cmkd_doctor.datasets import DATASETS
 from cmkd_doctor.errors import InputError
@@ -190,11 +195,14 @@ def list_examples(
 def reproduce_command(
     experiment: Annotated[str, typer.Argument(
         metavar="EXPERIMENT",
-        help="table2, fig2 or fig3 (paper Sec. 5.2), or table1-avmnist (Sec. 3, needs "
-             "--data).")],
+        help="table2, fig2 or fig3 (paper Sec. 5.2), table1-avmnist (Sec. 3, needs --data) "
+             "or avmnist-networks (AV-MNIST end to end with networks, needs --data).")],
     data: Annotated[Path | None, typer.Option(
-        help="table1-avmnist: the folder 'examples make avmnist' wrote.")] = None,
-    runs: Annotated[int, typer.Option(help="Runs per setting (the paper's 10).")] = 10,
+        help="table1-avmnist, avmnist-networks: the folder 'examples make avmnist' wrote."
+    )] = None,
+    runs: Annotated[int | None, typer.Option(
+        help="Runs (seeds) per setting. Default: the paper's 10; avmnist-networks 5.",
+        show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(
         help="The first run's seed; run r uses seed + r, as the official scripts do. "
              "Default: the experiment's (table2 42, fig2 and fig3 0, as the official "
@@ -211,6 +219,9 @@ def reproduce_command(
     plot: Annotated[Path | None, typer.Option(
         help="Also draw our series beside the paper's figures as a PNG file (table2, fig2, "
              "fig3).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="avmnist-networks: keep its networks (.pt2), features and rank and "
+                      "diagnose runs in this folder (default: a temporary one).")] = None,
 ) -> None:
     """The paper's experiments beside the paper's figures and a rerun of the official
     code: the Gaussian ones of Sec. 5.2 (Appendix B.2) and the AV-MNIST case study of
@@ -228,11 +239,15 @@ def reproduce_command(
             raise InputError(f"--plot draws the Gaussian experiments; {experiment} has no "
                              "plot")
         check_out_file(plot, "--plot")
-    result = reproduce(experiment, runs=runs, seed=seed, device=device, data=data,
-                       protocol=protocol, official_swap=official_swap)
+    with progress_bars(json_output) as progress:
+        result = reproduce(experiment, runs=runs, seed=seed, device=device, data=data,
+                           protocol=protocol, official_swap=official_swap, out=out_dir,
+                           progress=progress)
     if isinstance(result, dict):  # AV-MNIST's document
         if json_output:
             print_json(result)
+        elif result["experiment"] == "avmnist-networks":
+            render.avmnist_networks(result)
         else:
             render.avmnist(result)
         return

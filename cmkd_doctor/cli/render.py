@@ -274,6 +274,56 @@ def avmnist(found: dict) -> None:
     line(f"source: {found['source']};  {found['seconds']:.1f} s")
 
 
+def avmnist_networks(found: dict) -> None:
+    """AV-MNIST end to end: the network students beside the feature-level diagnose's,
+    both verdicts and whether they agree, and the paper's Table 5 for scale."""
+    level = found["feature_level"]
+    features = {r["label"]: r for r in level["rows"]} if level else {}
+    nets = found["networks"]
+    table = Table(title=escape(
+        f"AV-MNIST with networks: audio cnn3 students of the lenet5 image teacher "
+        f"(accuracy %, test rows, mean ± std over {found['runs']} seeds)"),
+        title_justify="left")
+    for column in ("teacher", "teacher acc.", "network student", "vs No-KD",
+                   "feature-level student", "vs No-KD "):
+        table.add_column(column, justify="left" if column == "teacher" else "right")
+    base = found["rows"][0]["mean"]
+    fbase = features["No-KD"]["mean"] if "No-KD" in features else None
+    for row in found["rows"]:
+        other = features.get(row["label"])
+        table.add_row(
+            escape(row["label"]), "-" if row["teacher"] is None else f"{row['teacher']:.2f}",
+            f"{row['mean']:.2f} ± {row['std']:.2f}",
+            "" if row["label"] == "No-KD" else f"{row['mean'] - base:+.2f}",
+            "-" if other is None else f"{other['mean']:.2f} ± {other['std']:.2f}",
+            "" if other is None or row["label"] == "No-KD" else f"{other['mean'] - fbase:+.2f}")
+    out.print(table)
+    image, audio = nets["image_teacher"], nets["audio_network"]
+    line(f"networks: image teacher {image['architecture']} {image['accuracy']:.1f}% (masked "
+         f"after {image['layer']}), audio network {audio['architecture']} "
+         f"{audio['accuracy']:.1f}% (ranked at {audio['layer']})")
+    for name, part in (("network level", found), ("feature level", level)):
+        if part is None:
+            continue
+        v, r = part["verdict"], part["rank"]
+        line(f"{name}: KD {v['kd']} ({v['kd_delta']:+.2f}), MFH ordering "
+             f"{v['ordering']}, best {v['best']}; alignment {r['alignment']:.2f}, "
+             f"pairing z {r['pairing_z']:.1f}, gamma {r['gamma']:.2f}")
+        line(f"  {v['headline']}")
+    if found["agreement"] is not None:
+        agree = found["agreement"]
+        same = [k for k, ok in agree.items() if ok]
+        differ = [k for k, ok in agree.items() if not ok]
+        line("the two levels agree on " + (", ".join(same) or "nothing")
+             + ("" if not differ else "; they differ on " + ", ".join(differ)))
+    paper = found["paper"]["table5_rho_0.5"]
+    line("paper's Table 5 (rho = 0.5, audio student): No-KD {:.2f} ± {:.2f}, UM-KD "
+         "{:.2f} ± {:.2f}, CM-KD {:.2f} ± {:.2f}; {}".format(
+             *paper["no_kd"], *paper["um_kd"], *paper["cm_kd"], found["paper"]["note"]))
+    phases = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in found["phases"].items())
+    line(f"source: {found['source']};  {found['seconds']:.0f} s ({phases})")
+
+
 def datasets(entries: list) -> None:
     table = Table(title="The paper's datasets", title_justify="left", show_lines=True)
     for column in ("name", "what", "modalities", "licence", "availability", "prepare"):

@@ -254,7 +254,7 @@ class StackedNetworks(nn.Module):
         vmap = x.device.type == "cuda" if self.vmap is None else self.vmap
         if vmap and self.n_members > 1:
             return torch.func.vmap(member)(params, buffers, x)
-        # on the CPU vmap's batched convolutions run 1.4-1.6x slower than the members one
+        # on the CPU vmap's batched convolutions run about 1.3x slower than the members one
         # after another (BENCHMARKS.md, "Network students"): run them in turn
         return torch.stack([member([t[s] for t in params], [t[s] for t in buffers], x[s])
                             for s in range(self.n_members)])

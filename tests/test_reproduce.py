@@ -204,7 +204,8 @@ def test_unknown_experiment_and_too_few_runs_exit_2(cli):
     bad = cli("examples", "reproduce", "table9")
     assert bad.code == 2
     assert bad.err.strip() == ("error: examples reproduce EXPERIMENT must be one of table2, "
-                               "fig2, fig3, table1-avmnist; got 'table9'")
+                               "fig2, fig3, table1-avmnist, avmnist-networks; got "
+                               "'table9'")
     few = cli("examples", "reproduce", "table2", "--runs", "1")
     assert few.code == 2 and "--runs must be a whole number >= 2" in few.err
     protocol = cli("examples", "reproduce", "table2", "--protocol", "mine")

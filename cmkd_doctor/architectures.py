@@ -9,11 +9,11 @@ standardisation`), reshapes it to its input shape and runs the architecture.
 
 :class:`StackedNetworks` holds S members of one architecture as one module for the
 training engine: their weights stacked with ``torch.func.stack_module_state`` and run
-with ``torch.func.vmap``, so S seeds train in one pass. An architecture with running
-statistics (BatchNorm) cannot update them under ``vmap``; it trains one member per
-stack (the members are then fitted one after another). On the CPU the members of a stack
-run one after another inside each step (vmap's batched convolutions are slower there);
-the stack still shares one data pass and one optimiser step.
+with ``torch.func.vmap`` on a GPU, so S seeds train in one pass. On the CPU the members
+of a stack run one after another inside each step (vmap's batched convolutions are
+slower there); the stack still shares one data pass and one optimiser step. An
+architecture with running statistics (BatchNorm) cannot update them under ``vmap``: its
+members always run in turn, each updating its own statistics.
 """
 
 from __future__ import annotations
@@ -137,12 +137,6 @@ class Architecture:
                              f"expected {self.n_classes} logits")
         return self
 
-    @property
-    def stackable(self) -> bool:
-        """Whether members can train stacked under vmap (no running statistics)."""
-        return not any(isinstance(m, nn.modules.batchnorm._NormBase)
-                       and m.track_running_stats for m in self.body().modules())
-
     def member_bytes(self, batch_size: int) -> int:
         """Bytes one member takes to train: its weights four times (weights, gradients,
         Adam's two moments) and a minibatch of every layer's activations and their
@@ -222,7 +216,10 @@ class StackedNetworks(nn.Module):
         self.register_buffer("mean", torch.stack([n.mean for n in nets])[:, None, :])
         self.register_buffer("scale", torch.stack([n.scale for n in nets])[:, None, :])
         self.widest_row = max(activations(first))  # for the engine's evaluation steps
-        self.vmap: bool | None = None  # None: vmap on CUDA, members in turn on the CPU
+        # vmap cannot update running statistics (BatchNorm) held as batched buffers
+        self.vmappable = not any(isinstance(m, nn.modules.batchnorm._NormBase)
+                                 and m.track_running_stats for m in first.body.modules())
+        self.vmap: bool | None = None  # None: vmap on CUDA when vmappable, else in turn
         base = copy.deepcopy(first.body).to("meta")
         object.__setattr__(self, "_base", base)  # not a submodule: its tensors are ours
 
@@ -251,7 +248,7 @@ class StackedNetworks(nn.Module):
                      **dict(zip(self.buffer_names, b, strict=True))}
             return torch.func.functional_call(self._base, state, (rows,))
 
-        vmap = x.device.type == "cuda" if self.vmap is None else self.vmap
+        vmap = (x.device.type == "cuda" and self.vmappable) if self.vmap is None else self.vmap
         if vmap and self.n_members > 1:
             return torch.func.vmap(member)(params, buffers, x)
         # on the CPU vmap's batched convolutions run about 1.3x slower than the members one

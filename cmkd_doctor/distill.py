@@ -313,8 +313,7 @@ class Students:
             limit = members_per_fit(d, hidden, rows.n_classes, self.train.batch_size,
                                     self.device)
         else:
-            limit = (stack_limit(arch.member_bytes(self.train.batch_size), self.device)
-                     if arch.stackable else 1)
+            limit = stack_limit(arch.member_bytes(self.train.batch_size), self.device)
         test = rows.part(rows.test)
         found: list[dict[str, float]] = []
         fits: list[FitResult] = []

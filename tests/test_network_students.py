@@ -208,3 +208,41 @@ def test_avmnist_networks_runs_end_to_end_and_compares_the_two_levels(tmp_path, 
     assert (work / "features_run" / "rank.json").is_file()
     shown = cli("examples", "reproduce", "avmnist-networks", "--data", tmp_path / "none")
     assert shown.code == 2 and "expected an AV-MNIST folder" in shown.err
+
+
+def test_a_torchvision_student_with_batchnorm_keeps_its_own_statistics(paired, cli,
+                                                                       tmp_path):
+    """An architecture by name with BatchNorm (a small torchvision one) cannot run under
+    vmap: its
+    members run in turn, each updating its own running statistics, so a member trained in
+    a stack is the member trained alone; distill trains such students."""
+    from cmkd_doctor.classifiers import Member, Rows, TrainOptions, train_classifiers
+
+    folder, _ = paired
+    maps = np.load(folder / "raw_b.npy")
+    rgb = np.repeat(maps[:, None, 2:10, 2:10], 3, axis=1)
+    np.save(tmp_path / "rgb.npy", rgb.astype(np.float32))
+    arch = Architecture("shufflenet_v2_x0_5", (3, 8, 8), 3).checked()
+    assert not StackedNetworks([arch.new(0)]).vmappable
+    y = np.load(folder / "y.npy")
+    rows = Rows(rgb.reshape(len(rgb), -1).astype(np.float32), y, np.arange(300),
+                np.arange(300, 360), np.arange(360, 480), 3, False, torch.device("cpu"))
+    options = TrainOptions(epochs=2, batch_size=64, patience=0)
+    alone = train_classifiers(rows, [Member(5)], options, architecture=arch)[0]
+    stacked = train_classifiers(rows, [Member(4), Member(5)], options, architecture=arch)[1]
+    def first_norm(net):
+        return next(m for m in net.body.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+    bn = first_norm(alone)
+    assert int(bn.num_batches_tracked) == 2 * 5  # 2 epochs of 5 batches
+    torch.testing.assert_close(first_norm(stacked).running_mean, bn.running_mean)
+    probe = torch.from_numpy(rows.x[360:380])
+    with torch.no_grad():
+        torch.testing.assert_close(stacked(probe), alone(probe), rtol=1e-4, atol=1e-4)
+    result = cli("distill", "--run", folder / "run", "--student", "shufflenet_v2_x0_5",
+                 "--student-inputs", tmp_path / "rgb.npy", "--teacher", "general",
+                 "--seeds", "2", "--epochs", "1", "--batch-size", "64", "--json")
+    assert result.code == 0, result.err
+    rows_out = json.loads(result.out)["results"]
+    assert [r["label"] for r in rows_out] == ["No-KD", "Regular-KD", "general r=0.5"]
+    assert all(len(r["student_runs"]) == 2 for r in rows_out)

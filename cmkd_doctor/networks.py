@@ -257,16 +257,20 @@ def _masked_torch(network: Any, kind: str, layer: str, keep: np.ndarray, fill: n
             close = [n for n in modules if n and layer in n][:6] or list(modules)[-6:]
             raise option_error("layer", f"a module of the network such as "
                                f"{', '.join(close)}", layer)
-        seen: dict[str, tuple[int, ...]] = {}
+        seen: list[tuple[int, ...]] = []
 
         def look(_module, _args, out) -> None:
-            seen["shape"] = tuple(out.shape)
+            seen.append(tuple(out.shape))
 
         handle = modules[layer].register_forward_hook(look)
         with torch.no_grad():
             masked(example)
         handle.remove()
-        shape = seen["shape"]
+        if len(seen) != 1:  # a hook would mask every call of a shared module
+            raise InputError(f"--layer {layer}: the module runs {len(seen)} times in one "
+                             f"forward pass (a shared module, such as a block's ReLU); "
+                             f"name a module that runs once, such as the block itself")
+        shape = seen[0]
         masked.add_module(MASK_MODULE, mask)
         modules[layer].register_forward_hook(lambda _m, _a, out: masked.cmkd_mask(out))
     else:
@@ -435,19 +439,23 @@ def derive_network(run_dir: str | Path, model: str | Path | None, layer: str | N
         example = torch.zeros((2, *shape))
         masked = _masked_torch(network, kind, layer, keep, fill, channel_axis, example,
                                recorded)
-        program = _export(masked, example)
+        program = _exported(lambda: _export(masked, example), f"--model {model}",
+                            "torch.export")
+        files = {}  # both made before either is written: no half-written output
         if pt2_out is not None:
             extra = {EXTRA_FILE: json.dumps({**props, "masked": {
                 layer: _masked_node_name(program)}})}
-            written["pt2"] = str(Path(_save_program(program, pt2_out, extra)).absolute())
+            files[pt2_out] = ("pt2", _program_bytes(program, extra))
         if onnx_out is not None:
-            exported = _onnx_export(program)
-            _name_masked_tensor(exported, layer)
             import onnx
 
+            exported = _exported(lambda: _onnx_export(program), "--export-onnx",
+                                 "torch's ONNX exporter")
+            _name_masked_tensor(exported, layer)
             onnx.helper.set_model_props(exported, props)
-            written["onnx"] = str(write_bytes(onnx_out, exported.SerializeToString())
-                                  .absolute())
+            files[onnx_out] = ("onnx", exported.SerializeToString())
+        for path, (key, data) in files.items():
+            written[key] = str(write_bytes(path, data).absolute())
     return {"name": spec.name, "mode": spec.mode, "ratio": spec.ratio, "seed": spec.seed,
             "fill": spec.fill, "model": str(Path(model).absolute()) if kind != "architecture"
             else str(model), "format": kind, "layer": layer, "channel_axis": channel_axis,
@@ -456,14 +464,26 @@ def derive_network(run_dir: str | Path, model: str | Path | None, layer: str | N
             "fill_values": fill.tolist(), "rank": {"run_id": run.run_id}, **written}
 
 
-def _save_program(program: Any, out: Path, extra: dict[str, str]) -> Path:
+def _program_bytes(program: Any, extra: dict[str, str]) -> bytes:
+    """A torch.export program as the bytes of its ``.pt2`` file, ``extra`` inside."""
     import io
-
-    from cmkd_doctor.outputs import write_bytes
 
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files=extra)
-    return write_bytes(out, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _exported(make: Any, option: str, exporter: str) -> Any:
+    """What ``make`` exports, or one error line naming ``option`` when ``exporter``
+    cannot export the network (data-dependent control flow, an unsupported operator)."""
+    try:
+        return make()
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the exporters raise many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{option}: {exporter} cannot export the masked network "
+                         f"({first[:300]})") from exc
 
 
 def _onnx_export(program: Any) -> Any:
@@ -597,7 +617,7 @@ def whole_teachers(options: NetworkOptions, feature_rows: Any, run: Any, inputs:
     if tuple(out.shape) != (2, n_classes):
         raise InputError(f"--model {options.model} gives outputs of shape "
                          f"{tuple(out.shape[1:])} per row; expected {n_classes} logits")
-    example = probe[:2]
+    example = probe.to(device)  # the network was moved there by its probe
 
     def teacher(spec: Any):
         if spec is None or spec.mode == "regular":

@@ -312,3 +312,39 @@ def test_torch_teachers_are_refused_clearly(teacher, tmp_path, cli):
         result = cli(*base, *args)
         assert result.code == 2 and message in result.err, (args, result.err)
     assert not (tmp_path / "out.pt2").exists()
+
+
+def test_a_module_that_runs_twice_is_refused_as_the_layer_to_mask():
+    """A forward hook would mask every call of a shared module (a ResNet block's ReLU):
+    refused, naming the count, rather than masking two places."""
+    from cmkd_doctor import networks
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.act = (torch.nn.Linear(4, 4), torch.nn.Linear(4, 4),
+                                            torch.nn.ReLU())
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.act(self.fc2(self.act(self.fc1(x)))))
+
+    with pytest.raises(InputError, match="runs 2 times in one forward pass"):
+        networks._masked_torch(Shared(), "architecture", "act", np.ones(4, bool),
+                               np.zeros(4, np.float32), 1, torch.zeros(2, 4), {})
+    masked = networks._masked_torch(Shared(), "architecture", "fc2", np.ones(4, bool),
+                                    np.zeros(4, np.float32), 1, torch.zeros(2, 4), {})
+    assert masked(torch.zeros(3, 4)).shape == (3, 2)
+
+
+def test_a_network_torch_export_cannot_export_is_one_error_line():
+    """Data-dependent control flow defeats torch.export: one error naming the option."""
+    from cmkd_doctor import networks
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x):
+            return x * 2 if x.sum() > 0 else x - 1
+
+    with pytest.raises(InputError, match="--model m: torch.export cannot export the masked"):
+        networks._exported(lambda: networks._export(Branchy(), torch.ones(2, 3)),
+                           "--model m", "torch.export")

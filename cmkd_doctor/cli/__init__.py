@@ -154,7 +154,13 @@ def _preload(args: list[str]) -> None:
         return
     importlib.import_module(f"cmkd_doctor.cli.{COMMANDS[words[0]][0]}")
     if words != ("examples",) and not any(words[: len(light)] == light for light in LIGHT):
+        # with torch: what the first optimizer imports (torch._dynamo: sympy, triton's C
+        # extension, seconds of imports) and what parsing the options imports (pydantic, a
+        # Rust extension); a signal landing inside such an import left the process
+        # spinning (tests/test_hostile.py)
+        import pydantic  # noqa: F401
         import torch  # noqa: F401
+        import torch._dynamo  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

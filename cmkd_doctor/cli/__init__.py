@@ -139,8 +139,10 @@ def _stop(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
-# commands (by their leading words) that run without torch
+# commands (by their leading words) that run without torch, and those that train
 LIGHT = (("schema",), ("examples", "list"), ("examples", "make", "gaussian"))
+TRAINING = (("rank",), ("derive-teacher",), ("distill",), ("diagnose",),
+            ("examples", "reproduce"))
 
 
 def _preload(args: list[str]) -> None:
@@ -154,12 +156,13 @@ def _preload(args: list[str]) -> None:
         return
     importlib.import_module(f"cmkd_doctor.cli.{COMMANDS[words[0]][0]}")
     if words != ("examples",) and not any(words[: len(light)] == light for light in LIGHT):
-        # with torch: what the first optimizer imports (torch._dynamo: sympy, triton's C
-        # extension, seconds of imports) and what parsing the options imports (pydantic, a
-        # Rust extension); a signal landing inside such an import left the process
-        # spinning (tests/test_hostile.py)
+        # and what parsing the options imports (pydantic, a Rust extension)
         import pydantic  # noqa: F401
         import torch  # noqa: F401
+    if any(words[: len(train)] == train for train in TRAINING):
+        # the first optimizer imports torch._dynamo (sympy, triton's C extension: seconds
+        # of imports); a signal landing inside them left the process spinning
+        # (tests/test_hostile.py)
         import torch._dynamo  # noqa: F401
 
 

@@ -72,7 +72,11 @@ BUILT_IN.add("cnn3", cnn3, "a 3-layer CNN for spectrograms or small images (pape
 
 
 def _by_name(name: str, shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    from torchvision.models import get_model, list_models
+    try:
+        from torchvision.models import get_model, list_models
+    except ImportError:
+        raise InputError(f"--student {name}: architectures by name need torchvision: pip "
+                         "install 'cmkd-doctor[vision]'") from None
 
     if name in list_models():
         return get_model(name, weights=None, num_classes=n_classes)

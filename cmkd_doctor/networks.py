@@ -141,8 +141,12 @@ def load_architecture(name: str, weights: str | Path | None, option: str = "--mo
     than the architecture's default is built with the count its weights hold."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from torchvision.models import get_model, list_models
 
+    try:
+        from torchvision.models import get_model, list_models
+    except ImportError:
+        raise InputError(f"{option} {name}: architectures by name need torchvision: pip "
+                         "install 'cmkd-doctor[vision]'") from None
     if weights is None:
         raise InputError(f"{option} {name} needs --weights FILE.safetensors: cmkd-doctor "
                          f"never downloads weights")

@@ -202,9 +202,10 @@ class StackedNetworks(nn.Module):
     ``set_members``, ``unstack``) so the training engine fits them alike.
 
     The members' parameters and buffers are stacked along a leading axis
-    (``torch.func.stack_module_state``) and run with ``torch.func.vmap`` over a copy of
-    one body on the meta device, so each member keeps its own weights and gradient. One
-    member runs without vmap (an architecture with BatchNorm trains that way).
+    (``torch.func.stack_module_state``) and run by ``torch.func.functional_call`` over a
+    copy of one body on the meta device, so each member keeps its own weights, gradient
+    and running statistics: under ``torch.func.vmap`` on CUDA, one member after another
+    on the CPU and for architectures with BatchNorm (see the module docstring).
     """
 
     def __init__(self, nets: Sequence[ArchNet]):

@@ -57,6 +57,9 @@ class ExtractOptions:
             raise InputError(f"--model {model}: expected an .onnx or .pt2 file, or a "
                              f"torchvision architecture name such as resnet18")
         field = {".onnx": "onnx", ".pt2": "program"}.get(suffix, "backbone")
+        if field == "backbone" and given.get("weights") is None:
+            raise InputError(f"--model {model} needs --weights FILE.safetensors: cmkd-doctor "
+                             "never downloads weights")
         return cls(**given, **{field: model})
 
     def checked(self) -> ExtractOptions:
@@ -144,7 +147,7 @@ def _program(options: ExtractOptions, device: torch.device):
     (in a program ``derive-teacher`` masked, the masked layer reads masked values)."""
     from cmkd_doctor.networks import load_program, program_features, program_node
 
-    program, recorded = load_program(options.program, "--program")
+    program, recorded = load_program(options.program, "--model")
     module = program.module().to(device)
     features = program_features(module, program_node(module, options.layer, recorded))
     return lambda x: features(x.to(device))

@@ -183,15 +183,21 @@ def load_program(path: str | Path, option: str = "--model") -> tuple[Any, dict[s
     """A ``torch.export`` program (.pt2) and what cmkd-doctor recorded in it (the name of
     a masked layer's node); the program as a module with its graph."""
     import json
+    import logging
 
     path = regular_file(path, f"{option} {path}")
     extra = {EXTRA_FILE: ""}
+    logger = logging.getLogger("torch.export")  # it logs a traceback before raising
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         program = torch.export.load(path, extra_files=extra)
     except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds on a bad file
         raise InputError(f"{option} {path}: cannot be read as a torch.export program "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
                          ) from exc
+    finally:
+        logger.setLevel(level)
     recorded = json.loads(extra[EXTRA_FILE]) if extra[EXTRA_FILE] else {}
     return program, recorded
 

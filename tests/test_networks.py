@@ -348,3 +348,21 @@ def test_a_network_torch_export_cannot_export_is_one_error_line():
     with pytest.raises(InputError, match="--model m: torch.export cannot export the masked"):
         networks._exported(lambda: networks._export(Branchy(), torch.ones(2, 3)),
                            "--model m", "torch.export")
+
+
+def test_a_file_that_is_not_a_program_is_one_error_line_in_a_fresh_process(tmp_path):
+    """torch.export logs a traceback before it raises on a bad file: the user sees only
+    the one error line."""
+    import subprocess
+    import sys
+
+    (tmp_path / "junk.pt2").write_bytes(b"not a program")
+    np.save(tmp_path / "x.npy", np.zeros((4, 1, 8, 8), np.float32))
+    done = subprocess.run(
+        [sys.executable, "-m", "cmkd_doctor", "extract", "--model", str(tmp_path / "junk.pt2"),
+         "--layer", "x", "--array", str(tmp_path / "x.npy"), "-o", str(tmp_path / "f.npy")],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: --model {tmp_path / 'junk.pt2'}: cannot be read as a torch.export program "
+        "(File is not a zip file)"]

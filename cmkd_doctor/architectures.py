@@ -71,25 +71,32 @@ BUILT_IN.add("lenet5", lenet5, "LeNet-5 for images such as C x 28 x 28 (paper Ap
 BUILT_IN.add("cnn3", cnn3, "a 3-layer CNN for spectrograms or small images (paper App. B.1)")
 
 
-def _by_name(name: str, shape: tuple[int, ...], n_classes: int) -> nn.Module:
+def named_model(name: str, option: str, n_classes: int | None = None,
+                in_channels: int | None = None) -> nn.Module | None:
+    """The untrained torchvision (or timm, when installed) architecture ``name`` with
+    ``n_classes`` outputs (and, for timm, ``in_channels`` inputs), or ``None`` when
+    neither knows the name. An architecture without a class count is built as it is."""
     try:
         from torchvision.models import get_model, list_models
     except ImportError:
-        raise InputError(f"--student {name}: architectures by name need torchvision: pip "
+        raise InputError(f"{option} {name}: architectures by name need torchvision: pip "
                          "install 'cmkd-doctor[vision]'") from None
-
+    classes = {} if n_classes is None else {"num_classes": n_classes}
     if name in list_models():
-        return get_model(name, weights=None, num_classes=n_classes)
+        build, given = (lambda **kw: get_model(name, weights=None, **kw)), classes
+    else:
+        try:
+            import timm
+        except ImportError:
+            return None
+        if name not in timm.list_models():
+            return None
+        build = lambda **kw: timm.create_model(name, pretrained=False, **kw)  # noqa: E731
+        given = {**classes, **({} if in_channels is None else {"in_chans": in_channels})}
     try:
-        import timm
-    except ImportError:
-        timm = None
-    if timm is not None and name in timm.list_models():
-        return timm.create_model(name, pretrained=False, num_classes=n_classes,
-                                 in_chans=shape[0])
-    raise InputError(f"--student must be one of {', '.join(BUILT_IN.names())} or a "
-                     f"torchvision (or timm, when installed) architecture such as "
-                     f"resnet18; got {name!r}")
+        return build(**given)
+    except TypeError:  # an architecture without a class count
+        return build()
 
 
 def row_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -115,7 +122,12 @@ class Architecture:
         shape = row_shape(self.shape)
         if self.name in BUILT_IN.names():
             return BUILT_IN[self.name](shape, self.n_classes)
-        return _by_name(self.name, shape, self.n_classes)
+        model = named_model(self.name, "--student", self.n_classes, shape[0])
+        if model is None:
+            raise InputError(f"--student must be one of {', '.join(BUILT_IN.names())} or a "
+                             f"torchvision (or timm, when installed) architecture such as "
+                             f"resnet18; got {self.name!r}")
+        return model
 
     def new(self, init_seed: int) -> ArchNet:
         """A freshly initialised network drawn from ``init_seed`` alone (the global RNG is

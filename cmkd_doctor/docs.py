@@ -57,6 +57,8 @@ ROWS = (("none", None, "No-KD"), ("regular", None, "Regular-KD"), ("general", 0.
 
 def _diagnosis_figures(label: str, found: Any) -> dict[str, Any]:
     """The figures a README row quotes from one diagnosis."""
+    from cmkd_doctor.verdict import kd_effect
+
     document, verdict = found.rank_document, found.report.verdict
     metrics = document["aligned"]["metrics"]
     stable, gamma = document["stability"], document["gamma_estimate"]
@@ -73,8 +75,7 @@ def _diagnosis_figures(label: str, found: Any) -> dict[str, Any]:
         f"{label}/paired": document["pairing"]["paired"],
         f"{label}/negative/count": document["negative_salience"]["count"],
         f"{label}/constant/count": len(document["constant_channels"]),
-        f"{label}/kd": "helps" if verdict["kd"]["clear"] and verdict["kd_delta"] > 0
-        else "hurts" if verdict["kd"]["clear"] else "no clear difference",
+        f"{label}/kd": kd_effect(verdict),
         f"{label}/ordering": verdict["mfh_ordering"].get("0.5"),
         f"{label}/decision": verdict["decision"],
         f"{label}/best": verdict["best"],

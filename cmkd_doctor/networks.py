@@ -55,11 +55,12 @@ def mask_onnx_layer(model: Any, layer: str, keep: np.ndarray, fill: np.ndarray,
         listed = [n for n in names if layer in n][:6] or names[-6:]
         raise option_error("layer", f"a tensor some node of the model produces, such as "
                            f"{', '.join(listed)}", layer)
-    rank = _rank_of(found, layer)
+    dims = _dims_of(found, layer)
+    rank = None if dims is None else len(dims)
     if rank is not None and channel_axis >= rank:
         raise option_error("channel-axis", f"an axis of {layer}, which has {rank}",
                            channel_axis)
-    width = _width_of(found, layer, channel_axis)
+    width = None if dims is None else dims[channel_axis]
     if width is not None and width != len(keep):
         raise InputError(f"--layer {layer}: {width} channels on axis {channel_axis}, but the "
                          f"ranking has {len(keep)}; rank the features of this layer")
@@ -83,7 +84,9 @@ def mask_onnx_layer(model: Any, layer: str, keep: np.ndarray, fill: np.ndarray,
     return found
 
 
-def _value_info(model: Any, name: str) -> Any | None:
+def _dims_of(model: Any, name: str) -> list[int | None] | None:
+    """The dimensions of tensor ``name`` by onnx's shape inference (``None`` for one it
+    cannot tell), or ``None`` when its shape is unknown."""
     import onnx
 
     try:
@@ -91,24 +94,11 @@ def _value_info(model: Any, name: str) -> Any | None:
     except Exception:  # noqa: BLE001 - inference is a help, not a requirement
         inferred = model
     graph = inferred.graph
-    return next((v for v in (*graph.value_info, *graph.output) if v.name == name), None)
-
-
-def _rank_of(model: Any, name: str) -> int | None:
-    info = _value_info(model, name)
+    info = next((v for v in (*graph.value_info, *graph.output) if v.name == name), None)
     if info is None or not info.type.tensor_type.HasField("shape"):
         return None
-    return len(info.type.tensor_type.shape.dim)
-
-
-def _width_of(model: Any, name: str, axis: int) -> int | None:
-    info = _value_info(model, name)
-    if info is None or not info.type.tensor_type.HasField("shape"):
-        return None
-    dims = info.type.tensor_type.shape.dim
-    if axis >= len(dims) or not dims[axis].HasField("dim_value"):
-        return None
-    return int(dims[axis].dim_value)
+    return [int(d.dim_value) if d.HasField("dim_value") else None
+            for d in info.type.tensor_type.shape.dim]
 
 
 # ---- torch teachers: an architecture by name with its weights, or a torch.export program
@@ -142,11 +132,8 @@ def load_architecture(name: str, weights: str | Path | None, option: str = "--mo
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    try:
-        from torchvision.models import get_model, list_models
-    except ImportError:
-        raise InputError(f"{option} {name}: architectures by name need torchvision: pip "
-                         "install 'cmkd-doctor[vision]'") from None
+    from cmkd_doctor.architectures import named_model
+
     if weights is None:
         raise InputError(f"{option} {name} needs --weights FILE.safetensors: cmkd-doctor "
                          f"never downloads weights")
@@ -156,21 +143,9 @@ def load_architecture(name: str, weights: str | Path | None, option: str = "--mo
         raise InputError(f"--weights {weights}: cannot be read as .safetensors ({exc})"
                          ) from exc
     matrices = [v for v in state.values() if v.dim() == 2]
-    classes = {"num_classes": matrices[-1].shape[0]} if matrices else {}
-    if name in list_models():
-        build = lambda **kw: get_model(name, weights=None, **kw)  # noqa: E731
-    else:
-        try:
-            import timm
-        except ImportError:
-            timm = None
-        if timm is None or name not in timm.list_models():
-            raise option_error(option.lstrip("-"), ARCHITECTURES, name)
-        build = lambda **kw: timm.create_model(name, pretrained=False, **kw)  # noqa: E731
-    try:
-        model = build(**classes)
-    except TypeError:  # an architecture without a class count
-        model = build()
+    model = named_model(name, option, matrices[-1].shape[0] if matrices else None)
+    if model is None:
+        raise option_error(option.lstrip("-"), ARCHITECTURES, name)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -615,10 +590,11 @@ def whole_teachers(options: NetworkOptions, feature_rows: Any, run: Any, inputs:
 
     kind, network, recorded = load_network(options.model, options.weights)
     shape = tuple(inputs.shape[1:])
-    probe = torch.tensor(np.asarray(inputs[:2], dtype=np.float32))
+    example = torch.tensor(np.asarray(inputs[:2], dtype=np.float32)).to(device)
     try:
+        given = NetworkTeacher(kind, network, shape, device)  # moves a torch network there
         with torch.no_grad():
-            out = NetworkTeacher(kind, network, shape, device)(probe.to(device))
+            out = given(example)
     except Exception as exc:  # noqa: BLE001 - onnxruntime and torch raise many kinds
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"--model {options.model} cannot read the rows of "
@@ -627,11 +603,10 @@ def whole_teachers(options: NetworkOptions, feature_rows: Any, run: Any, inputs:
     if tuple(out.shape) != (2, n_classes):
         raise InputError(f"--model {options.model} gives outputs of shape "
                          f"{tuple(out.shape[1:])} per row; expected {n_classes} logits")
-    example = probe.to(device)  # the network was moved there by its probe
 
     def teacher(spec: Any):
         if spec is None or spec.mode == "regular":
-            return NetworkTeacher(kind, network, shape, device)
+            return given
         _, keep, fill = derived_mask(run, spec, feature_rows)
         fill = fill.cpu().numpy().astype(np.float32)
         if kind == "onnx":

@@ -74,18 +74,15 @@ def reproduce(name: str, runs: int | None = None, seed: int | None = None,
     device = resolve_device(device)
     if out is not None and experiment.family != "avmnist-networks":
         raise InputError(f"--out keeps the files of avmnist-networks; {name} writes none")
-    if experiment.family == "avmnist-networks":
+    if experiment.needs_data:  # the AV-MNIST families
         if protocol != "official" or official_swap:
             raise InputError(f"{name}: --protocol and --official-swap are for the Gaussian "
                              "experiments (table2, fig2, fig3)")
-        from cmkd_doctor.reproduce_avmnist_networks import reproduce_avmnist_networks
+        if experiment.family == "avmnist-networks":
+            from cmkd_doctor.reproduce_avmnist_networks import reproduce_avmnist_networks
 
-        return reproduce_avmnist_networks(data, runs=runs, seed=seed, device=device,
-                                          out=out, progress=progress)
-    if experiment.family == "avmnist":
-        if protocol != "official" or official_swap:
-            raise InputError(f"{name}: --protocol and --official-swap are for the Gaussian "
-                             "experiments (table2, fig2, fig3)")
+            return reproduce_avmnist_networks(data, runs=runs, seed=seed, device=device,
+                                              out=out, progress=progress)
         from cmkd_doctor.reproduce_avmnist import reproduce_avmnist
 
         return reproduce_avmnist(data, runs=runs, seed=seed, device=device,

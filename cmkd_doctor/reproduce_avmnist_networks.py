@@ -56,10 +56,10 @@ SCHEDULE = TrainOptions(epochs=10, batch_size=128, lr=3e-3, patience=3)
 
 def _verdict_summary(comparison: Any) -> dict[str, Any]:
     """What a verdict concludes, in the terms the two levels are compared by."""
+    from cmkd_doctor.verdict import kd_effect
+
     verdict = comparison.verdict
-    kd = verdict["kd"]
-    return {"kd": ("helps" if kd["clear"] and verdict["kd_delta"] > 0 else
-                   "hurts" if kd["clear"] else "no clear difference"),
+    return {"kd": kd_effect(verdict),
             "kd_delta": verdict["kd_delta"],
             "ordering": verdict["mfh_ordering"].get("0.5"),
             "best": verdict["best"], "decision": verdict["decision"],

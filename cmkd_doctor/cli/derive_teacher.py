@@ -14,16 +14,20 @@ from cmkd_doctor.cli._common import print_json, progress_bars
 from cmkd_doctor.cli.options import (
     DEFAULT_RUN,
     BatchSize,
+    ChannelAxis,
     ChunkRows,
     Device,
     Epochs,
     Hidden,
     JsonOutput,
+    Layer,
     Lr,
     Patience,
     Quiet,
     RunOption,
     Tensorboard,
+    Weights,
+    WholeModel,
 )
 from cmkd_doctor.derive import derive
 from cmkd_doctor.teachers import FILLS, MODES, TeacherSpec
@@ -50,24 +54,16 @@ def derive_teacher_command(
         "--export-onnx", help="Also write the derived teacher, mask baked in, as ONNX (with "
                               "--model: the masked whole network).")
     ] = None,
-    model: Annotated[str | None, typer.Option(
-        help="Your whole teacher (raw input -> logits): an .onnx model, a torch.export "
-             "program (.pt2) or an architecture name with --weights. The mask goes inside "
-             "it, after --layer, whose features were extracted and ranked (paper App. B.4)."
-    )] = None,
-    layer: Annotated[str | None, typer.Option(
-        help="With --model: the layer the ranked features were taken from (an ONNX tensor, "
-             "a .pt2 node or module path, an architecture's module).")] = None,
-    weights: Annotated[Path | None, typer.Option(
-        help="With --model NAME: its weights as .safetensors (a state dict).")] = None,
+    model: WholeModel = None,
+    layer: Layer = None,
+    weights: Weights = None,
     export_pt2: Annotated[Path | None, typer.Option(
         "--export-pt2", help="With a torch --model: write the masked whole network as a "
                              "torch.export program.")] = None,
     input_shape: Annotated[str | None, typer.Option(
         help="With --model NAME: the shape of one input, such as 3,224,224 (a .pt2 "
              "records its own).")] = None,
-    channel_axis: Annotated[int, typer.Option(
-        help="With --model: the layer's channel axis (spatial axes broadcast).")] = 1,
+    channel_axis: ChannelAxis = 1,
     hidden: Hidden = None,
     epochs: Epochs = None,
     batch_size: BatchSize = 256,

@@ -13,16 +13,20 @@ from cmkd_doctor.cli._common import print_json, progress_bars
 from cmkd_doctor.cli.options import (
     DEFAULT_RUN,
     BatchSize,
+    ChannelAxis,
     ChunkRows,
     Device,
     Epochs,
     Hidden,
     JsonOutput,
+    Layer,
     Lr,
     Patience,
     Quiet,
     RunOption,
     Tensorboard,
+    Weights,
+    WholeModel,
 )
 from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.distill import TEACHER_CHOICES, DistillOptions, distill
@@ -73,20 +77,13 @@ def distill_command(
     student_inputs: Annotated[str | None, typer.Option(
         help="With --student: the raw modality-b rows (n x C x H x W or n x H x W; .npy, "
              ".npz[:key], .safetensors) in the rank run's row order.")] = None,
-    model: Annotated[str | None, typer.Option(
-        help="Your whole teacher network (.onnx, .pt2, or an architecture name with "
-             "--weights) on raw modality-a rows (--teacher-inputs): Regular-KD uses it as "
-             "given, the derived rows masked after --layer (as derive-teacher --model).")
-    ] = None,
-    layer: Annotated[str | None, typer.Option(
-        help="With --model: the layer whose features were extracted and ranked.")] = None,
+    model: WholeModel = None,
+    layer: Layer = None,
     teacher_inputs: Annotated[str | None, typer.Option(
         help="With --model: the raw modality-a rows it reads, in the run's row order.")
     ] = None,
-    weights: Annotated[str | None, typer.Option(
-        help="With --model NAME: its weights as .safetensors.")] = None,
-    channel_axis: Annotated[int, typer.Option(
-        help="With --model: the layer's channel axis.")] = 1,
+    weights: Weights = None,
+    channel_axis: ChannelAxis = 1,
     json_output: JsonOutput = False,
     tensorboard: Tensorboard = None,
     quiet: Quiet = False,
@@ -101,9 +98,9 @@ def distill_command(
     options = DistillOptions(teachers=teacher, ratios=ratio, source=source, fill=fill,
                              refit=refit, rho=rho, temperature=temperature, seeds=seeds,
                              train=train, device=device, seed=seed,
-                             networks=NetworkOptions(student, student_inputs, model,
-                                                     teacher_inputs, layer, weights,
-                                                     channel_axis))
+                             networks=NetworkOptions(
+                                 student, student_inputs, model, teacher_inputs, layer,
+                                 None if weights is None else str(weights), channel_axis))
     options = options.checked()  # bad options before a missing run
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
         try:

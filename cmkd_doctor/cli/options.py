@@ -39,6 +39,20 @@ ChunkRows = Annotated[int | None, typer.Option(
     help="Rows read at a time from memory-mapped .npy inputs [default: all rows on the "
          "device when they fit (1 GiB on the CPU, half the free GPU memory), else chunk "
          "sets of about 128 MiB].")]
+# the user's whole teacher network (derive-teacher --model, distill --model)
+WholeModel = Annotated[str | None, typer.Option(
+    "--model", help="Your whole teacher (raw input -> logits): an .onnx model, a "
+                    "torch.export program (.pt2) or an architecture name with --weights. "
+                    "The mask goes inside it, after --layer, whose features were extracted "
+                    "and ranked (paper App. B.4).")]
+Layer = Annotated[str | None, typer.Option(
+    help="With --model: the layer the ranked features were taken from (an ONNX tensor, a "
+         ".pt2 node or module path, an architecture's module).")]
+Weights = Annotated[Path | None, typer.Option(
+    help="With --model NAME: its weights as .safetensors (a state dict).")]
+ChannelAxis = Annotated[int, typer.Option(
+    help="With --model: the layer's channel axis (spatial axes broadcast).")]
 
-__all__ = ["DEFAULT_RUN", "BatchSize", "ChunkRows", "Device", "Epochs", "Hidden",
-           "JsonOutput", "Lr", "OutDir", "Patience", "Quiet", "RunOption", "Seed"]
+__all__ = ["DEFAULT_RUN", "BatchSize", "ChannelAxis", "ChunkRows", "Device", "Epochs",
+           "Hidden", "JsonOutput", "Layer", "Lr", "OutDir", "Patience", "Quiet",
+           "RunOption", "Seed", "Weights", "WholeModel"]

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cmkd_doctor.datasets import example_root
+from cmkd_doctor.downloads import FetchOptions
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.outputs import (
     check_out_dir,
@@ -38,6 +40,7 @@ from cmkd_doctor.outputs import (
     write_json,
     write_npy,
 )
+from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.schemas import stamp
 from cmkd_doctor.seeds import generator
 
@@ -309,18 +312,26 @@ def write_avmnist(data: AVMnist, out: str | Path) -> list[Path]:
 
 def make_avmnist(out: str | Path, mnist: str | Path | None = None,
                  fsdd: str | Path | None = None, multibench: str | Path | None = None,
-                 spec: AVMnistSpec | None = None) -> AVMnist:
+                 spec: AVMnistSpec | None = None, data: FetchOptions | None = None,
+                 progress: Progress = no_progress) -> AVMnist:
     """``examples make avmnist``: build AV-MNIST from the raw files (or read MultiBench's
-    copy) and write it into ``out``, checked before any work."""
+    copy) and write it into ``out``, checked before any work.
+
+    Without ``mnist``, ``fsdd`` and ``multibench`` the raw files are read from the data
+    root (``data``), fetched there first with ``data.download``."""
     check_out_dir(out)
+    spec = (spec or AVMnistSpec()).checked()
     if multibench is not None:
         if mnist is not None or fsdd is not None:
             raise InputError("--multibench replaces --mnist and --fsdd; give one or the other")
-        data = read_multibench(multibench)
-    elif mnist is None or fsdd is None:
-        raise InputError("examples make avmnist needs --mnist DIR and --fsdd DIR (the raw "
-                         "files), or --multibench DIR")
+        built = read_multibench(multibench)
+    elif (mnist is None) != (fsdd is None):
+        raise InputError(f"--{'fsdd' if fsdd is None else 'mnist'} is missing: give --mnist "
+                         "DIR and --fsdd DIR together, or neither to read the data root")
     else:
-        data = build_avmnist(mnist, fsdd, spec)
-    write_avmnist(data, out)
-    return data
+        if mnist is None:
+            root = example_root("avmnist", data, progress)
+            mnist, fsdd = root / "mnist", root / "fsdd"
+        built = build_avmnist(mnist, fsdd, spec)
+    write_avmnist(built, out)
+    return built

@@ -21,6 +21,7 @@ from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.datasets import DATASETS
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.distill import DistillOptions, check_ratios, distill
+from cmkd_doctor.downloads import FetchOptions
 from cmkd_doctor.errors import InputError, shown
 from cmkd_doctor.files import read_yaml
 from cmkd_doctor.gaussian import GaussianSpec, ranking_against_truth
@@ -42,9 +43,11 @@ class DiagnoseConfig:
     rank: RankOptions = RankOptions(restarts=None)  # 3 restarts when they are cheap
     distill: DistillOptions = DistillOptions(teachers=("general", "specific", "random"))
     gaussian: GaussianSpec = GaussianSpec()
+    data: FetchOptions = FetchOptions()  # where an example's files are, and --download
 
 
-_SECTIONS = {"rank": RankOptions, "distill": DistillOptions, "gaussian": GaussianSpec}
+_SECTIONS = {"rank": RankOptions, "distill": DistillOptions, "gaussian": GaussianSpec,
+             "data": FetchOptions}
 _TOP_KEYS = {"example", "inputs", "out", *_SECTIONS}
 _DISTILL_TRAIN = {f.name for f in fields(TrainOptions)}
 
@@ -85,8 +88,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
         # paths in a config file are relative to the file
         raw["inputs"] = {k: str((path.parent / v).resolve()) if ":" not in str(v)
                          else str(v) for k, v in inputs.items()}
-    if (raw.get("rank") or {}).get("split"):
-        raw["rank"]["split"] = str((path.parent / raw["rank"]["split"]).resolve())
+    for section, key in (("rank", "split"), ("data", "data_dir")):
+        if (raw.get(section) or {}).get(key):
+            raw[section][key] = str((path.parent / raw[section][key]).expanduser().resolve())
     return raw
 
 
@@ -187,10 +191,12 @@ class Diagnosis:
             "advice": self.advice, "truth": self.truth})
 
 
-def prepare_example(name: str, out: RunDir, config: DiagnoseConfig
-                    ) -> tuple[list[Path], dict | None]:
+def prepare_example(name: str, out: RunDir, config: DiagnoseConfig,
+                    progress: Progress = no_progress) -> tuple[list[Path], dict | None]:
     """The arrays of a built-in example (``NAME`` or ``NAME:A,B`` for views A and B):
-    their paths (feats_a, feats_b, labels) and the truth of generated data."""
+    their paths (feats_a, feats_b, labels) and the truth of generated data. A real
+    example is read from the data root, fetched there first with ``config.data.download``.
+    """
     base, _, picked = name.partition(":")
     dataset = DATASETS[base]
     views = None
@@ -204,7 +210,7 @@ def prepare_example(name: str, out: RunDir, config: DiagnoseConfig
     if dataset.make is None:
         raise InputError(f"--example {base}: not built in yet ({dataset.availability});"
                          " see 'cmkd-doctor examples list'")
-    return dataset.make(out.example_dir, config.gaussian, views)
+    return dataset.make(out.example_dir, config.gaussian, views, config.data, progress)
 
 
 def diagnose(
@@ -225,6 +231,7 @@ def diagnose(
     run_dir = RunDir(out).check_replaceable()
     rank_options = config.rank.checked()
     distill_options = config.distill.checked()  # every option checked before any work
+    config.data.checked()
     resolve_device(rank_options.device)
     resolve_device(distill_options.device)
     # the example's arrays, the ranking, the teachers and the results land together
@@ -243,7 +250,7 @@ def _diagnose(inputs: list[str | Path] | None, example: str | None, staged: RunD
               ) -> tuple[RankResult, dict[str, Any], Comparison, dict[str, Any] | None]:
     truth = None
     if example is not None:
-        inputs, truth = prepare_example(example, staged, config)
+        inputs, truth = prepare_example(example, staged, config, progress)
         # under torchrun rank 0 alone wrote the example (in its staging folder): the
         # others read it from there
         inputs = distributed.from_main([str(p) for p in inputs])

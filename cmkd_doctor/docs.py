@@ -4,7 +4,8 @@ Each quoted block of the README sits between ``<!-- docs:NAME -->`` and
 ``<!-- /docs:NAME -->`` and ends with its figures as one JSON comment. ``python -m
 cmkd_doctor.docs NAME --write README.md`` reruns what the block quotes and rewrites it;
 ``--check README.md`` reruns it and compares (exit 1 on drift). ``tests/test_docs.py``
-does the check wherever the data is (the real examples read ``../shared/data``).
+does the check wherever the data is: the data root, ``$CMKD_DOCTOR_DATA`` or the cache
+``examples fetch`` fills (the tests point it at ``../shared/data``).
 
 A figure is a verdict state (compared exactly) or a number (compared within the
 tolerance of its kind, :data:`TOLERANCES`: the runs are seeded, so the same machine
@@ -404,11 +405,12 @@ def _words(text: Any) -> str:
 
 
 def data_root() -> Path | None:
-    """The first data root holding the examples' raw files (see
-    :func:`cmkd_doctor.datasets.data_roots`)."""
-    from cmkd_doctor.datasets import data_roots
+    """The data root (``$CMKD_DOCTOR_DATA``, else the cache that ``examples fetch``
+    fills), when it exists."""
+    from cmkd_doctor.downloads import FetchOptions
 
-    return next((r for r in data_roots() if (r / "multiview").is_dir()), None)
+    root = FetchOptions().root()
+    return root if root.is_dir() else None
 
 
 def run_block(name: str, root: Path) -> dict[str, Any]:
@@ -430,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     root = data_root()
     if root is None:
-        print("error: no data root with the examples' files (set CMKD_DOCTOR_DATA)",
-              file=sys.stderr)
+        print("error: no data root with the examples' files: fetch them (cmkd-doctor "
+              "examples fetch NAME) or set CMKD_DOCTOR_DATA", file=sys.stderr)
         return 2
     fresh = run_block(args.block, root)
     if args.write:

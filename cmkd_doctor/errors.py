@@ -27,6 +27,11 @@ class InputError(CmkdError):
     exit_code = EXIT_BAD_INPUT
 
 
+class DownloadError(InputError):
+    """An example's file could not be fetched whole (an unreachable server, a cut
+    transfer, a file that is not the published one); nothing of it was kept."""
+
+
 class ExpectationFailed(CmkdError):
     """A ``--expect`` comparison did not hold (a CI gate, not a crash). ``comparison``
     holds what was compared when the library ran the whole command (it was recorded)."""

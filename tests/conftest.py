@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+# the examples' files, as their publishers serve them (mnist/, fsdd/, sources/) and
+# converted (multiview/): the data root of every test that reads them, unless one is set
+SHARED_DATA = ROOT.parent / "shared" / "data"
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("CMKD_DOCTOR_DATA", str(SHARED_DATA))
 
 torch.set_num_threads(2)
 
@@ -21,6 +27,19 @@ def gaussian_dir(tmp_path_factory) -> Path:
     """A small Gaussian example (Eq. 27) on disk, shared by the tests that only read it."""
     out = tmp_path_factory.mktemp("gaussian")
     write_gaussian(make_gaussian(GaussianSpec(n_train=600, n_test=200, seed=3)), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def avmnist_dir(tmp_path_factory) -> Path:
+    """AV-MNIST built from the raw MNIST and FSDD files in ../shared/data."""
+    from cmkd_doctor.avmnist import build_avmnist, write_avmnist
+
+    mnist, fsdd = SHARED_DATA / "mnist", SHARED_DATA / "fsdd"
+    if not (mnist.is_dir() and fsdd.is_dir()):
+        pytest.skip(f"the raw MNIST and FSDD files are not at {SHARED_DATA}")
+    out = tmp_path_factory.mktemp("avmnist")
+    write_avmnist(build_avmnist(mnist, fsdd), out)
     return out
 
 

@@ -9,22 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmkd_doctor.avmnist import build_avmnist, read_mnist, write_avmnist
+from cmkd_doctor.avmnist import read_mnist
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST, FSDD = SHARED / "mnist", SHARED / "fsdd"
 needs_raw = pytest.mark.skipif(not (MNIST.is_dir() and FSDD.is_dir()),
                                reason=f"the raw MNIST and FSDD files are not at {SHARED}")
 NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
-
-
-@pytest.fixture(scope="session")
-def avmnist_dir(tmp_path_factory):
-    if not (MNIST.is_dir() and FSDD.is_dir()):
-        pytest.skip(f"the raw MNIST and FSDD files are not at {SHARED}")
-    out = tmp_path_factory.mktemp("avmnist")
-    write_avmnist(build_avmnist(MNIST, FSDD), out)
-    return out
 
 
 @needs_raw
@@ -79,7 +70,7 @@ def test_diagnose_runs_on_avmnist(avmnist_dir, tmp_path, cli):
     assert any("same order" in line for line in doc["advice"])
 
 
-def test_wrong_folders_say_what_was_expected(tmp_path, cli):
+def test_wrong_folders_say_what_was_expected(tmp_path, cli, monkeypatch):
     result = cli("examples", "make", "avmnist", "--mnist", tmp_path, "--fsdd", tmp_path,
                  "-o", tmp_path / "out")
     assert result.code == 2
@@ -88,9 +79,14 @@ def test_wrong_folders_say_what_was_expected(tmp_path, cli):
                  tmp_path / "out")
     assert result.code == 2 and "expected MultiBench's AV-MNIST layout" in result.err
     assert "missing image/train_data.npy" in result.err
+    result = cli("examples", "make", "avmnist", "--mnist", tmp_path, "-o", tmp_path / "out")
+    assert result.code == 2 and "--fsdd is missing: give --mnist DIR and --fsdd DIR " \
+        "together, or neither to read the data root" in result.err
+    monkeypatch.setenv("CMKD_DOCTOR_DATA", str(tmp_path / "empty"))
     result = cli("examples", "make", "avmnist", "-o", tmp_path / "out")
-    assert result.code == 2 and "needs --mnist DIR and --fsdd DIR" in result.err
-    assert not (tmp_path / "out").exists()
+    assert result.code == 2 and f"its files are not in {tmp_path / 'empty'}" in result.err
+    assert "'cmkd-doctor examples fetch avmnist' downloads them (23 MB)" in result.err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "empty").exists()
 
 
 @needs_raw

@@ -53,6 +53,8 @@ def test_example_names_read_the_shared_files_and_pick_views(tmp_path, cli, monke
     from cmkd_doctor.diagnose import DiagnoseConfig, prepare_example
     from cmkd_doctor.rundir import RunDir
 
+    monkeypatch.setenv("CMKD_DOCTOR_DATA", str(MULTIVIEW.parent))
+
     paths, truth = prepare_example("scene15", RunDir(tmp_path), DiagnoseConfig())
     assert paths == [MULTIVIEW / "scene15" / f for f in ("view1.npy", "view2.npy",
                                                          "labels.npy")]
@@ -62,9 +64,6 @@ def test_example_names_read_the_shared_files_and_pick_views(tmp_path, cli, monke
     bad = cli("diagnose", "--example", "scene15:1,1", "-o", tmp_path / "run")
     assert bad.code == 2 and "pick two different views" in bad.err
     monkeypatch.setenv("CMKD_DOCTOR_DATA", str(tmp_path / "nowhere"))
-    monkeypatch.chdir(tmp_path)
-    from cmkd_doctor import datasets
-
-    monkeypatch.setattr(datasets, "data_roots", lambda: [tmp_path / "nowhere"])
     missing = cli("diagnose", "--example", "leaves100", "-o", tmp_path / "run")
     assert missing.code == 2 and "CMKD_DOCTOR_DATA" in missing.err
+    assert "examples fetch leaves100" in missing.err

@@ -101,6 +101,20 @@ def outputs(tmp_path_factory):
     run("examples", "make", "vggsound", "--csv", root / "vgg.csv", "--clips",
         root / "clips.txt", "-o", root / "vgg")
     found["dataset"].append(json.loads((root / "vgg" / "vggsound.json").read_text()))
+    # a multi-view set converted from a MATLAB file laid out as the published one
+    import scipy.io
+
+    from cmkd_doctor.datasets import DATASETS
+    from cmkd_doctor.downloads import files
+
+    mat = root / "data" / files("leaves100")[0].path
+    mat.parent.mkdir(parents=True)
+    cells = np.empty((1, 3), dtype=object)
+    cells[0, :] = [np.ones((4, 2)), np.zeros((4, 3)), np.ones((4, 1))]
+    scipy.io.savemat(mat, {"X": cells, "Y": np.array([[1], [2], [1], [2]], dtype=np.uint8)})
+    DATASETS["leaves100"].convert(root / "data")
+    found["multiview"].append(json.loads(
+        (root / "data" / "multiview" / "leaves100" / "multiview.json").read_text()))
     # extracted features, from a one-node ONNX model
     import onnx
 

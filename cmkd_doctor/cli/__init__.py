@@ -140,7 +140,8 @@ def _stop(signum: int, frame: object) -> None:
 
 
 # commands (by their leading words) that run without torch, and those that train
-LIGHT = (("schema",), ("examples", "list"), ("examples", "make", "gaussian"))
+LIGHT = (("schema",), ("examples", "list"), ("examples", "make", "gaussian"),
+         ("examples", "fetch"))
 TRAINING = (("rank",), ("derive-teacher",), ("distill",), ("diagnose",),
             ("examples", "reproduce"))
 

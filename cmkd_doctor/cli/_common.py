@@ -10,7 +10,16 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 
 from cmkd_doctor.outputs import json_text
 
@@ -35,7 +44,23 @@ def line(text: str) -> None:
 
 TASK_LABELS = {"align": "Step 1: aligning f1 and f2 (Eq. 28)",
                "permute": "Steps 2-8: permuting channels",
-               "students": "Students of every teacher (Eq. 1, one stack)"}
+               "students": "Students of every teacher (Eq. 1, one stack)",
+               "download": "Downloading"}
+BYTE_TASKS = {"download"}  # counted in bytes, not in steps
+
+
+class _Counts(ProgressColumn):
+    """``done/total`` for steps; size and speed for bytes."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = MofNCompleteColumn()
+        self.size, self.speed = DownloadColumn(), TransferSpeedColumn()
+
+    def render(self, task):
+        if not task.fields.get("bytes"):
+            return self.steps.render(task)
+        return f"{self.size.render(task)} {self.speed.render(task)}"
 
 
 @contextmanager
@@ -47,13 +72,14 @@ def progress_bars(quiet: bool) -> Iterator[Any]:
     if quiet or not err.is_terminal:
         yield lambda task, done, total: None
         return
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), _Counts(),
                     TimeElapsedColumn(), console=err, transient=True)
     tasks: dict[str, Any] = {}
 
     def report(task: str, done: int, total: int) -> None:
         if task not in tasks:
-            tasks[task] = bars.add_task(TASK_LABELS.get(task, task), total=total)
+            tasks[task] = bars.add_task(TASK_LABELS.get(task, task), total=total,
+                                        bytes=task in BYTE_TASKS)
         bars.update(tasks[task], completed=done, total=total)
 
     with bars:

@@ -10,7 +10,7 @@ import typer
 from cmkd_doctor import curves
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
-from cmkd_doctor.cli.options import Quiet, Tensorboard
+from cmkd_doctor.cli.options import DataDir, Download, Mirror, Quiet, Tensorboard
 from cmkd_doctor.cli.rank_flags import rank_flags
 from cmkd_doctor.diagnose import diagnose, resolve
 from cmkd_doctor.outputs import DEFAULT_RUN
@@ -27,9 +27,12 @@ def diagnose_command(
     example: Annotated[str | None, typer.Option(
         help="Run on a built-in example instead: a name from 'cmkd-doctor examples list', "
              "or NAME:A,B for views A and B of a multi-view set (scene15:1,2).")] = None,
+    download: Download = False,
+    data_dir: DataDir = None,
+    mirror: Mirror = None,
     config: Annotated[Path | None, typer.Option(
         help="YAML file with options for every stage (sections rank:, distill:, gaussian:, "
-             "and example: or inputs:); flags given here win.")] = None,
+             "data:, and example: or inputs:); flags given here win.")] = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", "-o", help=f"Run directory [default: {DEFAULT_RUN}].")] = None,
     ratio: Annotated[str | None, typer.Option(
@@ -55,7 +58,9 @@ def diagnose_command(
     """
     given = rank_given or {}
     overrides = {"rank": given,
-                 "distill": {"seeds": seeds, **{k: given.get(k) for k in SHARED}}}
+                 "distill": {"seeds": seeds, **{k: given.get(k) for k in SHARED}},
+                 "data": {"download": download or None, "mirror": mirror,
+                          "data_dir": None if data_dir is None else str(data_dir)}}
     inputs, example, run_dir, settings = resolve(inputs, example, out_dir, config, ratio,
                                                  sweep, overrides)
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:

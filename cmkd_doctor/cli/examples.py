@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +15,9 @@ from cmkd_doctor.cli._common import (
     progress_bars,
     show_help_without_command,
 )
-from cmkd_doctor.cli.options import Device
-from cmkd_doctor.datasets import DATASETS
+from cmkd_doctor.cli.options import DataDir, Device, Download, Mirror, Timeout
+from cmkd_doctor.datasets import DATASETS, fetch_example
+from cmkd_doctor.downloads import FetchOptions, files, urls
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import DELTAS, GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.options import parse_list
@@ -82,18 +84,28 @@ def avmnist(
     energy_removed: Annotated[float, typer.Option(
         help="Share of the images' PCA energy removed.")] = 0.75,
     seed: Annotated[int, typer.Option(help="Seed of the split, pairing and noise.")] = 0,
+    download: Download = False,
+    data_dir: DataDir = None,
+    mirror: Mirror = None,
+    timeout: Timeout = FetchOptions.timeout,
     out_dir: OutFolder = Path("avmnist"),
 ) -> None:
     """AV-MNIST (paper Sec. 3, App. B.1): noisy spoken digits paired with PCA-degraded
     MNIST images. Writes image.npy, audio.npy, labels.npy, split.npz and avmnist.json.
+
+    The raw files are --mnist and --fsdd, or else read from the data root (fetched there
+    first with --download).
 
     Then: cmkd-doctor diagnose OUT/image.npy OUT/audio.npy OUT/labels.npy --split
     OUT/split.npz
     """
     from cmkd_doctor.avmnist import AVMnistSpec, make_avmnist
 
-    data = make_avmnist(out_dir, mnist, fsdd, multibench,
-                        AVMnistSpec(energy_removed=energy_removed, snr_db=snr_db, seed=seed))
+    options = _fetch_options(download, data_dir, mirror, timeout)
+    with progress_bars(False) as progress:
+        data = make_avmnist(out_dir, mnist, fsdd, multibench,
+                            AVMnistSpec(energy_removed=energy_removed, snr_db=snr_db,
+                                        seed=seed), options, progress)
     line(f"wrote {out_dir}/: image.npy {data.image.shape}, audio.npy {data.audio.shape}, "
          f"labels.npy, split.npz ({len(data.train)} train / {len(data.test)} test rows) "
          "and avmnist.json")
@@ -176,6 +188,47 @@ def _prepared(out_dir: Path, data) -> None:
     arrays = "".join(f"{k}.npy {v.shape}, " for k, v in data.features.items())
     line(f"wrote {out_dir}/: {arrays}labels.npy, split.npz ({len(data.train)} train / "
          f"{len(data.test)} test rows)")
+
+
+def _fetch_options(download: bool, data_dir: Path | None, mirror: str | None,
+                   timeout: float) -> FetchOptions:
+    return FetchOptions(None if data_dir is None else str(data_dir), mirror, download,
+                        timeout).checked()
+
+
+@app.command("fetch", short_help="Download an example's published files into the data "
+             "root (the cache), checked against their SHA-256.")
+def fetch_command(
+    name: Annotated[str, typer.Argument(
+        metavar="NAME", help="avmnist, scene15 or leaves100 (the others say where to get "
+                             "them).")],
+    print_urls: Annotated[bool, typer.Option(
+        "--print-urls", help="Print the URL of every file of NAME, one per line (what a "
+                             "fetch into an empty data root requests), and fetch nothing.")
+    ] = False,
+    data_dir: DataDir = None,
+    mirror: Mirror = None,
+    timeout: Timeout = FetchOptions.timeout,
+) -> None:
+    """Fetch every published file of example NAME into the data root (--data-dir,
+    $CMKD_DOCTOR_DATA or the cache folder), from the publishers' servers or --mirror,
+    each checked against the SHA-256 recorded in cmkd-doctor; files already there and
+    whole are kept. A filled data root is itself a mirror for offline machines."""
+    options = _fetch_options(True, data_dir, mirror, timeout)
+    if print_urls:
+        dataset = DATASETS[name] if name in DATASETS else None
+        if dataset is None or not dataset.sources:
+            fetch_example(name, options)  # says what is wrong
+        for source in dataset.sources:
+            for remote in files(source):
+                sys.stdout.write(urls(remote, options)[0] + "\n")
+        return
+    with progress_bars(False) as progress:
+        root, count, size = fetch_example(name, options, progress)
+    got = f"fetched {count} file{'s' * (count > 1)} ({size / 1e6:.1f} MB)" if count else \
+        "every file was already there and whole"
+    line(f"{name}: {got} in {root}")
+    line(f"next: {DATASETS[name].use}")
 
 
 @app.command("list", short_help="The paper's datasets: what each is, its licence, how to "

@@ -56,3 +56,17 @@ ChannelAxis = Annotated[int, typer.Option(
 __all__ = ["DEFAULT_RUN", "BatchSize", "ChannelAxis", "ChunkRows", "Device", "Epochs",
            "Hidden", "JsonOutput", "Layer", "Lr", "OutDir", "Patience", "Quiet",
            "RunOption", "Seed", "Weights", "WholeModel"]
+
+# where an example's published files are and come from (downloads.FetchOptions), for
+# every command that reads them: diagnose --example, examples fetch, examples make avmnist
+Download = Annotated[bool, typer.Option(
+    "--download", help="Fetch the example's files into the data root first when they are "
+                       "not there (checked against their SHA-256).")]
+DataDir = Annotated[Path | None, typer.Option(
+    help="Data root holding the examples' files [default: $CMKD_DOCTOR_DATA, else the "
+         "cache folder].", show_default=False)]
+Mirror = Annotated[str | None, typer.Option(
+    help="Fetch from this http(s) URL or folder, laid out like a data root, instead of "
+         "the publishers' servers [default: $CMKD_DOCTOR_MIRROR].", show_default=False)]
+Timeout = Annotated[float, typer.Option(
+    help="Seconds a server may take to connect or to send more of a file.")]

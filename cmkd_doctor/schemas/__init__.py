@@ -42,6 +42,8 @@ DOCUMENTS: dict[str, tuple[str, str]] = {
     "truth": ("the planted truth of generated Gaussian data", "truth.json of examples make "
               "gaussian"),
     "dataset": ("what a prepared data set holds", "NAME.json of examples make NAME"),
+    "multiview": ("a multi-view set converted from its published file",
+                  "DATA_ROOT/multiview/NAME/multiview.json of examples fetch NAME"),
     "features": ("where extracted features come from", "the .json beside extract's .npy"),
     "network": ("a user's whole teacher masked at the ranked layer",
                 "derive-teacher --model --json"),
@@ -277,6 +279,9 @@ TRUTH = _object(
 
 DATASET = _object({"dataset": STR, "n": INT, "n_train": INT, "n_test": INT})
 
+MULTIVIEW = _object({"dataset": STR, "source": STR, "sha256": STR, "n": INT,
+                     "views": _array(INT), "converted": STR})
+
 FEATURES = _object(
     {"shape": _array(INT), "rows": _array(STR)},
     {name: _or_null(_t("string", "integer")) for name in ("layer", "backbone", "weights",
@@ -285,7 +290,7 @@ FEATURES = _object(
 BODIES = {"rank": RANK, "teacher": TEACHER, "comparison": COMPARISON, "distill": DISTILL,
           "diagnosis": DIAGNOSIS, "report": REPORT, "compare": COMPARE, "datasets": DATASETS,
           "reproduction": REPRODUCTION, "truth": TRUTH, "dataset": DATASET,
-          "features": FEATURES, "network": NETWORK}
+          "multiview": MULTIVIEW, "features": FEATURES, "network": NETWORK}
 
 
 def build(name: str) -> dict[str, Any]:

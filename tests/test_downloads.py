@@ -1,0 +1,350 @@
+"""Fetching the examples' published files (cmkd_doctor/downloads.py), without the
+internet: a local HTTP server on 127.0.0.1 serves copies of the originals in
+../shared/data (mnist/, fsdd/recordings/, sources/) as a mirror, and is told to corrupt,
+cut or stall a file. Every failure must be exit 2 with one line naming the file and the
+cause, and leave no file behind."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cmkd_doctor import downloads
+from cmkd_doctor.datasets import DATASETS
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SCENE = "sources/XLearning-SCU-2023-IJCAI-ProImp/data/Scene-15.mat"
+needs_sources = pytest.mark.skipif(not (SHARED / SCENE).is_file(),
+                                   reason=f"the published files are not at {SHARED}")
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the mirror folder; records each request; ``server.rules`` make a file
+    arrive ``corrupt`` (one byte flipped), ``cut`` (half of it, then the connection
+    closes, under the full Content-Length) or ``stall`` (half, then silence)."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.requested.append(urllib.parse.unquote(self.path.lstrip("/")))
+        super().do_GET()
+
+    def copyfile(self, source, outputfile) -> None:
+        rule = self.server.rules.get(urllib.parse.unquote(self.path.lstrip("/")))
+        data = source.read()
+        if rule == "corrupt":
+            data = data[:100] + bytes([data[100] ^ 1]) + data[101:]
+        elif rule in ("cut", "stall"):
+            data = data[: len(data) // 2]
+        outputfile.write(data)
+        outputfile.flush()
+        if rule == "stall":
+            self.server.release.wait(60)
+
+
+@pytest.fixture
+def mirror(tmp_path, request):
+    """An HTTP mirror of the published files on 127.0.0.1: (its URL, its server). It
+    holds copies of sources/, and of mnist/ and fsdd/recordings/ for a test marked
+    ``avmnist``."""
+    folder = tmp_path / "mirror"
+    shutil.copytree(SHARED / "sources", folder / "sources")
+    if request.node.get_closest_marker("avmnist"):
+        shutil.copytree(SHARED / "mnist", folder / "mnist")
+        shutil.copytree(SHARED / "fsdd" / "recordings", folder / "fsdd" / "recordings")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(folder)))
+    server.daemon_threads = True
+    server.requested, server.rules, server.release = [], {}, threading.Event()
+    server.folder = folder
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", server
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def fresh(tmp_path, monkeypatch):
+    """A machine with nothing fetched: no data root set, an empty cache folder."""
+    monkeypatch.delenv("CMKD_DOCTOR_DATA", raising=False)
+    monkeypatch.delenv("CMKD_DOCTOR_MIRROR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = downloads.FetchOptions().root()
+    assert root == tmp_path / "cache" / "cmkd-doctor" / "data"
+    return root
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file under ``folder``, hidden (temporary) ones included."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) \
+        if folder.exists() else []
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the published files are not at {SHARED}")
+def test_the_recorded_checksums_are_those_of_the_published_files():
+    for source in downloads.SOURCES:
+        listed = downloads.files(source)
+        assert listed, source
+        for remote in listed:
+            path = SHARED / remote.path
+            assert path.stat().st_size == remote.size, remote.path
+            assert _sha256(path) == remote.sha256, remote.path
+    # every recording of FSDD, and the two published MATLAB files of its README
+    recordings = {p.name for p in (SHARED / "fsdd" / "recordings").glob("*.wav")}
+    assert {Path(r.path).name for r in downloads.files("fsdd")} == recordings
+    readme = (SHARED / "README.md").read_text()
+    for source in ("scene15", "leaves100"):
+        (remote,) = downloads.files(source)
+        assert f"`{remote.path.removeprefix('sources/')}` | `{remote.sha256}`" in readme
+
+
+def test_urls_point_at_the_publishers_or_only_at_the_mirror(monkeypatch, tmp_path):
+    monkeypatch.delenv("CMKD_DOCTOR_MIRROR", raising=False)
+    (scene,) = downloads.files("scene15")
+    assert downloads.urls(scene, downloads.FetchOptions()) == (
+        "https://raw.githubusercontent.com/XLearning-SCU/2023-IJCAI-ProImp/HEAD/data/"
+        "Scene-15.mat",)
+    images = downloads.files("mnist")[0]
+    assert len(downloads.urls(images, downloads.FetchOptions())) == 2  # two servers
+    assert downloads.urls(images, downloads.FetchOptions(mirror="https://m.org/x/")) == (
+        "https://m.org/x/mnist/t10k-images-idx3-ubyte.gz",)
+    monkeypatch.setenv("CMKD_DOCTOR_MIRROR", "file://" + str(tmp_path))
+    assert downloads.urls(scene, downloads.FetchOptions()) == (str(tmp_path / SCENE),)
+
+
+@needs_sources
+def test_a_fresh_cache_fills_from_a_mirror_and_diagnose_runs_from_it(fresh, mirror, cli,
+                                                                     tmp_path):
+    url, server = mirror
+    listed = cli("examples", "fetch", "scene15", "--print-urls", "--mirror", url)
+    assert listed.code == 0 and listed.out.split() == [url + SCENE]
+    assert server.requested == []  # printed, not fetched
+    args = ["diagnose", "--example", "scene15:1,2", "--download", "--mirror", url, "--json",
+            "--seeds", "1", "--restarts", "1", "-M", "2", "--epochs", "5"]
+    first = cli(*args, "-o", tmp_path / "run1")
+    assert first.code == 0, first.err
+    assert server.requested == [SCENE]
+    assert _files(fresh) == sorted([SCENE, *(f"multiview/scene15/{f}" for f in (
+        "labels.npy", "multiview.json", "view0.npy", "view1.npy", "view2.npy"))])
+    # converted from the published file: the very arrays of ../shared/data/multiview
+    for name in ("view0.npy", "view1.npy", "view2.npy", "labels.npy"):
+        assert np.array_equal(np.load(fresh / "multiview" / "scene15" / name),
+                              np.load(SHARED / "multiview" / "scene15" / name)), name
+    info = json.loads((fresh / "multiview" / "scene15" / "multiview.json").read_text())
+    assert info["views"] == [20, 59, 40] and info["n"] == 4485
+    doc = json.loads(first.out)
+    assert len(doc["salience"]) == 59  # view 1's channels, ranked
+    second = cli(*args, "-o", tmp_path / "run2")
+    assert second.code == 0, second.err
+    assert server.requested == [SCENE]  # the second run downloaded nothing
+    fetched = cli("examples", "fetch", "scene15", "--mirror", url)
+    assert fetched.code == 0 and "already there and whole" in fetched.out
+    assert server.requested == [SCENE]
+
+
+@needs_sources
+def test_without_the_files_diagnose_names_the_command_that_fetches_them(fresh, cli, tmp_path):
+    missing = cli("diagnose", "--example", "leaves100", "-o", tmp_path / "run")
+    assert missing.code == 2
+    assert "'cmkd-doctor examples fetch leaves100' downloads them" in missing.err
+    assert "--download" in missing.err and len(missing.err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists() and _files(fresh) == []
+
+
+@needs_sources
+@pytest.mark.parametrize("rule,cause", [
+    ("corrupt", "not the published file (3,384,483 bytes, SHA-256"),
+    ("cut", "the transfer was cut short"),
+    ("stall", "no answer within 1 s"),
+])
+def test_a_bad_transfer_is_exit_2_naming_the_file_and_leaves_nothing(fresh, mirror, cli,
+                                                                       rule, cause):
+    url, server = mirror
+    server.rules[SCENE] = rule
+    failed = cli("examples", "fetch", "scene15", "--mirror", url, "--timeout", "1")
+    assert failed.code == 2
+    assert failed.err.startswith(f"error: {SCENE}: from {url}{SCENE}: {cause}")
+    assert failed.err.count("\n") == 1 and failed.err.strip().endswith("not kept")
+    assert _files(fresh) == []  # not even a temporary file
+    # a corrupt file is not tried again; a cut or silent transfer is, once
+    assert len(server.requested) == (1 if rule == "corrupt" else 2)
+    del server.rules[SCENE]  # the server mends: a rerun starts clean and succeeds
+    again = cli("examples", "fetch", "scene15", "--mirror", url)
+    assert again.code == 0, again.err
+    assert _sha256(fresh / SCENE) == downloads.files("scene15")[0].sha256
+
+
+@needs_sources
+def test_an_unreachable_host_or_a_missing_file_is_one_error_line(fresh, mirror, cli):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    refused = cli("examples", "fetch", "leaves100", "--mirror", f"http://127.0.0.1:{port}")
+    assert refused.code == 2
+    assert f"cannot reach 127.0.0.1:{port} (" in refused.err
+    assert refused.err.count("\n") == 1 and "Traceback" not in refused.err
+    url, server = mirror
+    (server.folder / SCENE).unlink()
+    absent = cli("examples", "fetch", "scene15", "--mirror", url)
+    assert absent.code == 2 and f"{SCENE}: HTTP 404 File not found" in absent.err
+    assert _files(fresh) == []
+    bad = cli("examples", "fetch", "scene15", "--mirror", "ftp://example.org")
+    assert bad.code == 2 and "--mirror must be an http(s):// URL or a folder" in bad.err
+
+
+@needs_sources
+def test_a_folder_mirror_and_which_data_root_wins(fresh, cli, tmp_path, monkeypatch):
+    env_root, dir_root = tmp_path / "env-root", tmp_path / "dir-root"
+    monkeypatch.setenv("CMKD_DOCTOR_DATA", str(env_root))
+    monkeypatch.setenv("CMKD_DOCTOR_MIRROR", str(SHARED))  # ../shared/data is laid out so
+    into_env = cli("examples", "fetch", "leaves100")
+    assert into_env.code == 0, into_env.err
+    assert f"in {env_root}" in into_env.out and "sources/zhou572-Multi-view-Datasets/" \
+        "100Leaves.mat" in _files(env_root)
+    into_dir = cli("examples", "fetch", "leaves100", "--data-dir", dir_root)
+    assert into_dir.code == 0 and f"in {dir_root}" in into_dir.out
+    assert _files(dir_root) == _files(env_root) and _files(fresh) == []  # cache untouched
+    for name in ("view0.npy", "labels.npy"):
+        assert np.array_equal(np.load(dir_root / "multiview" / "leaves100" / name),
+                              np.load(SHARED / "multiview" / "leaves100" / name))
+    # a damaged file in the data root is fetched again, and checks
+    published = dir_root / "sources" / "zhou572-Multi-view-Datasets" / "100Leaves.mat"
+    published.write_bytes(published.read_bytes()[:1000])
+    mended = cli("examples", "fetch", "leaves100", "--data-dir", dir_root)
+    assert mended.code == 0 and "fetched 1 file (1.0 MB)" in mended.out
+    assert _sha256(published) == downloads.files("leaves100")[0].sha256
+
+
+def test_examples_that_are_not_fetched_say_where_to_get_them(cli):
+    for name in ("ravdess", "vggsound", "nyu", "mmimdb"):
+        said = cli("examples", "fetch", name)
+        assert said.code == 2 and f"cmkd-doctor does not fetch {name}:" in said.err
+        assert DATASETS[name].elsewhere in said.err
+    assert "nothing to fetch" in cli("examples", "fetch", "gaussian").err
+    assert "must be one of" in cli("examples", "fetch", "bogus", "--print-urls").err
+
+
+def _fetch_process(root: Path, url: str, **popen) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cmkd_doctor", "examples", "fetch", "scene15", "--mirror", url,
+         "--data-dir", str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=ROOT, env=env, **popen)
+
+
+@needs_sources
+def test_a_full_disk_is_exit_2_naming_the_file_and_leaves_nothing(mirror, tmp_path):
+    url, _ = mirror
+    root = tmp_path / "root"
+
+    def small_disk() -> None:  # files may not grow past 1 MB: writes fail with EFBIG
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    process = _fetch_process(root, url, preexec_fn=small_disk)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2, err
+    assert err.startswith(f"error: {root / SCENE}: cannot be written (File too large)")
+    assert err.count("\n") == 1 and _files(root) == []
+
+
+@needs_sources
+def test_an_interrupted_transfer_leaves_nothing_behind(mirror, tmp_path):
+    url, server = mirror
+    server.rules[SCENE] = "stall"
+    root = tmp_path / "root"
+    process = _fetch_process(root, url, preexec_fn=lambda: signal.signal(
+        signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not any(Path(f).name.startswith(".Scene-15.mat.") for f in _files(root)):
+            assert time.monotonic() < deadline and process.poll() is None, "no transfer"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130 and err.strip() == "error: interrupted"
+    assert _files(root) == []
+
+
+@pytest.mark.avmnist
+@pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason=f"FSDD is not at {SHARED}")
+def test_examples_make_avmnist_downloads_from_a_mirror_and_resumes(fresh, mirror, cli,
+                                                                    monkeypatch, tmp_path,
+                                                                    avmnist_dir):
+    url, server = mirror
+    everything = {r.path for s in ("mnist", "fsdd") for r in downloads.files(s)}
+    bad = downloads.files("fsdd")[100].path
+    server.rules[bad] = "corrupt"
+    out = tmp_path / "avmnist"
+    failed = cli("examples", "make", "avmnist", "--download", "--mirror", url, "-o", out)
+    assert failed.code == 2 and failed.err.startswith(f"error: {bad}: from {url}{bad}: not "
+                                                      "the published file")
+    assert failed.err.count("\n") == 1 and not out.exists()
+    kept = set(_files(fresh))
+    # what landed is whole; the corrupt file and every temporary one are gone
+    assert kept < everything and bad not in kept
+    assert all(_sha256(fresh / p) == r.sha256 for s in ("mnist", "fsdd")
+               for r in downloads.files(s) if (p := r.path) in kept)
+    del server.rules[bad]
+    server.requested.clear()
+    monkeypatch.setenv("CMKD_DOCTOR_MIRROR", url)
+    built = cli("examples", "make", "avmnist", "--download", "-o", out)
+    assert built.code == 0, built.err
+    assert sorted(server.requested) == sorted(everything - kept)  # resumed
+    assert set(_files(fresh)) == everything
+    for name in ("image.npy", "audio.npy", "labels.npy"):  # as from ../shared/data
+        assert np.array_equal(np.load(out / name), np.load(avmnist_dir / name)), name
+    server.requested.clear()
+    again = cli("examples", "make", "avmnist", "-o", tmp_path / "again")
+    assert again.code == 0 and server.requested == []  # read from the cache
+
+
+def test_a_matlab_file_that_is_not_laid_out_as_published_is_refused(tmp_path):
+    import scipy.io
+
+    from cmkd_doctor.errors import InputError
+
+    mat = tmp_path / downloads.files("leaves100")[0].path
+    mat.parent.mkdir(parents=True)
+    mat.write_bytes(b"not a MATLAB file")
+    with pytest.raises(InputError, match="100Leaves.mat: cannot be read as a MATLAB file"):
+        DATASETS["leaves100"].convert(tmp_path)
+    cells = np.empty((1, 2), dtype=object)
+    cells[0, :] = [np.ones((4, 2)), np.ones((4, 2))]
+    scipy.io.savemat(mat, {"X": cells, "Y": np.ones((4, 1))})
+    with pytest.raises(InputError, match="expected a cell X of 3 views and labels Y"):
+        DATASETS["leaves100"].convert(tmp_path)
+    cells = np.empty((1, 3), dtype=object)
+    cells[0, :] = [np.ones((4, 2)), np.ones((3, 2)), np.ones((4, 2))]
+    scipy.io.savemat(mat, {"X": cells, "Y": np.ones((4, 1))})
+    with pytest.raises(InputError, match="its views and 4 labels do not pair up"):
+        DATASETS["leaves100"].convert(tmp_path)
+    assert not (tmp_path / "multiview").exists()

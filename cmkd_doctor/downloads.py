@@ -46,6 +46,9 @@ ATTEMPTS = 2  # per URL: a dropped connection or a busy server (429, 5xx) gets o
 WORKERS = 8  # transfers at once when an example has many small files (FSDD: 3,000)
 CHUNK = 1 << 16
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+# a temporary file this long untouched is a transfer whose process was killed (a live one
+# writes at least every --timeout seconds); the next fetch of that file removes it
+STALE_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ def _fetch(sources: list[str], options: FetchOptions, progress: Progress) -> lis
     todo = [r for s in sources for r in files(s) if not _whole(root / r.path, r)]
     if not todo:
         return []
+    _sweep(root, todo)
     meter = _Meter(sum(r.size for r in todo), progress)
     meter.add(0)
     if len(todo) == 1:  # in this thread: an interrupt stops it at once
@@ -368,6 +372,20 @@ def _folder(location: str) -> Path | None:
     if not parts.scheme or (len(parts.scheme) == 1 and os.name == "nt"):
         return Path(location).expanduser()
     return None
+
+
+def _sweep(root: Path, todo: list[Remote]) -> None:
+    """Remove the temporary files of ``todo`` that a killed fetch left (``write_atomic``
+    names them ``.NAME.XXXXXXXX.tmp``); a signal or an error removes its own."""
+    now, wanted = time.time(), {root / r.path for r in todo}
+    for folder in {p.parent for p in wanted}:
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+            final = folder / tmp.name[1:].rsplit(".", 2)[0]
+            try:
+                if final in wanted and now - tmp.stat().st_mtime > STALE_SECONDS:
+                    tmp.unlink()
+            except OSError:  # another fetch removed it first
+                pass
 
 
 def _has_size(path: Path, size: int) -> bool:

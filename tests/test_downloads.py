@@ -348,3 +348,31 @@ def test_a_matlab_file_that_is_not_laid_out_as_published_is_refused(tmp_path):
     with pytest.raises(InputError, match="its views and 4 labels do not pair up"):
         DATASETS["leaves100"].convert(tmp_path)
     assert not (tmp_path / "multiview").exists()
+
+
+@needs_sources
+def test_a_killed_fetchs_temporary_file_goes_and_a_config_file_sets_the_data(
+        mirror, cli, tmp_path):
+    url, _ = mirror
+    root = tmp_path / "root"
+    folder = (root / SCENE).parent
+    folder.mkdir(parents=True)
+    killed, live = folder / ".Scene-15.mat.k1ll3d00.tmp", folder / ".Scene-15.mat.l1ve0000.tmp"
+    other = folder / ".notes.txt.abcdefgh.tmp"  # not a file of the layout: left alone
+    for tmp in (killed, live, other):
+        tmp.write_bytes(b"partial")
+    old = time.time() - downloads.STALE_SECONDS - 60
+    for tmp in (killed, other):
+        os.utime(tmp, (old, old))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"example: scene15:2,1\ndata: {{data_dir: root, mirror: '{url}', "
+                      "download: true, timeout: 5}\n"
+                      "rank: {repeats: 2, restarts: 1}\ndistill: {seeds: 1, epochs: 3}\n")
+    ran = cli("diagnose", "--config", config, "-o", tmp_path / "run", "--json")
+    assert ran.code == 0, ran.err
+    assert (root / "multiview" / "scene15" / "labels.npy").is_file()  # data_dir: root
+    assert not killed.exists() and live.exists() and other.exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("example: scene15\ndata: {timeout: 0}\n")
+    refused = cli("diagnose", "--config", bad, "-o", tmp_path / "run2")
+    assert refused.code == 2 and "--timeout must be a positive number" in refused.err

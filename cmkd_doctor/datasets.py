@@ -67,7 +67,7 @@ def _not_fetched(name: str) -> InputError:
 
 
 def size_text(sources: tuple[str, ...]) -> str:
-    """The download size of ``sources``, as a user reads it: ``35 MB``."""
+    """The download size of ``sources``, as a user reads it: ``23 MB``."""
     total = sum(r.size for s in sources for r in files(s))
     return f"{total / 1e6:.0f} MB" if total >= 1e7 else f"{total / 1e6:.1f} MB"
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from cmkd_doctor import distributed
 from cmkd_doctor.errors import CmkdError, DownloadError, option_error
-from cmkd_doctor.outputs import write_atomic
+from cmkd_doctor.outputs import check_out_dir, write_atomic
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.registry import Registry
 
@@ -160,6 +160,12 @@ class FetchOptions:
 
         return platformdirs.user_cache_path("cmkd-doctor") / "data"
 
+    def root_option(self) -> str:
+        """What set the data root, as an error message names it."""
+        if self.data_dir:
+            return "--data-dir"
+        return f"${DATA_ENV}" if os.environ.get(DATA_ENV) else "the cache folder"
+
     def mirror_base(self) -> str | None:
         return self.mirror or os.environ.get(MIRROR_ENV) or None
 
@@ -215,6 +221,7 @@ def _fetch(sources: list[str], options: FetchOptions, progress: Progress) -> lis
     todo = [r for s in sources for r in files(s) if not _whole(root / r.path, r)]
     if not todo:
         return []
+    check_out_dir(root, options.root_option())
     _sweep(root, todo)
     meter = _Meter(sum(r.size for r in todo), progress)
     meter.add(0)
@@ -224,7 +231,8 @@ def _fetch(sources: list[str], options: FetchOptions, progress: Progress) -> lis
     pool = concurrent.futures.ThreadPoolExecutor(WORKERS)
     try:
         jobs = [pool.submit(_fetch_one, r, root, options, meter) for r in todo]
-        done, _ = concurrent.futures.wait(jobs, return_when="FIRST_EXCEPTION")
+        done, _ = concurrent.futures.wait(jobs,
+                                          return_when=concurrent.futures.FIRST_EXCEPTION)
         for job in jobs:
             if job in done and job.exception() is not None:
                 raise job.exception()
@@ -257,7 +265,11 @@ def _fetch_one(remote: Remote, root: Path, options: FetchOptions, meter: _Meter)
                         time.sleep(1 + attempt)
         raise DownloadError(f"{remote.path}: {'; '.join(causes)}; not kept")
 
-    write_atomic(dest, write)
+    try:
+        write_atomic(dest, write)
+    except OSError as exc:  # its folder cannot be made (a file in the way, no permission)
+        raise DownloadError(f"{exc.filename or dest}: cannot be written "
+                            f"({exc.strerror or exc})") from None
 
 
 class _Failed(Exception):

@@ -376,3 +376,19 @@ def test_a_killed_fetchs_temporary_file_goes_and_a_config_file_sets_the_data(
     bad.write_text("example: scene15\ndata: {timeout: 0}\n")
     refused = cli("diagnose", "--config", bad, "-o", tmp_path / "run2")
     assert refused.code == 2 and "--timeout must be a positive number" in refused.err
+
+
+@needs_sources
+def test_a_data_root_that_cannot_hold_the_files_is_one_error_line(cli, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    said = cli("examples", "fetch", "scene15", "--mirror", SHARED, "--data-dir", a_file)
+    assert said.code == 2
+    assert said.err.strip() == f"error: --data-dir {a_file}: exists and is not a folder; " \
+                               "pick another path"
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "sources").write_text("")  # a file where a folder of the layout goes
+    blocked = cli("examples", "fetch", "scene15", "--mirror", SHARED, "--data-dir", root)
+    assert blocked.code == 2 and "cannot be written" in blocked.err
+    assert blocked.err.count("\n") == 1 and "internal error" not in blocked.err

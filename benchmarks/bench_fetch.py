@@ -1,0 +1,61 @@
+"""How long fetching an example's published files takes from a mirror, by transfers at
+once (issue 25).
+
+    python benchmarks/bench_fetch.py [--data ../shared/data] [--workers 1,4,8]
+
+Serves the published files under ``--data`` (mnist/, fsdd/recordings/, sources/) from a
+local HTTP server on 127.0.0.1, then fetches avmnist (3,002 files, 22.8 MB) and scene15
+(one 3.4 MB file) into an empty data root with ``cmkd_doctor.downloads.fetch``, every
+file checked against its SHA-256, and prints wall time and throughput. A loopback
+server leaves per-file latency out: over the internet each of FSDD's 3,000 requests
+costs a round trip, which the transfers at once overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from cmkd_doctor import downloads
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--workers", default="1,4,8")
+    args = parser.parse_args()
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(args.data)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    print("| example | files | MB | transfers at once | wall (s) | MB/s |")
+    print("|---|---|---|---|---|---|")
+    for example, sources in (("avmnist", ("mnist", "fsdd")), ("scene15", ("scene15",))):
+        for workers in map(int, args.workers.split(",")):
+            downloads.WORKERS = workers
+            with tempfile.TemporaryDirectory() as root:
+                options = downloads.FetchOptions(data_dir=root, mirror=url)
+                t0 = time.perf_counter()
+                fetched = downloads.fetch(sources, options)
+                wall = time.perf_counter() - t0
+            size = sum(r.size for r in fetched) / 1e6
+            print(f"| {example} | {len(fetched)} | {size:.1f} | {workers} | {wall:.1f} | "
+                  f"{size / wall:.1f} |", flush=True)
+            if len(fetched) == 1:
+                break  # one file: one transfer, whatever the pool
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()

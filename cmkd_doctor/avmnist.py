@@ -145,6 +145,18 @@ def list_fsdd(folder: str | Path) -> list[Recording]:
                      "found none")
 
 
+def torchaudio(what: str):
+    """The torchaudio module (the ``audio`` extra), or one error line saying how to get
+    it: audio features need it, and a plain install leaves it out (its wheels want a
+    torch at least as new as themselves, which must not replace a user's CUDA build)."""
+    try:
+        import torchaudio as found
+    except ImportError:
+        raise InputError(f"{what} needs torchaudio, which is not installed: pip install "
+                         "'cmkd-doctor[audio]'") from None
+    return found
+
+
 def read_wav(path: Path, sample_rate: int) -> torch.Tensor:
     """A mono 16-bit PCM wav as float32 in [-1, 1), resampled to ``sample_rate``."""
     try:
@@ -159,9 +171,7 @@ def read_wav(path: Path, sample_rate: int) -> torch.Tensor:
     audio = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768
     audio = torch.from_numpy(audio.reshape(-1, channels).mean(axis=1))
     if rate != sample_rate:
-        import torchaudio
-
-        audio = torchaudio.functional.resample(audio, rate, sample_rate,
+        audio = torchaudio("resampling audio").functional.resample(audio, rate, sample_rate,
                                                resampling_method="sinc_interp_kaiser")
     return audio
 
@@ -182,10 +192,8 @@ def remove_energy(images: np.ndarray, fraction: float) -> tuple[np.ndarray, int]
 
 def log_mel(waves: torch.Tensor, spec: AVMnistSpec) -> torch.Tensor:
     """``(n, samples)`` -> ``(n, n_mels * frames)`` log-mel features (torchaudio)."""
-    import torchaudio
-
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=spec.sample_rate, n_fft=256,
-                                               hop_length=64, n_mels=spec.n_mels)(waves)
+    mel = torchaudio("making log-mel spectrograms").transforms.MelSpectrogram(
+        sample_rate=spec.sample_rate, n_fft=256, hop_length=64, n_mels=spec.n_mels)(waves)
     pooled = torch.nn.functional.adaptive_avg_pool1d(mel, spec.frames)  # (n, mels, frames)
     return torch.log(pooled + 1e-6).reshape(len(waves), -1)
 
@@ -321,6 +329,8 @@ def make_avmnist(out: str | Path, mnist: str | Path | None = None,
     root (``data``), fetched there first with ``data.download``."""
     check_out_dir(out)
     spec = (spec or AVMnistSpec()).checked()
+    if multibench is None:
+        torchaudio("AV-MNIST's audio (log-mel spectrograms)")  # before any download
     if multibench is not None:
         if mnist is not None or fsdd is not None:
             raise InputError("--multibench replaces --mnist and --fsdd; give one or the other")

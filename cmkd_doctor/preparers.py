@@ -128,7 +128,9 @@ def read_ravdess_audio(folder: str | Path, sample_rate: int = 16000, n_mfcc: int
     as the paper does, averaged into ``frames`` time steps. Actors ``test_actors`` form
     the test set (no speaker is on both sides).
     """
-    import torchaudio
+    from cmkd_doctor.avmnist import torchaudio as audio_extra
+
+    torchaudio = audio_extra("RAVDESS's MFCCs")
 
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*.wav") if _RAVDESS_NAME.match(p.name))

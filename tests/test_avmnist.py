@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,13 @@ def test_wrong_folders_say_what_was_expected(tmp_path, cli, monkeypatch):
     result = cli("examples", "make", "avmnist", "--mnist", tmp_path, "-o", tmp_path / "out")
     assert result.code == 2 and "--fsdd is missing: give --mnist DIR and --fsdd DIR " \
         "together, or neither to read the data root" in result.err
+    with monkeypatch.context() as without:  # a plain install: no torchaudio
+        without.setitem(sys.modules, "torchaudio", None)
+        result = cli("examples", "make", "avmnist", "--download", "--mirror",
+                     "http://127.0.0.1:9", "-o", tmp_path / "out")
+    assert result.code == 2 and result.err.strip() == (
+        "error: AV-MNIST's audio (log-mel spectrograms) needs torchaudio, which is not "
+        "installed: pip install 'cmkd-doctor[audio]'")  # said before any download
     monkeypatch.setenv("CMKD_DOCTOR_DATA", str(tmp_path / "empty"))
     result = cli("examples", "make", "avmnist", "-o", tmp_path / "out")
     assert result.code == 2 and f"its files are not in {tmp_path / 'empty'}" in result.err

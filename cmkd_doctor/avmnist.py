@@ -171,8 +171,8 @@ def read_wav(path: Path, sample_rate: int) -> torch.Tensor:
     audio = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768
     audio = torch.from_numpy(audio.reshape(-1, channels).mean(axis=1))
     if rate != sample_rate:
-        audio = torchaudio("resampling audio").functional.resample(audio, rate, sample_rate,
-                                               resampling_method="sinc_interp_kaiser")
+        resample = torchaudio("resampling audio").functional.resample
+        audio = resample(audio, rate, sample_rate, resampling_method="sinc_interp_kaiser")
     return audio
 
 
@@ -329,8 +329,6 @@ def make_avmnist(out: str | Path, mnist: str | Path | None = None,
     root (``data``), fetched there first with ``data.download``."""
     check_out_dir(out)
     spec = (spec or AVMnistSpec()).checked()
-    if multibench is None:
-        torchaudio("AV-MNIST's audio (log-mel spectrograms)")  # before any download
     if multibench is not None:
         if mnist is not None or fsdd is not None:
             raise InputError("--multibench replaces --mnist and --fsdd; give one or the other")
@@ -339,6 +337,7 @@ def make_avmnist(out: str | Path, mnist: str | Path | None = None,
         raise InputError(f"--{'fsdd' if fsdd is None else 'mnist'} is missing: give --mnist "
                          "DIR and --fsdd DIR together, or neither to read the data root")
     else:
+        torchaudio("AV-MNIST's audio (log-mel spectrograms)")  # before any download
         if mnist is None:
             root = example_root("avmnist", data, progress)
             mnist, fsdd = root / "mnist", root / "fsdd"

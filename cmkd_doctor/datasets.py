@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cmkd_doctor.downloads import DATA_ENV, FetchOptions, fetch, files, missing
+from cmkd_doctor.downloads import DATA_ENV, FetchOptions, fetch, files, missing, urls
 from cmkd_doctor.errors import InputError, unknown_name
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.outputs import landed, together, write_json, write_npy
@@ -25,7 +25,8 @@ from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.registry import Registry
 from cmkd_doctor.schemas import stamp
 
-__all__ = ["DATASETS", "DATA_ENV", "Dataset", "example_root", "fetch_example"]
+__all__ = ["DATASETS", "DATA_ENV", "Dataset", "example_root", "example_urls",
+           "fetch_example"]
 
 #: (run folder, Gaussian spec, views picked, where the data is, progress) -> (paths, truth)
 Make = Callable[[Path, GaussianSpec, "tuple[int, int] | None", FetchOptions, Progress],
@@ -57,13 +58,28 @@ class Dataset:
                                               "licence", "availability", "prepare", "paper")}
 
 
-def _not_fetched(name: str) -> InputError:
+def _fetchable(name: str) -> Dataset:
+    """Example ``name``, when it has published files cmkd-doctor fetches; otherwise an
+    error saying why not and where to get it."""
+    if name not in DATASETS:
+        raise unknown_name("examples fetch NAME", DATASETS, name)
     dataset = DATASETS[name]
-    if dataset.make is not None and not dataset.sources:
-        return InputError(f"examples fetch {name}: {name} is generated, there is nothing to "
-                          f"fetch ({dataset.prepare})")
-    return InputError(f"examples fetch {name}: cmkd-doctor does not fetch {name}: "
-                      f"{dataset.elsewhere}")
+    if dataset.sources:
+        return dataset
+    if dataset.make is not None:
+        raise InputError(f"examples fetch {name}: {name} is generated, there is nothing to "
+                         f"fetch ({dataset.prepare})")
+    raise InputError(f"examples fetch {name}: cmkd-doctor does not fetch {name}: "
+                     f"{dataset.elsewhere}")
+
+
+def example_urls(name: str, options: FetchOptions | None = None) -> list[str]:
+    """``examples fetch NAME --print-urls``: the URL of every published file of example
+    ``name``, as a fetch into an empty data root requests them (the mirror's when one is
+    set)."""
+    dataset = _fetchable(name)
+    options = (options or FetchOptions()).checked()
+    return [urls(r, options)[0] for s in dataset.sources for r in files(s)]
 
 
 def size_text(sources: tuple[str, ...]) -> str:
@@ -79,11 +95,7 @@ def fetch_example(name: str, options: FetchOptions | None = None,
 
     Returns the data root, the number of files transferred and their bytes (0 and 0 when
     the root held them all, whole)."""
-    if name not in DATASETS:
-        raise unknown_name("examples fetch NAME", DATASETS, name)
-    dataset = DATASETS[name]
-    if not dataset.sources:
-        raise _not_fetched(name)
+    dataset = _fetchable(name)
     options = (options or FetchOptions()).checked()
     fetched = fetch(dataset.sources, options, progress)
     root = options.root()

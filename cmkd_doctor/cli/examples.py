@@ -16,8 +16,8 @@ from cmkd_doctor.cli._common import (
     show_help_without_command,
 )
 from cmkd_doctor.cli.options import DataDir, Device, Download, Mirror, Timeout
-from cmkd_doctor.datasets import DATASETS, fetch_example
-from cmkd_doctor.downloads import FetchOptions, files, urls
+from cmkd_doctor.datasets import DATASETS, example_urls, fetch_example
+from cmkd_doctor.downloads import FetchOptions
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.gaussian import DELTAS, GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.options import parse_list
@@ -216,12 +216,7 @@ def fetch_command(
     whole are kept. A filled data root is itself a mirror for offline machines."""
     options = _fetch_options(True, data_dir, mirror, timeout)
     if print_urls:
-        dataset = DATASETS[name] if name in DATASETS else None
-        if dataset is None or not dataset.sources:
-            fetch_example(name, options)  # says what is wrong
-        for source in dataset.sources:
-            for remote in files(source):
-                sys.stdout.write(urls(remote, options)[0] + "\n")
+        sys.stdout.write("".join(url + "\n" for url in example_urls(name, options)))
         return
     with progress_bars(False) as progress:
         root, count, size = fetch_example(name, options, progress)

@@ -166,7 +166,6 @@ def test_a_fresh_cache_fills_from_a_mirror_and_diagnose_runs_from_it(fresh, mirr
     assert server.requested == [SCENE]
 
 
-@needs_sources
 def test_without_the_files_diagnose_names_the_command_that_fetches_them(fresh, cli, tmp_path):
     missing = cli("diagnose", "--example", "leaves100", "-o", tmp_path / "run")
     assert missing.code == 2

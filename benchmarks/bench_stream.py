@@ -12,6 +12,11 @@ the difference is what the data costs. Results go in BENCHMARKS.md.
     python benchmarks/bench_stream.py --n 200000       # a quick look
     python benchmarks/bench_stream.py --command diagnose --n 1000000 --d-a 128 --d-b 32 \
         -- --chunk-rows 50000 --epochs 1 --seeds 1 --device cpu
+
+``--labels`` picks the task's shape: ``argmax`` (the default: ``--classes`` classes, the
+argmax of a mix of the shared channels), ``sign`` (2 classes: the sign of the sum of 8
+shared channels) or ``multilabel`` (``--classes`` multi-hot columns, each the sign of
+one mix of the shared channels).
 """
 
 from __future__ import annotations
@@ -31,15 +36,19 @@ import numpy as np
 SHARED = 16  # planted channels carrying the label in both modalities
 
 
+LABELS = ("argmax", "sign", "multilabel")
+
+
 def write_data(folder: Path, n: int, d_a: int, d_b: int, classes: int, seed: int = 0,
-               rows: int = 100_000) -> None:
+               rows: int = 100_000, labels_kind: str = "argmax") -> None:
     """Features and labels written block by block into .npy files (no full copy in RAM)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     mix = rng.standard_normal((SHARED, classes))
     fa = np.lib.format.open_memmap(folder / "feats_a.npy", "w+", np.float32, (n, d_a))
     fb = np.lib.format.open_memmap(folder / "feats_b.npy", "w+", np.float32, (n, d_b))
-    labels = np.empty(n, dtype=np.int64)
+    labels = np.empty((n, classes) if labels_kind == "multilabel" else n,
+                      dtype=np.uint8 if labels_kind == "multilabel" else np.int64)
     for start in range(0, n, rows):
         c = min(rows, n - start)
         shared = rng.standard_normal((c, SHARED), dtype=np.float32)
@@ -48,7 +57,12 @@ def write_data(folder: Path, n: int, d_a: int, d_b: int, classes: int, seed: int
         a[:, :SHARED] += 2 * shared
         b[:, :SHARED] += 2 * shared
         fa[start : start + c], fb[start : start + c] = a, b
-        labels[start : start + c] = (shared @ mix).argmax(1)
+        if labels_kind == "argmax":
+            labels[start : start + c] = (shared @ mix).argmax(1)
+        elif labels_kind == "sign":
+            labels[start : start + c] = shared[:, :8].sum(1) > 0
+        else:
+            labels[start : start + c] = shared @ mix > 0
     fa.flush()
     fb.flush()
     del fa, fb
@@ -98,6 +112,8 @@ def main() -> None:
     parser.add_argument("--d-a", type=int, default=256)
     parser.add_argument("--d-b", type=int, default=64)
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--labels", choices=LABELS, default="argmax",
+                        help="the task's shape (see above)")
     parser.add_argument("--baseline-rows", type=int, default=20_000)
     parser.add_argument("--dir", type=Path, default=Path("bench-stream-data"))
     parser.add_argument("--keep", action="store_true", help="keep the data afterwards")
@@ -108,8 +124,9 @@ def main() -> None:
 
     big, small = args.dir / "big", args.dir / "small"
     t0 = time.perf_counter()
-    write_data(big, args.n, args.d_a, args.d_b, args.classes)
-    write_data(small, args.baseline_rows, args.d_a, args.d_b, args.classes)
+    write_data(big, args.n, args.d_a, args.d_b, args.classes, labels_kind=args.labels)
+    write_data(small, args.baseline_rows, args.d_a, args.d_b, args.classes,
+               labels_kind=args.labels)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"data written in {time.perf_counter() - t0:.0f} s: a {args.n} x {args.d_a}, "
           f"b {args.n} x {args.d_b} float32 "

@@ -49,9 +49,15 @@ class Dataset:
     sources: tuple[str, ...] = ()
     use: str = ""  # the command that reads the fetched files
     elsewhere: str = ""
-    # turns the fetched files into the arrays ``make`` reads, in the data root (once)
+    # turns the fetched files into the arrays ``make`` reads, in the data root, unless
+    # ``ready`` says a data root holds them already
     convert: Callable[[Path], None] | None = field(default=None, repr=False, compare=False)
     ready: Callable[[Path], bool] | None = field(default=None, repr=False, compare=False)
+
+    def converted(self, root: Path) -> None:
+        """The arrays ``make`` reads, converted into ``root`` if they are not there."""
+        if self.convert is not None and not self.ready(root):
+            self.convert(root)
 
     def to_dict(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in ("name", "title", "task", "modalities",
@@ -99,8 +105,7 @@ def fetch_example(name: str, options: FetchOptions | None = None,
     options = (options or FetchOptions()).checked()
     fetched = fetch(dataset.sources, options, progress)
     root = options.root()
-    if dataset.convert is not None:
-        dataset.convert(root)
+    dataset.converted(root)
     return root, len(fetched), sum(r.size for r in fetched)
 
 
@@ -121,8 +126,7 @@ def example_root(name: str, options: FetchOptions | None = None,
                 f"${DATA_ENV} or the cache); 'cmkd-doctor examples fetch {name}' downloads "
                 f"them ({size_text(dataset.sources)}), or add --download")
         fetch(dataset.sources, options, progress)
-    if dataset.convert is not None:
-        dataset.convert(root)
+    dataset.converted(root)
     return root
 
 
@@ -147,13 +151,9 @@ def _multiview(name: str, views: tuple[int, int], count: int) -> Make:
     return make
 
 
-def _multiview_names(count: int) -> list[str]:
-    return [*(f"view{v}.npy" for v in range(count)), "labels.npy"]
-
-
 def _multiview_ready(name: str, count: int) -> Callable[[Path], bool]:
-    return lambda root: all((root / "multiview" / name / f).is_file()
-                            for f in _multiview_names(count))
+    names = [*(f"view{v}.npy" for v in range(count)), "labels.npy"]
+    return lambda root: all((root / "multiview" / name / f).is_file() for f in names)
 
 
 def _convert_multiview(name: str, count: int) -> Callable[[Path], None]:
@@ -161,8 +161,6 @@ def _convert_multiview(name: str, count: int) -> Callable[[Path], None]:
     labels ``Y``, 1-based) as float32 ``view{i}.npy`` and 0-based int64 ``labels.npy``,
     values as published, with ``multiview.json`` saying where they came from."""
     def convert(root: Path) -> None:
-        if _multiview_ready(name, count)(root):
-            return
         import numpy as np
         import scipy.io
 

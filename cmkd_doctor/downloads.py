@@ -249,20 +249,10 @@ def _fetch_one(remote: Remote, root: Path, options: FetchOptions, meter: _Meter)
     def write(tmp: Path) -> None:
         with open(tmp, "w+b") as fh:
             for url in urls(remote, options):
-                for attempt in range(ATTEMPTS):
-                    fh.seek(0)
-                    fh.truncate()
-                    sink = _Sink(fh, meter)
-                    try:
-                        _transfer(url, sink, options.timeout)
-                        _check(remote, sink)
-                        return
-                    except _Failed as failed:
-                        meter.add(-sink.size)
-                        if not failed.retry or attempt + 1 == ATTEMPTS:
-                            causes.append(f"from {url}: {failed}")
-                            break
-                        time.sleep(1 + attempt)
+                cause = _fetch_from(url, remote, fh, options.timeout, meter)
+                if cause is None:
+                    return
+                causes.append(f"from {url}: {cause}")
         raise DownloadError(f"{remote.path}: {'; '.join(causes)}; not kept")
 
     try:
@@ -270,6 +260,27 @@ def _fetch_one(remote: Remote, root: Path, options: FetchOptions, meter: _Meter)
     except OSError as exc:  # its folder cannot be made (a file in the way, no permission)
         raise DownloadError(f"{exc.filename or dest}: cannot be written "
                             f"({exc.strerror or exc})") from None
+
+
+def _fetch_from(url: str, remote: Remote, fh, timeout: float, meter: _Meter
+                ) -> _Failed | None:
+    """Transfer ``remote`` from ``url`` into ``fh`` and check it, retrying what a retry may
+    mend; ``None`` when it arrived whole, else why it did not."""
+    attempts = 0
+    while True:
+        fh.seek(0)
+        fh.truncate()
+        sink = _Sink(fh, meter)
+        try:
+            _transfer(url, sink, timeout)
+            _check(remote, sink)
+            return None
+        except _Failed as failed:
+            meter.add(-sink.size)
+            attempts += 1
+            if not failed.retry or attempts == ATTEMPTS:
+                return failed
+            time.sleep(attempts)
 
 
 class _Failed(Exception):

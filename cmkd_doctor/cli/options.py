@@ -53,10 +53,6 @@ Weights = Annotated[Path | None, typer.Option(
 ChannelAxis = Annotated[int, typer.Option(
     help="With --model: the layer's channel axis (spatial axes broadcast).")]
 
-__all__ = ["DEFAULT_RUN", "BatchSize", "ChannelAxis", "ChunkRows", "Device", "Epochs",
-           "Hidden", "JsonOutput", "Layer", "Lr", "OutDir", "Patience", "Quiet",
-           "RunOption", "Seed", "Weights", "WholeModel"]
-
 # where an example's published files are and come from (downloads.FetchOptions), for
 # every command that reads them: diagnose --example, examples fetch, examples make avmnist
 Download = Annotated[bool, typer.Option(
@@ -70,3 +66,7 @@ Mirror = Annotated[str | None, typer.Option(
          "the publishers' servers [default: $CMKD_DOCTOR_MIRROR].", show_default=False)]
 Timeout = Annotated[float, typer.Option(
     help="Seconds a server may take to connect or to send more of a file.")]
+
+__all__ = ["DEFAULT_RUN", "BatchSize", "ChannelAxis", "ChunkRows", "DataDir", "Device",
+           "Download", "Epochs", "Hidden", "JsonOutput", "Layer", "Lr", "Mirror", "OutDir",
+           "Patience", "Quiet", "RunOption", "Seed", "Timeout", "Weights", "WholeModel"]

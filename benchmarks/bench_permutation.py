@@ -5,6 +5,10 @@ agree and prints the speed-up. Results go in BENCHMARKS.md.
 
     python benchmarks/bench_permutation.py                 # the issue's CPU setting
     python benchmarks/bench_permutation.py --n 1000000 --d-a 2048 --skip-literal  # GPU
+
+On CUDA with one hidden layer it also times the fused Triton kernel
+(:mod:`cmkd_doctor.kernels`) on the same inputs (``fused_s``) and reports its largest
+difference from the torch path, relative to the largest increase.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from literal import literal_permutation_distances
 
+from cmkd_doctor import kernels
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.engine import predict
 from cmkd_doctor.losses import DISTANCES
@@ -54,6 +59,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--train-epochs", type=int, default=2)
     parser.add_argument("--skip-literal", action="store_true")
+    parser.add_argument("--skip-fused", action="store_true",
+                        help="do not time the fused Triton kernel (CUDA, one hidden layer)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -77,12 +84,23 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
-        increase, base = permutation_distances(net_a, xa, target, mse, perms)
+        increase, base = permutation_distances(net_a, xa, target, mse, perms, fused=False)
         sync(device)
         fast_s = time.perf_counter() - t0
         row = {"hidden": hidden, "fast_s": round(fast_s, 3)}
         if device.type == "cuda":
             row["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+        if kernels.usable(options.hidden, "mse", False, device) and not args.skip_fused:
+            # the fused Triton kernel (cmkd_doctor.kernels): compiled first, then timed
+            permutation_distances(net_a, xa[:512], target[:512], mse, perms[:1, :512] % 512,
+                                  fused=True)
+            sync(device)
+            t0 = time.perf_counter()
+            fused, _ = permutation_distances(net_a, xa, target, mse, perms, fused=True)
+            sync(device)
+            row["fused_s"] = round(time.perf_counter() - t0, 3)
+            row["fused_max_rel_diff"] = float(((fused - increase).abs()).max()
+                                              / increase.abs().max())
         if not args.skip_literal:
             t0 = time.perf_counter()
             literal = literal_permutation_distances(net_a, xa, target, mse, perms)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from cmkd_doctor import kernels
 from cmkd_doctor.engine import (
     FitResult,
     Schedule,
@@ -155,6 +156,7 @@ def permutation_distances(
     tile_elements: int | None = None,
     progress: Progress = no_progress,
     units: torch.Tensor | None = None,
+    fused: bool | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Algorithm 1, steps 2-8: Dist(net(x permuted in channel i), target) for every i, m.
 
@@ -179,6 +181,10 @@ def permutation_distances(
         groups in the order of their size); the others stay 0.
     tile_elements
         Work-tile size; defaults to :data:`TILE_ELEMENTS` for the device.
+    fused
+        Use the fused Triton kernel (:mod:`cmkd_doctor.kernels`) for the layers after the
+        first; ``None``: where :func:`cmkd_doctor.kernels.usable` says it runs (CUDA,
+        one hidden layer).
 
     Returns
     -------
@@ -206,11 +212,14 @@ def permutation_distances(
     mean, scale = net.mean, net.scale
     width = w.shape[0]
     closed_form = not net.config.hidden and distance.name == "mse"
+    if fused is None:
+        fused = not closed_form and kernels.usable(net.config.hidden, distance.name,
+                                                   multilabel, device)
     tile = tile_elements or TILE_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
     rows = max(1, min(n, tile // max(width, d)))
     block = max(1, tile // (rows * width))
     w_sq = w[:, lo:hi].square().sum(0)  # (channels,)
-    buffer = torch.empty(0 if closed_form else block * rows * width, device=device)
+    buffer = torch.empty(0 if closed_form or fused else block * rows * width, device=device)
     increase = torch.zeros(d, n_repeats, dtype=torch.float64, device=device)
     base = torch.zeros((), dtype=torch.float64, device=device)
     for r0 in range(0, n, rows):
@@ -234,6 +243,12 @@ def permutation_distances(
             if closed_form:
                 inc = 2 * (delta * rw).sum(0) + w_sq * delta.square().sum(0)  # (channels,)
                 increase[lo:hi, m] += inc
+                continue
+            if fused:  # every channel of the share in one launch, nothing written back
+                head = net.layers[-1]
+                increase[lo:hi, m] += kernels.moved_increase(
+                    pre, delta, w[:, lo:hi].T, head.weight, head.bias, tc, base_terms,
+                    distance.name)
                 continue
             for j0 in range(lo, hi, block):
                 j1 = min(hi, j0 + block)

@@ -7,7 +7,7 @@ taken seed by seed (:mod:`cmkd_doctor.verdict`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,12 @@ class Row:
     def student_std(self) -> float:
         return _std(self.student_runs)
 
+    def extended(self, more: Row) -> Row:
+        """This row with the students of ``more`` (the same teacher, later seeds) added."""
+        return replace(self, student_runs=[*self.student_runs, *more.student_runs],
+                       student_metrics={k: [*v, *more.student_metrics[k]]
+                                        for k, v in self.student_metrics.items()})
+
     def to_dict(self, baselines: dict[str, Row]) -> dict[str, Any]:
         return {
             "teacher": self.teacher, "ratio": self.ratio, "label": self.label,
@@ -73,6 +79,9 @@ class Comparison:
     verdict: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] | None = None  # what --ratio auto ran
     timings: dict[str, float] = field(default_factory=dict)
+    # --seeds auto: the sequential rule (its looks and per-look level) and the seeds each
+    # row got; None for a fixed number of seeds
+    seeding: dict[str, Any] | None = None
 
     @property
     def baselines(self) -> dict[str, Row]:
@@ -87,4 +96,5 @@ class Comparison:
             "command": "distill", "run": str(Path(self.run).absolute()), "metric": self.metric,
             "options": self.options, "options_key": self.key,
             "results": [row.to_dict(self.baselines) for row in self.rows],
-            "verdict": self.verdict, "search": self.search, "timings": self.timings})
+            "verdict": self.verdict, "search": self.search, "timings": self.timings,
+            **({"seeds": self.seeding} if self.seeding is not None else {})})

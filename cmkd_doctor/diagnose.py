@@ -41,7 +41,8 @@ class DiagnoseConfig:
     """Everything ``diagnose`` runs with, one section per stage (as in the YAML file)."""
 
     rank: RankOptions = RankOptions(restarts=None)  # 3 restarts when they are cheap
-    distill: DistillOptions = DistillOptions(teachers=("general", "specific", "random"))
+    distill: DistillOptions = DistillOptions(teachers=("general", "specific", "random"),
+                                             seeds="auto")  # seeds where the verdict needs them
     gaussian: GaussianSpec = GaussianSpec()
     data: FetchOptions = FetchOptions()  # where an example's files are, and --download
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmkd_doctor import curves
+from cmkd_doctor import curves, sequential
 from cmkd_doctor.architectures import Architecture
 from cmkd_doctor.classifiers import (
     Member,
@@ -56,7 +56,7 @@ from cmkd_doctor.teachers import (
     load_base,
     n_nullified,
 )
-from cmkd_doctor.verdict import check_expectation, resolve_expectation, verdict
+from cmkd_doctor.verdict import check_expectation, needed, outcome, resolve_expectation, verdict
 
 # --ratio auto: a coarse grid, then a refinement around its best (paper Fig. 5's sweet
 # spot); a full grid at the refined step would be FULL_GRID distillations.
@@ -95,7 +95,8 @@ class DistillOptions:
     refit: bool = False
     rho: float = 0.5
     temperature: float = 1.0
-    seeds: int = 5
+    seeds: int | str = 5
+    max_seeds: int = sequential.MAX_SEEDS
     train: TrainOptions = TrainOptions()
     device: str = "auto"
     seed: int = 0
@@ -123,7 +124,17 @@ class DistillOptions:
         FILLS.check(self.fill)
         number("rho", self.rho, "a number in [0, 1]", low=0, high=1)
         number("temperature", self.temperature, "a positive number", low=0, open_low=True)
-        whole("seeds", self.seeds, 1, maximum=MAX_SEEDS, why=SEEDS_WHY)
+        seeds = self.seeds
+        if isinstance(seeds, str) and seeds.strip().lower() == "auto":
+            seeds = "auto"
+        else:
+            if isinstance(seeds, str) and seeds.strip().isdigit():
+                seeds = int(seeds)
+            if not isinstance(seeds, int) or isinstance(seeds, bool):
+                raise option_error("seeds", "a whole number of seeds, or auto", self.seeds)
+            whole("seeds", seeds, 1, maximum=MAX_SEEDS, why=SEEDS_WHY)
+        whole("max_seeds", self.max_seeds, 2, maximum=sequential.PRACTICAL,
+              why=sequential.PRACTICAL_WHY)
         whole("seed", self.seed, 0)
         TeacherSpec(source=self.source).checked()  # validates --from
         networks = self.networks.checked()
@@ -136,13 +147,14 @@ class DistillOptions:
             if self.source != "trained" or self.refit:
                 raise InputError("--from and --refit make feature-level teachers; with "
                                  "--model the teachers are your whole network, masked")
-        return replace(self, teachers=teachers, networks=networks,
+        return replace(self, teachers=teachers, networks=networks, seeds=seeds,
                        ratios="auto" if self.auto_ratio else tuple(sorted(set(ratios))),
                        train=self.train.checked())
 
     def key(self, train: TrainOptions) -> str:
         """A short hash of everything that changes a student's result but the teacher."""
         fields = {"rho": self.rho, "temperature": self.temperature, "seeds": self.seeds,
+                  **({"max_seeds": self.max_seeds} if self.seeds == "auto" else {}),
                   "seed": self.seed, "train": train.to_dict(), "fill": self.fill,
                   "refit": self.refit, "source": TeacherSpec(source=self.source).to_dict()[
                       "source"]}
@@ -222,7 +234,10 @@ class Students:
                  device: torch.device, progress: Progress = no_progress):
         self.run, self.options, self.train = run, options, train
         self.device, self.progress = device, progress
-        self.seeds = [derive_seed(options.seed, "student", s) for s in range(options.seeds)]
+        # the seeds every row starts with; --seeds auto adds more (more())
+        self.start = options.seeds if isinstance(options.seeds, int) else min(
+            sequential.START, options.max_seeds)
+        self.planned: dict[tuple[str, float | None], Plan] = {}
         self.teacher_rows = run.rows(run.teacher_side, device, train.chunk_rows)
         self.student_rows = run.rows(run.student_side, device, train.chunk_rows)
         self.feature_rows = self.teacher_rows  # the ranked features: the fills' means
@@ -263,10 +278,16 @@ class Students:
         teacher = Teacher(base, keep, torch.zeros(d, device=self.device)).to(self.device)
         return teacher, str(Path(plan.teacher).resolve())
 
-    def rows(self, todo: list[Plan]) -> list[Row]:
-        """One row per plan, in order."""
+    def rows(self, todo: list[Plan], first: int = 0, count: int | None = None
+             ) -> list[Row]:
+        """One row per plan, in order, each with the students of seeds ``first`` to
+        ``first + count`` (every row's seed i is the same: paired across rows)."""
         if not todo:
             return []
+        count = self.start if count is None else count
+        seeds = [derive_seed(self.options.seed, "student", s)
+                 for s in range(first, first + count)]
+        self.planned.update({(plan.teacher, plan.ratio): plan for plan in todo})
         student, teacher_side = self.student_rows, self.teacher_rows
         start = time.perf_counter()
         taught = [i for i, plan in enumerate(todo) if plan.teacher != "none"]
@@ -286,7 +307,7 @@ class Students:
             members = [Member(seed, rho=1.0 if plan.teacher == "none" else self.options.rho,
                               temperature=self.options.temperature,
                               teacher=column.get(i, 0))
-                       for i, plan in enumerate(todo) for seed in self.seeds]
+                       for i, plan in enumerate(todo) for seed in seeds]
             per_seed = self._train(student, members, soft)
         finally:
             if soft is not None:
@@ -294,7 +315,7 @@ class Students:
         self.timings["students_s"] += time.perf_counter() - start
         found = []
         for i, plan in enumerate(todo):
-            runs = per_seed[i * len(self.seeds):(i + 1) * len(self.seeds)]
+            runs = per_seed[i * len(seeds):(i + 1) * len(seeds)]
             metrics = {name: [m[name] for m in runs] for name in runs[0]}
             teacher_m = tmetrics.get(i)
             found.append(Row(plan.teacher, plan.ratio, plan.label, self.metric,
@@ -302,6 +323,21 @@ class Students:
                              metrics[self.metric], teachers[i][1] if i in teachers else None,
                              teacher_m, metrics))
         return found
+
+    def more(self, rows: list[Row], grow: set[str], seeds: int) -> list[Row]:
+        """``rows`` with the rows labelled in ``grow`` extended to ``seeds`` seeds (their
+        next seeds, trained together; the teachers come from the cache)."""
+        todo = [row for row in rows if row.label in grow and len(row.student_runs) < seeds]
+        by_count: dict[int, list[Row]] = {}
+        for row in todo:  # rows with as many seeds get the same new ones in one stack
+            by_count.setdefault(len(row.student_runs), []).append(row)
+        grown: dict[str, Row] = {}
+        for have, group in by_count.items():
+            fresh = self.rows([self.planned[row.teacher, row.ratio] for row in group],
+                              first=have, count=seeds - have)
+            grown.update({row.label: row.extended(new)
+                          for row, new in zip(group, fresh, strict=True)})
+        return [grown.get(row.label, row) for row in rows]
 
     def _train(self, rows: Rows, members: list[Member], soft: SoftLabels | None
                ) -> list[dict[str, float]]:
@@ -373,6 +409,39 @@ def _search(options: DistillOptions, d: int, students: Students
                   "full_grid": FULL_GRID}
 
 
+def _sequential(rows: list[Row], students: Students, run: Run
+                ) -> tuple[list[Row], dict[str, Any]]:
+    """``--seeds auto`` (:mod:`cmkd_doctor.sequential`): at each look of the schedule,
+    the rows of the comparisons the verdict needs and has not decided get the seeds of
+    that look, until every such comparison is decided, futile, or at ``--max-seeds``."""
+    max_seeds = students.options.max_seeds
+    schedule = sequential.looks(max_seeds, students.start)
+    per_look = sequential.level(schedule)
+    final = sequential.threshold(schedule[-1], per_look)
+    record: dict[str, Any] = {"rule": "sequential", "alpha": sequential.ALPHA,
+                              "looks": list(schedule), "per_look": per_look,
+                              "max_seeds": max_seeds}
+
+    def comparisons(rows: list[Row]) -> list[tuple[str, Row, Row, Any]]:
+        draft = Comparison(run.path, rows, {}, "", seeding=record)
+        return needed(outcome(draft, run.ranking_reliability))
+
+    for look in schedule[1:]:
+        grow = {row.label for _, a, b, d in comparisons(rows)
+                if not d.clear and not sequential.futile(d.z, d.seeds, final, max_seeds)
+                for row in (a, b)}
+        if not grow:
+            break
+        rows = students.more(rows, grow, look)
+    record["decisions"] = [
+        {"comparison": name, "seeds": d.seeds, "delta": d.delta, "z": d.z,
+         "threshold": d.threshold,
+         "state": "clear" if d.clear else "budget" if d.seeds >= max_seeds else "futile"}
+        for name, _, _, d in comparisons(rows)]
+    record["row_seeds"] = {row.label: len(row.student_runs) for row in rows}
+    return rows, record
+
+
 def distill(run_dir: str | Path | RunDir | Run, options: DistillOptions | None = None,
             progress: Progress = no_progress, expect: str | None = None) -> Comparison:
     """Train students with each teacher and compare them (paper Table 4 / Table 8).
@@ -429,12 +498,16 @@ def _distill(run: Run, options: DistillOptions, progress: Progress, expect: str 
         rows, search = _search(options, d, students)
     else:
         rows = students.rows(plans(options))
+    seeding = None
+    if options.seeds == "auto":
+        rows, seeding = _sequential(rows, students, run)
     for row in rows:  # each student's metric, by seed
         for seed, value in enumerate(row.student_runs):
             curves.metrics(f"student {row.label}", {row.metric: value}, seed)
     timings = {k: round(v, 3) for k, v in students.timings.items()}
     comparison = Comparison(run.path, rows,
                             {**asdict(replace(options, train=None)), "train": train.to_dict()},
-                            options.key(train), run.run_id, search=search, timings=timings)
+                            options.key(train), run.run_id, search=search, timings=timings,
+                            seeding=seeding)
     comparison.verdict = verdict(comparison, run.ranking_reliability)
     return comparison

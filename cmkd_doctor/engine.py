@@ -324,9 +324,9 @@ def evaluate_rows(model: nn.Module, parts: Sequence[RowSet], which: int, labels:
     for part in parts:
         for _, (x, y) in part.chunks(only=[which, labels]):
             out = predict(model, x)  # (c, K) or (S, c, K)
-            if multilabel:
+            if multilabel:  # the labels as bytes: a quarter of their float copy
                 logits.append(out.cpu())
-                ys.append(y.cpu())
+                ys.append(y.cpu() > 0)
             else:
                 correct = correct + (out.argmax(-1) == y).sum(-1).cpu()
                 n_rows += len(y)

@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 
 from cmkd_doctor.seeds import derive_seed
+from cmkd_doctor.streaming import read_rows
 
 METHOD = ("pair-level: q_ab = (Q_ab - Q0_ab) / (1 - Q0_ab), where Q_ab is the share of a's "
           "held-out label prediction that a ridge regression on b predicts on the same row "
@@ -372,7 +373,8 @@ def estimate_gamma(xa: np.ndarray, xb: np.ndarray, y: np.ndarray, n_classes: int
     rows = np.arange(len(y)) if rows is None else np.asarray(rows)
     if len(rows) > MAX_ROWS:
         rows = np.sort(rng.choice(rows, MAX_ROWS, replace=False))
-    a, b = np.asarray(xa[rows]), np.asarray(xb[rows])
+    # read_rows: a sparse sample gathered through a memory map would map in the whole file
+    a, b = read_rows(xa, rows), read_rows(xb, rows)
     labels = np.asarray(y[rows])
     target = (labels.astype(np.float64) if multilabel else np.eye(n_classes)[labels])
     target = target - target.mean(axis=0)

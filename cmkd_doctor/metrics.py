@@ -14,22 +14,34 @@ def _f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
     return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
 
 
+# Rows per block when counting F1's hits, so memory stays bounded for a million rows.
+BLOCK_ROWS = 1 << 16
+
+
 def f1_scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Micro and macro F1 of multi-hot predictions (logit > 0)."""
-    pred = (logits > 0).float()
-    tp, fp, fn = (pred * y).sum(0), (pred * (1 - y)).sum(0), ((1 - pred) * y).sum(0)
+    """Micro and macro F1 of multi-hot predictions (logit > 0), counted block by block."""
+    tp = fp = fn = 0
+    for r0 in range(0, len(y), BLOCK_ROWS):
+        pred = logits[r0 : r0 + BLOCK_ROWS] > 0
+        truth = y[r0 : r0 + BLOCK_ROWS] > 0
+        tp = tp + (pred & truth).sum(0, dtype=torch.float64)
+        fp = fp + (pred & ~truth).sum(0, dtype=torch.float64)
+        fn = fn + (~pred & truth).sum(0, dtype=torch.float64)
+    tp, fp, fn = (torch.as_tensor(v, dtype=torch.float64) for v in (tp, fp, fn))
     return float(_f1(tp.sum(), fp.sum(), fn.sum())), float(_f1(tp, fp, fn).mean())
 
 
 def mean_average_precision(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean over classes with a positive of the average precision of their ranking."""
-    order = logits.argsort(0, descending=True)
-    hits = torch.gather(y, 0, order)  # (n, K), sorted by score per class
-    ranks = torch.arange(1, len(y) + 1, dtype=y.dtype, device=y.device)[:, None]
-    precision = hits.cumsum(0) / ranks
-    positives = y.sum(0)
-    ap = (precision * hits).sum(0) / positives.clamp(min=1)
-    return float(ap[positives > 0].mean())
+    """Mean over classes with a positive of the average precision of their ranking (one
+    class at a time: a few columns of n values in memory, not several (n, K) copies)."""
+    ranks = torch.arange(1, len(y) + 1, dtype=torch.float64, device=y.device)
+    found = []
+    for k in range(y.shape[1]):
+        hits = y[:, k][logits[:, k].argsort(descending=True, stable=True)].double()
+        positives = hits.sum()
+        if positives > 0:
+            found.append(float((hits.cumsum(0) / ranks * hits).sum() / positives))
+    return float(sum(found) / len(found)) if found else float("nan")
 
 
 def evaluate(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> dict[str, float]:

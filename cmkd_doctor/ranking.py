@@ -61,7 +61,7 @@ from cmkd_doctor.rank_options import (
 )
 from cmkd_doctor.seeds import derive_seed
 from cmkd_doctor.splits import Split, fit_and_validation, read_split, stratified_split
-from cmkd_doctor.streaming import RowSet, plan_chunk_rows, row_bytes
+from cmkd_doctor.streaming import RowSet, plan_chunk_rows, read_rows, row_bytes
 from cmkd_doctor.wording import rank_warnings
 
 
@@ -193,7 +193,7 @@ def channel_groups(data: PairedData, which: int, fit_rows: np.ndarray,
         return Groups(read_groups(options.groups, x.shape[1]), "file",
                       file=options.groups)
     rows = sampled_rows(fit_rows, options.seed)
-    return Groups(correlated_groups(np.asarray(x[rows]), options.group_threshold),
+    return Groups(correlated_groups(read_rows(x, rows), options.group_threshold),
                   "auto", threshold=options.group_threshold)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from cmkd_doctor.comparison import BASELINES, Comparison, Row
 from cmkd_doctor.errors import ExpectationFailed, option_error
+from cmkd_doctor.sequential import has_spread, threshold
 from cmkd_doctor.teachers import DERIVED, MFH_ORDER
 
 # mfh_ordering[r] when the ranking behind the derived teachers is unreliable: the
@@ -31,9 +32,16 @@ NOT_INTERPRETED = "not_interpreted"
 Z = 2.0
 
 
+def paired(a: Row, b: Row) -> np.ndarray:
+    """Row a minus row b, seed by seed, over the seeds both have (every row's seeds are
+    the same list, so the first n of each; ``--seeds auto`` gives some rows more)."""
+    n = min(len(a.student_runs), len(b.student_runs))
+    return np.asarray(a.student_runs[:n]) - np.asarray(b.student_runs[:n])
+
+
 def paired_se(a: Row, b: Row) -> float:
     """Standard error of mean(a - b) over the seeds both rows share."""
-    diff = np.asarray(a.student_runs) - np.asarray(b.student_runs)
+    diff = paired(a, b)
     return float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
 
 
@@ -46,20 +54,24 @@ class Difference:
     accuracies), and ``z`` is the sign test's instead: all n seeds on one side has
     two-sided p = 2^(1 - n), given as the normal deviate with that p (:func:`sign_z`), so
     identical differences are clear from 6 seeds on, never on 2.
+
+    ``threshold`` is the |z| to pass: :data:`Z` for a fixed number of seeds, or the
+    sequential rule's for its seeds (``--seeds auto``, :mod:`cmkd_doctor.sequential`).
     """
 
     delta: float
     se: float
     z: float | None
     seeds: int
+    threshold: float = Z
 
     @property
     def gain(self) -> bool:
-        return self.z is not None and self.z > Z
+        return self.z is not None and self.z > self.threshold
 
     @property
     def loss(self) -> bool:
-        return self.z is not None and self.z < -Z
+        return self.z is not None and self.z < -self.threshold
 
     @property
     def clear(self) -> bool:
@@ -71,23 +83,29 @@ class Difference:
         if self.z is None or self.z == 0:
             return None
         if self.se == 0:  # the sign test: the fewest seeds that all agreeing would settle
-            return next(n for n in range(max(self.seeds, 2), 64) if sign_z(n) > Z)
-        return math.ceil(self.seeds * (Z / abs(self.z)) ** 2)
+            return next(n for n in range(max(self.seeds, 2), 64)
+                        if sign_z(n) > self.threshold)
+        return math.ceil(self.seeds * (self.threshold / abs(self.z)) ** 2)
 
     def to_dict(self) -> dict[str, Any]:
         return {"delta": self.delta, "se": self.se, "z": self.z, "seeds": self.seeds,
-                "clear": self.clear}
+                "clear": self.clear, "threshold": self.threshold}
 
 
-def difference(a: Row, b: Row) -> Difference:
-    """:class:`Difference` of row ``a`` minus row ``b`` over their shared seeds."""
-    diff = np.asarray(a.student_runs) - np.asarray(b.student_runs)
+def difference(a: Row, b: Row, per_look: float | None = None) -> Difference:
+    """:class:`Difference` of row ``a`` minus row ``b`` over their shared seeds; with
+    ``per_look`` (``--seeds auto``'s level) clear by the sequential rule, else by
+    :data:`Z`."""
+    diff = paired(a, b)
     delta = float(diff.mean())
     if len(diff) < 2:
         return Difference(delta, 0.0, None, len(diff))
     se = paired_se(a, b)
+    if not has_spread(delta, se * math.sqrt(len(diff))):
+        se = 0.0  # every seed gave the same difference (up to rounding): the sign test
     z = delta / se if se > 0 else math.copysign(sign_z(len(diff)), delta) if delta else 0.0
-    return Difference(delta, se, z, len(diff))
+    needed = Z if per_look is None else threshold(len(diff), per_look, spread=se > 0)
+    return Difference(delta, se, z, len(diff), needed)
 
 
 def sign_z(seeds: int) -> float:
@@ -98,15 +116,18 @@ def sign_z(seeds: int) -> float:
     return 0.0 if p >= 1 else NormalDist().inv_cdf(1 - p / 2)
 
 
+_difference = difference
+
 ORDER = (("general", "random"), ("random", "specific"), ("general", "specific"))
 
 
-def ordering(general: Row, random: Row, specific: Row) -> tuple[str, dict[str, Difference]]:
+def ordering(general: Row, random: Row, specific: Row, per_look: float | None = None
+             ) -> tuple[str, dict[str, Difference]]:
     """The MFH ordering at one ratio: ``fails`` when general - random, random - specific
     or general - specific is clearly negative; else ``holds`` when general - specific is
     clearly positive; else ``undetermined``."""
     rows = dict(zip(MFH_ORDER, (general, random, specific), strict=True))
-    found = {f"{a}-{b}": difference(rows[a], rows[b]) for a, b in ORDER}
+    found = {f"{a}-{b}": difference(rows[a], rows[b], per_look) for a, b in ORDER}
     if any(d.loss for d in found.values()):
         return "fails", found
     return ("holds" if found["general-specific"].gain else "undetermined"), found
@@ -138,6 +159,8 @@ class Outcome:
     class_only: bool
     blind: list[str]
     gamma: dict[str, Any] | None
+    rows: list[Row]
+    seeding: dict[str, Any] | None = None  # --seeds auto's record (Comparison.seeding)
     decision: str = ""
 
     @property
@@ -186,6 +209,11 @@ def sweet_spot(rows: list[Any], mean: str = "student_mean") -> Any | None:
 
 def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcome:
     """The facts of a comparison and of the ranking behind it (see :func:`verdict`)."""
+    per_look = (report.seeding or {}).get("per_look")
+
+    def difference(a: Row, b: Row) -> Difference:  # by the comparison's rule
+        return _difference(a, b, per_look)
+
     base = report.baselines
     none, regular = base["none"], base["regular"]
     ranking = ranking or {}
@@ -196,7 +224,7 @@ def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcom
     for ratio in sorted({r.ratio for r in report.rows if r.teacher in DERIVED}):
         trio = [by_mode.get((m, ratio)) for m in MFH_ORDER]
         if all(trio):
-            orderings.append((f"{ratio:g}", *ordering(*trio)))
+            orderings.append((f"{ratio:g}", *ordering(*trio, per_look)))
     best = max(report.rows, key=lambda row: row.student_mean)
     general_rows = [r for r in report.rows if r.teacher == "general"]
     runner = None
@@ -212,8 +240,36 @@ def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcom
         reliable=ranking.get("reliable", True), reasons=ranking.get("reasons"),
         why=ranking.get("why", "see rank"),
         little=bool(gamma and gamma["little_to_transfer"]),
-        class_only=ranking.get("paired") is False and not blind, blind=blind, gamma=gamma)
+        class_only=ranking.get("paired") is False and not blind, blind=blind, gamma=gamma,
+        rows=report.rows, seeding=report.seeding)
     found.decision = decide(found)
+    return found
+
+
+def needed(o: Outcome) -> list[tuple[str, Row, Row, Difference]]:
+    """The comparisons :func:`decide`'s decision and the headline rest on, as
+    ``(name, row a, row b, a - b)``: Regular-KD against No-KD; a derived or checkpoint
+    teacher's best student against both baselines; and, where the ranking is reliable,
+    general - specific at every ratio whose MFH ordering is neither failed nor held. Data
+    at chance decides nothing by comparison."""
+    if o.blind:
+        return []
+    rows = {(r.teacher, r.ratio): r for r in o.rows}
+    found = [("Regular-KD - No-KD", rows["regular", None], rows["none", None], o.kd)]
+    if o.best.teacher not in BASELINES:
+        found += [(f"{o.best.label} - No-KD", o.best, rows["none", None], o.best_vs_none),
+                  (f"{o.best.label} - Regular-KD", o.best, rows["regular", None],
+                   o.best_vs_regular)]
+    if o.reliable:
+        for ratio, state, diffs in o.orderings:
+            if state == "undetermined":
+                r = float(ratio)
+                general, specific = (next(row for (t, q), row in rows.items()
+                                          if t == mode and q is not None
+                                          and math.isclose(q, r)) for mode in
+                                     ("general", "specific"))
+                found.append((f"general - specific at r = {ratio}", general, specific,
+                              diffs["general-specific"]))
     return found
 
 
@@ -261,6 +317,8 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
         "best_is_clear": o.derived_best and o.best_vs_regular.gain and o.best_vs_none.gain
         and (o.reliable or o.best.teacher not in DERIVED),
         "decision": o.decision,
+        # --seeds auto: each comparison the decision rests on, its seeds and its state
+        **({"seeds": o.seeding.get("decisions", [])} if o.seeding else {}),
         "text": wording.verdict_text(o),
         "action": action,
         "headline": headline,

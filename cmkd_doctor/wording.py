@@ -23,6 +23,7 @@ FORMS:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -377,7 +378,23 @@ def verdict_text(o: Outcome) -> str:
                      f"{o.sweet.ratio:g} ({o.sweet.student_mean:.2f}) of the "
                      f"{o.general_rows} ratios distilled.")
     lines.append(_best(o))
+    if o.seeding and o.seeding.get("decisions"):
+        lines.append(seeds_text(o.seeding))
     return " ".join(lines)
+
+
+def seeds_text(seeding: dict[str, Any]) -> str:
+    """How many seeds each comparison of the decision took (``--seeds auto``)."""
+    looks = seeding["looks"]
+    said = []
+    for d in seeding["decisions"]:
+        state = {"clear": f"clear at {d['seeds']} seeds",
+                 "budget": f"undecided at {d['seeds']} seeds (the --max-seeds budget)",
+                 "futile": f"too close to settle (stopped at {d['seeds']} seeds)"}[d["state"]]
+        said.append(f"{d['comparison']} {state}")
+    return (f"Seeds, added where a comparison was undecided ({looks[0]} to {looks[-1]}, "
+            f"a stricter threshold at each look so that looking again does not make "
+            f"noise clear): {'; '.join(said)}.")
 
 
 def _best(o: Outcome) -> str:
@@ -485,6 +502,22 @@ def _kd_and_ordering(o: Outcome) -> str:
     return text + "."
 
 
+def _more_seeds(report: Comparison, label: str) -> str:
+    """How to give the comparison of row ``label`` with Regular-KD more seeds."""
+    seeding = report.seeding
+    if not seeding:
+        return "rerun with --seeds auto (seeds added until it is decided)"
+    found = next((d for d in seeding.get("decisions", [])
+                  if d["comparison"] == f"{label} - Regular-KD"), None)
+    if found is None or not found["z"]:
+        return f"rerun with a larger --max-seeds than {seeding['max_seeds']}"
+    need = math.ceil(found["seeds"] * (found["threshold"] / abs(found["z"])) ** 2)
+    if need > PRACTICAL_SEEDS:
+        return (f"over {PRACTICAL_SEEDS} seeds would be needed to tell them apart, so the two "
+                "are about equal; keep the regular teacher unless the general one is cheaper")
+    return f"about {need} seeds would tell: rerun with --max-seeds {need}"
+
+
 # -- what to try next ----------------------------------------------------------------
 
 def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[str]:
@@ -521,7 +554,8 @@ def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[
                           "teacher.onnx' exports it for your own training code).")
         else:
             advice.append("The modality-general teacher gives the best student, but not "
-                          "clearly: rerun with more --seeds (say 10) before switching to it.")
+                          f"clearly: {_more_seeds(report, general.label)} before switching "
+                          "to it.")
     if verdict["mfh_ordering_holds"] is False and verdict.get("ranking_reliable", True):
         metrics = rank_document["aligned"]["metrics"]["a"]["test"] or {}
         advice.append("The students do not order as the hypothesis predicts, so the ranking "

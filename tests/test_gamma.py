@@ -147,3 +147,34 @@ def test_the_estimate_reaches_rank_json(tmp_path):
     assert found.pairing["paired"] is True and found.pairing["z"] > 3
     assert found.chance["a"]["at_chance"] is False and found.chance["b"]["at_chance"] is False
     assert not any("share" in w for w in found.warnings)
+
+
+def _mapped_kib(path) -> int:
+    """Resident KiB of every mapping of ``path`` in this process (Linux smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if len(head) >= 5 and "-" in head[0] and not line.startswith(("Rss", "Size")):
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/smaps"), reason="Linux")
+def test_gamma_reads_its_row_sample_without_mapping_the_whole_file(tmp_path):
+    """The estimate samples MAX_ROWS rows spread over the file: gathered through a memory
+    map they would fault in (and keep) nearly every page; read row by row they keep none."""
+    from cmkd_doctor.gamma import MAX_ROWS
+
+    n, d = 20 * MAX_ROWS, 256  # a row every ~20: 20 KiB apart, inside one 64 KiB window
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    np.save(tmp_path / "a.npy", x)
+    y = rng.integers(0, 3, n)
+    mapped = np.load(tmp_path / "a.npy", mmap_mode="r")
+    found = estimate_gamma(mapped, mapped[:, :8], y, 3, False, seed=0)
+    held = _mapped_kib((tmp_path / "a.npy").resolve())
+    assert held < x.nbytes / 1024 / 10, f"{held} KiB of a {x.nbytes >> 10} KiB file mapped"
+    again = estimate_gamma(x, x[:, :8], y, 3, False, seed=0)  # the same rows, in memory
+    assert found.label_level == again.label_level

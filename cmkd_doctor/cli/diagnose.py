@@ -10,7 +10,7 @@ import typer
 from cmkd_doctor import curves
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
-from cmkd_doctor.cli.options import DataDir, Download, Mirror, Quiet, Tensorboard
+from cmkd_doctor.cli.options import SEEDS_HELP, DataDir, Download, Mirror, Quiet, Tensorboard
 from cmkd_doctor.cli.rank_flags import rank_flags
 from cmkd_doctor.diagnose import diagnose, resolve
 from cmkd_doctor.outputs import DEFAULT_RUN
@@ -40,8 +40,11 @@ def diagnose_command(
              "[default: 0.5].")] = None,
     sweep: Annotated[bool, typer.Option(help="Distil every teacher at r = 0.1, 0.25, 0.5, "
                                         "0.75 and 0.9 (paper Fig. 5).")] = False,
-    seeds: Annotated[int | None, typer.Option(
-        help="Student seeds per teacher [default: 5].")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help=f"{SEEDS_HELP} [default: auto].", show_default=False)] = None,
+    max_seeds: Annotated[int | None, typer.Option(
+        help="With --seeds auto: the most seeds a row gets (2-100) [default: 20].",
+        show_default=False)] = None,
     json_output: Annotated[bool, typer.Option(
         "--json", help="One JSON document with the results, the verdict and the advice.")
     ] = False,
@@ -58,7 +61,8 @@ def diagnose_command(
     """
     given = rank_given or {}
     overrides = {"rank": given,
-                 "distill": {"seeds": seeds, **{k: given.get(k) for k in SHARED}},
+                 "distill": {"seeds": seeds, "max_seeds": max_seeds,
+                             **{k: given.get(k) for k in SHARED}},
                  "data": {"download": download or None, "mirror": mirror,
                           "data_dir": None if data_dir is None else str(data_dir)}}
     inputs, example, run_dir, settings = resolve(inputs, example, out_dir, config, ratio,

@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from cmkd_doctor import curves
+from cmkd_doctor import curves, sequential
 from cmkd_doctor.classifiers import TrainOptions
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars
 from cmkd_doctor.cli.options import (
     DEFAULT_RUN,
+    SEEDS_HELP,
     BatchSize,
     ChannelAxis,
     ChunkRows,
@@ -21,6 +22,7 @@ from cmkd_doctor.cli.options import (
     JsonOutput,
     Layer,
     Lr,
+    MaxSeeds,
     Patience,
     Quiet,
     RunOption,
@@ -55,8 +57,9 @@ def distill_command(
                                        "weighs KD).")] = 0.5,
     temperature: Annotated[float, typer.Option(help="KD temperature T (the paper uses 1).")
                            ] = 1.0,
-    seeds: Annotated[int, typer.Option(help="Student seeds per teacher (the students of "
-                                       "every teacher train as one stacked model).")] = 5,
+    seeds: Annotated[str, typer.Option(help=f"{SEEDS_HELP}; the students of every "
+                                       "teacher train as one stacked model.")] = "5",
+    max_seeds: MaxSeeds = sequential.MAX_SEEDS,
     hidden: Hidden = None,
     epochs: Epochs = None,
     batch_size: BatchSize = 256,
@@ -97,6 +100,7 @@ def distill_command(
                          patience=patience, chunk_rows=chunk_rows)
     options = DistillOptions(teachers=teacher, ratios=ratio, source=source, fill=fill,
                              refit=refit, rho=rho, temperature=temperature, seeds=seeds,
+                             max_seeds=max_seeds,
                              train=train, device=device, seed=seed,
                              networks=NetworkOptions(
                                  student, student_inputs, model, teacher_inputs, layer,

@@ -66,7 +66,15 @@ Mirror = Annotated[str | None, typer.Option(
          "the publishers' servers [default: $CMKD_DOCTOR_MIRROR].", show_default=False)]
 Timeout = Annotated[float, typer.Option(
     help="Seconds a server may take to connect or to send more of a file.")]
+MaxSeeds = Annotated[int, typer.Option(
+    help="With --seeds auto: the most seeds a row gets (2-100).")]
+
+
+SEEDS_HELP = ("Student seeds per teacher: a number, or auto (start with 4 and add seeds "
+              "to the rows whose comparisons the verdict needs and cannot yet decide, up "
+              "to --max-seeds, at a stricter threshold per look)")
 
 __all__ = ["DEFAULT_RUN", "BatchSize", "ChannelAxis", "ChunkRows", "DataDir", "Device",
-           "Download", "Epochs", "Hidden", "JsonOutput", "Layer", "Lr", "Mirror", "OutDir",
-           "Patience", "Quiet", "RunOption", "Seed", "Timeout", "Weights", "WholeModel"]
+           "Download", "Epochs", "Hidden", "JsonOutput", "Layer", "Lr", "MaxSeeds", "Mirror",
+           "OutDir", "Patience", "Quiet", "RunOption", "SEEDS_HELP", "Seed", "Timeout",
+           "Weights", "WholeModel"]

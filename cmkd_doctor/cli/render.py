@@ -80,12 +80,15 @@ def _signed(value: float) -> str:
 def comparison(report: Comparison) -> None:
     """The comparison in the shape of the paper's Table 4, then the verdict."""
     metric = report.metric
-    seeds = len(report.rows[0].student_runs)
+    counts = sorted({len(row.student_runs) for row in report.rows})
+    uneven = len(counts) > 1  # --seeds auto gave some rows more: a column says how many
+    seeds = f"{counts[0]}-{counts[-1]} seeds by row" if uneven else f"{counts[0]} seeds"
     table = Table(title=escape(f"Crossmodal KD on {report.run} ({metric} %, test rows, "
-                               f"{seeds} seeds)"), title_justify="left")
+                               f"{seeds})"), title_justify="left")
     for name, justify in (("teacher", "left"), ("teacher " + metric, "right"),
                           ("student " + metric, "right"), ("vs No-KD", "right"),
-                          ("vs Regular-KD", "right")):
+                          ("vs Regular-KD", "right")) + ((("seeds", "right"),) if uneven
+                                                         else ()):
         table.add_column(name, justify=justify)
     extra = [name for name in report.rows[0].student_metrics if name != metric]
     for name in extra:  # multi-label: macro F1 and mAP beside the headline micro F1
@@ -99,6 +102,7 @@ def comparison(report: Comparison) -> None:
                       f"{row.student_mean:.2f} ± {row.student_std:.2f}",
                       "" if row.teacher == "none" else _signed(d_none),
                       "" if row.teacher in ("none", "regular") else _signed(d_reg),
+                      *([str(len(row.student_runs))] if uneven else []),
                       *(f"{np.mean(row.student_metrics[name]):.2f}" for name in extra))
     out.print(table)
     if report.search:

@@ -176,6 +176,19 @@ RESULT = _object(
      "student_metrics": {"type": "object", "additionalProperties": _object(
          {"mean": NUM, "std": NUM, "runs": NUMBERS})}})
 
+SEED_DECISION = _object(
+    {"comparison": STR, "seeds": INT, "delta": NUM, "z": _or_null(NUM), "threshold": NUM,
+     "state": {"enum": ["clear", "budget", "futile"],
+               "description": "clear; undecided at --max-seeds (budget); or too close to "
+                              "settle within twice --max-seeds (futile)"}})
+
+SEEDING = _object(
+    {"rule": {"const": "sequential"}, "alpha": NUM, "looks": _array(INT), "per_look": NUM,
+     "max_seeds": INT, "decisions": _array(SEED_DECISION),
+     "row_seeds": {"type": "object", "additionalProperties": INT}},
+    description="--seeds auto: the schedule of looks, the per-look level of its paired "
+                "tests, each comparison's outcome and each row's seeds")
+
 VERDICT = _object(
     {"kd_helps": BOOL, "kd_delta": NUM, "kd_delta_se": _or_null(NUM), "kd": OBJ,
      "ranking_reliable": BOOL, "little_to_transfer": BOOL, "ranking": OBJ,
@@ -191,12 +204,16 @@ VERDICT = _object(
      "action": STR, "headline": STR, "paired": _or_null(BOOL), "at_chance": _array(STR),
      "decision": {"enum": ["check_data", "check_order", "skip_kd", "sweep_or_skip",
                            "keep_regular", "unreliable", "use_teacher", "undecided"],
-                  "description": "what to do, decided once; action and headline word it"}})
+                  "description": "what to do, decided once; action and headline word it"},
+     "seeds": {**_array(SEED_DECISION),
+               "description": "--seeds auto: the comparisons the decision rests on, the "
+                              "seeds each took and its state"}})
 
 COMPARISON = _object(
     {"command": {"const": "distill"}, "run": STR, "metric": STR, "options": OBJ,
      "options_key": STR, "results": _array(RESULT), "verdict": VERDICT,
-     "search": _or_null(OBJ), "timings": {"type": "object", "additionalProperties": NUM}})
+     "search": _or_null(OBJ), "timings": {"type": "object", "additionalProperties": NUM}},
+    {"seeds": SEEDING})
 
 DISTILL = _object(
     {"command": {"const": "distill"}, "rank": _object({"run_id": STR}),
@@ -226,7 +243,8 @@ NETWORK = _object(
 DIAGNOSIS = _object(
     {"command": {"const": "diagnose"}, "out": STR, "rank": OBJ, "salience": NUMBERS,
      "run": STR, "metric": STR, "results": _array(RESULT), "verdict": VERDICT,
-     "advice": _array(STR), "truth": _or_null(OBJ)})
+     "advice": _array(STR), "truth": _or_null(OBJ)},
+    {"seeds": SEEDING})
 
 REPORT = _object(
     {"run": STR, "rank": RANK,

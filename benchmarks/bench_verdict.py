@@ -15,6 +15,7 @@ BENCHMARKS.md.
 
     python benchmarks/bench_verdict.py                 # both data sets
     python benchmarks/bench_verdict.py --only scene15
+    python benchmarks/bench_verdict.py --only avmnist -- --seeds 5   # diagnose options
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ def diagnose(name: str, inputs: list[str], extra: list[str], out: Path) -> dict:
             "aligned_epochs": doc["rank"]["aligned"]["epochs_run"],
             "distill": doc.get("timings"),
             "students": {r["label"]: round(r["student_mean"], 2) for r in doc["results"]},
-            "verdict": doc["verdict"]["text"]}
+            "seeds": {r["label"]: len(r["student_runs"]) for r in doc["results"]},
+            "action": doc["verdict"].get("action"), "verdict": doc["verdict"]["text"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--only", choices=("avmnist", "scene15"))
+    parser.add_argument("extra", nargs="*", help="more diagnose options (after --)")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,12 +70,12 @@ def main() -> None:
             folder = tmp / "avmnist"
             print(json.dumps(diagnose(
                 "avmnist", [str(folder / f) for f in ("image.npy", "audio.npy", "labels.npy")],
-                ["--split", str(folder / "split.npz")], tmp / "run-avmnist")))
+                ["--split", str(folder / "split.npz"), *args.extra], tmp / "run-avmnist")))
         if args.only in (None, "scene15"):
             folder = args.data / "multiview" / "scene15"
             print(json.dumps(diagnose(
                 "scene15", [str(folder / f) for f in ("view1.npy", "view2.npy", "labels.npy")],
-                [], tmp / "run-scene15")))
+                args.extra, tmp / "run-scene15")))
 
 
 if __name__ == "__main__":

@@ -97,6 +97,7 @@ class DistillOptions:
     temperature: float = 1.0
     seeds: int | str = 5
     max_seeds: int = sequential.MAX_SEEDS
+    seeds_budget: float | None = None  # --seeds auto: seconds of student training
     train: TrainOptions = TrainOptions()
     device: str = "auto"
     seed: int = 0
@@ -135,6 +136,9 @@ class DistillOptions:
             whole("seeds", seeds, 1, maximum=MAX_SEEDS, why=SEEDS_WHY)
         whole("max_seeds", self.max_seeds, 2, maximum=sequential.PRACTICAL,
               why=sequential.PRACTICAL_WHY)
+        if self.seeds_budget is not None:
+            number("seeds_budget", self.seeds_budget, "a positive number of seconds", low=0,
+                   open_low=True)
         whole("seed", self.seed, 0)
         TeacherSpec(source=self.source).checked()  # validates --from
         networks = self.networks.checked()
@@ -154,7 +158,8 @@ class DistillOptions:
     def key(self, train: TrainOptions) -> str:
         """A short hash of everything that changes a student's result but the teacher."""
         fields = {"rho": self.rho, "temperature": self.temperature, "seeds": self.seeds,
-                  **({"max_seeds": self.max_seeds} if self.seeds == "auto" else {}),
+                  **({"max_seeds": self.max_seeds, "seeds_budget": self.seeds_budget}
+                     if self.seeds == "auto" else {}),
                   "seed": self.seed, "train": train.to_dict(), "fill": self.fill,
                   "refit": self.refit, "source": TeacherSpec(source=self.source).to_dict()[
                       "source"]}
@@ -258,6 +263,7 @@ class Students:
         # wall time of the teachers (derived, evaluated, their soft labels) and students,
         # and the epochs the students trained, summed over members
         self.timings = {"teachers_s": 0.0, "students_s": 0.0, "student_epochs": 0}
+        self.members = 0  # students trained so far (rows x seeds)
 
     @property
     def metric(self) -> str:
@@ -313,6 +319,7 @@ class Students:
             if soft is not None:
                 soft.close()
         self.timings["students_s"] += time.perf_counter() - start
+        self.members += len(members)
         found = []
         for i, plan in enumerate(todo):
             runs = per_seed[i * len(seeds):(i + 1) * len(seeds)]
@@ -426,18 +433,34 @@ def _sequential(rows: list[Row], students: Students, run: Run
         draft = Comparison(run.path, rows, {}, "", seeding=record)
         return needed(outcome(draft, run.ranking_reliability))
 
+    budget, out_of_time = students.options.seeds_budget, False
     for look in schedule[1:]:
         grow = {row.label for _, a, b, d in comparisons(rows)
                 if not d.clear and not sequential.futile(d.z, d.seeds, final, max_seeds)
                 for row in (a, b)}
         if not grow:
             break
+        if budget is not None:  # the next look's cost, at the seconds per student so far
+            each = students.timings["students_s"] / max(students.members, 1)
+            extra = sum(look - len(r.student_runs) for r in rows if r.label in grow)
+            if students.timings["students_s"] + extra * each > budget:
+                out_of_time = True
+                break
         rows = students.more(rows, grow, look)
+
+    def state(d: Any) -> str:
+        if d.clear:
+            return "clear"
+        if d.seeds >= max_seeds:
+            return "budget"
+        return "time" if out_of_time and not sequential.futile(
+            d.z, d.seeds, final, max_seeds) else "futile"
+
     record["decisions"] = [
         {"comparison": name, "seeds": d.seeds, "delta": d.delta, "z": d.z,
-         "threshold": d.threshold,
-         "state": "clear" if d.clear else "budget" if d.seeds >= max_seeds else "futile"}
+         "threshold": d.threshold, "state": state(d)}
         for name, _, _, d in comparisons(rows)]
+    record["seeds_budget"] = budget
     record["row_seeds"] = {row.label: len(row.student_runs) for row in rows}
     return rows, record
 

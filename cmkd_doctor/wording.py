@@ -390,7 +390,9 @@ def seeds_text(seeding: dict[str, Any]) -> str:
     for d in seeding["decisions"]:
         state = {"clear": f"clear at {d['seeds']} seeds",
                  "budget": f"undecided at {d['seeds']} seeds (the --max-seeds budget)",
-                 "futile": f"too close to settle (stopped at {d['seeds']} seeds)"}[d["state"]]
+                 "futile": f"too close to settle (stopped at {d['seeds']} seeds)",
+                 "time": f"undecided at {d['seeds']} seeds (the --seeds-budget time)"}[
+                     d["state"]]
         said.append(f"{d['comparison']} {state}")
     return (f"Seeds, added where a comparison was undecided ({looks[0]} to {looks[-1]}, "
             f"a stricter threshold at each look so that looking again does not make "

@@ -124,14 +124,14 @@ def test_distill_with_auto_seeds_adds_seeds_only_where_the_verdict_is_undecided(
                 "--seeds", "4", "--epochs", "20", "--json", "--device", "cpu")
     assert fixed.code == 0, fixed.err
     result = cli("distill", "--run", tmp_path / "run", "--teacher", "general,specific",
-                 "--seeds", "auto", "--max-seeds", "9", "--epochs", "20", "--json",
-                 "--device", "cpu")
+                 "--seeds", "auto", "--epochs", "20", "--json", "--device", "cpu")
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     record = doc["seeds"]
-    assert record["looks"] == [4, 6, 9] and record["max_seeds"] == 9
+    assert record["looks"] == [4, 6, 9, 14, 20] and record["max_seeds"] == 20
     counts = {r["label"]: len(r["student_runs"]) for r in doc["results"]}
-    assert counts == record["row_seeds"] and set(counts.values()) <= {4, 6, 9}
+    assert counts == record["row_seeds"] and set(counts.values()) <= {4, 6, 9, 14, 20}
+    assert max(counts.values()) > 4 and min(counts.values()) == 4  # only some rows grew
     # the first 4 seeds of every row are the fixed run's 4: extra seeds only append
     before = {r["label"]: r["student_runs"] for r in json.loads(fixed.out)["results"]}
     for r in doc["results"]:
@@ -142,7 +142,7 @@ def test_distill_with_auto_seeds_adds_seeds_only_where_the_verdict_is_undecided(
     assert names[0] == "Regular-KD - No-KD"
     for d in decisions:
         assert d["state"] in ("clear", "budget", "futile")
-        assert (d["state"] == "budget") == (not d["state"] == "clear" and d["seeds"] == 9)
+        assert (d["state"] == "budget") == (not d["state"] == "clear" and d["seeds"] == 20)
     # a row grew only when a comparison it is in was undecided at some look
     involved = set()
     for d in decisions:
@@ -164,3 +164,21 @@ def test_seeds_option_is_checked(ranked, cli):
         assert result.code == 2 and said in result.err and "Traceback" not in result.err
     result = cli("distill", "--run", run, "--seeds", "auto", "--max-seeds", "500")
     assert result.code == 2 and "--max-seeds" in result.err and "100" in result.err
+
+
+def test_a_time_budget_stops_adding_seeds(ranked, tmp_path, cli):
+    """--seeds-budget: no look starts once the students' time (so far, plus the next look
+    at the seconds per student so far) would pass it; its comparisons say 'time'."""
+    shutil.copytree(ranked, tmp_path / "run")
+    args = ("distill", "--run", tmp_path / "run", "--teacher", "general", "--seeds", "auto",
+            "--epochs", "20", "--json", "--device", "cpu")
+    free = json.loads(cli(*args).out)
+    assert max(len(r["student_runs"]) for r in free["results"]) > 4  # it looked again
+    tight = cli(*args, "--seeds-budget", "0.001")
+    assert tight.code == 0, tight.err
+    doc = json.loads(tight.out)
+    assert {len(r["student_runs"]) for r in doc["results"]} == {4}
+    assert doc["seeds"]["seeds_budget"] == 0.001
+    states = [d["state"] for d in doc["verdict"]["seeds"]]
+    assert "time" in states and "budget" not in states
+    assert "the --seeds-budget time" in doc["verdict"]["text"]

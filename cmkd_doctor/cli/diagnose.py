@@ -10,7 +10,15 @@ import typer
 from cmkd_doctor import curves
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
-from cmkd_doctor.cli.options import SEEDS_HELP, DataDir, Download, Mirror, Quiet, Tensorboard
+from cmkd_doctor.cli.options import (
+    SEEDS_HELP,
+    DataDir,
+    Download,
+    Mirror,
+    Quiet,
+    SeedsBudget,
+    Tensorboard,
+)
 from cmkd_doctor.cli.rank_flags import rank_flags
 from cmkd_doctor.diagnose import diagnose, resolve
 from cmkd_doctor.outputs import DEFAULT_RUN
@@ -45,6 +53,7 @@ def diagnose_command(
     max_seeds: Annotated[int | None, typer.Option(
         help="With --seeds auto: the most seeds a row gets (2-100) [default: 20].",
         show_default=False)] = None,
+    seeds_budget: SeedsBudget = None,
     json_output: Annotated[bool, typer.Option(
         "--json", help="One JSON document with the results, the verdict and the advice.")
     ] = False,
@@ -61,7 +70,7 @@ def diagnose_command(
     """
     given = rank_given or {}
     overrides = {"rank": given,
-                 "distill": {"seeds": seeds, "max_seeds": max_seeds,
+                 "distill": {"seeds": seeds, "max_seeds": max_seeds, "seeds_budget": seeds_budget,
                              **{k: given.get(k) for k in SHARED}},
                  "data": {"download": download or None, "mirror": mirror,
                           "data_dir": None if data_dir is None else str(data_dir)}}

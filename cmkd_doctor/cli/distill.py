@@ -26,6 +26,7 @@ from cmkd_doctor.cli.options import (
     Patience,
     Quiet,
     RunOption,
+    SeedsBudget,
     Tensorboard,
     Weights,
     WholeModel,
@@ -60,6 +61,7 @@ def distill_command(
     seeds: Annotated[str, typer.Option(help=f"{SEEDS_HELP}; the students of every "
                                        "teacher train as one stacked model.")] = "5",
     max_seeds: MaxSeeds = sequential.MAX_SEEDS,
+    seeds_budget: SeedsBudget = None,
     hidden: Hidden = None,
     epochs: Epochs = None,
     batch_size: BatchSize = 256,
@@ -100,7 +102,7 @@ def distill_command(
                          patience=patience, chunk_rows=chunk_rows)
     options = DistillOptions(teachers=teacher, ratios=ratio, source=source, fill=fill,
                              refit=refit, rho=rho, temperature=temperature, seeds=seeds,
-                             max_seeds=max_seeds,
+                             max_seeds=max_seeds, seeds_budget=seeds_budget,
                              train=train, device=device, seed=seed,
                              networks=NetworkOptions(
                                  student, student_inputs, model, teacher_inputs, layer,

@@ -68,6 +68,9 @@ Timeout = Annotated[float, typer.Option(
     help="Seconds a server may take to connect or to send more of a file.")]
 MaxSeeds = Annotated[int, typer.Option(
     help="With --seeds auto: the most seeds a row gets (2-100).")]
+SeedsBudget = Annotated[float | None, typer.Option(
+    help="With --seeds auto: seconds of student training after which no look is started "
+         "(estimated from the students so far) [default: no limit].", show_default=False)]
 
 
 SEEDS_HELP = ("Student seeds per teacher: a number, or auto (start with 4 and add seeds "
@@ -76,5 +79,5 @@ SEEDS_HELP = ("Student seeds per teacher: a number, or auto (start with 4 and ad
 
 __all__ = ["DEFAULT_RUN", "BatchSize", "ChannelAxis", "ChunkRows", "DataDir", "Device",
            "Download", "Epochs", "Hidden", "JsonOutput", "Layer", "Lr", "MaxSeeds", "Mirror",
-           "OutDir", "Patience", "Quiet", "RunOption", "SEEDS_HELP", "Seed", "Timeout",
-           "Weights", "WholeModel"]
+           "OutDir", "Patience", "Quiet", "RunOption", "SEEDS_HELP", "Seed", "SeedsBudget",
+           "Timeout", "Weights", "WholeModel"]

@@ -178,14 +178,16 @@ RESULT = _object(
 
 SEED_DECISION = _object(
     {"comparison": STR, "seeds": INT, "delta": NUM, "z": _or_null(NUM), "threshold": NUM,
-     "state": {"enum": ["clear", "budget", "futile"],
-               "description": "clear; undecided at --max-seeds (budget); or too close to "
-                              "settle within twice --max-seeds (futile)"}})
+     "state": {"enum": ["clear", "budget", "futile", "time"],
+               "description": "clear; undecided at --max-seeds (budget); too close to "
+                              "settle within twice --max-seeds (futile); or undecided when "
+                              "the next look would pass --seeds-budget (time)"}})
 
 SEEDING = _object(
     {"rule": {"const": "sequential"}, "alpha": NUM, "looks": _array(INT), "per_look": NUM,
      "max_seeds": INT, "decisions": _array(SEED_DECISION),
-     "row_seeds": {"type": "object", "additionalProperties": INT}},
+     "row_seeds": {"type": "object", "additionalProperties": INT},
+     "seeds_budget": _or_null(NUM)},
     description="--seeds auto: the schedule of looks, the per-look level of its paired "
                 "tests, each comparison's outcome and each row's seeds")
 

@@ -249,17 +249,19 @@ def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcom
 def needed(o: Outcome) -> list[tuple[str, Row, Row, Difference]]:
     """The comparisons :func:`decide`'s decision and the headline rest on, as
     ``(name, row a, row b, a - b)``: Regular-KD against No-KD; a derived or checkpoint
-    teacher's best student against both baselines; and, where the ranking is reliable,
-    general - specific at every ratio whose MFH ordering is neither failed nor held. Data
-    at chance decides nothing by comparison."""
+    teacher's best student against both baselines (only against No-KD when an unreliable
+    ranking made it: no choice between it and Regular-KD follows); and, where the ranking
+    is reliable, general - specific at every ratio whose MFH ordering is neither failed
+    nor held. Data at chance decides nothing by comparison."""
     if o.blind:
         return []
     rows = {(r.teacher, r.ratio): r for r in o.rows}
     found = [("Regular-KD - No-KD", rows["regular", None], rows["none", None], o.kd)]
     if o.best.teacher not in BASELINES:
-        found += [(f"{o.best.label} - No-KD", o.best, rows["none", None], o.best_vs_none),
-                  (f"{o.best.label} - Regular-KD", o.best, rows["regular", None],
-                   o.best_vs_regular)]
+        found.append((f"{o.best.label} - No-KD", o.best, rows["none", None], o.best_vs_none))
+        if o.reliable or o.best.teacher not in DERIVED:  # else not acted on: unreliable
+            found.append((f"{o.best.label} - Regular-KD", o.best, rows["regular", None],
+                          o.best_vs_regular))
     if o.reliable:
         for ratio, state, diffs in o.orderings:
             if state == "undetermined":

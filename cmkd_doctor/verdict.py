@@ -8,6 +8,7 @@ differences over sqrt(seeds) (:func:`paired_se`).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -116,8 +117,6 @@ def sign_z(seeds: int) -> float:
     return 0.0 if p >= 1 else NormalDist().inv_cdf(1 - p / 2)
 
 
-_difference = difference
-
 ORDER = (("general", "random"), ("random", "specific"), ("general", "specific"))
 
 
@@ -209,11 +208,8 @@ def sweet_spot(rows: list[Any], mean: str = "student_mean") -> Any | None:
 
 def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcome:
     """The facts of a comparison and of the ranking behind it (see :func:`verdict`)."""
-    per_look = (report.seeding or {}).get("per_look")
-
-    def difference(a: Row, b: Row) -> Difference:  # by the comparison's rule
-        return _difference(a, b, per_look)
-
+    per_look = (report.seeding or {}).get("per_look")  # --seeds auto's rule, else Z
+    compare = functools.partial(difference, per_look=per_look)
     base = report.baselines
     none, regular = base["none"], base["regular"]
     ranking = ranking or {}
@@ -231,11 +227,11 @@ def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcom
     if best.teacher == "regular":
         following = max((r for r in report.rows if r is not best),
                         key=lambda row: row.student_mean)
-        runner = (following, difference(best, following))
+        runner = (following, compare(best, following))
     found = Outcome(
-        unit=f"{report.metric} points", kd=difference(regular, none), orderings=orderings,
-        best=best, best_vs_regular=difference(best, regular),
-        best_vs_none=difference(best, none), runner=runner,
+        unit=f"{report.metric} points", kd=compare(regular, none), orderings=orderings,
+        best=best, best_vs_regular=compare(best, regular),
+        best_vs_none=compare(best, none), runner=runner,
         sweet=sweet_spot(general_rows), general_rows=len(general_rows),
         reliable=ranking.get("reliable", True), reasons=ranking.get("reasons"),
         why=ranking.get("why", "see rank"),
@@ -281,7 +277,9 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
     wording (``text``: the reasoning; ``headline`` and ``action``: the conclusion).
 
     Every comparison uses one rule on the per-seed differences of the two rows (they
-    share seeds): clear when ``|mean / SE| > 2``, with ``SE = std(ddof=1) / sqrt(seeds)``.
+    share seeds): clear when ``|mean / SE| > 2``, with ``SE = std(ddof=1) / sqrt(seeds)``,
+    or, when the seeds were chosen by ``--seeds auto`` (``report.seeding``), beyond the
+    sequential rule's threshold for that many seeds (:mod:`cmkd_doctor.sequential`).
     ``ranking`` says whether the ranking the derived teachers come from is reliable
     (``{"reliable": bool, "why": str}``, see :func:`cmkd_doctor.findings.reliability`,
     with ``paired`` and ``at_chance`` from the pairing and chance checks); when it is not,

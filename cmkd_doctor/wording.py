@@ -517,7 +517,8 @@ def _more_seeds(report: Comparison, label: str) -> str:
     if need > PRACTICAL_SEEDS:
         return (f"over {PRACTICAL_SEEDS} seeds would be needed to tell them apart, so the two "
                 "are about equal; keep the regular teacher unless the general one is cheaper")
-    return f"about {need} seeds would tell: rerun with --max-seeds {need}"
+    room = min(PRACTICAL_SEEDS, -(-need // 10) * 10)  # a round budget above the estimate
+    return f"about {need} seeds would tell: rerun with --max-seeds {room}"
 
 
 # -- what to try next ----------------------------------------------------------------

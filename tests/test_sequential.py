@@ -182,3 +182,19 @@ def test_a_time_budget_stops_adding_seeds(ranked, tmp_path, cli):
     states = [d["state"] for d in doc["verdict"]["seeds"]]
     assert "time" in states and "budget" not in states
     assert "the --seeds-budget time" in doc["verdict"]["text"]
+
+
+def test_the_advice_names_the_seeds_that_would_tell():
+    from types import SimpleNamespace
+
+    from cmkd_doctor.wording import _more_seeds
+
+    def said(z: float) -> str:
+        decision = {"comparison": "general r=0.5 - Regular-KD", "seeds": 20, "z": z,
+                    "threshold": 2.7, "delta": 0.45, "state": "budget"}
+        report = SimpleNamespace(seeding={"max_seeds": 20, "decisions": [decision]})
+        return _more_seeds(report, "general r=0.5")
+
+    assert said(1.98) == "about 38 seeds would tell: rerun with --max-seeds 40"
+    assert "about equal" in said(0.5)  # 20 * (2.7 / 0.5)^2 = 584 seeds
+    assert "--seeds auto" in _more_seeds(SimpleNamespace(seeding=None), "general r=0.5")

@@ -220,6 +220,7 @@ def permutation_distances(
     block = max(1, tile // (rows * width))
     w_sq = w[:, lo:hi].square().sum(0)  # (channels,)
     buffer = torch.empty(0 if closed_form or fused else block * rows * width, device=device)
+    w_share = w[:, lo:hi].T.contiguous() if fused else None  # (channels, H), the kernel's
     increase = torch.zeros(d, n_repeats, dtype=torch.float64, device=device)
     base = torch.zeros((), dtype=torch.float64, device=device)
     for r0 in range(0, n, rows):
@@ -247,7 +248,7 @@ def permutation_distances(
             if fused:  # every channel of the share in one launch, nothing written back
                 head = net.layers[-1]
                 increase[lo:hi, m] += kernels.moved_increase(
-                    pre, delta, w[:, lo:hi].T, head.weight, head.bias, tc, base_terms,
+                    pre, delta, w_share, head.weight, head.bias, tc, base_terms,
                     distance.name)
                 continue
             for j0 in range(lo, hi, block):

@@ -125,14 +125,13 @@ class DistillOptions:
         FILLS.check(self.fill)
         number("rho", self.rho, "a number in [0, 1]", low=0, high=1)
         number("temperature", self.temperature, "a positive number", low=0, open_low=True)
-        seeds = self.seeds
-        if isinstance(seeds, str) and seeds.strip().lower() == "auto":
-            seeds = "auto"
-        else:
-            if isinstance(seeds, str) and seeds.strip().isdigit():
-                seeds = int(seeds)
-            if not isinstance(seeds, int) or isinstance(seeds, bool):
-                raise option_error("seeds", "a whole number of seeds, or auto", self.seeds)
+        seeds = self.seeds  # "auto", or a whole number (text from the CLI and YAML)
+        if isinstance(seeds, str):
+            text = seeds.strip().lower()
+            seeds = "auto" if text == "auto" else int(text) if text.isdigit() else None
+        if seeds is None:
+            raise option_error("seeds", "a whole number of seeds, or auto", self.seeds)
+        if seeds != "auto":
             whole("seeds", seeds, 1, maximum=MAX_SEEDS, why=SEEDS_WHY)
         whole("max_seeds", self.max_seeds, 2, maximum=sequential.PRACTICAL,
               why=sequential.PRACTICAL_WHY)
@@ -298,7 +297,9 @@ class Students:
         start = time.perf_counter()
         taught = [i for i, plan in enumerate(todo) if plan.teacher != "none"]
         teachers = {i: self._teacher(todo[i]) for i in taught}
-        tmetrics = {i: _percent(teacher_metrics(teachers[i][0], teacher_side)) for i in taught}
+        # measured when a row is first computed; more() keeps them as its rows grow
+        tmetrics = {} if first else {
+            i: _percent(teacher_metrics(teachers[i][0], teacher_side)) for i in taught}
         column = {i: c for c, i in enumerate(taught)}
         n_all = student.x.shape[0]
         soft_bytes = row_bytes([np.empty((0, len(taught), student.n_classes), np.float32)])

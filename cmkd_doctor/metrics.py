@@ -20,14 +20,13 @@ BLOCK_ROWS = 1 << 16
 
 def f1_scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Micro and macro F1 of multi-hot predictions (logit > 0), counted block by block."""
-    tp = fp = fn = 0
+    tp, fp, fn = (torch.zeros(y.shape[1], dtype=torch.float64) for _ in range(3))
     for r0 in range(0, len(y), BLOCK_ROWS):
         pred = logits[r0 : r0 + BLOCK_ROWS] > 0
         truth = y[r0 : r0 + BLOCK_ROWS] > 0
-        tp = tp + (pred & truth).sum(0, dtype=torch.float64)
-        fp = fp + (pred & ~truth).sum(0, dtype=torch.float64)
-        fn = fn + (~pred & truth).sum(0, dtype=torch.float64)
-    tp, fp, fn = (torch.as_tensor(v, dtype=torch.float64) for v in (tp, fp, fn))
+        tp += (pred & truth).sum(0, dtype=torch.float64).cpu()
+        fp += (pred & ~truth).sum(0, dtype=torch.float64).cpu()
+        fn += (~pred & truth).sum(0, dtype=torch.float64).cpu()
     return float(_f1(tp.sum(), fp.sum(), fn.sum())), float(_f1(tp, fp, fn).mean())
 
 

@@ -114,6 +114,12 @@ def threshold(seeds: int, per_look: float, spread: bool = True) -> float:
     return float(stats.t.isf(per_look / 2, seeds - 1)) if seeds > 1 else math.inf
 
 
+def seeds_needed(z: float, seeds: int, needed: float) -> int:
+    """Seeds at which a difference at ``z`` over ``seeds`` seeds would pass ``needed``, if
+    it kept its size (z grows with the square root of the seeds); ``z`` not 0."""
+    return math.ceil(seeds * (needed / abs(z)) ** 2)
+
+
 def futile(z: float | None, seeds: int, final: float, max_seeds: int) -> bool:
     """Would a difference at ``z`` over ``seeds`` seeds still need more than
     :data:`FUTILE` times ``max_seeds`` to pass ``final`` (the last look's threshold), if
@@ -121,4 +127,4 @@ def futile(z: float | None, seeds: int, final: float, max_seeds: int) -> bool:
     for futility never calls anything clear, so it cannot raise the false-clear rate."""
     if z is None:
         return False
-    return z == 0 or seeds * (final / abs(z)) ** 2 > FUTILE * max_seeds
+    return z == 0 or seeds_needed(z, seeds, final) > FUTILE * max_seeds

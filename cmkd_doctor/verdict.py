@@ -20,7 +20,7 @@ import numpy as np
 
 from cmkd_doctor.comparison import BASELINES, Comparison, Row
 from cmkd_doctor.errors import ExpectationFailed, option_error
-from cmkd_doctor.sequential import has_spread, threshold
+from cmkd_doctor.sequential import has_spread, seeds_needed, threshold
 from cmkd_doctor.teachers import DERIVED, MFH_ORDER
 
 # mfh_ordering[r] when the ranking behind the derived teachers is unreliable: the
@@ -86,7 +86,7 @@ class Difference:
         if self.se == 0:  # the sign test: the fewest seeds that all agreeing would settle
             return next(n for n in range(max(self.seeds, 2), 64)
                         if sign_z(n) > self.threshold)
-        return math.ceil(self.seeds * (self.threshold / abs(self.z)) ** 2)
+        return seeds_needed(self.z, self.seeds, self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
         return {"delta": self.delta, "se": self.se, "z": self.z, "seeds": self.seeds,
@@ -252,6 +252,7 @@ def needed(o: Outcome) -> list[tuple[str, Row, Row, Difference]]:
     if o.blind:
         return []
     rows = {(r.teacher, r.ratio): r for r in o.rows}
+    derived = {(r.teacher, f"{r.ratio:g}"): r for r in o.rows if r.teacher in DERIVED}
     found = [("Regular-KD - No-KD", rows["regular", None], rows["none", None], o.kd)]
     if o.best.teacher not in BASELINES:
         found.append((f"{o.best.label} - No-KD", o.best, rows["none", None], o.best_vs_none))
@@ -261,12 +262,8 @@ def needed(o: Outcome) -> list[tuple[str, Row, Row, Difference]]:
     if o.reliable:
         for ratio, state, diffs in o.orderings:
             if state == "undetermined":
-                r = float(ratio)
-                general, specific = (next(row for (t, q), row in rows.items()
-                                          if t == mode and q is not None
-                                          and math.isclose(q, r)) for mode in
-                                     ("general", "specific"))
-                found.append((f"general - specific at r = {ratio}", general, specific,
+                found.append((f"general - specific at r = {ratio}",
+                              derived["general", ratio], derived["specific", ratio],
                               diffs["general-specific"]))
     return found
 

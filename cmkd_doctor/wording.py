@@ -23,12 +23,12 @@ FORMS:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.findings import Finding
+from cmkd_doctor.sequential import seeds_needed
 from cmkd_doctor.teachers import DERIVED
 from cmkd_doctor.verdict import NOT_INTERPRETED, PRACTICAL_SEEDS, Difference, Outcome
 
@@ -513,7 +513,7 @@ def _more_seeds(report: Comparison, label: str) -> str:
                   if d["comparison"] == f"{label} - Regular-KD"), None)
     if found is None or not found["z"]:
         return f"rerun with a larger --max-seeds than {seeding['max_seeds']}"
-    need = math.ceil(found["seeds"] * (found["threshold"] / abs(found["z"])) ** 2)
+    need = seeds_needed(found["z"], found["seeds"], found["threshold"])
     if need > PRACTICAL_SEEDS:
         return (f"over {PRACTICAL_SEEDS} seeds would be needed to tell them apart, so the two "
                 "are about equal; keep the regular teacher unless the general one is cheaper")

@@ -19,6 +19,7 @@ Nothing here reads options, checks a result or writes a file: :mod:`.rank_option
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +33,7 @@ from cmkd_doctor.engine import (
     fit,
 )
 from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
-from cmkd_doctor.models import Net, NetConfig, new_net, standardisation
+from cmkd_doctor.models import Net, NetConfig, Stacked, new_net, standardisation
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.registry import Registry
 from cmkd_doctor.seeds import derive_seed, generator
@@ -57,6 +58,39 @@ class _Pair(torch.nn.Module):
     def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net_a(xa), self.net_b(xb)
 
+    def pairs(self) -> list[tuple[Net, Net]]:
+        return [(self.net_a, self.net_b)]
+
+
+class _StackedPairs(torch.nn.Module):
+    """R aligned pairs as one engine model of R members (f1 stacked, f2 stacked): the
+    restarts of a ranking train in one fit, each member with its own initialisation,
+    minibatch order and early stopping, as R separate fits would, in batched matrix
+    products instead of R small ones."""
+
+    def __init__(self, pairs: Sequence[tuple[Net, Net]]):
+        super().__init__()
+        self.a = Stacked([a for a, _ in pairs])
+        self.b = Stacked([b for _, b in pairs])
+
+    @property
+    def n_members(self) -> int:
+        return self.a.n_members
+
+    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.a(xa), self.b(xb)
+
+    def member_state(self, s: int) -> list[torch.Tensor]:
+        return [*self.a.member_state(s), *self.b.member_state(s)]
+
+    def set_members(self, states: Sequence[list[torch.Tensor]]) -> None:
+        n = len(self.a.member_state(0))
+        self.a.set_members([state[:n] for state in states])
+        self.b.set_members([state[n:] for state in states])
+
+    def pairs(self) -> list[tuple[Net, Net]]:
+        return [(self.a.unstack(s), self.b.unstack(s)) for s in range(self.n_members)]
+
 
 def align(
     train: RowSet,
@@ -66,42 +100,60 @@ def align(
     held_out: RowSet | None = None,
     progress: Progress = no_progress,
     stats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
-) -> tuple[Net, Net, FitResult]:
+    seeds: Sequence[int] | None = None,
+) -> list[tuple[Net, Net, FitResult]]:
     """Algorithm 1, step 1: jointly train f1 on X^a and f2 on X^b with Eq. 28.
 
     ``L = Dist(f1(Xa), f2(Xb)) + CE(Y, f1(Xa)) + CE(Y, f2(Xb))`` (BCE for multi-hot).
     ``train`` and ``held_out`` hold the arrays ``(xa, xb, y)``; ``held_out`` enables
     early stopping on the same loss. ``stats`` are each modality's fit-row
-    :meth:`~cmkd_doctor.streaming.RowSet.stats` (computed when not given). The pair is
-    one member of the engine's fit.
+    :meth:`~cmkd_doctor.streaming.RowSet.stats` (computed when not given).
+
+    One pair per seed of ``seeds`` (default: ``options.seed``), its networks and
+    minibatch order drawn from that seed, all trained in one engine fit. Returns each
+    pair's ``(f1, f2, its fit)``, in eval mode. One pair is one plain module; several
+    are stacked (:class:`_StackedPairs`), which computes the same maths in batched
+    matrix products, so its figures match separate fits up to float rounding.
     """
     distance = DISTANCES[options.dist]
     stats = stats or [train.stats(0), train.stats(1)]
-    nets = []
-    for which, stage in ((0, "init_a"), (1, "init_b")):
-        config = NetConfig(train.widths[which], options.hidden, n_classes, multilabel)
-        net = new_net(config, derive_seed(options.seed, stage)).to(train.device)
-        net.set_standardisation(*standardisation(*stats[which], options.standardize))
-        nets.append(net)
-    net_a, net_b = nets
-    pair = _Pair(net_a, net_b).train()
+    seeds = list(seeds or [options.seed])
+    pairs = []
+    for seed in seeds:
+        nets = []
+        for which, stage in ((0, "init_a"), (1, "init_b")):
+            config = NetConfig(train.widths[which], options.hidden, n_classes, multilabel)
+            net = new_net(config, derive_seed(seed, stage))
+            net.set_standardisation(*(t.cpu() for t in standardisation(
+                *stats[which], options.standardize)))
+            nets.append(net)
+        pairs.append(nets)
+    model = (_Pair(*pairs[0]) if len(pairs) == 1 else _StackedPairs(pairs))
+    model = model.to(train.device).train()
     per_row = distance.denominator(1, n_classes)  # Dist as a mean over rows
 
     def eq28_rows(model: torch.nn.Module, batch: list[torch.Tensor],
                   members: torch.Tensor) -> torch.Tensor:
-        xa, xb, y = batch  # (1, rows, ...) each: the pair is the only member
-        out_a, out_b = model(xa, xb)  # (1, rows, K) each
+        xa, xb, y = batch  # (pairs, rows, ...) each
+        out_a, out_b = model(xa, xb)  # (pairs, rows, K) each
         return (distance.row_terms(out_a, out_b, multilabel) / per_row
                 + task_loss_rows(out_a, y, multilabel) + task_loss_rows(out_b, y, multilabel))
 
     epochs = options.epochs or auto_epochs(len(train), options.batch_size or len(train))
-    result = fit(pair, eq28_rows, train,
+    result = fit(model, eq28_rows, train,
                  Schedule(epochs, options.lr, options.batch_size, options.patience,
                           options.optimizer),
-                 shuffle_seeds=[derive_seed(options.seed, "shuffle")],
+                 shuffle_seeds=[derive_seed(seed, "shuffle") for seed in seeds],
                  val=held_out, progress=progress, task="align")
-    pair.eval()
-    return net_a, net_b, result
+    return [(net_a.eval(), net_b.eval(), member_fit(result, s))
+            for s, (net_a, net_b) in enumerate(model.pairs())]
+
+
+def member_fit(result: FitResult, s: int) -> FitResult:
+    """Member ``s``'s part of a fit of several, as a fit of one."""
+    epochs = len(result.train_loss[s])
+    return FitResult(result.epochs_max, epochs, [result.best_epoch[s]], [result.train_loss[s]],
+                     [result.val_loss[s]], [1] * epochs)
 
 
 def permutations(n: int, repeats: int, seed: int, channels: int | None = None

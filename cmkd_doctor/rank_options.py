@@ -72,9 +72,10 @@ class RankOptions:
         Train the aligned pair this many times (another initialisation, minibatch order
         and permutations each, the same split) and average the salience; 2 or more
         measure the ranking's stability. ``None``: 3 when one ranking costs at most
-        :data:`AUTO_RESTART_FLOP` (:func:`ranking_cost`), else 1 (``diagnose``'s
-        default). The cost is counted, not timed, so every process and machine decides
-        the same.
+        :data:`AUTO_RESTART_FLOP` (:func:`ranking_cost`, every epoch of the schedule
+        counted), else 1 (``diagnose``'s default). The cost is counted before any
+        training, not timed, so every process and machine decides the same. The
+        restarts' aligned pairs train as one stacked fit.
     standardize
         Standardise every channel with its fit-row mean and standard deviation inside
         the networks (:func:`cmkd_doctor.models.standardisation`), so the ranking does

@@ -30,6 +30,7 @@ from cmkd_doctor.classifiers import network_bytes
 from cmkd_doctor.devices import require_memory, resolve_device
 from cmkd_doctor.engine import (
     FitResult,
+    auto_epochs,
     evaluate_rows,
     predict,
 )
@@ -138,11 +139,12 @@ class RankResult:
 
 def ranking_bytes(widths: list[int], permuted_rows: int, channels: int, n_classes: int,
                   options: RankOptions) -> int:
-    """Bytes a ranking holds at once, estimated before any work: the aligned pair in
-    training, the row permutations and the (channels, restarts x M) distances."""
+    """Bytes a ranking holds at once, estimated before any work: the aligned pairs in
+    training (every restart's, trained as one stack), the row permutations and the
+    (channels, restarts x M) distances."""
     restarts = options.restarts or 3
     batch = options.batch_size or permuted_rows
-    nets = sum(network_bytes(w, options.hidden, n_classes, batch) for w in widths)
+    nets = restarts * sum(network_bytes(w, options.hidden, n_classes, batch) for w in widths)
     return nets + 8 * options.repeats * permuted_rows + 16 * channels * options.repeats * restarts
 
 
@@ -239,30 +241,34 @@ def rank(data: PairedData, options: RankOptions | None = None,
     groups = channel_groups(data, which, fit_rows, options)
     units = None if groups is None else torch.as_tensor(groups.ids)
 
-    def once(seed: int) -> _Ranking:
-        """Steps 1-8 with the networks, minibatches and permutations of ``seed``."""
-        opts = replace(options, seed=seed)
-        t0 = time.perf_counter()
-        net_a, net_b, fitted = align(fitting, labels.n_classes, labels.multilabel, opts,
-                                     held_out=val if len(val) else None,
-                                     progress=progress, stats=stats)
-        train_s = time.perf_counter() - t0
+    epochs = options.epochs or auto_epochs(len(fitting), options.batch_size or len(fitting))
+    cost = ranking_cost(fitting.widths[:2], labels.n_classes, len(fitting), epochs, len(rows),
+                        options)
+    restarts = options.restarts
+    if restarts is None:  # as many as the budget allows: 3, or 1 when one is costly
+        restarts = 3 if cost <= AUTO_RESTART_FLOP else 1
+    seeds = [options.seed] + [derive_seed(options.seed, "restart", k)
+                              for k in range(1, restarts)]
+    t0 = time.perf_counter()
+    # step 1 of every restart, as one engine fit
+    pairs = align(fitting, labels.n_classes, labels.multilabel, options,
+                  held_out=val if len(val) else None, progress=progress, stats=stats,
+                  seeds=seeds)
+    train_s = time.perf_counter() - t0
+
+    def once(seed: int, net_a: Net, net_b: Net, fitted: FitResult) -> _Ranking:
+        """Steps 2-8 on one restart's aligned pair, with the permutations of ``seed``."""
         net = net_a if which == 0 else net_b
         target = predict(net_b if which == 0 else net_a, rows, which=1 - which)
         t0 = time.perf_counter()
         increase, unpermuted = ESTIMATORS[options.estimator](
-            net, rows, target, opts, labels.multilabel, which, progress, units=units)
-        permute_s = time.perf_counter() - t0
+            net, rows, target, replace(options, seed=seed), labels.multilabel, which,
+            progress, units=units)
         return _Ranking(net_a, net_b, fitted, increase.cpu().numpy(), unpermuted,
                         alignment(predict(net, rows, which=which), target, permuted_rows),
-                        train_s, permute_s)
+                        time.perf_counter() - t0)
 
-    runs = [once(options.seed)]
-    restarts = options.restarts
-    cost = ranking_cost(runs[0], len(fitting), len(rows), options)
-    if restarts is None:  # as many as the budget allows: 3, or 1 when one is costly
-        restarts = 3 if cost <= AUTO_RESTART_FLOP else 1
-    runs += [once(derive_seed(options.seed, "restart", k)) for k in range(1, restarts)]
+    runs = [once(seed, *pair) for seed, pair in zip(seeds, pairs, strict=True)]
     salience, saliences, increase = _salience(runs, options.normalize)  # step 9
     distances = np.concatenate([r.unpermuted + r.increase for r in runs], axis=1)
     agreement = _agreement(runs)
@@ -288,7 +294,7 @@ def rank(data: PairedData, options: RankOptions | None = None,
         unpermuted=float(np.mean([r.unpermuted for r in runs])),
         net_a=net_a, net_b=net_b, split=split, options=options, fit=fitted,
         permuted_rows=permuted_rows, device=str(device), metrics=metrics,
-        timings={"train_s": round(sum(r.train_s for r in runs), 4),
+        timings={"train_s": round(train_s, 4),
                  "permute_s": round(sum(r.permute_s for r in runs), 4),
                  "gamma_s": round(gamma_s, 4)},
         constant=constant, standardization=_standardization(stats, options.standardize),
@@ -351,7 +357,6 @@ class _Ranking:
     increase: np.ndarray  # (d, M)
     unpermuted: float
     alignment: dict[str, Any]
-    train_s: float
     permute_s: float
 
 
@@ -360,21 +365,26 @@ class _Ranking:
 AUTO_RESTART_FLOP = 3e12
 
 
-def ranking_cost(run: _Ranking, fit_rows: int, permuted_rows: int,
-                 options: RankOptions) -> float:
-    """Floating-point operations of one ranking, counted from its sizes: training (6 per
-    weight, row and epoch: forward and backward) and the permutation phase (the layers
-    after the first, per channel, repeat and row)."""
-    weights = sum(p.numel() for net in (run.net_a, run.net_b) for p in net.parameters())
-    train = 6.0 * weights * fit_rows * run.fit.epochs_run
-    net = run.net_a if options.permute == "a" else run.net_b
-    first = net.first.weight.numel()
-    after = sum(p.numel() for p in net.parameters()) - first - net.first.bias.numel()
-    width = net.first.weight.shape[0]
-    per = 2.0 * (after + width) if net.config.hidden else 4.0  # linear: two dot products
-    repeats = 1 if options.estimator == "exact" else options.repeats
-    return train + per * net.config.d_in * repeats * permuted_rows
+def ranking_cost(widths: list[int], n_classes: int, fit_rows: int, epochs: int,
+                 permuted_rows: int, options: RankOptions) -> float:
+    """Floating-point operations of one ranking at most, counted from its sizes before
+    any work: training for every epoch of the schedule (6 per weight, row and epoch:
+    forward and backward) and the permutation phase (the layers after the first, per
+    channel, repeat and row)."""
+    def layers(d_in: int) -> list[int]:
+        return [d_in, *options.hidden, n_classes]
 
+    def weights(d_in: int) -> int:
+        w = layers(d_in)
+        return sum(a * b + b for a, b in zip(w[:-1], w[1:], strict=False))
+
+    train = 6.0 * sum(weights(w) for w in widths) * fit_rows * epochs
+    d_in = widths[SIDES[options.permute]]
+    width = layers(d_in)[1]
+    after = weights(d_in) - d_in * width - width  # the layers after the first
+    per = 2.0 * (after + width) if options.hidden else 4.0  # linear: two dot products
+    repeats = 1 if options.estimator == "exact" else options.repeats
+    return train + per * d_in * repeats * permuted_rows
 
 
 # the library API of ranking, wherever each part is defined

@@ -147,6 +147,40 @@ def test_restarts_average_the_salience_and_measure_its_stability(gaussian):
     assert len(set(channel_order(three.salience)[:10]) & general) >= 9
 
 
+def test_restarts_train_as_one_stack_and_match_separate_fits(gaussian):
+    """Step 1 of three restarts in one engine fit (stacked pairs) trains each pair as a
+    fit of its own would: the same weights up to float rounding, and each member's own
+    early stopping (their best epochs differ, and match the separate fits')."""
+    import torch
+
+    from cmkd_doctor.algorithm1 import align
+    from cmkd_doctor.streaming import RowSet
+
+    g = gaussian
+    xa, xb, y = (np.asarray(g.xa, np.float32), np.asarray(g.xb, np.float32),
+                 np.asarray(g.y, np.int64))
+    cpu = torch.device("cpu")
+    fitting = RowSet([xa, xb, y], np.arange(800), cpu)
+    held_out = RowSet([xa, xb, y], np.arange(800, 1000), cpu)
+    options = RankOptions(hidden="16", epochs=40, patience=3, lr=0.01,
+                          device="cpu").checked()
+    seeds = [3, 11, 29]
+    stacked = align(fitting, 2, False, options, held_out=held_out, seeds=seeds)
+    alone = [align(fitting, 2, False, options, held_out=held_out, seeds=[s])[0]
+             for s in seeds]
+    best = [fit.best_epoch[0] for *_, fit in stacked]
+    assert best == [fit.best_epoch[0] for *_, fit in alone]
+    assert len(set(best)) > 1 and max(best) < 40  # they stopped early, not together
+    for (a1, b1, fit1), (a2, b2, fit2) in zip(stacked, alone, strict=True):
+        assert fit1.epochs_run == fit2.epochs_run == len(fit1.train_loss[0])
+        np.testing.assert_allclose(fit1.val_loss[0], fit2.val_loss[0], rtol=1e-4)
+        for net1, net2 in ((a1, a2), (b1, b2)):
+            assert not net1.training
+            for p1, p2 in zip(net1.state_dict().values(), net2.state_dict().values(),
+                              strict=True):
+                torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-5)
+
+
 def test_stability_counts_only_the_channels_that_matter():
     """20,000 rows, 128 channels of a: 4 shared decisive, 4 a-specific, 120 noise. The
     restarts agree on the 4 shared channels, so the ranking is stable, although the

@@ -84,7 +84,7 @@ class _StackedPairs(torch.nn.Module):
         return [*self.a.member_state(s), *self.b.member_state(s)]
 
     def set_members(self, states: Sequence[list[torch.Tensor]]) -> None:
-        n = len(self.a.member_state(0))
+        n = len(states[0]) // 2  # f1 and f2 have as many layers
         self.a.set_members([state[:n] for state in states])
         self.b.set_members([state[n:] for state in states])
 

@@ -118,14 +118,15 @@ def align(
     distance = DISTANCES[options.dist]
     stats = stats or [train.stats(0), train.stats(1)]
     seeds = list(seeds or [options.seed])
+    sides = [(NetConfig(train.widths[which], options.hidden, n_classes, multilabel), stage,
+              [t.cpu() for t in standardisation(*stats[which], options.standardize)])
+             for which, stage in ((0, "init_a"), (1, "init_b"))]
     pairs = []
     for seed in seeds:
         nets = []
-        for which, stage in ((0, "init_a"), (1, "init_b")):
-            config = NetConfig(train.widths[which], options.hidden, n_classes, multilabel)
+        for config, stage, scaling in sides:
             net = new_net(config, derive_seed(seed, stage))
-            net.set_standardisation(*(t.cpu() for t in standardisation(
-                *stats[which], options.standardize)))
+            net.set_standardisation(*scaling)
             nets.append(net)
         pairs.append(nets)
     model = (_Pair(*pairs[0]) if len(pairs) == 1 else _StackedPairs(pairs))
@@ -139,14 +140,19 @@ def align(
         return (distance.row_terms(out_a, out_b, multilabel) / per_row
                 + task_loss_rows(out_a, y, multilabel) + task_loss_rows(out_b, y, multilabel))
 
-    epochs = options.epochs or auto_epochs(len(train), options.batch_size or len(train))
     result = fit(model, eq28_rows, train,
-                 Schedule(epochs, options.lr, options.batch_size, options.patience,
-                          options.optimizer),
+                 Schedule(aligned_epochs(len(train), options), options.lr,
+                          options.batch_size, options.patience, options.optimizer),
                  shuffle_seeds=[derive_seed(seed, "shuffle") for seed in seeds],
                  val=held_out, progress=progress, task="align")
     return [(net_a.eval(), net_b.eval(), member_fit(result, s))
             for s, (net_a, net_b) in enumerate(model.pairs())]
+
+
+def aligned_epochs(fit_rows: int, options: RankOptions) -> int:
+    """Step 1's most epochs: ``options.epochs``, else about
+    :data:`~cmkd_doctor.engine.AUTO_STEPS` steps."""
+    return options.epochs or auto_epochs(fit_rows, options.batch_size or fit_rows)
 
 
 def member_fit(result: FitResult, s: int) -> FitResult:

@@ -28,7 +28,15 @@ from cmkd_doctor.devices import require_memory
 from cmkd_doctor.engine import FitResult, Schedule, auto_epochs, fit, predict
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.losses import kd_loss_rows, task_loss_rows
-from cmkd_doctor.models import Net, NetConfig, Stacked, new_net, parse_hidden, standardisation
+from cmkd_doctor.models import (
+    Net,
+    NetConfig,
+    Stacked,
+    new_net,
+    parameter_count,
+    parse_hidden,
+    standardisation,
+)
 from cmkd_doctor.options import number, whole
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.seeds import derive_seed
@@ -242,9 +250,8 @@ def stack(nets: Sequence[torch.nn.Module]) -> torch.nn.Module:
 def network_bytes(d_in: int, hidden: Sequence[int], n_classes: int, batch_size: int) -> int:
     """Bytes one network takes to train: its weights four times (weights, gradients,
     Adam's two moments) and a minibatch of activations and their gradients."""
-    widths = [d_in, *hidden, n_classes]
-    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=False))
-    return 4 * (4 * params + 3 * batch_size * sum(widths))
+    params = parameter_count(d_in, hidden, n_classes)
+    return 4 * (4 * params + 3 * batch_size * (d_in + sum(hidden) + n_classes))
 
 
 def require_trainable(d_in: int, options: TrainOptions, n_classes: int,

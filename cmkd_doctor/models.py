@@ -106,6 +106,12 @@ def standardisation(mean: torch.Tensor, std: torch.Tensor, constant: torch.Tenso
     return mean, torch.where(constant, torch.full_like(std, math.inf), scale)
 
 
+def parameter_count(d_in: int, hidden: Sequence[int], n_out: int) -> int:
+    """Weights and biases of a :class:`Net` of these widths."""
+    widths = [d_in, *hidden, n_out]
+    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=False))
+
+
 def new_net(config: NetConfig, init_seed: int) -> Net:
     """A freshly initialised network, drawn from ``init_seed`` alone (the global RNG is
     left as it was), on the CPU with the identity standardisation."""

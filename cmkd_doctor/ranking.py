@@ -19,6 +19,7 @@ from cmkd_doctor.algorithm1 import (
     NORMALIZATIONS,
     TILE_ELEMENTS,
     align,
+    aligned_epochs,
     channel_order,
     expected_increase,
     increases,
@@ -30,7 +31,6 @@ from cmkd_doctor.classifiers import network_bytes
 from cmkd_doctor.devices import require_memory, resolve_device
 from cmkd_doctor.engine import (
     FitResult,
-    auto_epochs,
     evaluate_rows,
     predict,
 )
@@ -39,7 +39,7 @@ from cmkd_doctor.findings import check_ranking
 from cmkd_doctor.gamma import MAX_ROWS, estimate_gamma, gamma_bytes
 from cmkd_doctor.groups import Groups, correlated_groups, read_groups, sampled_rows
 from cmkd_doctor.inputs import PairedData
-from cmkd_doctor.models import Net
+from cmkd_doctor.models import Net, parameter_count
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.rank_checks import (
     ALIGNMENT_THRESHOLD,
@@ -241,9 +241,8 @@ def rank(data: PairedData, options: RankOptions | None = None,
     groups = channel_groups(data, which, fit_rows, options)
     units = None if groups is None else torch.as_tensor(groups.ids)
 
-    epochs = options.epochs or auto_epochs(len(fitting), options.batch_size or len(fitting))
-    cost = ranking_cost(fitting.widths[:2], labels.n_classes, len(fitting), epochs, len(rows),
-                        options)
+    cost = ranking_cost(fitting.widths[:2], labels.n_classes, len(fitting),
+                        aligned_epochs(len(fitting), options), len(rows), options)
     restarts = options.restarts
     if restarts is None:  # as many as the budget allows: 3, or 1 when one is costly
         restarts = 3 if cost <= AUTO_RESTART_FLOP else 1
@@ -371,18 +370,13 @@ def ranking_cost(widths: list[int], n_classes: int, fit_rows: int, epochs: int,
     any work: training for every epoch of the schedule (6 per weight, row and epoch:
     forward and backward) and the permutation phase (the layers after the first, per
     channel, repeat and row)."""
-    def layers(d_in: int) -> list[int]:
-        return [d_in, *options.hidden, n_classes]
-
-    def weights(d_in: int) -> int:
-        w = layers(d_in)
-        return sum(a * b + b for a, b in zip(w[:-1], w[1:], strict=False))
-
-    train = 6.0 * sum(weights(w) for w in widths) * fit_rows * epochs
+    hidden = options.hidden
+    train = 6.0 * sum(parameter_count(w, hidden, n_classes) for w in widths) * fit_rows * epochs
     d_in = widths[SIDES[options.permute]]
-    width = layers(d_in)[1]
-    after = weights(d_in) - d_in * width - width  # the layers after the first
-    per = 2.0 * (after + width) if options.hidden else 4.0  # linear: two dot products
+    if hidden:  # the layers after the first, and the first's width
+        per = 2.0 * (parameter_count(hidden[0], hidden[1:], n_classes) + hidden[0])
+    else:
+        per = 4.0  # linear: two dot products
     repeats = 1 if options.estimator == "exact" else options.repeats
     return train + per * d_in * repeats * permuted_rows
 

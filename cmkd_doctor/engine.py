@@ -293,6 +293,21 @@ def _keep_members(members: _Members, opt: torch.optim.Optimizer, keep: list[int]
     return fresh
 
 
+class _Rows:
+    """Pieces ``(..., c, K)`` written at their rows of one ``(..., n, K)`` tensor,
+    allocated at the first piece: a pass over many rows never holds a list of the pieces
+    and their concatenated copy at once."""
+
+    def __init__(self, n: int, device: torch.device | str | None = None):
+        self.n, self.device, self.tensor = n, device, None
+
+    def put(self, start: int, piece: torch.Tensor) -> None:
+        if self.tensor is None:
+            self.tensor = piece.new_empty((*piece.shape[:-2], self.n, piece.shape[-1]),
+                                          device=self.device or piece.device)
+        self.tensor[..., start : start + piece.shape[-2], :] = piece
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor | RowSet, which: int = 0,
             batch_rows: int | None = None) -> torch.Tensor:
@@ -301,10 +316,16 @@ def predict(model: nn.Module, x: torch.Tensor | RowSet, which: int = 0,
     model.eval()
     batch_rows = batch_rows or rows_per_step(model)
     if isinstance(x, RowSet):
-        return torch.cat([predict(model, t, batch_rows=batch_rows)
-                          for _, (t,) in x.chunks(only=[which])], dim=-2)
-    return torch.cat([model(x[i : i + batch_rows]) for i in range(0, len(x), batch_rows)],
-                     dim=-2)
+        pieces = ((start, predict(model, t, batch_rows=batch_rows))
+                  for start, (t,) in x.chunks(only=[which]))
+    else:
+        pieces = ((i, model(x[i : i + batch_rows])) for i in range(0, len(x), batch_rows))
+    out = _Rows(len(x))
+    for start, piece in pieces:
+        out.put(start, piece)
+    if out.tensor is None:
+        raise ValueError("predict over no rows")
+    return out.tensor
 
 
 @torch.no_grad()
@@ -315,23 +336,25 @@ def evaluate_rows(model: nn.Module, parts: Sequence[RowSet], which: int, labels:
 
     Single-label tasks count correct predictions chunk by chunk, so memory stays at one
     chunk of logits whatever the number of rows and members; multi-label metrics (mAP)
-    need every score and gather the logits.
+    need every score and gather the logits (on the CPU, each chunk written in place).
     """
     model.eval()
-    if not sum(len(p) for p in parts):
+    total = sum(len(p) for p in parts)
+    if not total:
         return None
-    correct, n_rows, logits, ys = 0, 0, [], []
+    correct, n_rows = 0, 0
+    logits, ys = _Rows(total, "cpu"), _Rows(total, "cpu")
     for part in parts:
         for _, (x, y) in part.chunks(only=[which, labels]):
             out = predict(model, x)  # (c, K) or (S, c, K)
             if multilabel:  # the labels as bytes: a quarter of their float copy
-                logits.append(out.cpu())
-                ys.append(y.cpu() > 0)
+                logits.put(n_rows, out)
+                ys.put(n_rows, y > 0)
             else:
                 correct = correct + (out.argmax(-1) == y).sum(-1).cpu()
-                n_rows += len(y)
+            n_rows += len(y)
     if multilabel:
-        out, y = torch.cat(logits, dim=-2), torch.cat(ys)
+        out, y = logits.tensor, ys.tensor
         stacked = out.dim() == 3
         return [evaluate(o, y, True) for o in (out if stacked else [out])]
     counts = np.atleast_1d(np.asarray(correct))

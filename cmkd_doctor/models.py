@@ -69,8 +69,8 @@ class Net(nn.Module):
         widths = [config.d_in, *config.hidden, config.n_out]
         layers: list[nn.Module] = []
         for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            if i:
-                layers.append(nn.ReLU())
+            if i:  # in place: a Linear's backward needs its input, not its output
+                layers.append(nn.ReLU(inplace=True))
             layers.append(nn.Linear(w_in, w_out))
         self.layers = nn.Sequential(*layers)
         self.register_buffer("mean", torch.zeros(config.d_in))
@@ -81,7 +81,7 @@ class Net(nn.Module):
         return self.layers[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers((x - self.mean) / self.scale)
+        return self.layers((x - self.mean).div_(self.scale))  # one copy of x, not two
 
     def set_standardisation(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
         """``x`` enters the first layer as ``(x - mean) / scale`` (see
@@ -159,7 +159,7 @@ class Stacked(nn.Module):
         """
         if x.dim() == 2:
             x = x.expand(self.n_members, *x.shape)
-        h = x if standardised else (x - self.mean) / self.scale
+        h = x if standardised else (x - self.mean).div_(self.scale)
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             if i:
                 h = h.relu_()  # in place: baddbmm's backward does not need its output

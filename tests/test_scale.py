@@ -182,7 +182,8 @@ def test_release_heap_returns_what_freed_chunks_left_resident():
     found = subprocess.run([sys.executable, "-c", _FRAGMENTS], capture_output=True,
                            text=True, check=True, cwd=ROOT)
     held, after = (int(v) >> 10 for v in found.stdout.split())
-    assert held - after >= 150, f"{held} MiB resident before release_heap, {after} after"  # of 192 freed
+    # 192 MiB were freed; at least 150 MiB of them must leave the resident set
+    assert held - after >= 150, f"{held} MiB resident before release_heap, {after} after"
 
 
 def test_streamed_permutation_phase_equals_resident(mapped):

@@ -77,7 +77,8 @@ def main() -> None:
     for hidden in args.hidden.split(";"):
         options = RankOptions(hidden=hidden, epochs=args.train_epochs, device=str(device),
                               patience=0).checked()
-        net_a, net_b, _ = align(RowSet.of_tensors([xa, xb, y]), args.classes, False, options)
+        [(net_a, net_b, _)] = align(RowSet.of_tensors([xa, xb, y]), args.classes, False,
+                                    options)
         target = predict(net_b, xb)
         permutation_distances(net_a, xa[:512], target[:512], mse, perms[:1, :512] % 512)
         sync(device)

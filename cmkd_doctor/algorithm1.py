@@ -182,11 +182,9 @@ def permutations(n: int, repeats: int, seed: int, channels: int | None = None
 
 
 def _tail(net: Net, pre: torch.Tensor) -> torch.Tensor:
-    """Everything after the first linear layer, pre-activation -> logits, on a fresh
-    tensor, with in-place ReLUs to halve memory traffic."""
-    for layer in list(net.layers)[1:]:
-        pre = pre.relu_() if isinstance(layer, torch.nn.ReLU) else layer(pre)
-    return pre
+    """Everything after the first linear layer, pre-activation -> logits. ``pre`` must be
+    a fresh tensor: :class:`Net`'s ReLUs run in place, which halves memory traffic."""
+    return net.layers[1:](pre)
 
 
 def _rows_of(x: torch.Tensor | RowSet, which: int):

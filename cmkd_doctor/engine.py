@@ -343,7 +343,7 @@ def evaluate_rows(model: nn.Module, parts: Sequence[RowSet], which: int, labels:
     if not total:
         return None
     correct, n_rows = 0, 0
-    logits, ys = _Rows(total, "cpu"), _Rows(total, "cpu")
+    logits, ys = _Rows(total, "cpu"), _Rows(total, "cpu")  # filled for multi-label only
     for part in parts:
         for _, (x, y) in part.chunks(only=[which, labels]):
             out = predict(model, x)  # (c, K) or (S, c, K)

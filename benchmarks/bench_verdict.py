@@ -10,8 +10,13 @@ cores slow each other) on
 - the 15-Scenes multi-view features (view1 -> view2, 4,485 rows), as given.
 
 and reports the wall time, the phases (aligning, permuting, teachers, students), the
-epochs the students trained summed over members, and the verdict. Results go in
-BENCHMARKS.md.
+epochs the aligned pairs and the students trained summed over members, the verdict, and
+the run's *arithmetic floor*: the matrix products of those epochs (forward and weight
+gradients of the aligned pairs and the students, their validation passes) at the best
+rate this machine's batched matrix product reaches at the same shapes, measured right
+after the run. Wall times from different days on one machine differ (its memory-bound
+speed varies); the ratio of the wall time to the floor measured in the same session
+does not depend on that. Results go in BENCHMARKS.md.
 
     python benchmarks/bench_verdict.py                 # both data sets
     python benchmarks/bench_verdict.py --only scene15
@@ -30,12 +35,66 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from cmkd_doctor.splits import VAL_FRACTION
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cmkd_doctor", *args], capture_output=True,
                           text=True, cwd=ROOT)
+
+
+def bmm_rate(members: int, rows: int, d_in: int, d_out: int, tries: int = 5) -> float:
+    """The best FLOP/s of ``torch.bmm`` at one layer's training shape: ``members`` x
+    (``rows`` x ``d_in``) x (``d_in`` x ``d_out``)."""
+    x, w = torch.randn(members, rows, d_in), torch.randn(members, d_in, d_out)
+    torch.bmm(x, w)  # warm up
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        for _ in range(10):
+            torch.bmm(x, w)
+        best = min(best, (time.perf_counter() - t0) / 10)
+    return 2.0 * members * rows * d_in * d_out / best
+
+
+def fit_flop(d_in: int, hidden: list[int], n_classes: int, fit_rows: int, val_rows: int
+             ) -> float:
+    """Matrix-product FLOP of one member-epoch: each fitted row's forward pass and weight
+    gradients (the first layer needs no input gradient), each validation row's forward
+    pass."""
+    sizes = [a * b for a, b in zip([d_in, *hidden], [*hidden, n_classes], strict=True)]
+    return (fit_rows * (4 * sizes[0] + 6 * sum(sizes[1:]))
+            + val_rows * 2 * sum(sizes))
+
+
+def floor(doc: dict) -> dict:
+    """The arithmetic floor of a ``diagnose --json`` document's aligned pairs and
+    students (teachers, permutations and gamma not counted: a lower bound)."""
+    rank = doc["rank"]
+    d_a, d_b = (rank["inputs"][k]["shape"][1] for k in ("feats_a", "feats_b"))
+    k = rank["labels"]["n_classes"]
+    hidden = rank["options"]["hidden"]
+    student_hidden = doc["options"]["train"]["hidden"] or hidden
+    train = rank["split"]["n_train"]
+    val = round(train * VAL_FRACTION)
+    restarts = len(rank["unpermuted_distance_per_restart"])
+    batch = rank["options"]["batch_size"] or train - val
+    aligned = rank["timings"]["aligned_epochs"] * (fit_flop(d_a, hidden, k, train - val, val)
+                                                   + fit_flop(d_b, hidden, k, train - val, val))
+    students = doc["timings"]["student_epochs"] * fit_flop(d_b, student_hidden, k,
+                                                            train - val, val)
+    rates = {"aligned": max(bmm_rate(restarts, batch, d, (hidden or [k])[0])
+                            for d in (d_a, d_b)),
+             "students": bmm_rate(20, doc["options"]["train"]["batch_size"], d_b,
+                                  (student_hidden or [k])[0])}
+    seconds = aligned / rates["aligned"] + students / rates["students"]
+    return {"floor_s": round(seconds, 1), "aligned_tflop": round(aligned / 1e12, 2),
+            "students_tflop": round(students / 1e12, 2),
+            "gflop_per_s": {key: round(r / 1e9) for key, r in rates.items()}}
 
 
 def diagnose(name: str, inputs: list[str], extra: list[str], out: Path) -> dict:
@@ -45,9 +104,10 @@ def diagnose(name: str, inputs: list[str], extra: list[str], out: Path) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{name}: diagnose failed\n{done.stderr}")
     doc = json.loads(done.stdout)
-    return {"data": name, "wall_s": round(wall, 1), "rank": doc["rank"]["timings"],
-            "aligned_epochs": doc["rank"]["aligned"]["epochs_run"],
-            "distill": doc.get("timings"),
+    bound = floor(doc)
+    return {"data": name, "wall_s": round(wall, 1), **bound,
+            "wall_over_floor": round(wall / bound["floor_s"], 2),
+            "rank": doc["rank"]["timings"], "distill": doc.get("timings"),
             "students": {r["label"]: round(r["student_mean"], 2) for r in doc["results"]},
             "seeds": {r["label"]: len(r["student_runs"]) for r in doc["results"]},
             "action": doc["verdict"].get("action"), "verdict": doc["verdict"]["text"]}

@@ -183,7 +183,10 @@ def test_json_output_and_run_directory(tmp_path, cli, gaussian_dir):
     assert doc["options"]["repeats"] == 3 and doc["options"]["hidden"] == [32, 16]
     assert doc["environment"]["torch"] == torch.__version__
     assert doc["environment"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert set(doc["timings"]) == {"train_s", "permute_s", "gamma_s"}
+    assert set(doc["timings"]) == {"train_s", "permute_s", "gamma_s", "aligned_epochs"}
+    restarts = len(doc["unpermuted_distance_per_restart"])
+    assert (doc["aligned"]["epochs_run"] <= doc["timings"]["aligned_epochs"]
+            <= restarts * doc["aligned"]["epochs_max"])
     gamma = doc["gamma_estimate"]
     assert 0 <= gamma["low"] <= gamma["value"] <= gamma["high"] <= 1
     assert set(gamma["label_level"]["explained"]) == {"a", "b", "ab"}

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from cmkd_doctor.models import parameter_count
 from cmkd_doctor.splits import VAL_FRACTION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,10 +66,10 @@ def fit_flop(d_in: int, hidden: list[int], n_classes: int, fit_rows: int, val_ro
              ) -> float:
     """Matrix-product FLOP of one member-epoch: each fitted row's forward pass and weight
     gradients (the first layer needs no input gradient), each validation row's forward
-    pass."""
-    sizes = [a * b for a, b in zip([d_in, *hidden], [*hidden, n_classes], strict=True)]
-    return (fit_rows * (4 * sizes[0] + 6 * sum(sizes[1:]))
-            + val_rows * 2 * sum(sizes))
+    pass (biases counted as weights)."""
+    weights = parameter_count(d_in, hidden, n_classes)
+    first = d_in * (hidden or [n_classes])[0]
+    return fit_rows * (6 * weights - 2 * first) + val_rows * 2 * weights
 
 
 def floor(doc: dict) -> dict:
@@ -89,7 +90,10 @@ def floor(doc: dict) -> dict:
                                                             train - val, val)
     rates = {"aligned": max(bmm_rate(restarts, batch, d, (hidden or [k])[0])
                             for d in (d_a, d_b)),
-             "students": bmm_rate(20, doc["options"]["train"]["batch_size"], d_b,
+             # the first look's stack: every row with as many seeds as the fewest has
+             "students": bmm_rate(len(doc["results"]) * min(len(r["student_runs"])
+                                                            for r in doc["results"]),
+                                  doc["options"]["train"]["batch_size"], d_b,
                                   (student_hidden or [k])[0])}
     seconds = aligned / rates["aligned"] + students / rates["students"]
     return {"floor_s": round(seconds, 1), "aligned_tflop": round(aligned / 1e12, 2),

@@ -31,7 +31,6 @@ from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.ranking import RankOptions, RankResult, rank
 from cmkd_doctor.rundir import DEFAULT_RUN, Run, RunDir
 from cmkd_doctor.schemas import stamp
-from cmkd_doctor.wording import advise
 
 SWEEP = (0.1, 0.25, 0.5, 0.75, 0.9)  # diagnose --sweep (paper Fig. 5)
 
@@ -177,8 +176,12 @@ class Diagnosis:
     rank: RankResult
     rank_document: dict[str, Any]
     report: Comparison
-    advice: list[str]
     truth: dict[str, Any] | None = None
+
+    @property
+    def advice(self) -> list[dict[str, Any]]:
+        """What to try next (:func:`cmkd_doctor.advice.advise`), as the comparison has it."""
+        return self.report.advice
 
     def to_dict(self) -> dict[str, Any]:
         comparison = self.report.to_dict()
@@ -239,10 +242,7 @@ def diagnose(
     with run_dir.transaction(drop=RunDir.RANKING) as staged:
         result, document, report, truth = _diagnose(inputs, example, staged, config,
                                                     rank_options, distill_options, progress)
-    truth_summary = (ranking_against_truth(result.salience, truth, rank_options.permute)
-                     if truth else None)
-    return Diagnosis(run_dir.path, result, document, report,
-                     advise(report, document, truth_summary), truth_summary)
+    return Diagnosis(run_dir.path, result, document, report, truth)
 
 
 def _diagnose(inputs: list[str | Path] | None, example: str | None, staged: RunDir,
@@ -264,6 +264,8 @@ def _diagnose(inputs: list[str | Path] | None, example: str | None, staged: RunD
                  f"modality {rank_options.permute}")
     result = rank(data, rank_options, progress)
     document = staged.write_rank(result, data)
+    truth = (ranking_against_truth(result.salience, truth, rank_options.permute)
+             if truth else None)
     # distil on the run just computed, without reading and hashing the inputs again
     run = Run(staged, document, result.salience, result.split, data)
     report = distill(run, distill_options, progress)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from cmkd_doctor import curves, sequential
+from cmkd_doctor.advice import advise
 from cmkd_doctor.architectures import Architecture
 from cmkd_doctor.classifiers import (
     Member,
@@ -95,8 +96,8 @@ class DistillOptions:
     refit: bool = False
     rho: float = 0.5
     temperature: float = 1.0
-    seeds: int | str = 5
-    max_seeds: int = sequential.MAX_SEEDS
+    seeds: int | str = "auto"  # diagnose's rule and default: the same run, the same answer
+    max_seeds: int | None = None  # --seeds auto: sequential.MAX_SEEDS when not given
     seeds_budget: float | None = None  # --seeds auto: seconds of student training
     train: TrainOptions = TrainOptions()
     device: str = "auto"
@@ -118,6 +119,9 @@ class DistillOptions:
                                    ".safetensors or .onnx checkpoint", name)
             if name not in TEACHER_CHOICES:
                 regular_file(name, f"--teacher {name}")
+        # checkpoints by absolute path, as the record and the advice's commands need them
+        teachers = tuple(n if n in TEACHER_CHOICES else str(Path(n).absolute())
+                         for n in teachers)
         if not ratios or any(not isinstance(r, (int, float)) or not 0 < r < 1
                              for r in ratios):
             raise option_error("ratio", "a number in (0, 1), or a comma list of them",
@@ -131,10 +135,18 @@ class DistillOptions:
             seeds = "auto" if text == "auto" else int(text) if text.isdigit() else None
         if seeds is None:
             raise option_error("seeds", "a whole number of seeds, or auto", self.seeds)
+        max_seeds = self.max_seeds
         if seeds != "auto":
             whole("seeds", seeds, 1, maximum=MAX_SEEDS, why=SEEDS_WHY)
-        whole("max_seeds", self.max_seeds, 2, maximum=sequential.PRACTICAL,
-              why=sequential.PRACTICAL_WHY)
+            for name, value in (("max-seeds", max_seeds), ("seeds-budget", self.seeds_budget)):
+                if value is not None:  # an option that cannot act is refused, not ignored
+                    raise InputError(f"--{name} {value} acts only with --seeds auto, and "
+                                     f"--seeds {seeds} fixes the seeds: drop --{name}, or "
+                                     f"give --seeds auto")
+        else:
+            max_seeds = sequential.MAX_SEEDS if max_seeds is None else max_seeds
+            whole("max_seeds", max_seeds, 2, maximum=sequential.PRACTICAL,
+                  why=sequential.PRACTICAL_WHY)
         if self.seeds_budget is not None:
             number("seeds_budget", self.seeds_budget, "a positive number of seconds", low=0,
                    open_low=True)
@@ -151,6 +163,7 @@ class DistillOptions:
                 raise InputError("--from and --refit make feature-level teachers; with "
                                  "--model the teachers are your whole network, masked")
         return replace(self, teachers=teachers, networks=networks, seeds=seeds,
+                       max_seeds=max_seeds,
                        ratios="auto" if self.auto_ratio else tuple(sorted(set(ratios))),
                        train=self.train.checked())
 
@@ -534,4 +547,5 @@ def _distill(run: Run, options: DistillOptions, progress: Progress, expect: str 
                             options.key(train), run.run_id, search=search, timings=timings,
                             seeding=seeding)
     comparison.verdict = verdict(comparison, run.ranking_reliability)
+    comparison.advice = [step.to_dict() for step in advise(comparison, run.document)]
     return comparison

@@ -145,15 +145,23 @@ def _backbone(options: ExtractOptions, device: torch.device):
 def _program(options: ExtractOptions, device: torch.device):
     """A torch.export program's values at ``options.layer``: a node name or a module path
     (in a program ``derive-teacher`` masked, the masked layer reads masked values)."""
-    from cmkd_doctor.networks import load_program, program_features, program_node
+    from cmkd_doctor.networks import (
+        in_batches,
+        load_program,
+        program_batch,
+        program_features,
+        program_node,
+    )
 
     program, recorded = load_program(options.program, "--model")
     module = program.module().to(device)
     features = program_features(module, program_node(module, options.layer, recorded))
-    return lambda x: features(x.to(device))
+    return in_batches(lambda x: features(x.to(device)), program_batch(module))
 
 
 def _onnx(options: ExtractOptions):
+    from cmkd_doctor.networks import in_batches, onnx_batch
+
     try:
         import onnx
         import onnxruntime as ort
@@ -188,7 +196,114 @@ def _onnx(options: ExtractOptions):
         p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
         if p in ort.get_available_providers()])
     name = session.get_inputs()[0].name
-    return lambda x: torch.from_numpy(session.run(None, {name: x.cpu().numpy()})[0])
+    return in_batches(lambda x: torch.from_numpy(session.run(None, {name: x.cpu().numpy()})[0]),
+                      onnx_batch(session))
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer a model offers to ``--layer``: the name ``extract``, ``derive-teacher
+    --model`` and ``distill --model`` take, the shape of its output for one batch (a
+    free dimension is ``None``), the operator or module class that computes it, and
+    (in a ``.pt2`` program) the module path it is computed in."""
+
+    name: str
+    shape: tuple[int | None, ...] | None
+    kind: str
+    module: str | None = None
+
+
+def list_layers(model: str, weights: str | Path | None = None,
+                input_shape: tuple[int, ...] | None = None) -> list[Layer]:
+    """Every layer of ``model`` that ``--layer`` can name, in the order they are computed:
+    the tensors of an ONNX model (as its exporter named them), the nodes of a
+    ``torch.export`` program (``.pt2``), or the modules of an architecture by name (run
+    once on zeros of ``input_shape``, one input without the batch, default 3 x 224 x
+    224; ``weights`` are not needed to list them)."""
+    from cmkd_doctor.networks import _module_paths, load_program
+
+    suffix = Path(model).suffix.lower()
+    if suffix == ".onnx":
+        return _onnx_layers(model)
+    if suffix == ".pt2":
+        program, _ = load_program(model, "--model")
+        module = program.module()
+        found = []
+        for node in module.graph.nodes:
+            if node.op != "call_function":
+                continue
+            value = node.meta.get("val")
+            shape = tuple(int(d) if isinstance(d, int) else None for d in value.shape) \
+                if hasattr(value, "shape") else None
+            paths = _module_paths(node)
+            found.append(Layer(node.name, shape, str(node.target).split(".")[-2]
+                               if "." in str(node.target) else str(node.target),
+                               paths[-1] if paths else None))
+        return found
+    if suffix:
+        raise InputError(f"--model {model}: expected an .onnx or .pt2 file, or a "
+                         "torchvision architecture name such as resnet18")
+    return _architecture_layers(model, weights, input_shape or (3, 224, 224))
+
+
+def _onnx_layers(model: str) -> list[Layer]:
+    try:
+        import onnx
+    except ImportError:
+        raise InputError("ONNX models need the onnx extra: pip install 'cmkd-doctor[onnx]'"
+                         ) from None
+    path = regular_file(model, f"--model {model}")
+    try:
+        proto = onnx.load(path)
+    except Exception as exc:  # onnx raises its own untyped decode errors
+        raise InputError(f"--model {model}: cannot be read as ONNX ({exc})") from exc
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - inference is a help, not a requirement
+        pass
+    infos = {v.name: v for v in (*proto.graph.value_info, *proto.graph.output)}
+
+    def shape(name: str) -> tuple[int | None, ...] | None:
+        info = infos.get(name)
+        if info is None or not info.type.tensor_type.HasField("shape"):
+            return None
+        return tuple(int(d.dim_value) if d.HasField("dim_value") else None
+                     for d in info.type.tensor_type.shape.dim)
+
+    return [Layer(out, shape(out), node.op_type) for node in proto.graph.node
+            for out in node.output if out]
+
+
+def _architecture_layers(name: str, weights: str | Path | None,
+                         input_shape: tuple[int, ...]) -> list[Layer]:
+    from cmkd_doctor.architectures import named_model
+    from cmkd_doctor.networks import ARCHITECTURES, load_architecture
+
+    network = (load_architecture(name, weights) if weights is not None
+               else named_model(name, "--model"))
+    if network is None:
+        raise option_error("model", ARCHITECTURES, name)
+    seen: dict[str, list] = {}
+    hooks = [module.register_forward_hook(
+        lambda _m, _a, out, name=path: seen.setdefault(name, []).append(
+            tuple(out.shape) if isinstance(out, torch.Tensor) else None))
+        for path, module in network.named_modules() if path]
+    try:
+        with torch.no_grad():
+            network.eval()(torch.zeros((1, *input_shape)))
+    except Exception as exc:  # noqa: BLE001 - a network raises many kinds on a bad shape
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"--model {name} cannot read an input of shape "
+                         f"{' x '.join(map(str, input_shape))} ({first[:200]}); give "
+                         "--input-shape") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    modules = dict(network.named_modules())
+    # a module run several times in one pass (a shared ReLU) cannot be masked alone
+    return [Layer(path, shapes[0], type(modules[path]).__name__ + (
+        f" (runs {len(shapes)} times)" if len(shapes) > 1 else ""))
+        for path, shapes in seen.items()]
 
 
 @torch.no_grad()

@@ -175,3 +175,19 @@ def ranking_against_truth(salience: np.ndarray, truth: dict, side: str) -> dict:
             "precision": len(found) / len(general) if general else None,
             "alpha": truth["alpha"], "beta": truth["beta"], "gamma": truth["gamma"],
             "gamma_weighted": truth.get("gamma_weighted")}
+
+
+def planted_truth(document: dict, salience: np.ndarray, read_json) -> dict | None:
+    """The ranking of ``document`` (a ``rank.json``) against the truth of generated data:
+    the ``truth.json`` beside its ranked ``feats_a.npy`` or ``feats_b.npy`` (whichever
+    side of this ranking each was given as), read with ``read_json`` (a run's guarded
+    reader); ``None`` when there is none, or it describes something else."""
+    permuted = Path(document["inputs"][f"feats_{document['permuted_modality']}"]["path"])
+    side = {"feats_a.npy": "a", "feats_b.npy": "b"}.get(permuted.name)
+    path = permuted.parent / "truth.json"
+    if side is None or not path.is_file():
+        return None
+    try:
+        return ranking_against_truth(salience, read_json(path), side)
+    except (KeyError, TypeError, IndexError):
+        return None  # a truth.json of something else beside the inputs

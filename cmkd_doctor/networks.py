@@ -12,7 +12,7 @@ level.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -277,8 +277,11 @@ def _masked_torch(network: Any, kind: str, layer: str, keep: np.ndarray, fill: n
     return masked
 
 
-def _export(module: Any, example: Any):
-    """``module`` as a torch.export program with a free batch size."""
+def _export(module: Any, example: Any, free: bool = True):
+    """``module`` as a torch.export program with a free batch size, or (``free`` false:
+    a program exported for a fixed batch keeps it) the example's."""
+    if not free:
+        return torch.export.export(module, (example,))
     batch = torch.export.Dim("batch", min=1)
     return torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
 
@@ -353,13 +356,58 @@ def parse_shape(text: str | None, option: str) -> tuple[int, ...] | None:
     return shape
 
 
-def program_input_shape(module: Any) -> tuple[int, ...] | None:
-    """The per-row input shape a program was exported with (its first input)."""
+def _program_input(module: Any) -> Any:
+    """The example value of a program's first input (its shape as exported)."""
     for node in module.graph.nodes:
         value = node.meta.get("val")
         if node.op == "placeholder" and hasattr(value, "shape"):
-            return tuple(int(d) for d in value.shape[1:])
+            return value
     return None
+
+
+def program_input_shape(module: Any) -> tuple[int, ...] | None:
+    """The per-row input shape a program was exported with (its first input)."""
+    value = _program_input(module)
+    return None if value is None else tuple(int(d) for d in value.shape[1:])
+
+
+def program_batch(module: Any) -> int | None:
+    """The batch size a program was exported for when it is fixed (``torch.export.export
+    (model, (x[:2],))`` without ``dynamic_shapes`` fixes it at 2), else ``None``."""
+    value = _program_input(module)
+    if value is None or not value.shape:
+        return None
+    size = value.shape[0]
+    return size if isinstance(size, int) else None  # a free batch is a symbol
+
+
+def onnx_batch(session: Any) -> int | None:
+    """The batch size an onnxruntime session's first input is fixed at, else ``None``."""
+    shape = session.get_inputs()[0].shape or [None]
+    return shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+
+
+def in_batches(run: Any, batch: int | None) -> Any:
+    """``run``, a network exported for a fixed batch of ``batch`` rows (``None``: any
+    number), as a function of any number of rows (a tensor): the rows are fed in
+    batches of exactly that size, the last padded with zeros and its padding dropped.
+    Exporters fix the batch at the example's size unless told otherwise, and such a
+    network refuses any other."""
+    if batch is None:
+        return run
+
+    def batched(x: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for start in range(0, len(x), batch):
+            part = x[start:start + batch]
+            short = batch - len(part)
+            if short:
+                part = torch.cat([part, part.new_zeros((short, *part.shape[1:]))])
+            out = run(part)
+            parts.append(out[:len(out) - short] if short else out)
+        return torch.cat(parts) if parts else run(x.new_zeros((batch, *x.shape[1:])))[:0]
+
+    return batched
 
 
 def derive_network(run_dir: str | Path, model: str | Path | None, layer: str | None,
@@ -382,8 +430,9 @@ def derive_network(run_dir: str | Path, model: str | Path | None, layer: str | N
     import json
 
     from cmkd_doctor.derive import derived_mask
-    from cmkd_doctor.outputs import check_out_file, write_bytes
+    from cmkd_doctor.outputs import check_out_file, write_bytes, write_json
     from cmkd_doctor.rundir import RunDir
+    from cmkd_doctor.schemas import stamp
 
     if model is None or layer is None or (onnx_out is None and pt2_out is None):
         raise InputError("--model, --layer and --export-onnx (or --export-pt2) go together: "
@@ -407,26 +456,35 @@ def derive_network(run_dir: str | Path, model: str | Path | None, layer: str | N
     rows = run.rows(run.teacher_side, torch.device("cpu"))
     nullified, keep, fill = derived_mask(run, spec, rows)
     fill = fill.cpu().numpy().astype(np.float32)
+    # the record of what was masked: beside the network as JSON, and inside it
+    record = {"name": spec.name, "mode": spec.mode, "ratio": spec.ratio, "seed": spec.seed,
+              "fill": spec.fill, "model": str(Path(model).absolute())
+              if kind != "architecture" else str(model), "format": kind, "layer": layer,
+              "channel_axis": channel_axis, "modality": run.teacher_side,
+              "n_channels": len(keep), "nullified": nullified.tolist(),
+              "mask": keep.astype(int).tolist(), "fill_values": fill.tolist(),
+              "rank": {"run_id": run.run_id}}
     props = {"cmkd_doctor.mode": spec.mode, "cmkd_doctor.ratio": f"{spec.ratio:g}",
-             "cmkd_doctor.layer": layer, "cmkd_doctor.run_id": run.run_id}
-    written: dict[str, str | None] = {"onnx": None, "pt2": None}
+             "cmkd_doctor.layer": layer, "cmkd_doctor.run_id": run.run_id,
+             "cmkd_doctor.record": json.dumps(record)}
+    files: dict[Path, tuple[str, bytes]] = {}  # every file made before any is written
     if kind == "onnx":
         import onnx
 
         masked = mask_onnx_layer(network, layer, keep, fill, channel_axis)
         onnx.helper.set_model_props(masked, props)
-        written["onnx"] = str(write_bytes(onnx_out, masked.SerializeToString()).absolute())
+        files[onnx_out] = ("onnx", masked.SerializeToString())
     else:
         shape = program_input_shape(network) if kind == "program" else input_shape
         if shape is None:
             raise InputError(f"--input-shape: the shape of one input of {model} (such as "
                              f"3,224,224) is needed to export it")
-        example = torch.zeros((2, *shape))
+        batch = program_batch(network) if kind == "program" else None
+        example = torch.zeros((batch or 2, *shape))
         masked = _masked_torch(network, kind, layer, keep, fill, channel_axis, example,
                                recorded)
-        program = _exported(lambda: _export(masked, example), f"--model {model}",
-                            "torch.export")
-        files = {}  # both made before either is written: no half-written output
+        program = _exported(lambda: _export(masked, example, free=batch is None),
+                            f"--model {model}", "torch.export")
         if pt2_out is not None:
             extra = {EXTRA_FILE: json.dumps({**props, "masked": {
                 layer: _masked_node_name(program)}})}
@@ -439,14 +497,13 @@ def derive_network(run_dir: str | Path, model: str | Path | None, layer: str | N
             _name_masked_tensor(exported, layer)
             onnx.helper.set_model_props(exported, props)
             files[onnx_out] = ("onnx", exported.SerializeToString())
-        for path, (key, data) in files.items():
-            written[key] = str(write_bytes(path, data).absolute())
-    return {"name": spec.name, "mode": spec.mode, "ratio": spec.ratio, "seed": spec.seed,
-            "fill": spec.fill, "model": str(Path(model).absolute()) if kind != "architecture"
-            else str(model), "format": kind, "layer": layer, "channel_axis": channel_axis,
-            "modality": run.teacher_side, "n_channels": len(keep),
-            "nullified": nullified.tolist(), "mask": keep.astype(int).tolist(),
-            "fill_values": fill.tolist(), "rank": {"run_id": run.run_id}, **written}
+    written: dict[str, str | None] = {"onnx": None, "pt2": None}
+    for path, (key, data) in files.items():
+        written[key] = str(write_bytes(path, data).absolute())
+    document = stamp("network", {**record, **written})
+    for path in dict.fromkeys(p.with_suffix(".json") for p in files):  # the sidecars last
+        write_json(path, document)
+    return document
 
 
 def _program_bytes(program: Any, extra: dict[str, str]) -> bytes:
@@ -522,7 +579,25 @@ class NetworkOptions:
         if self.channel_axis < 1:
             raise option_error("channel-axis", "1 or more (axis 0 is the batch)",
                                self.channel_axis)
-        return self
+        # files recorded as absolute paths: a command built from the record (the advice)
+        # runs from any folder, and two files of one name in two folders stay apart
+        model = self.model
+        if model is not None and Path(model).suffix:  # a file, not an architecture
+            model = str(Path(model).absolute())
+        return replace(self, model=model, student_inputs=_absolute(self.student_inputs),
+                       teacher_inputs=_absolute(self.teacher_inputs),
+                       weights=None if self.weights is None
+                       else str(Path(self.weights).absolute()))
+
+
+def _absolute(spec: str | None) -> str | None:
+    """An array spec (``file.npy``, ``file.npz:key``) with its file's absolute path."""
+    from cmkd_doctor.inputs import parse_source
+
+    if spec is None:
+        return None
+    source = parse_source(spec)
+    return str(replace(source, path=source.path.absolute()))
 
 
 def read_raw(spec: str, n_rows: int, option: str) -> np.ndarray:
@@ -560,11 +635,16 @@ class NetworkTeacher(torch.nn.Module):
                          if p in ort.get_available_providers()]
             self.session = ort.InferenceSession(network.SerializeToString(),
                                                 providers=providers)
-            self.input_name = self.session.get_inputs()[0].name
+            name = self.session.get_inputs()[0].name
+            self.run = in_batches(lambda rows: torch.from_numpy(np.asarray(
+                self.session.run(None, {name: rows.cpu().numpy()})[0])),
+                onnx_batch(self.session))
         else:  # a program's module was exported in one mode and cannot switch
             self.network = network.to(device)
             if kind == "architecture":
                 self.network.eval()
+            self.run = in_batches(self.network, program_batch(self.network)
+                                  if kind == "program" else None)
 
     def train(self, mode: bool = True) -> NetworkTeacher:
         """A teacher always runs as in evaluation (an exported program cannot switch)."""
@@ -572,11 +652,7 @@ class NetworkTeacher(torch.nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(len(x), *self.shape).float()
-        if self.kind == "onnx":
-            out = self.session.run(None, {self.input_name: rows.cpu().numpy()})[0]
-            return torch.from_numpy(np.asarray(out)).to(x.device)
-        return self.network(rows)
+        return self.run(x.reshape(len(x), *self.shape).float()).to(x.device)
 
 
 def whole_teachers(options: NetworkOptions, feature_rows: Any, run: Any, inputs: np.ndarray,

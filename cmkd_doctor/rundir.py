@@ -268,9 +268,10 @@ class RunDir:
         for row in comparison.rows:
             ratio = "" if row.ratio is None else f"{row.ratio:g}"
             document.setdefault("results", {})[f"{row.teacher}|{ratio}|{comparison.key}"] = {
-                **row.to_dict(comparison.baselines), "options": comparison.options,
+                **row.to_dict(comparison.versus(row)), "options": comparison.options,
                 "options_key": comparison.key, "created": created}
         document["last_verdict"] = comparison.verdict
+        document["last_advice"] = comparison.advice
         document["last_options_key"] = comparison.key
         document["last_timings"] = comparison.timings
         document["cmkd_doctor"] = __version__

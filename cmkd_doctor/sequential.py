@@ -32,7 +32,6 @@ from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
-from scipy import stats
 
 START = 4  # seeds every row starts with
 MAX_SEEDS = 20  # --max-seeds' default
@@ -65,6 +64,8 @@ def has_spread(mean: np.ndarray | float, sd: np.ndarray | float) -> np.ndarray |
 def p_values(diffs: np.ndarray) -> np.ndarray:
     """Two-sided p of each row of paired differences ``(runs, n)``: the paired t test's,
     or the sign test's when every difference is the same (no spread to estimate)."""
+    from scipy import stats  # imported where used: the CLI's help reads this module
+
     n = diffs.shape[1]
     if n < 2:
         return np.ones(len(diffs))
@@ -109,6 +110,8 @@ def threshold(seeds: int, per_look: float, spread: bool = True) -> float:
     the t quantile with ``seeds - 1`` degrees of freedom, or (``spread`` false: every
     seed gave the same difference) the normal deviate that the sign test's z is
     compared with."""
+    from scipy import stats
+
     if not spread:
         return NormalDist().inv_cdf(1 - per_look / 2)
     return float(stats.t.isf(per_look / 2, seeds - 1)) if seeds > 1 else math.inf

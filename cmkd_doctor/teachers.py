@@ -189,19 +189,14 @@ class OnnxModel(nn.Module):
                                  "are NaN or Inf; a teacher must give finite logits")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.detach().to("cpu", torch.float32).numpy().astype(self.dtype, copy=False)
-        if self.batch is None:
-            out = self.session.run(None, {self.input_name: rows})[0]
-        else:  # the last batch padded with zeros, its padding dropped
-            n, parts = len(rows), []
-            for start in range(0, n, self.batch):
-                part = rows[start: start + self.batch]
-                if len(part) < self.batch:
-                    part = np.concatenate([part, np.zeros((self.batch - len(part),
-                                                           *part.shape[1:]), part.dtype)])
-                parts.append(self.session.run(None, {self.input_name: part})[0])
-            out = np.concatenate(parts)[:n] if parts else np.zeros((0, 0), np.float32)
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(x.device)
+        from cmkd_doctor.networks import in_batches
+
+        def run(rows: torch.Tensor) -> torch.Tensor:
+            out = self.session.run(None, {self.input_name: rows.numpy().astype(
+                self.dtype, copy=False)})[0]
+            return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+        return in_batches(run, self.batch)(x.detach().to("cpu", torch.float32)).to(x.device)
 
 
 # ONNX input types a teacher can take, and the NumPy type rows are fed as

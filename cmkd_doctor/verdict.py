@@ -3,118 +3,37 @@
 All of it reads rows of a :class:`~cmkd_doctor.comparison.Comparison` and nothing else,
 so it is tested on hand-built rows. Every row's students share seeds, so a difference
 between two rows is taken seed by seed: its standard error is the spread of the per-seed
-differences over sqrt(seeds) (:func:`paired_se`).
+differences over sqrt(seeds) (:func:`~cmkd_doctor.comparison.difference`, the one number
+the table and the verdict both show).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from cmkd_doctor.comparison import BASELINES, Comparison, Row
+from cmkd_doctor.comparison import (  # noqa: F401 - the verdict's rule, re-exported
+    BASELINES,
+    Comparison,
+    Difference,
+    Row,
+    Z,
+    difference,
+    paired,
+    paired_se,
+    sign_z,
+)
 from cmkd_doctor.errors import ExpectationFailed, option_error
-from cmkd_doctor.sequential import has_spread, seeds_needed, threshold
 from cmkd_doctor.teachers import DERIVED, MFH_ORDER
 
 # mfh_ordering[r] when the ranking behind the derived teachers is unreliable: the
 # comparisons are still measured (mfh_ordering_detail) but not read as the hypothesis
 NOT_INTERPRETED = "not_interpreted"
-
-
-# The one rule every comparison of the verdict uses: a difference between two rows is
-# clear when its mean over seeds is more than Z paired standard errors from zero.
-Z = 2.0
-
-
-def paired(a: Row, b: Row) -> np.ndarray:
-    """Row a minus row b, seed by seed, over the seeds both have (every row's seeds are
-    the same list, so the first n of each; ``--seeds auto`` gives some rows more)."""
-    n = min(len(a.student_runs), len(b.student_runs))
-    return np.asarray(a.student_runs[:n]) - np.asarray(b.student_runs[:n])
-
-
-def paired_se(a: Row, b: Row) -> float:
-    """Standard error of mean(a - b) over the seeds both rows share."""
-    diff = paired(a, b)
-    return float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
-
-
-@dataclass(frozen=True)
-class Difference:
-    """Row a minus row b, seed by seed: mean, standard error and z = mean / SE.
-
-    ``z`` is ``None`` with one seed (no error estimate). When every seed gives the same
-    difference the spread estimates no error (SE 0, common with few seeds and coarse
-    accuracies), and ``z`` is the sign test's instead: all n seeds on one side has
-    two-sided p = 2^(1 - n), given as the normal deviate with that p (:func:`sign_z`), so
-    identical differences are clear from 6 seeds on, never on 2.
-
-    ``threshold`` is the |z| to pass: :data:`Z` for a fixed number of seeds, or the
-    sequential rule's for its seeds (``--seeds auto``, :mod:`cmkd_doctor.sequential`).
-    """
-
-    delta: float
-    se: float
-    z: float | None
-    seeds: int
-    threshold: float = Z
-
-    @property
-    def gain(self) -> bool:
-        return self.z is not None and self.z > self.threshold
-
-    @property
-    def loss(self) -> bool:
-        return self.z is not None and self.z < -self.threshold
-
-    @property
-    def clear(self) -> bool:
-        return self.gain or self.loss
-
-    def seeds_to_settle(self) -> int | None:
-        """Roughly how many seeds would make this difference clear, if it stays the same
-        size (z grows with the square root of the seeds); ``None`` when it cannot say."""
-        if self.z is None or self.z == 0:
-            return None
-        if self.se == 0:  # the sign test: the fewest seeds that all agreeing would settle
-            return next(n for n in range(max(self.seeds, 2), 64)
-                        if sign_z(n) > self.threshold)
-        return seeds_needed(self.z, self.seeds, self.threshold)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"delta": self.delta, "se": self.se, "z": self.z, "seeds": self.seeds,
-                "clear": self.clear, "threshold": self.threshold}
-
-
-def difference(a: Row, b: Row, per_look: float | None = None) -> Difference:
-    """:class:`Difference` of row ``a`` minus row ``b`` over their shared seeds; with
-    ``per_look`` (``--seeds auto``'s level) clear by the sequential rule, else by
-    :data:`Z`."""
-    diff = paired(a, b)
-    delta = float(diff.mean())
-    if len(diff) < 2:
-        return Difference(delta, 0.0, None, len(diff))
-    se = paired_se(a, b)
-    if not has_spread(delta, se * math.sqrt(len(diff))):
-        se = 0.0  # every seed gave the same difference (up to rounding): the sign test
-    z = delta / se if se > 0 else math.copysign(sign_z(len(diff)), delta) if delta else 0.0
-    needed = Z if per_look is None else threshold(len(diff), per_look, spread=se > 0)
-    return Difference(delta, se, z, len(diff), needed)
-
-
-def sign_z(seeds: int) -> float:
-    """The sign test as a z: every one of ``seeds`` paired differences on one side has
-    two-sided p = 2^(1 - seeds) (no difference: each side has probability 1/2); returned
-    as the normal deviate with that two-sided p."""
-    p = 2.0 ** (1 - seeds)
-    return 0.0 if p >= 1 else NormalDist().inv_cdf(1 - p / 2)
 
 
 ORDER = (("general", "random"), ("random", "specific"), ("general", "specific"))
@@ -160,6 +79,8 @@ class Outcome:
     gamma: dict[str, Any] | None
     rows: list[Row]
     seeding: dict[str, Any] | None = None  # --seeds auto's record (Comparison.seeding)
+    # the regular teacher measured below the student trained alone (weak_teacher())
+    weak: dict[str, float] | None = None
     decision: str = ""
 
     @property
@@ -174,20 +95,40 @@ class Outcome:
 
 
 # what decide() can say; wording.headline words each
-DECISIONS = ("check_data", "check_order", "skip_kd", "sweep_or_skip", "keep_regular",
-             "unreliable", "use_teacher", "undecided")
+DECISIONS = ("check_data", "check_order", "weak_teacher", "skip_kd", "sweep_or_skip",
+             "keep_regular", "unreliable", "use_teacher", "undecided")
+
+
+def weak_teacher(regular: Row, none: Row) -> dict[str, float] | None:
+    """The regular teacher's test metric when it is below the student trained alone
+    (No-KD's mean) by more than :data:`Z` standard errors of that mean (or at all, when
+    every No-KD seed gives the same figure): a teacher the student outgrows on its own
+    has less to pass on than the labels, whatever the modalities share. ``None`` when it
+    is not, or the teacher's metric is unknown."""
+    if regular.teacher_metric is None:
+        return None
+    runs = np.asarray(none.student_runs)
+    se = float(runs.std(ddof=1) / np.sqrt(len(runs))) if len(runs) > 1 else 0.0
+    gap = none.student_mean - regular.teacher_metric
+    if gap <= Z * se or gap <= 0:
+        return None
+    return {"teacher": regular.teacher_metric, "student_alone": none.student_mean,
+            "student_alone_se": se, "gap": gap}
 
 
 def decide(o: Outcome) -> str:
     """What to do: the verdict's one decision tree (one of :data:`DECISIONS`). A teacher
     is worth using only when its student clearly beats both baselines; data whose rows do
-    not match the labels, or share only their class, come first; a ratio sweep cannot
-    find what the modalities do not share."""
+    not match the labels, or share only their class, come first; then a teacher weaker
+    than the student alone, which explains a KD loss before shared information does; a
+    ratio sweep cannot find what the modalities do not share."""
     if o.blind:
         return "check_data"
     if o.class_only and (o.best.teacher == "none" or not o.best_vs_none.gain):
         return "check_order"
     if o.best.teacher == "none" or not o.best_vs_none.gain:
+        if o.weak is not None:
+            return "weak_teacher"
         return "skip_kd" if o.little else "sweep_or_skip"
     if o.best.teacher == "regular":
         return "keep_regular"
@@ -208,8 +149,7 @@ def sweet_spot(rows: list[Any], mean: str = "student_mean") -> Any | None:
 
 def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcome:
     """The facts of a comparison and of the ranking behind it (see :func:`verdict`)."""
-    per_look = (report.seeding or {}).get("per_look")  # --seeds auto's rule, else Z
-    compare = functools.partial(difference, per_look=per_look)
+    per_look, compare = report.per_look, report.difference  # --seeds auto's rule, else Z
     base = report.baselines
     none, regular = base["none"], base["regular"]
     ranking = ranking or {}
@@ -237,7 +177,7 @@ def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcom
         why=ranking.get("why", "see rank"),
         little=bool(gamma and gamma["little_to_transfer"]),
         class_only=ranking.get("paired") is False and not blind, blind=blind, gamma=gamma,
-        rows=report.rows, seeding=report.seeding)
+        rows=report.rows, seeding=report.seeding, weak=weak_teacher(regular, none))
     found.decision = decide(found)
     return found
 
@@ -291,6 +231,7 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
              else False if "fails" in states.values()
              else True if all(v == "holds" for v in states.values()) else None)
     action, headline = wording.headline(o)
+    self_best = o.best.teacher == "regular"
     return {
         "kd_helps": o.kd.gain,
         "kd_delta": o.kd.delta,
@@ -308,12 +249,15 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
         "sweet_spot": None if o.sweet is None else {"ratio": o.sweet.ratio,
                                                     "student_mean": o.sweet.student_mean},
         "best": o.best.label,
-        "best_delta_vs_regular": o.best_vs_regular.delta,
-        "best_delta_vs_regular_se": o.best_vs_regular.se,
+        # the best row against Regular-KD (None when it is Regular-KD: no row is compared
+        # with itself)
+        "best_delta_vs_regular": None if self_best else o.best_vs_regular.delta,
+        "best_delta_vs_regular_se": None if self_best else o.best_vs_regular.se,
         # a teacher to use: its student clearly beats both Regular-KD and No-KD
         "best_is_clear": o.derived_best and o.best_vs_regular.gain and o.best_vs_none.gain
         and (o.reliable or o.best.teacher not in DERIVED),
         "decision": o.decision,
+        "weak_teacher": o.weak,
         # --seeds auto: each comparison the decision rests on, its seeds and its state
         **({"seeds": o.seeding.get("decisions", [])} if o.seeding else {}),
         "text": wording.verdict_text(o),

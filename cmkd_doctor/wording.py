@@ -3,8 +3,8 @@
 :func:`say` words a :class:`~cmkd_doctor.findings.Finding` in one of the places it is
 shown (:data:`FORMS`); the decisions were made when the finding was; nothing here
 decides a check. The verdict's sentences (:mod:`cmkd_doctor.verdict` decides, the
-functions after the findings' word it) and the advice of what to try next
-(:func:`advise`) live here too.
+functions after the findings' word it) live here too; what to try next is
+:mod:`cmkd_doctor.advice`'s.
 
 FORMS:
 
@@ -26,9 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.findings import Finding
-from cmkd_doctor.sequential import seeds_needed
 from cmkd_doctor.teachers import DERIVED
 from cmkd_doctor.verdict import NOT_INTERPRETED, PRACTICAL_SEEDS, Difference, Outcome
 
@@ -344,6 +342,9 @@ def verdict_text(o: Outcome) -> str:
     lines = [f"Crossmodal KD helps here: {said}." if kd.gain else
              f"Crossmodal KD with the regular teacher hurts here: {said}." if kd.loss else
              f"Crossmodal KD with the regular teacher makes no clear difference here: {said}."]
+    if o.weak is not None:
+        lines.append(f"{_weak(o)} A teacher weaker than the student passes on less than "
+                     "the labels do, whatever the modalities share.")
     for side in o.blind:
         lines.append(f"Check the data first: modality {side} predicts the labels no better "
                      "than chance, so its rows may not match the labels file.")
@@ -412,8 +413,10 @@ def _best(o: Outcome) -> str:
         elif over_regular.gain:  # Regular-KD hurts: beating it is not enough
             advice = (f"but against training the student alone it is {over_none.delta:+.2f} "
                       f"{unit}{strength(over_none)}, not clearly better: "
-                      + ("skip KD from this modality" if o.decision == "skip_kd" else
-                         "sweep the ratio or skip KD"))
+                      + {"skip_kd": "skip KD from this modality",
+                         "weak_teacher": "the teacher is weaker than the student "
+                                         "alone"}.get(
+                          o.decision, "sweep the ratio or skip KD"))
         else:
             advice = ("no teacher is clearly better than the regular one at these seeds"
                       + settle(over_regular, "tell"))
@@ -427,10 +430,19 @@ def _best(o: Outcome) -> str:
                                                  "training the student alone."))
     return ("Best student: No-KD. No teacher beat training the student alone: "
             + ("as expected when the rows share only their class." if o.class_only else
+               "the regular teacher is weaker than the student (above)." if o.weak else
                "the gamma estimate agrees that the modalities share little, so skip KD from "
                "this modality." if o.little else
                "the modalities may share little label-relevant information; try a "
                "modality-general teacher at other ratios (a sweep) or skip KD."))
+
+
+def _weak(o: Outcome) -> str:
+    """The regular teacher weaker than the student alone, with both figures."""
+    w, metric = o.weak, o.rows[0].metric
+    return (f"The regular teacher is weaker than the student trained alone: its test "
+            f"{metric} is {w['teacher']:.2f}% against {w['student_alone']:.2f}% for the "
+            f"No-KD students (standard error {w['student_alone_se']:.2f}).")
 
 
 _ALONE = ("sweep the ratio or skip KD", "try a modality-general teacher at other ratios "
@@ -457,6 +469,12 @@ def headline(o: Outcome) -> tuple[str, str]:
             "share nothing beyond their class: check that both files list the rows in the "
             "same order; if they do, crossmodal KD can only act as label smoothing here, "
             "and no derived teacher changes that."),
+        "weak_teacher": lambda: (
+            "the teacher is weaker than the student alone: do not expect KD from it to help",
+            "Do not expect KD from this teacher to help: no teacher clearly beat training "
+            f"the student alone, and {_weak(o)[0].lower()}{_weak(o)[1:-1]}; a stronger "
+            "teacher, if one can be trained on its modality, comes before any ratio or "
+            "derived teacher."),
         "skip_kd": lambda: (
             "skip KD from this modality",
             "Skip KD from this modality: no teacher beat training the student alone, and the "
@@ -502,86 +520,3 @@ def _kd_and_ordering(o: Outcome) -> str:
             f"{'is undetermined' if state == 'undetermined' else state} at r = "
             f"{', '.join(ratios)}" for state, ratios in by_state.items())
     return text + "."
-
-
-def _more_seeds(report: Comparison, label: str) -> str:
-    """How to give the comparison of row ``label`` with Regular-KD more seeds."""
-    seeding = report.seeding
-    if not seeding:
-        return "rerun with --seeds auto (seeds added until it is decided)"
-    found = next((d for d in seeding.get("decisions", [])
-                  if d["comparison"] == f"{label} - Regular-KD"), None)
-    if found is None or not found["z"]:
-        return f"rerun with a larger --max-seeds than {seeding['max_seeds']}"
-    need = seeds_needed(found["z"], found["seeds"], found["threshold"])
-    if need > PRACTICAL_SEEDS:
-        return (f"over {PRACTICAL_SEEDS} seeds would be needed to tell them apart, so the two "
-                "are about equal; keep the regular teacher unless the general one is cheaper")
-    room = min(PRACTICAL_SEEDS, -(-need // 10) * 10)  # a round budget above the estimate
-    return f"about {need} seeds would tell: rerun with --max-seeds {room}"
-
-
-# -- what to try next ----------------------------------------------------------------
-
-def advise(report: Comparison, rank_document: dict, truth: dict | None) -> list[str]:
-    """What to try next, in the order a user would."""
-    verdict = report.verdict
-    rows = {(r.teacher, r.ratio): r for r in report.rows}
-    sweet = verdict.get("sweet_spot")
-    ratio = sweet["ratio"] if sweet else (report.search or {}).get("best_ratio") or \
-        report.options["ratios"][0]
-    general = rows.get(("general", ratio))
-    regular = rows[("regular", None)]
-    advice = []
-    blind = verdict.get("at_chance") or []
-    if blind:
-        return [f"Modality {side} predicts the labels no better than chance: check that its "
-                "features file lists the same samples, in the same order, as the labels file "
-                "(and as the other modality's file)." for side in blind]
-    if verdict.get("paired") is False:
-        pairing = rank_document.get("pairing") or {}
-        advice.append(
-            "The rows of a and b share nothing detectable beyond their class (rank.json "
-            f"pairing: score {pairing.get('score', 0):.2f} against {pairing.get('null', 0):.2f} "
-            "with b's rows shuffled within class). Check that both feature files list the "
-            "same samples in the same order. If they do (or the pairs were assembled by "
-            "class, as AV-MNIST's are), a teacher on modality a can pass on only the class: "
-            "expect crossmodal KD to act as label smoothing, and no ratio or derived "
-            "teacher to change that.")
-        return advice
-    if general is not None and verdict["best"] == general.label:
-        if verdict["best_is_clear"]:
-            advice.append(f"Distil from the modality-general teacher (teachers/general-r"
-                          f"{ratio:g}.safetensors in the run directory; 'cmkd-doctor "
-                          f"derive-teacher --mode general --ratio {ratio:g} --export-onnx "
-                          "teacher.onnx' exports it for your own training code).")
-        else:
-            advice.append("The modality-general teacher gives the best student, but not "
-                          f"clearly: {_more_seeds(report, general.label)} before switching "
-                          "to it.")
-    if verdict["mfh_ordering_holds"] is False and verdict.get("ranking_reliable", True):
-        metrics = rank_document["aligned"]["metrics"]["a"]["test"] or {}
-        advice.append("The students do not order as the hypothesis predicts, so the ranking "
-                      "may be unreliable here: check the aligned networks' test "
-                      f"{next(iter(metrics), 'metric')} above, raise --repeats, or rank with "
-                      "--hidden 0 or more data.")
-    little = verdict.get("little_to_transfer")
-    if not verdict["kd_helps"] and not little:
-        advice.append("The regular teacher does not clearly help the student: much of what "
-                      "it knows may be specific to its modality. Try other ratios (--ratio "
-                      "0.25 or 0.75), or a teacher trained to be modality-general (paper "
-                      "Sec. 5.3).")
-    if general is not None and general.student_mean <= regular.student_mean and not little:
-        advice.append(f"At r = {ratio:g} the modality-general teacher does not beat the "
-                      "regular one; nullifying fewer channels may keep decisive ones.")
-    gamma = rank_document.get("gamma_estimate") or {}
-    if gamma.get("little_to_transfer"):
-        advice.append(f"The modalities share little decisive information (gamma estimate "
-                      f"{gamma['value']:.2f}, {gamma['low']:.2f}-{gamma['high']:.2f}): no "
-                      "teacher on this modality can pass on much. A teacher modality "
-                      "closer to the student's, features from a later layer (extract), or "
-                      "training the student alone may serve better.")
-    if truth and truth["precision"] is not None and truth["precision"] < 1:
-        advice.append(f"The ranking recovered {truth['precision']:.0%} of the planted shared "
-                      "channels; more repeats or rows sharpen it.")
-    return advice or ["Nothing to change: the comparison is as the hypothesis predicts."]

@@ -64,3 +64,17 @@ def cli(capsys):
 def save(path: Path, array) -> Path:
     np.save(path, array)
     return path
+
+
+def distill_record(**changes) -> dict:
+    """A distill call's options as distill.json records them, at their defaults (the
+    rank run's width 256) with ``changes``."""
+    import json
+    from dataclasses import asdict, replace
+
+    from cmkd_doctor.distill import DistillOptions
+
+    options = replace(DistillOptions(), **changes).checked()
+    found = {**asdict(replace(options, train=None)),
+             "train": options.train.resolved((256,)).to_dict()}
+    return json.loads(json.dumps(found))

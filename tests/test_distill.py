@@ -48,7 +48,7 @@ def run_copy(ranked, tmp_path):
 def test_general_teacher_student_beats_specific_teacher_student(run_copy, cli):
     run, _ = run_copy
     result = cli("distill", "--run", run, "--teacher", "all", "--ratio", "0.5", "--json",
-                 "--device", "cpu")
+                 "--device", "cpu", "--seeds", "5")
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     rows = {r["teacher"]: r for r in doc["results"]}

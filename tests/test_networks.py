@@ -6,6 +6,8 @@ features."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -366,3 +368,102 @@ def test_a_file_that_is_not_a_program_is_one_error_line_in_a_fresh_process(tmp_p
     assert done.stderr.strip().splitlines() == [
         f"error: --model {tmp_path / 'junk.pt2'}: cannot be read as a torch.export program "
         "(File is not a zip file)"]
+
+
+class _Teacher(torch.nn.Module):
+    """An image teacher with two ReLUs (the exporters call them relu and relu_1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 6, 3, padding=1)
+        self.head = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.head(x.mean((2, 3)))
+
+
+class _AudioNet(torch.nn.Module):
+    """A network on spectrograms alone: its ReLU's output is their features."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Linear(64, 12)
+        self.head = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x.flatten(1))))
+
+
+def _section(readme: str) -> tuple[str, list[str]]:
+    """The README's "Your own networks" export calls (Python) and commands (shell)."""
+    part = readme.split("## Your own networks", 1)[1].split("\n## ", 1)[0]
+    python = part.split("```python\n", 1)[1].split("```", 1)[0]
+    shell = part.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [c.strip() for c in shell.replace("\\\n", " ").splitlines()
+                if c.strip() and not c.startswith("#")]
+    return python, commands
+
+
+@pytest.mark.parametrize("kind", ["onnx", "pt2"])
+def test_the_readme_own_networks_section_runs_on_a_default_export(kind, tmp_path):
+    """A teacher exported the default way (a fixed batch of 2), as ONNX and as a .pt2,
+    through extract --list-layers, extract, rank, derive-teacher --model and distill
+    --model: the README's section as printed (the .pt2 in place of the .onnx)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    python, commands = _section((Path(__file__).resolve().parents[1] / "README.md")
+                                .read_text())
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 150)
+    pattern = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
+    images = pattern[y] + 0.5 * rng.standard_normal((150, 1, 8, 8)).astype(np.float32)
+    spectrograms = pattern[y, 0] + rng.standard_normal((150, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "spectrograms.npy", spectrograms)
+    np.save(tmp_path / "labels.npy", y)
+    torch.manual_seed(0)
+    model, audio = _Teacher(), _AudioNet()
+    for net, x in ((model, torch.tensor(images)), (audio, torch.tensor(spectrograms))):
+        optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+        for _ in range(30):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), torch.tensor(y)).backward()
+            optimizer.step()
+    audio.eval()
+    torch.export.save(torch.export.export(audio, (torch.tensor(spectrograms[:2]),)),
+                      tmp_path / "audio_net.pt2")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:  # the README's export calls, as printed
+        exec(python, {"model": model, "x": torch.tensor(images)})  # noqa: S102
+    finally:
+        os.chdir(cwd)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+                                 f"{os.environ.get('PATH', '')}"}
+    said = []
+    for command in commands:
+        if kind == "pt2":
+            command = command.replace("teacher.onnx", "teacher.pt2")
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=600)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        said.append(done.stdout)
+    assert "relu_1" in said[0] and "2 x 6 x 8 x 8" in said[0]  # --list-layers
+    assert np.load(tmp_path / "feats_a.npy").shape == (150, 6)
+    record = json.loads((tmp_path / "teacher-general.json").read_text())
+    assert record["layer"] == "relu_1" and len(record["nullified"]) >= 3  # and dead units
+    assert record["rank"]["run_id"] == json.loads((tmp_path / "run" / "rank.json")
+                                                  .read_text())["run_id"]
+    props = {p.key: p.value for p in onnx.load(tmp_path / "teacher-general.onnx")
+             .metadata_props}
+    assert json.loads(props["cmkd_doctor.record"])["nullified"] == record["nullified"]
+    rows, _ = __import__("cmkd_doctor.rundir", fromlist=["last_call"]).last_call(
+        json.loads((tmp_path / "run" / "distill.json").read_text()))
+    assert {r["label"] for r in rows} == {"No-KD", "Regular-KD", "general r=0.5",
+                                          "specific r=0.5", "random r=0.5"}

@@ -111,7 +111,9 @@ def test_the_diagnosis_reports_alignment_and_withholds_conclusions_when_unreliab
     assert doc["verdict"]["action"] == "check the data: modality b is at chance"
     assert any("modality b predicts the labels no better than chance" in w
                for w in doc["rank"]["warnings"])
-    assert doc["advice"][0].startswith("Modality b predicts the labels no better than chance")
+    assert doc["advice"][0]["text"].startswith("Modality b predicts the labels no better "
+                                               "than chance")
+    assert doc["advice"][0]["command"] is None  # no command of the doctor mends the data
     report = cli("report", "--run", tmp_path / "run", "--format", "md")
     assert report.code == 0 and "Alignment" in report.out and "(unreliable" in report.out
     gate = cli("distill", "--run", tmp_path / "run", "--seeds", "2", "--teacher", "general",

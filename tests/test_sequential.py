@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import distill_record
 
 from cmkd_doctor import sequential
 from cmkd_doctor.comparison import Row
@@ -185,16 +187,33 @@ def test_a_time_budget_stops_adding_seeds(ranked, tmp_path, cli):
 
 
 def test_the_advice_names_the_seeds_that_would_tell():
-    from types import SimpleNamespace
+    """The step after an undecided best row: the seeds its difference with Regular-KD
+    would need at the rule's threshold, and a round --max-seeds above them."""
+    from cmkd_doctor.advice import _more_seeds
+    from cmkd_doctor.comparison import Comparison, Row
 
-    from cmkd_doctor.wording import _more_seeds
+    def step(z: float, seeds: str = "auto"):
+        noise = np.random.default_rng(0).standard_normal(20)
+        noise = (noise - noise.mean()) / noise.std(ddof=1)  # mean 0, sd 1 exactly
+        regular = list(70 + noise)
+        general = [r + z / 20**0.5 + d for r, d in zip(regular, noise, strict=True)]
+        rows = [Row("regular", None, "Regular-KD", "accuracy", 80.0, regular),
+                Row("general", 0.5, "general r=0.5", "accuracy", 80.0, general)]
+        schedule = sequential.looks(20)
+        seeding = {"per_look": sequential.level(schedule), "looks": list(schedule)}
+        record = distill_record(seeds=seeds) if seeds == "auto" else distill_record(
+            seeds=int(seeds))
+        report = Comparison(Path("/runs/r"), rows, record, "key", "id",
+                            seeding=seeding if seeds == "auto" else None)
+        return report.difference(rows[1], rows[0]), _more_seeds(report, rows[1], rows[0],
+                                                                [256])
 
-    def said(z: float) -> str:
-        decision = {"comparison": "general r=0.5 - Regular-KD", "seeds": 20, "z": z,
-                    "threshold": 2.7, "delta": 0.45, "state": "budget"}
-        report = SimpleNamespace(seeding={"max_seeds": 20, "decisions": [decision]})
-        return _more_seeds(report, "general r=0.5")
-
-    assert said(1.98) == "about 38 seeds would tell: rerun with --max-seeds 40"
-    assert "about equal" in said(0.5)  # 20 * (2.7 / 0.5)^2 = 584 seeds
-    assert "--seeds auto" in _more_seeds(SimpleNamespace(seeding=None), "general r=0.5")
+    d, said = step(1.98)
+    need = math.ceil(20 * (d.threshold / d.z) ** 2)
+    assert d.z == pytest.approx(1.98) and 30 < need < 40
+    assert f"about {need} seeds would tell; give it up to 40 before" in said.text
+    assert said.command == "cmkd-doctor distill --run /runs/r --max-seeds 40"
+    d, said = step(0.5)  # 20 * (2.7 / 0.5)^2 = 584 seeds
+    assert "about equal" in said.text and said.command is None
+    d, said = step(1.5, seeds="20")  # a fixed --seeds: the default rule, auto, from there
+    assert said.command == "cmkd-doctor distill --run /runs/r --max-seeds 40"

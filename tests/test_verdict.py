@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import distill_record
 
+from cmkd_doctor.advice import advise
 from cmkd_doctor.comparison import Comparison, Row
 from cmkd_doctor.errors import ExpectationFailed, InputError
 from cmkd_doctor.verdict import (
@@ -15,9 +17,24 @@ from cmkd_doctor.verdict import (
     resolve_expectation,
     verdict,
 )
-from cmkd_doctor.wording import advise
 
 NONE = [70.0, 72.0, 74.0]
+OPTIONS = distill_record()
+
+def _ranked() -> dict:
+    """What the advice reads of a rank.json: the inputs and every option."""
+    from cmkd_doctor.rank_options import RankOptions
+
+    inputs = {k: {"path": f"/data/{k}.npy", "key": None}
+              for k in ("feats_a", "feats_b", "labels")}
+    return {"inputs": inputs, "options": RankOptions().checked().to_dict()}
+
+
+RANKED = _ranked()
+
+
+def _texts(steps) -> list[str]:
+    return [step.text for step in steps]
 
 
 def _row(teacher: str, runs: list[float], ratio: float | None = None) -> Row:
@@ -27,7 +44,7 @@ def _row(teacher: str, runs: list[float], ratio: float | None = None) -> Row:
 
 
 def _comparison(*rows: Row) -> Comparison:
-    found = Comparison(Path("run"), list(rows), {"ratios": [0.5]}, "key", "id")
+    found = Comparison(Path("run"), list(rows), OPTIONS, "key", "id")
     found.verdict = verdict(found)
     return found
 
@@ -146,8 +163,8 @@ def test_kd_that_hurts_with_no_teacher_beating_the_student_alone():
     assert v["headline"].endswith("Regular-KD hurts (-2.00 accuracy points against No-KD); "
                                   "the MFH ordering general >= random >= specific fails at "
                                   "r = 0.5.")
-    advice = advise(found, {"aligned": {"metrics": {"a": {"test": {"accuracy": 0.9}}}}},
-                    None)
+    advice = _texts(advise(found, {**RANKED, "aligned": {"metrics": {"a": {"test": {
+        "accuracy": 0.9}}}}}))
     assert any("do not order as the hypothesis predicts" in a for a in advice)
     assert any("does not clearly help" in a for a in advice)
 
@@ -180,7 +197,7 @@ def test_an_unreliable_ranking_withholds_conclusions_about_derived_teachers():
         _row("none", NONE), _row("regular", regular),
         _row("general", _plus(regular, [2.0, 2.1, 1.9]), 0.5),
         _row("random", regular, 0.5), _row("specific", _plus(NONE, [-1, -1, -1]), 0.5)],
-        {"ratios": [0.5]}, "key", "id")
+        OPTIONS, "key", "id")
     v = verdict(found, {"reliable": False, "why": "alignment score 0.12 below 0.5"})
     assert v["ranking_reliable"] is False and v["best_is_clear"] is False
     assert "The ranking is unreliable here (alignment score 0.12 below 0.5)" in v["text"]
@@ -223,14 +240,14 @@ def test_expectations_resolve_names_and_fail_with_exit_3():
 
 def test_little_shared_information_is_said_in_the_verdict_and_the_advice():
     found = Comparison(Path("run"), [_row("none", NONE), _row("regular", NONE)],
-                       {"ratios": [0.5]}, "key", "id")
+                       OPTIONS, "key", "id")
     low = {"value": 0.04, "low": 0.02, "high": 0.05, "little_to_transfer": True}
     v = verdict(found, {"reliable": True, "why": "", "gamma_estimate": low})
     assert v["little_to_transfer"] is True
     assert "Little to transfer: the estimated share of decisive information both " \
            "modalities hold about the same row is gamma = 0.04 (0.02-0.05)" in v["text"]
     found.verdict = v
-    advice = advise(found, {"gamma_estimate": low, "aligned": {}}, None)
+    advice = _texts(advise(found, {**RANKED, "gamma_estimate": low, "aligned": {}}))
     assert any("share little decisive information" in line for line in advice)
     assert "skip KD from this modality" in v["text"]  # No-KD is best, and gamma agrees
     assert v["action"] == "skip KD from this modality"
@@ -239,7 +256,7 @@ def test_little_shared_information_is_said_in_the_verdict_and_the_advice():
     assert not any("--ratio" in line for line in advice)  # no sweep: nothing to find
     # Regular-KD best but not clearly above No-KD: still skip KD, not a sweep
     weak = Comparison(Path("run"), [_row("none", NONE), _row("regular", _plus(
-        NONE, [0.1, -0.1, 0.2]))], {"ratios": [0.5]}, "key", "id")
+        NONE, [0.1, -0.1, 0.2]))], OPTIONS, "key", "id")
     v = verdict(weak, {"reliable": True, "why": "", "gamma_estimate": low})
     assert v["best"] == "Regular-KD" and v["action"] == "skip KD from this modality"
     assert "sweep" not in v["headline"]
@@ -263,7 +280,7 @@ def test_the_ordering_has_one_state_in_the_json_and_the_text(shifts, state):
     """mfh_ordering never says holds or fails where the text withholds the ordering, and
     where the text states it, it states what mfh_ordering says."""
     rows = _trio(*(_plus(NONE, s) for s in shifts))
-    found = Comparison(Path("run"), rows, {"ratios": [0.5]}, "key", "id")
+    found = Comparison(Path("run"), rows, OPTIONS, "key", "id")
     trusted = verdict(found, {"reliable": True, "why": ""})
     assert trusted["mfh_ordering"] == {"0.5": state}
     said = {"holds": "holds at r = 0.5", "fails": "fails at r = 0.5",
@@ -298,7 +315,7 @@ def test_rows_that_share_only_their_class_are_said_once_and_steer_the_advice():
     assert "share nothing detectable beyond their class" in ranking["why"]
     rows = _trio(_plus(NONE, [3, 3.1, 2.9]), NONE, _plus(NONE, [-1, -1.1, -0.9]))
     rows[1] = _row("regular", _plus(NONE, [-0.5, -0.4, -0.6]))
-    found = Comparison(Path("run"), rows, {"ratios": [0.5]}, "key", "id")
+    found = Comparison(Path("run"), rows, OPTIONS, "key", "id")
     found.verdict = v = verdict(found, ranking)
     assert v["paired"] is False and v["mfh_ordering"] == {"0.5": "not_interpreted"}
     assert "The rows share only their class" in v["text"]
@@ -307,12 +324,12 @@ def test_rows_that_share_only_their_class_are_said_once_and_steer_the_advice():
     assert "pairing z" not in v["text"] and v["text"].count("beyond their class") == 0
     # the general teacher's student is best, but the ranking behind it is not trusted
     assert v["best_is_clear"] is False
-    advice = advise(found, {**document, "aligned": {}}, None)
+    advice = _texts(advise(found, {**RANKED, **document, "aligned": {}}))
     assert len(advice) == 1 and "same order" in advice[0] and "label smoothing" in advice[0]
     assert not any("--ratio" in line or "sweep" in line for line in advice)
     # No-KD best: the headline says to check the pairing, not to sweep the ratio
     found = Comparison(Path("run"), [_row("none", NONE), _row("regular", _plus(
-        NONE, [-1, -1.2, -0.8]))], {"ratios": [0.5]}, "key", "id")
+        NONE, [-1, -1.2, -0.8]))], OPTIONS, "key", "id")
     v = verdict(found, ranking)
     assert v["action"] == "rows share only the class: check their order"
     assert "sweep" not in v["headline"] and "label smoothing" in v["headline"]
@@ -327,12 +344,12 @@ def test_a_modality_at_chance_is_its_own_message():
     ranking = ranking_reliability(document)
     assert ranking["at_chance"] == ["b"] and "share nothing" not in ranking["why"]
     found = Comparison(Path("run"), [_row("none", NONE), _row("regular", NONE)],
-                       {"ratios": [0.5]}, "key", "id")
+                       OPTIONS, "key", "id")
     found.verdict = v = verdict(found, ranking)
     assert v["action"] == "check the data: modality b is at chance"
     assert v["text"].count("predicts the labels no better than chance") == 1
     assert "rows share only their class" not in v["text"]
-    advice = advise(found, {**document, "aligned": {}}, None)
+    advice = _texts(advise(found, {**RANKED, **document, "aligned": {}}))
     assert advice == ["Modality b predicts the labels no better than chance: check that its "
                       "features file lists the same samples, in the same order, as the "
                       "labels file (and as the other modality's file)."]
@@ -344,7 +361,7 @@ def test_expect_paired_gates_on_the_pairing_check():
     rows = [_row("none", NONE), _row("regular", _plus(NONE, [1, 1, 1]))]
     assert resolve_expectation("paired", [(r.teacher, r.ratio, r.label) for r in rows]) == (
         -1, "paired", -1)
-    found = Comparison(Path("run"), rows, {"ratios": [0.5]}, "key", "id")
+    found = Comparison(Path("run"), rows, OPTIONS, "key", "id")
     found.verdict = verdict(found, {"reliable": True, "why": "", "paired": True})
     check_expectation(found, "paired")  # holds: no exception
     found.verdict = verdict(found, _class_only_ranking()[1])

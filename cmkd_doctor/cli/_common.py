@@ -20,6 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
+from typer.core import TyperGroup
 
 from cmkd_doctor.outputs import json_text
 
@@ -121,3 +122,23 @@ def show_help_without_command(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is None and not ctx.resilient_parsing:
         out.print(ctx.get_help(), markup=False, highlight=False)
         raise typer.Exit()
+
+
+def summary(command: Any) -> str:
+    """A command's one-line summary: its ``short_help``, else the first paragraph of its
+    help, whole (click's default cuts at the first full stop, so "Eq. 27" or "Sec. 3"
+    ended it)."""
+    if command.short_help:
+        return command.short_help
+    return " ".join((command.help or "").strip().split("\n\n")[0].split())
+
+
+class WholeSummaries(TyperGroup):
+    """A command group whose command list shows each summary whole."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = [(name, summary(self.get_command(ctx, name)))
+                for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)

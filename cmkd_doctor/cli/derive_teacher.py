@@ -79,6 +79,9 @@ def derive_teacher_command(
 
     Writes RUN/teachers/<mode>-r<ratio>[...].safetensors and a JSON sidecar (mask, fill
     values, source, test metrics). Saved teachers are reused when their options match.
+    With --model: your whole network, masked after --layer, at --export-onnx or
+    --export-pt2, with its record (mode, ratio, layer, nullified channels, fills, run id)
+    beside it as JSON and inside its metadata.
     """
     spec = TeacherSpec.given(mode, ratio, fill, source, teacher, refit, seed)
     if model is not None or layer is not None:
@@ -100,14 +103,15 @@ def _whole_network(run_dir: Path, model: str | None, layer: str | None, spec: Te
                    weights: Path | None, input_shape: str | None, json_output: bool,
                    quiet: bool) -> None:
     from cmkd_doctor.networks import derive_network, parse_shape
-    from cmkd_doctor.schemas import stamp
 
     found = derive_network(run_dir, model, layer, spec, export, export_pt2, channel_axis,
                            weights, parse_shape(input_shape, "--input-shape"))
     if json_output:
-        print_json(stamp("network", found))
+        print_json(found)
     elif not quiet:
-        files = " and ".join(f for f in (found["onnx"], found["pt2"]) if f)
-        render.line(f"wrote {files}: {model} with {len(found['nullified'])} of "
-                    f"{found['n_channels']} channels of {layer} nullified ({spec.mode}, "
-                    f"r = {spec.ratio:g}, filled with their {spec.fill})")
+        files = [f for f in (found["onnx"], found["pt2"]) if f]
+        records = dict.fromkeys(str(Path(f).with_suffix(".json")) for f in files)
+        render.line(f"wrote {' and '.join(files)}: {model} with {len(found['nullified'])} "
+                    f"of {found['n_channels']} channels of {layer} nullified ({spec.mode}, "
+                    f"r = {spec.ratio:g}, filled with their {spec.fill}); its record: "
+                    f"{' and '.join(records)}")

@@ -14,6 +14,7 @@ from cmkd_doctor.cli.options import (
     SEEDS_HELP,
     DataDir,
     Download,
+    MaxSeeds,
     Mirror,
     Quiet,
     SeedsBudget,
@@ -48,11 +49,9 @@ def diagnose_command(
              "[default: 0.5].")] = None,
     sweep: Annotated[bool, typer.Option(help="Distil every teacher at r = 0.1, 0.25, 0.5, "
                                         "0.75 and 0.9 (paper Fig. 5).")] = False,
-    seeds: Annotated[str | None, typer.Option(
-        help=f"{SEEDS_HELP} [default: auto].", show_default=False)] = None,
-    max_seeds: Annotated[int | None, typer.Option(
-        help="With --seeds auto: the most seeds a row gets (2-100) [default: 20].",
-        show_default=False)] = None,
+    seeds: Annotated[str | None, typer.Option(help=f"{SEEDS_HELP}.", show_default=False)
+                     ] = None,
+    max_seeds: MaxSeeds = None,
     seeds_budget: SeedsBudget = None,
     json_output: Annotated[bool, typer.Option(
         "--json", help="One JSON document with the results, the verdict and the advice.")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cmkd_doctor import curves, sequential
+from cmkd_doctor import curves
 from cmkd_doctor.classifiers import TrainOptions
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars
@@ -58,9 +58,10 @@ def distill_command(
                                        "weighs KD).")] = 0.5,
     temperature: Annotated[float, typer.Option(help="KD temperature T (the paper uses 1).")
                            ] = 1.0,
-    seeds: Annotated[str, typer.Option(help=f"{SEEDS_HELP}; the students of every "
-                                       "teacher train as one stacked model.")] = "5",
-    max_seeds: MaxSeeds = sequential.MAX_SEEDS,
+    seeds: Annotated[str, typer.Option(help=f"{SEEDS_HELP}. The students of every "
+                                       "teacher train as one stacked model.",
+                                       show_default=False)] = "auto",
+    max_seeds: MaxSeeds = None,
     seeds_budget: SeedsBudget = None,
     hidden: Hidden = None,
     epochs: Epochs = None,

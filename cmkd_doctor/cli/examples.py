@@ -10,6 +10,7 @@ import typer
 
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import (
+    WholeSummaries,
     line,
     print_json,
     progress_bars,
@@ -27,8 +28,8 @@ from cmkd_doctor.schemas import stamp
 # torch is imported by the commands that train (make avmnist, reproduce), not here:
 # 'examples list' starts without it
 
-app = typer.Typer(help="The paper's datasets as built-in examples.")
-make_app = typer.Typer(help="Generate or build an example dataset.")
+app = typer.Typer(help="The paper's datasets as built-in examples.", cls=WholeSummaries)
+make_app = typer.Typer(help="Generate or build an example dataset.", cls=WholeSummaries)
 app.add_typer(make_app, name="make")
 app.callback(invoke_without_command=True)(show_help_without_command)
 make_app.callback(invoke_without_command=True)(show_help_without_command)
@@ -226,12 +227,12 @@ def fetch_command(
     line(f"next: {DATASETS[name].use}")
 
 
-@app.command("list", short_help="The paper's datasets: what each is, its licence, how to "
-             "get it.")
+@app.command("list")
 def list_examples(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
-    """The paper's six datasets: what each is, its licence, and how to prepare it."""
+    """The examples: the paper's data sets and the real multi-view sets, what each is,
+    its licence, and how to get or prepare it."""
     if json_output:
         print_json(stamp("datasets", {"datasets": [d.to_dict() for d in DATASETS.values()]}))
     else:

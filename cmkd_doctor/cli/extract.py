@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cmkd_doctor.cli import render
 from cmkd_doctor.cli.render import line
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.errors import InputError
@@ -14,12 +15,20 @@ from cmkd_doctor.extract import POOLS, ExtractOptions, extract_to
 
 
 def extract_command(
-    layer: Annotated[str, typer.Option(
+    layer: Annotated[str | None, typer.Option(
         help="The node (torchvision) or tensor name (ONNX) whose output is the feature, "
-             "e.g. layer3 for a ResNet.")],
-    out_file: Annotated[Path, typer.Option(
+             "e.g. layer3 for a ResNet; --list-layers lists them.",
+        show_default=False)] = None,
+    out_file: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Features to write (.npy); a .json beside it lists the input "
-                            "of each row.")],
+                            "of each row.", show_default=False)] = None,
+    list_layers: Annotated[bool, typer.Option(
+        "--list-layers", help="With --model (or --onnx, --backbone): print the layers it "
+                              "offers to --layer, with their output shapes, and stop.")
+    ] = False,
+    input_shape: Annotated[str | None, typer.Option(
+        help="With --list-layers and an architecture name: the shape of one input "
+             "[default: 3,224,224].", show_default=False)] = None,
     backbone: Annotated[str | None, typer.Option(
         help="A torchvision architecture, e.g. resnet18.")] = None,
     weights: Annotated[Path | None, typer.Option(
@@ -45,7 +54,22 @@ def extract_command(
     """Run a backbone up to a named layer and save the features (paper App. B.4 note 2).
 
     The result ranks like any feature array: cmkd-doctor rank OUT.npy OTHER.npy LABELS.
+    --list-layers shows the names --layer takes.
     """
+    if list_layers:
+        from cmkd_doctor.extract import list_layers as layers_of
+        from cmkd_doctor.networks import parse_shape
+
+        named = [m for m in (model, None if onnx is None else str(onnx), backbone) if m]
+        if len(named) != 1:
+            raise InputError("--list-layers lists the layers of one model: give --model "
+                             "(or --onnx, or --backbone)")
+        found = layers_of(named[0], weights, parse_shape(input_shape, "--input-shape"))
+        render.layers(found, named[0])
+        return
+    if layer is None or out_file is None:
+        raise InputError("extract needs --layer NAME and --out FILE.npy (or --list-layers "
+                         "to see the layers a model offers)")
     given = {"layer": layer, "weights": None if weights is None else str(weights),
              "size": size, "batch_size": batch_size, "pool": pool,
              "device": str(resolve_device(device))}

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from cmkd_doctor import comparison, sequential
 from cmkd_doctor.outputs import DEFAULT_RUN
 
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
@@ -66,16 +67,19 @@ Mirror = Annotated[str | None, typer.Option(
          "the publishers' servers [default: $CMKD_DOCTOR_MIRROR].", show_default=False)]
 Timeout = Annotated[float, typer.Option(
     help="Seconds a server may take to connect or to send more of a file.")]
-MaxSeeds = Annotated[int, typer.Option(
-    help="With --seeds auto: the most seeds a row gets (2-100).")]
+MaxSeeds = Annotated[int | None, typer.Option(
+    help=f"With --seeds auto: the most seeds a row gets (2-{sequential.PRACTICAL}) "
+         f"[default: {sequential.MAX_SEEDS}].", show_default=False)]
 SeedsBudget = Annotated[float | None, typer.Option(
     help="With --seeds auto: seconds of student training after which no look is started "
          "(estimated from the students so far) [default: no limit].", show_default=False)]
 
 
-SEEDS_HELP = ("Student seeds per teacher: a number, or auto (start with 4 and add seeds "
-              "to the rows whose comparisons the verdict needs and cannot yet decide, up "
-              "to --max-seeds, at a stricter threshold per look)")
+SEEDS_HELP = (f"Student seeds per teacher: auto (start with {sequential.START} and add "
+              "seeds to the rows whose comparisons the verdict needs and cannot yet decide, "
+              "up to --max-seeds, at a stricter threshold per look), or a number (every "
+              "row gets that many, and a difference is clear beyond "
+              f"{comparison.Z:g} standard errors) [default: auto]")
 
 __all__ = ["DEFAULT_RUN", "BatchSize", "ChannelAxis", "ChunkRows", "DataDir", "Device",
            "Download", "Epochs", "Hidden", "JsonOutput", "Layer", "Lr", "MaxSeeds", "Mirror",

@@ -93,18 +93,26 @@ def comparison(report: Comparison) -> None:
     extra = [name for name in report.rows[0].student_metrics if name != metric]
     for name in extra:  # multi-label: macro F1 and mAP beside the headline micro F1
         table.add_column("student " + name, justify="right")
-    base = report.baselines
+    bracketed = False
     for row in report.rows:
         teacher_metric = "-" if row.teacher_metric is None else f"{row.teacher_metric:.2f}"
-        d_none = row.student_mean - base["none"].student_mean
-        d_reg = row.student_mean - base["regular"].student_mean
+        cells = []
+        for name, d in report.versus(row).items():  # the verdict's paired differences
+            if d is None or (name == "regular" and row.teacher == "none"):
+                cells.append("")
+                continue
+            fewer = d.seeds < len(row.student_runs)  # the baseline has fewer seeds
+            bracketed |= fewer
+            cells.append(_signed(d.delta) + (f" ({d.seeds})" if fewer else ""))
         table.add_row(escape(row.label), teacher_metric,
-                      f"{row.student_mean:.2f} ± {row.student_std:.2f}",
-                      "" if row.teacher == "none" else _signed(d_none),
-                      "" if row.teacher in ("none", "regular") else _signed(d_reg),
+                      f"{row.student_mean:.2f} ± {row.student_std:.2f}", *cells,
                       *([str(len(row.student_runs))] if uneven else []),
                       *(f"{np.mean(row.student_metrics[name]):.2f}" for name in extra))
     out.print(table)
+    if uneven:
+        line("vs No-KD, vs Regular-KD: differences seed by seed over the seeds both rows share"
+             + (" (in brackets where the baseline has fewer than the row)" if bracketed
+                else ""))
     if report.search:
         s = report.search
         line(f"ratio search: {s['distillations']} general-teacher distillations (coarse "
@@ -114,6 +122,37 @@ def comparison(report: Comparison) -> None:
     line("verdict: " + report.verdict["text"])
     if report.verdict.get("action"):
         line(f"do: {report.verdict['action']}")
+    advice(report.advice)
+
+
+def advice(steps: list[dict]) -> None:
+    """What to try next: each step's reason, then its command on a line of its own,
+    never wrapped, so it can be copied whole."""
+    if not steps:
+        return
+    line("what to try:")
+    for step in steps:
+        line(f"  - {step['text']}")
+        if step["command"]:
+            out.print(f"      {step['command']}", markup=False, soft_wrap=True)
+
+
+def layers(found: list, model: str) -> None:
+    """The layers a model offers to --layer, in the order they are computed."""
+    table = Table(title=escape(f"Layers of {model} ({len(found)}, in the order computed)"),
+                  title_justify="left")
+    modules = any(layer.module for layer in found)  # a .pt2 names the module of a node
+    for column in ("layer (--layer)", "output shape", "computed by",
+                   *(("in module",) if modules else ())):
+        table.add_column(column)
+    for layer in found:
+        shape = "?" if layer.shape is None else " x ".join(
+            "?" if d is None else str(d) for d in layer.shape)
+        table.add_row(escape(layer.name), shape, escape(layer.kind),
+                      *((escape(layer.module or ""),) if modules else ()))
+    out.print(table)
+    line("the same names go to extract --layer, derive-teacher --model ... --layer and "
+         "distill --model ... --layer; a .pt2 also takes a module path")
 
 
 def derived(found: Any, export: Path | None) -> None:
@@ -146,9 +185,6 @@ def diagnosis(found: Any, run_dir: Path) -> None:
              + ")")
     out.print()
     comparison(found.report)
-    line("what to try:")
-    for advice in found.advice:
-        line(f"  - {advice}")
 
 
 def report_text(doc: dict) -> None:

@@ -14,8 +14,7 @@ from cmkd_doctor.schemas import DOCUMENTS, SCHEMA_VERSION, schema
 def schema_command(
     name: Annotated[str | None, typer.Argument(
         metavar="NAME",
-        help="Document: rank, teacher, comparison, distill, diagnosis, report, compare, "
-             "datasets, reproduction, truth, dataset, features or network [default: list them].")
+        help=f"Document: {', '.join(DOCUMENTS)} [default: list them].")
     ] = None,
 ) -> None:
     """Print the JSON Schema (draft 2020-12) of one of the documents cmkd-doctor writes,

@@ -9,7 +9,7 @@ from typing import Any
 
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.findings import check_ranking
-from cmkd_doctor.gaussian import ranking_against_truth
+from cmkd_doctor.gaussian import planted_truth
 from cmkd_doctor.ranking import channel_order, increases
 from cmkd_doctor.rundir import RunDir, last_call
 from cmkd_doctor.schemas import stamp
@@ -60,18 +60,9 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     if results is not None and results.get("rank", {}).get("run_id") == rank["run_id"]:
         rows, other = last_call(results)
         doc["students"] = {"results": rows, "verdict": results.get("last_verdict"),
+                           "advice": results.get("last_advice", []),
                            "other_options": other}
-    # generated data: truth.json describes the feats_a.npy and feats_b.npy beside it,
-    # whichever side of this ranking each was given as (a -> b or b -> a)
-    permuted = Path(rank["inputs"][f"feats_{rank['permuted_modality']}"]["path"])
-    side = {"feats_a.npy": "a", "feats_b.npy": "b"}.get(permuted.name)
-    truth_path = permuted.parent / "truth.json"
-    if side is not None and truth_path.is_file():
-        truth = run.read_json(truth_path)
-        try:
-            doc["truth"] = ranking_against_truth(salience, truth, side)
-        except (KeyError, TypeError, IndexError):
-            doc["truth"] = None  # a truth.json of something else beside the inputs
+    doc["truth"] = planted_truth(rank, salience, run.read_json)
     doc["sweep"] = sweep(doc)
     return stamp("report", doc)
 
@@ -125,22 +116,22 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
             "No students distilled on this ranking yet: run 'cmkd-doctor distill' (or "
             "diagnose)."),
         "reasoning": verdict.get("text") if verdict.get("headline") else None,
-        "recommended": None, "gain": None, "warnings": []}
+        "recommended": None, "gain": None, "warnings": [],
+        "advice": (doc["students"] or {}).get("advice", [])}
     if best is not None:
         se = verdict.get("best_delta_vs_regular_se")
+        versus = [f"{best[f'delta_vs_{name}']:+.2f} points over {label}"
+                  + (f" (standard error {se:.2f})" if name == "regular" and se else "")
+                  for name, label in (("regular", "Regular-KD"), ("none", "No-KD"))
+                  if best[f"delta_vs_{name}"] is not None]  # never the row against itself
         found["gain"] = (f"{best['label']}, {best['metric']} {best['student_mean']:.2f} ± "
                          f"{best['student_std']:.2f} % over {len(best['student_runs'])} "
-                         f"seeds; {best['delta_vs_regular']:+.2f} points over Regular-KD"
-                         + (f" (standard error {se:.2f})" if se else "")
-                         + f", {best['delta_vs_none']:+.2f} over No-KD")
-        teacher = next((t for t in doc["teachers"] if t["name"] == Path(
-            str(best.get("teacher_file") or "")).stem), None)
-        if verdict.get("best_is_clear") and teacher is not None:
-            found["recommended"] = {
-                "teacher": best["label"], "file": best["teacher_file"],
-                "export": f"cmkd-doctor derive-teacher --run {doc['run']} --mode "
-                          f"{teacher['mode']} --ratio {teacher['ratio']:g} --export-onnx "
-                          "teacher.onnx"}
+                         "seeds" + "".join(f"; {v}" for v in versus))
+        use = next((step for step in (doc["students"] or {}).get("advice", [])
+                    if step["code"] == "use_teacher" and step["command"]), None)
+        if verdict.get("best_is_clear") and use is not None:
+            found["recommended"] = {"teacher": best["label"], "file": best["teacher_file"],
+                                    "export": use["command"]}
     # the checks, decided once when rank wrote them, worded in cmkd_doctor.wording
     screen = ("chance", "pairing", "gamma", "alignment", "stability", "constant")
     found["warnings"] = [say(f, "screen") for code in screen

@@ -49,6 +49,11 @@ def first_screen(doc: dict[str, Any], fmt: str, ident: str = "verdict") -> str:
         if found["gain"]:
             parts.append(f"**Best student.** {found['gain']}.")
         parts += [f"**Warning.** {w}" for w in found["warnings"]]
+        if found["advice"]:
+            parts.append("**What to try.**\n\n" + "\n".join(
+                f"- {step['text']}" + (f"\n\n  ```\n  {step['command']}\n  ```\n"
+                                       if step["command"] else "")
+                for step in found["advice"]))
         if found["reasoning"]:
             parts.append(f"**Why.** {found['reasoning']}")
         return "\n\n".join(parts)
@@ -61,6 +66,12 @@ def first_screen(doc: dict[str, Any], fmt: str, ident: str = "verdict") -> str:
     if found["gain"]:
         parts.append(f"<p>Best student: {html.escape(found['gain'])}.</p>")
     parts += [f"<p class='warning'>{html.escape(w)}</p>" for w in found["warnings"]]
+    if found["advice"]:
+        parts.append("<p>What to try:</p><ul class='advice'>" + "".join(
+            f"<li>{html.escape(step['text'])}"
+            + (f"<pre><code>{html.escape(step['command'])}</code></pre>"
+               if step["command"] else "") + "</li>"
+            for step in found["advice"]) + "</ul>")
     if found["reasoning"]:
         parts.append(f"<details class='why'><summary>Why: the verdict in full</summary><p>"
                      f"{html.escape(found['reasoning'])}</p></details>")
@@ -123,7 +134,8 @@ def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
         results = doc["students"]["results"]
         rows = [[r["label"], "-" if r["teacher_metric"] is None else f"{r['teacher_metric']:.2f}",
                  f"{r['student_mean']:.2f} ± {r['student_std']:.2f}",
-                 f"{r['delta_vs_none']:+.2f}", f"{r['delta_vs_regular']:+.2f}"]
+                 _versus(r, "none"), "" if r["teacher"] == "none" else _versus(r, "regular"),
+                 len(r["student_runs"])]
                 for r in results]
         verdict = (doc["students"].get("verdict") or {}).get("text", "")
         metric = results[0]["metric"]
@@ -133,7 +145,11 @@ def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
                           "experiment; distill.json keeps them.", fmt) if other else "")
         out.append(("Students (the paper's Table 4 shape)",
                     _table(["teacher", f"teacher {metric}", f"student {metric}", "vs No-KD",
-                            "vs Regular-KD"], rows, fmt) + _para(f"Verdict: {verdict}", fmt)
+                            "vs Regular-KD", "seeds"], rows, fmt)
+                    + _para("vs No-KD, vs Regular-KD: differences seed by seed over the seeds "
+                            "both rows share (in brackets where the baseline has fewer than "
+                            "the row), as the verdict reads them.", fmt)
+                    + _para(f"Verdict: {verdict}", fmt)
                     + left_out, []))
     if doc["sweep"]:
         s = doc["sweep"]
@@ -141,6 +157,15 @@ def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
                                          f"r = {s['sweet_spot']:g} ({s['sweet_spot_mean']:.2f}).",
                                          fmt), ["sweep"]))
     return out
+
+
+def _versus(row: dict[str, Any], baseline: str) -> str:
+    """A row's paired difference with a baseline, as the terminal table shows it."""
+    found = row.get(f"vs_{baseline}")
+    if found is None:
+        return ""
+    fewer = found["seeds"] < len(row["student_runs"])
+    return f"{found['delta']:+.2f}" + (f" ({found['seeds']})" if fewer else "")
 
 
 def checks(rank: dict[str, Any], fmt: str) -> str:

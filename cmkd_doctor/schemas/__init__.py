@@ -21,7 +21,10 @@ from cmkd_doctor.errors import unknown_name
 
 # 2: pair-level gamma, pairing and chance checks, stability over the channels that matter,
 # mfh_ordering not_interpreted
-SCHEMA_VERSION = 2
+# 3: a row's deltas are paired differences over the seeds both rows share (null for a
+# baseline against itself), with vs_none and vs_regular; advice items are steps
+# {code, text, command}; best_delta_vs_regular null when Regular-KD is best
+SCHEMA_VERSION = 3
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 # name -> (what it describes, where it appears)
@@ -167,14 +170,32 @@ RANK = _object(
      "salience": NUMBERS,
      "unpermuted_distance_per_restart": {**NUMBERS, "minItems": 1}})
 
+DIFFERENCE = _object(
+    {"delta": NUM, "se": NUM, "z": _or_null(NUM), "seeds": INT, "clear": BOOL,
+     "threshold": NUM},
+    description="row a minus row b, seed by seed over the seeds both share: the mean "
+                "difference, its standard error, z = delta / se (the sign test's when "
+                "every seed gives the same difference; null with one seed), and whether "
+                "|z| passes the threshold of the call's rule")
+
 RESULT = _object(
     {"teacher": STR, "ratio": _or_null(NUM), "label": STR, "metric": STR,
      "unit": {"const": "%"}, "teacher_metric": _or_null(NUM), "student_mean": NUM,
-     "student_std": NUM, "student_runs": NUMBERS, "delta_vs_none": NUM,
-     "delta_vs_regular": NUM, "teacher_file": _or_null(STR),
+     "student_std": NUM, "student_runs": NUMBERS,
+     "delta_vs_none": {**_or_null(NUM), "description": "vs_none's delta"},
+     "delta_vs_regular": {**_or_null(NUM), "description": "vs_regular's delta"},
+     "teacher_file": _or_null(STR),
      "teacher_metrics": _or_null(METRICS),
      "student_metrics": {"type": "object", "additionalProperties": _object(
-         {"mean": NUM, "std": NUM, "runs": NUMBERS})}})
+         {"mean": NUM, "std": NUM, "runs": NUMBERS})}},
+    {"vs_none": _or_null(DIFFERENCE), "vs_regular": _or_null(DIFFERENCE)})
+
+STEP = _object(
+    {"code": STR, "text": STR,
+     "command": {**_or_null(STR), "description": "the whole command line that takes the "
+                                                 "step, runnable as printed from any "
+                                                 "folder; null where no command does it"}},
+    description="one thing to try next")
 
 SEED_DECISION = _object(
     {"comparison": STR, "seeds": INT, "delta": NUM, "z": _or_null(NUM), "threshold": NUM,
@@ -201,12 +222,18 @@ VERDICT = _object(
                                      "unreliable (the text then withholds the ordering)"},
      "mfh_ordering_holds": _or_null(BOOL),
      "sweet_spot": _or_null(_object({"ratio": NUM, "student_mean": NUM})),
-     "best": STR, "best_delta_vs_regular": NUM, "best_is_clear": BOOL, "text": STR},
+     "best": STR, "best_delta_vs_regular": _or_null(NUM), "best_is_clear": BOOL,
+     "text": STR},
     {"mfh_ordering_detail": OBJ, "best_delta_vs_regular_se": _or_null(NUM),
      "action": STR, "headline": STR, "paired": _or_null(BOOL), "at_chance": _array(STR),
-     "decision": {"enum": ["check_data", "check_order", "skip_kd", "sweep_or_skip",
-                           "keep_regular", "unreliable", "use_teacher", "undecided"],
+     "decision": {"enum": ["check_data", "check_order", "weak_teacher", "skip_kd",
+                           "sweep_or_skip", "keep_regular", "unreliable", "use_teacher",
+                           "undecided"],
                   "description": "what to do, decided once; action and headline word it"},
+     "weak_teacher": {**_or_null(_object({"teacher": NUM, "student_alone": NUM,
+                                          "student_alone_se": NUM, "gap": NUM})),
+                      "description": "the regular teacher's test metric below the No-KD "
+                                     "students' mean by more than 2 standard errors of it"},
      "seeds": {**_array(SEED_DECISION),
                "description": "--seeds auto: the comparisons the decision rests on, the "
                               "seeds each took and its state"}})
@@ -214,7 +241,8 @@ VERDICT = _object(
 COMPARISON = _object(
     {"command": {"const": "distill"}, "run": STR, "metric": STR, "options": OBJ,
      "options_key": STR, "results": _array(RESULT), "verdict": VERDICT,
-     "search": _or_null(OBJ), "timings": {"type": "object", "additionalProperties": NUM}},
+     "search": _or_null(OBJ), "timings": {"type": "object", "additionalProperties": NUM},
+     "advice": _array(STEP)},
     {"seeds": SEEDING})
 
 DISTILL = _object(
@@ -222,7 +250,7 @@ DISTILL = _object(
      "results": {"type": "object", "additionalProperties": {
          "allOf": [RESULT, _object({"options": OBJ, "options_key": STR, "created": STR})]}},
      "last_verdict": VERDICT, "last_timings": OBJ, "cmkd_doctor": STR},
-    {"last_options_key": STR})
+    {"last_options_key": STR, "last_advice": _array(STEP)})
 
 TEACHER = _object(
     {"spec": OBJ, "train": _or_null(OBJ), "rank": _object({"run_id": STR}), "name": STR,
@@ -245,7 +273,7 @@ NETWORK = _object(
 DIAGNOSIS = _object(
     {"command": {"const": "diagnose"}, "out": STR, "rank": OBJ, "salience": NUMBERS,
      "run": STR, "metric": STR, "results": _array(RESULT), "verdict": VERDICT,
-     "advice": _array(STR), "truth": _or_null(OBJ)},
+     "advice": _array(STEP), "truth": _or_null(OBJ)},
     {"seeds": SEEDING})
 
 REPORT = _object(
@@ -254,7 +282,7 @@ REPORT = _object(
                           "repeats": INT}),
      "teachers": _array(TEACHER),
      "students": _or_null(_object({"results": _array(RESULT), "verdict": _or_null(VERDICT),
-                                   "other_options": INT})),
+                                   "other_options": INT}, {"advice": _array(STEP)})),
      "truth": _or_null(OBJ)})
 
 SUMMARY = _object(
@@ -276,6 +304,7 @@ DIAGNOSED = _object(
     {"verdict": STR, "recommended": _or_null(_object({"teacher": STR, "file": STR,
                                                       "export": STR})),
      "gain": _or_null(STR), "warnings": _array(STR), "reasoning": _or_null(STR)},
+    {"advice": _array(STEP)},
     description="what the report's first screen says")
 
 COMPARE = _object({"runs": {**_array(_object({"label": STR, "summary": SUMMARY,

@@ -382,7 +382,8 @@ def _stack(jobs: list[_Job], width: int, device: torch.device) -> Stacked:
 
 def fit_batched(model: Stacked, x: torch.Tensor, y: torch.Tensor, loss: StudentLoss,
                 soft: torch.Tensor | None = None, kd: torch.Tensor | None = None,
-                epochs: int = EPOCHS) -> Stacked:
+                epochs: int = EPOCHS, progress: Progress = no_progress,
+                task: str = "train") -> Stacked:
     """Full-batch SGD (lr 0.1) of every member of ``model`` on its own rows,
     ``x (S, n, d)``, as the official ``train`` and ``train_kd`` do.
 
@@ -410,7 +411,8 @@ def fit_batched(model: Stacked, x: torch.Tensor, y: torch.Tensor, loss: StudentL
 
     seeds = list(range(model.n_members))  # full batch: no shuffling to seed
     fit(model, loss_rows, rows, Schedule(epochs, LR, batch_size=None, optimizer="sgd"),
-        shuffle_seeds=seeds, groups=torch.arange(model.n_members))
+        shuffle_seeds=seeds, groups=torch.arange(model.n_members), progress=progress,
+        task=task)
     return model
 
 
@@ -420,7 +422,8 @@ def _accuracy(model: Stacked, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
 
 
 def _train(jobs: list[_Job], loss: StudentLoss, device: torch.device,
-           soft: torch.Tensor | None = None) -> tuple[Stacked, int, np.ndarray]:
+           soft: torch.Tensor | None = None, progress: Progress = no_progress,
+           task: str = "train") -> tuple[Stacked, int, np.ndarray]:
     """Train every job as one stacked model; its test accuracies (%)."""
     width = max(max(j.x.shape[1], j.x_test.shape[1]) for j in jobs)
 
@@ -433,13 +436,14 @@ def _train(jobs: list[_Job], loss: StudentLoss, device: torch.device,
     model = _stack(jobs, width, device)
     kd = torch.tensor([j.teacher is not None for j in jobs], device=device)
     fit_batched(model, stacked("x"), stacked("y", torch.long), loss,
-                soft=None if soft is None else soft.to(device), kd=kd)
+                soft=None if soft is None else soft.to(device), kd=kd, progress=progress,
+                task=task)
     return model, width, _accuracy(model, stacked("x_test"), stacked("y_test", torch.long))
 
 
 def run_experiment(experiment: Experiment, protocol: Protocol, runs: int, seed: int,
-                   device: torch.device, official_swap: bool = False
-                   ) -> list[dict[str, np.ndarray]]:
+                   device: torch.device, official_swap: bool = False,
+                   progress: Progress = no_progress) -> list[dict[str, np.ndarray]]:
     """Every setting and run of an experiment; accuracy (%) per run for every model.
 
     All teachers of all settings and runs train as one stacked model, then all
@@ -456,13 +460,14 @@ def run_experiment(experiment: Experiment, protocol: Protocol, runs: int, seed: 
                 job.teacher = None if job.teacher is None else job.teacher + len(teachers)
             teachers += t
             students += s
-    teacher_model, width, teacher_acc = _train(teachers, protocol.loss, device)
+    teacher_model, width, teacher_acc = _train(teachers, protocol.loss, device,
+                                               progress=progress, task="teachers")
     with torch.no_grad():
         soft_all = teacher_model(torch.stack([_pad(j.soft_x, width) for j in teachers])
                                  .to(device))  # (teachers, n, 2)
     soft = torch.stack([soft_all[j.teacher] if j.teacher is not None
                         else torch.zeros_like(soft_all[0]) for j in students])
-    _, _, student_acc = _train(students, protocol.loss, device, soft)
+    _, _, student_acc = _train(students, protocol.loss, device, soft, progress, "students")
 
     names_t = [m.name for m in models if m.is_teacher]
     names_s = [m.name for m in models if not m.is_teacher]
@@ -583,7 +588,7 @@ def reproduce_gaussian(name: str, runs: int = 10, seed: int | None = None,
     clock = clock or time.perf_counter
     start = clock()
     results = run_experiment(experiment, chosen, runs, seed, torch.device(device),
-                             official_swap)
+                             official_swap, progress)
     result = Reproduction(experiment, chosen, official_swap, runs, seed, [], 0.0)
     official = result.official_rerun()
     for setting, found in zip(experiment.settings[chosen.name], results, strict=True):
@@ -596,6 +601,5 @@ def reproduce_gaussian(name: str, runs: int = 10, seed: int | None = None,
         row["paper"] = setting.paper
         row["official"] = official.get("rows", {}).get(setting.label, {})
         result.rows.append(row)
-    progress(f"reproduce {name}", 1, 1)
     result.seconds = clock() - start
     return result

@@ -86,7 +86,8 @@ def test_without_matplotlib_the_report_says_which_plots_it_skipped(swept, cli, t
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     result = cli("report", "--run", swept, "--format", "html", "--out", tmp_path / "r.html")
     assert result.code == 0, result.err
-    assert "note: plot skipped: salience_sorted (matplotlib is not installed" in result.err
+    assert "salience_sorted, salience_histogram" in result.err
+    assert result.err.count("matplotlib is not installed") == 1  # the hint, said once
     assert "Plots skipped:" in (tmp_path / "r.html").read_text()
 
 

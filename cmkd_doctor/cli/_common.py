@@ -46,7 +46,11 @@ def line(text: str) -> None:
 TASK_LABELS = {"align": "Step 1: aligning f1 and f2 (Eq. 28)",
                "permute": "Steps 2-8: permuting channels",
                "students": "Students of every teacher (Eq. 1, one stack)",
+               "teachers": "Teachers (one stack)",
                "download": "Downloading"}
+# where stderr is not a terminal (CI logs, a pipe): a stage says nothing for its first
+# PLAIN_AFTER seconds, then a line every PLAIN_EVERY seconds and one when it is done
+PLAIN_AFTER, PLAIN_EVERY = 3.0, 10.0
 BYTE_TASKS = {"download"}  # counted in bytes, not in steps
 
 
@@ -64,14 +68,47 @@ class _Counts(ProgressColumn):
         return f"{self.size.render(task)} {self.speed.render(task)}"
 
 
+def _plain_lines() -> Any:
+    """A ``progress(task, done, total)`` callback writing plain lines on stderr: long
+    work shows life in a log without a terminal's bars (see :data:`PLAIN_AFTER`)."""
+    import time
+
+    started: dict[str, float] = {}
+    said: dict[str, float] = {}
+
+    def amount(task: str, done: int, total: int) -> str:
+        if task in BYTE_TASKS:
+            return f"{done / 2**20:.1f} of {total / 2**20:.1f} MiB"
+        return f"{done}/{total}"
+
+    def report(task: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        start = started.setdefault(task, now)
+        label = TASK_LABELS.get(task, task)
+        if done >= total:  # finished: a stage that spoke says so, and may start again
+            if task in said:
+                err.print(f"{label}: done ({now - start:.0f} s)", markup=False)
+            started.pop(task, None)
+            said.pop(task, None)
+            return
+        last = said.get(task)
+        if (now - start >= PLAIN_AFTER) if last is None else (now - last >= PLAIN_EVERY):
+            err.print(f"{label}: {amount(task, done, total)} ({now - start:.0f} s)",
+                      markup=False)
+            said[task] = now
+
+    return report
+
+
 @contextmanager
 def progress_bars(quiet: bool) -> Iterator[Any]:
-    """A ``progress(task, done, total)`` callback drawing rich bars on stderr.
-
-    Off with ``--quiet`` or when stderr is not a terminal.
-    """
-    if quiet or not err.is_terminal:
+    """A ``progress(task, done, total)`` callback drawing rich bars on stderr, or plain
+    lines when stderr is not a terminal (:func:`_plain_lines`). Off with ``--quiet``."""
+    if quiet:
         yield lambda task, done, total: None
+        return
+    if not err.is_terminal:
+        yield _plain_lines()
         return
     bars = Progress(TextColumn("{task.description}"), BarColumn(), _Counts(),
                     TimeElapsedColumn(), console=err, transient=True)

@@ -40,6 +40,9 @@ def png(plt, fig, dpi: int = 110, **layout: Any) -> bytes:
     return buffer.getvalue()
 
 
+NO_MATPLOTLIB = "matplotlib is not installed: pip install 'cmkd-doctor[report]'"
+
+
 def _pyplot():
     """matplotlib's pyplot on the file-only Agg backend, or None without the extra."""
     try:
@@ -55,9 +58,8 @@ def _pyplot():
 def plots(doc: dict[str, Any]) -> tuple[dict[str, bytes], list[str]]:
     """PNG bytes per plot name; the second list names the plots skipped and why."""
     plt = _pyplot()
-    if plt is None:
-        return {}, [f"{name} (matplotlib is not installed: pip install "
-                    "'cmkd-doctor[report]')" for name in PLOTS]
+    if plt is None:  # one reason for every plot: said once
+        return {}, [f"{', '.join(PLOTS)} ({NO_MATPLOTLIB})"]
 
     made: dict[str, bytes] = {}
     skipped: list[str] = []
@@ -213,9 +215,8 @@ def compare_plots(compared: dict[str, Any]) -> tuple[dict[str, bytes], list[str]
         skipped += [f"{run['label']}: {why}" for why in missed]
     plt = _pyplot()
     distilled = [run for run in compared["runs"] if run["report"]["students"]]
-    if plt is None:
-        return made, [*skipped, "compare (matplotlib is not installed: pip install "
-                                "'cmkd-doctor[report]')"]
+    if plt is None:  # every plot of every run: one line
+        return made, [f"every plot ({NO_MATPLOTLIB})"]
     if not distilled:
         return made, [*skipped, "compare (no run has distill results yet)"]
     made["compare"] = students_plot(

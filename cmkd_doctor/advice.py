@@ -164,12 +164,18 @@ def derive_args(run: str | Path, row: Row, options: dict[str, Any],
     if nets.get("model"):  # the user's whole network, masked after --layer
         suffix = ".onnx" if nets["model"].lower().endswith(".onnx") else ".pt2"
         export = run / "teachers" / f"{row.teacher}-r{row.ratio:g}-network{suffix}"
+        shape: list[str] = []
+        if not Path(nets["model"]).suffix:  # an architecture: one input's shape, given
+            from cmkd_doctor.inputs import array_shape
+
+            shape = ["--input-shape", _text(list(array_shape(nets["teacher_inputs"])[0][1:]))]
         return (["derive-teacher", "--run", str(run), "--mode", row.teacher, "--ratio",
                  _text(row.ratio)]
                 + _flags(options, defaults, {"fill": "--fill", "seed": "--seed"})
                 + _flags(nets, defaults["networks"],
                          {k: v for k, v in NETWORK_FLAGS.items()
                           if k in ("model", "layer", "weights", "channel_axis")})
+                + shape
                 + ["--export-onnx" if suffix == ".onnx" else "--export-pt2", str(export)])
     export = run / "teachers" / f"{Path(row.teacher_file).stem}.onnx"
     return (["derive-teacher", "--run", str(run), "--mode", spec["mode"], "--ratio",

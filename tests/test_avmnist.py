@@ -68,7 +68,7 @@ def test_diagnose_runs_on_avmnist(avmnist_dir, tmp_path, cli):
     assert doc["verdict"]["paired"] is False
     assert set(doc["verdict"]["mfh_ordering"].values()) == {"not_interpreted"}
     assert "The rows share only their class" in doc["verdict"]["text"]
-    assert any("same order" in line for line in doc["advice"])
+    assert any("same order" in step["text"] for step in doc["advice"])
 
 
 def test_wrong_folders_say_what_was_expected(tmp_path, cli, monkeypatch):

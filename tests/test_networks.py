@@ -463,7 +463,23 @@ def test_the_readme_own_networks_section_runs_on_a_default_export(kind, tmp_path
     props = {p.key: p.value for p in onnx.load(tmp_path / "teacher-general.onnx")
              .metadata_props}
     assert json.loads(props["cmkd_doctor.record"])["nullified"] == record["nullified"]
-    rows, _ = __import__("cmkd_doctor.rundir", fromlist=["last_call"]).last_call(
-        json.loads((tmp_path / "run" / "distill.json").read_text()))
+    from cmkd_doctor.advice import command_line, derive_args
+    from cmkd_doctor.comparison import Row
+    from cmkd_doctor.rundir import last_call
+
+    rows, _ = last_call(json.loads((tmp_path / "run" / "distill.json").read_text()))
     assert {r["label"] for r in rows} == {"No-KD", "Regular-KD", "general r=0.5",
                                           "specific r=0.5", "random r=0.5"}
+    # the command the advice prints to export a chosen whole-network teacher, run as
+    # printed from another folder
+    general = next(r for r in rows if r["teacher"] == "general")
+    row = Row("general", 0.5, general["label"], "accuracy", None, general["student_runs"],
+              general["teacher_file"])
+    hidden = json.loads((tmp_path / "run" / "rank.json").read_text())["options"]["hidden"]
+    command = command_line(derive_args(tmp_path / "run", row, general["options"], hidden))
+    (tmp_path / "elsewhere").mkdir()
+    done = subprocess.run(command, shell=True, cwd=tmp_path / "elsewhere", env=env,
+                          text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0, (command, done.stderr[-2000:])
+    exported = tmp_path / "run" / "teachers" / f"general-r0.5-network.{kind}"
+    assert exported.is_file() and f"--model {tmp_path / f'teacher.{kind}'}" in command

@@ -14,6 +14,7 @@ import pytest
 from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.ranking import RankOptions
 from cmkd_doctor.rundir import rank_files
+from cmkd_doctor.schemas import SCHEMA_VERSION
 
 FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
 
@@ -106,8 +107,9 @@ def _edited(ranked: Path, tmp_path: Path, name: str, edit) -> Path:
 @pytest.mark.parametrize("what,edit,needle", [
     ("NaN", lambda t: t.replace('"unpermuted_distance": ', '"unpermuted_distance": NaN, "x": ',
                                 1), "holds NaN, which cmkd-doctor never writes"),
-    ("a newer version", lambda t: t.replace('"schema_version": 2', '"schema_version": 99', 1),
-     "schema_version 99; this cmkd-doctor reads and writes 2"),
+    ("a newer version", lambda t: t.replace(f'"schema_version": {SCHEMA_VERSION}',
+                                            '"schema_version": 99', 1),
+     f"schema_version 99; this cmkd-doctor reads and writes {SCHEMA_VERSION}"),
     ("a number as text", lambda t: t.replace('"n_classes": 2', '"n_classes": "2"', 1),
      "'labels.n_classes': '2' is not of type 'integer'"),
     ("an option that is not finite", lambda t: t.replace('"lr": 0.001', '"lr": Infinity', 1),

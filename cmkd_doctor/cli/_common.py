@@ -74,7 +74,7 @@ def _plain_lines() -> Any:
     import time
 
     started: dict[str, float] = {}
-    said: dict[str, float] = {}
+    said: dict[str, tuple[float, int]] = {}  # when each stage last spoke, at what count
 
     def amount(task: str, done: int, total: int) -> str:
         if task in BYTE_TASKS:
@@ -91,11 +91,13 @@ def _plain_lines() -> Any:
             started.pop(task, None)
             said.pop(task, None)
             return
-        last = said.get(task)
+        last, count = said.get(task, (None, 0))
+        if done <= count:  # nothing moved (a stalled transfer): nothing to say
+            return
         if (now - start >= PLAIN_AFTER) if last is None else (now - last >= PLAIN_EVERY):
             err.print(f"{label}: {amount(task, done, total)} ({now - start:.0f} s)",
                       markup=False)
-            said[task] = now
+            said[task] = (now, done)
 
     return report
 

@@ -112,6 +112,17 @@ def sign_z(seeds: int) -> float:
     return 0.0 if p >= 1 else NormalDist().inv_cdf(1 - p / 2)
 
 
+def versus_cell(found: dict[str, Any] | None, own_seeds: int) -> str:
+    """A paired difference (:meth:`Difference.to_dict`) as a table cell, the terminal's
+    and the report's: signed to two decimals, with the seeds it is over in brackets where
+    the baseline has fewer than the row's ``own_seeds``; empty for none."""
+    if found is None:
+        return ""
+    delta = found["delta"] + 0.0 if abs(found["delta"]) >= 0.005 else 0.0  # never -0.00
+    fewer = found["seeds"] < own_seeds
+    return f"{delta:+.2f}" + (f" ({found['seeds']})" if fewer else "")
+
+
 def _std(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 

@@ -370,21 +370,6 @@ def test_a_file_that_is_not_a_program_is_one_error_line_in_a_fresh_process(tmp_p
         "(File is not a zip file)"]
 
 
-class _Teacher(torch.nn.Module):
-    """An image teacher with two ReLUs (the exporters call them relu and relu_1)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
-        self.conv2 = torch.nn.Conv2d(4, 6, 3, padding=1)
-        self.head = torch.nn.Linear(6, 3)
-
-    def forward(self, x):
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        return self.head(x.mean((2, 3)))
-
-
 class _AudioNet(torch.nn.Module):
     """A network on spectrograms alone: its ReLU's output is their features."""
 
@@ -428,7 +413,7 @@ def test_the_readme_own_networks_section_runs_on_a_default_export(kind, tmp_path
     np.save(tmp_path / "spectrograms.npy", spectrograms)
     np.save(tmp_path / "labels.npy", y)
     torch.manual_seed(0)
-    model, audio = _Teacher(), _AudioNet()
+    model, audio = SmallCNN(), _AudioNet()  # the teacher's ReLUs: relu and relu_1
     for net, x in ((model, torch.tensor(images)), (audio, torch.tensor(spectrograms))):
         optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
         for _ in range(30):

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cmkd_doctor.cli._common import line, out, spark
+from cmkd_doctor.comparison import versus_cell
 
 if TYPE_CHECKING:
     from cmkd_doctor.comparison import Comparison
@@ -73,10 +74,6 @@ def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
          f"wrote {out_dir}/salience.npy and rank.json")
 
 
-def _signed(value: float) -> str:
-    return f"{value + 0.0:+.2f}" if abs(value) >= 0.005 else "+0.00"
-
-
 def comparison(report: Comparison) -> None:
     """The comparison in the shape of the paper's Table 4, then the verdict."""
     metric = report.metric
@@ -96,17 +93,14 @@ def comparison(report: Comparison) -> None:
     bracketed = False
     for row in report.rows:
         teacher_metric = "-" if row.teacher_metric is None else f"{row.teacher_metric:.2f}"
-        cells = []
-        for name, d in report.versus(row).items():  # the verdict's paired differences
-            if d is None or (name == "regular" and row.teacher == "none"):
-                cells.append("")
-                continue
-            fewer = d.seeds < len(row.student_runs)  # the baseline has fewer seeds
-            bracketed |= fewer
-            cells.append(_signed(d.delta) + (f" ({d.seeds})" if fewer else ""))
+        own = len(row.student_runs)
+        cells = [versus_cell(None if d is None or (name == "regular" and row.teacher == "none")
+                             else d.to_dict(), own)
+                 for name, d in report.versus(row).items()]  # the verdict's differences
+        bracketed |= any(cell.endswith(")") for cell in cells)
         table.add_row(escape(row.label), teacher_metric,
                       f"{row.student_mean:.2f} ± {row.student_std:.2f}", *cells,
-                      *([str(len(row.student_runs))] if uneven else []),
+                      *([str(own)] if uneven else []),
                       *(f"{np.mean(row.student_metrics[name]):.2f}" for name in extra))
     out.print(table)
     if uneven:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cmkd_doctor.comparison import versus_cell
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.findings import check_ranking
 from cmkd_doctor.outputs import DEFAULT_RUN, check_out_file, json_text, write_bytes, write_text
@@ -49,11 +50,6 @@ def first_screen(doc: dict[str, Any], fmt: str, ident: str = "verdict") -> str:
         if found["gain"]:
             parts.append(f"**Best student.** {found['gain']}.")
         parts += [f"**Warning.** {w}" for w in found["warnings"]]
-        if found["advice"]:
-            parts.append("**What to try.**\n\n" + "\n".join(
-                f"- {step['text']}" + (f"\n\n  ```\n  {step['command']}\n  ```\n"
-                                       if step["command"] else "")
-                for step in found["advice"]))
         if found["reasoning"]:
             parts.append(f"**Why.** {found['reasoning']}")
         return "\n\n".join(parts)
@@ -66,16 +62,26 @@ def first_screen(doc: dict[str, Any], fmt: str, ident: str = "verdict") -> str:
     if found["gain"]:
         parts.append(f"<p>Best student: {html.escape(found['gain'])}.</p>")
     parts += [f"<p class='warning'>{html.escape(w)}</p>" for w in found["warnings"]]
-    if found["advice"]:
-        parts.append("<p>What to try:</p><ul class='advice'>" + "".join(
-            f"<li>{html.escape(step['text'])}"
-            + (f"<pre><code>{html.escape(step['command'])}</code></pre>"
-               if step["command"] else "") + "</li>"
-            for step in found["advice"]) + "</ul>")
     if found["reasoning"]:
         parts.append(f"<details class='why'><summary>Why: the verdict in full</summary><p>"
                      f"{html.escape(found['reasoning'])}</p></details>")
     return "".join(parts)
+
+
+def advice(doc: dict[str, Any], fmt: str) -> str:
+    """What to try next, each step with its command (``md`` or ``html``), shown right
+    after the first screen's plot."""
+    steps = (doc["students"] or {}).get("advice") or []
+    if not steps:
+        return ""
+    if fmt == "md":
+        return "**What to try.**\n\n" + "\n".join(
+            f"- {step['text']}" + (f"\n\n  ```\n  {step['command']}\n  ```\n"
+                                   if step["command"] else "") for step in steps)
+    return "<p>What to try:</p><ul class='advice'>" + "".join(
+        f"<li>{html.escape(step['text'])}"
+        + (f"<pre><code>{html.escape(step['command'])}</code></pre>"
+           if step["command"] else "") + "</li>" for step in steps) + "</ul>"
 
 
 def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
@@ -134,7 +140,9 @@ def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
         results = doc["students"]["results"]
         rows = [[r["label"], "-" if r["teacher_metric"] is None else f"{r['teacher_metric']:.2f}",
                  f"{r['student_mean']:.2f} ± {r['student_std']:.2f}",
-                 _versus(r, "none"), "" if r["teacher"] == "none" else _versus(r, "regular"),
+                 versus_cell(r["vs_none"], len(r["student_runs"])),
+                 "" if r["teacher"] == "none" else versus_cell(r["vs_regular"],
+                                                               len(r["student_runs"])),
                  len(r["student_runs"])]
                 for r in results]
         verdict = (doc["students"].get("verdict") or {}).get("text", "")
@@ -159,15 +167,6 @@ def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
     return out
 
 
-def _versus(row: dict[str, Any], baseline: str) -> str:
-    """A row's paired difference with a baseline, as the terminal table shows it."""
-    found = row.get(f"vs_{baseline}")
-    if found is None:
-        return ""
-    fewer = found["seeds"] < len(row["student_runs"])
-    return f"{found['delta']:+.2f}" + (f" ({found['seeds']})" if fewer else "")
-
-
 def checks(rank: dict[str, Any], fmt: str) -> str:
     """What the ranking found and how far to trust it: the gamma estimate, pairing,
     chance, groups, alignment, stability, constant and negative channels, each with what
@@ -185,9 +184,11 @@ def _para(text: str, fmt: str) -> str:
 
 def _md_sections(doc: dict[str, Any], images: dict[str, str], level: int = 2) -> list[str]:
     parts = []
-    for title, body, names in sections(doc, "md"):
+    for i, (title, body, names) in enumerate(sections(doc, "md")):
         parts.append(f"{'#' * level} {title}\n\n{body}")
         parts += [f"![{PLOTS[n]}]({images[n]})" for n in names if n in images]
+        if i == 0 and advice(doc, "md"):
+            parts.append(advice(doc, "md"))
     return parts
 
 
@@ -240,6 +241,8 @@ def _html_sections(doc: dict[str, Any], pngs: dict[str, bytes], prefix: str = ""
         parts.append(body)
         parts += [_img(f"plot-{prefix}{name}", PLOTS[name], pngs[name], lead=i == 0)
                   for name in names if name in pngs]
+        if i == 0:  # under the verdict and its plot
+            parts.append(advice(doc, "html"))
         parts.append("</section>" if i == 0 else "</details>")
     return parts
 

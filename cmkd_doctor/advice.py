@@ -23,7 +23,8 @@ from cmkd_doctor.sequential import PRACTICAL
 
 PROGRAM = "cmkd-doctor"
 # the steps that come with a command (tests/test_advice.py runs each as printed)
-COMMANDS = ("use_teacher", "more_seeds", "rank_again", "other_ratios", "fewer_nullified")
+COMMANDS = ("use_teacher", "more_seeds", "rank_again", "other_ratios", "fewer_nullified",
+            "rank_standardized", "rank_longer", "rank_more_restarts")
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,50 @@ def derive_args(run: str | Path, row: Row, options: dict[str, Any],
             + ["--export-onnx", str(export)])
 
 
+def rank_steps(run: str | Path, document: dict[str, Any],
+               then: list[str] | None = None) -> list[Step]:
+    """What to try when the ranking's own checks fail, each step ranking again into
+    ``run`` with the options that address it (and then ``then``, another command's
+    arguments: ``distill`` again after a ``diagnose``): the aligned networks agree poorly
+    (standardised inputs, or twice the training and patience), or the restarts disagree
+    (twice the permutations, more restarts)."""
+    from cmkd_doctor.findings import check_ranking, first
+
+    findings = check_ranking(document)
+    options, after = document["options"], [then] if then else []
+    steps: list[Step] = []
+    alignment = first(findings, "alignment")
+    if alignment is not None and not alignment.ok:
+        said = (f"The aligned networks agree poorly (alignment "
+                f"{alignment.figures['score']:.2f}, below {alignment.figures['threshold']:g}),"
+                " so the salience says little about modality-general information")
+        if not options.get("standardize", True):
+            steps.append(Step("rank_standardized", f"{said}: rank again with every channel "
+                              "standardised, so no channel's units dominate.",
+                              command_line(rank_args(run, document, standardize=True),
+                                           *after)))
+        else:
+            epochs = 2 * document["aligned"]["epochs_max"]
+            patience = 2 * options["patience"]
+            steps.append(Step("rank_longer", f"{said}: rank again training the aligned pair "
+                              f"up to {epochs} epochs with a patience of {patience}; more rows, "
+                              "another layer of the teacher's network, or a modality b that "
+                              "predicts the labels better may serve more.",
+                              command_line(rank_args(run, document, epochs=epochs,
+                                                     patience=patience), *after)))
+    stability = first(findings, "stability")
+    if stability is not None and not stability.ok:
+        figures = stability.figures
+        repeats = 2 * options["repeats"]
+        restarts = max(3, 2 * figures["restarts"])
+        steps.append(Step("rank_more_restarts", f"The ranking changes from one restart to "
+                          f"the next: rank again with {repeats} permutations per channel and "
+                          f"{restarts} restarts (or with more rows).",
+                          command_line(rank_args(run, document, repeats=repeats,
+                                                 restarts=restarts), *after)))
+    return steps
+
+
 def _room(need: int, now: int) -> int | None:
     """A round --max-seeds above ``need`` and above ``now`` (the budget the call had),
     or ``None`` past :data:`~cmkd_doctor.sequential.PRACTICAL`."""
@@ -256,6 +301,8 @@ def advise(report: Comparison, document: dict[str, Any]) -> list[Step]:
                      "expect crossmodal KD to act as label smoothing, and no ratio or "
                      "derived teacher to change that.")]
     steps: list[Step] = []
+    if not verdict.get("ranking_reliable", True):  # mend the ranking first
+        steps += rank_steps(run, document, distill_args(run, options, hidden))
     if verdict.get("weak_teacher"):
         steps.append(Step("stronger_teacher",
                           "The regular teacher is below the student trained alone, so its "
@@ -326,4 +373,5 @@ def _general_ratio(report: Comparison) -> float | None:
     return None if ratios == "auto" else ratios[0]
 
 
-__all__ = ["Step", "advise", "command_line", "derive_args", "distill_args", "rank_args"]
+__all__ = ["COMMANDS", "Step", "advise", "command_line", "derive_args", "distill_args",
+           "rank_args", "rank_steps"]

@@ -224,6 +224,11 @@ class RunDir:
         document = rank_document(result, data, run_id)
         for info in document["inputs"].values():  # an example's arrays staged with the run
             info["path"] = str(self.public(info["path"]).absolute())
+        # what to try when the ranking's own checks fail: rank again, as a command
+        from cmkd_doctor.advice import rank_steps
+
+        document["advice"] = [step.to_dict() for step in rank_steps(self.public(self.path),
+                                                                    document)]
         meta = {"role": "aligned", "options": json.dumps(document["options"]),
                 "inputs": json.dumps(document["inputs"]), "cmkd_doctor": __version__,
                 "run_id": run_id,

@@ -160,10 +160,9 @@ def _alignment(f: Finding, form: str) -> str | None:
     return {
         "warning": f"the aligned networks agree poorly on the {a['rows']} rows (alignment "
                    f"{a['score']:.2f}, below {a['threshold']:g}), so the salience says little "
-                   "about modality-general information: "
-                   + ("try --standardize, " if not f.context["standardize"] else "")
-                   + "more --epochs or rows, another layer of your backbone (extract), or a "
-                     "modality b that predicts the labels better",
+                   "about modality-general information: rank again (what to try, below), "
+                   "with more rows, from another layer of the teacher's network, or with a "
+                   "modality b that predicts the labels better",
         "reason": f"the aligned networks' alignment score {a['score']:.2f} is below "
                   f"{a['threshold']:g}",
         "screen": f"The ranking is unreliable: alignment {a['score']:.2f}, below "
@@ -232,7 +231,8 @@ def _stability(f: Finding, form: str) -> str | None:
         "warning": f"the ranking changes from one restart to the next (restarts agree on "
                    f"{s['top_overlap']:.0%} of the {s['decisive']} channels that matter, "
                    f"their salience significantly above zero, below {s['threshold']:.0%}): "
-                   "raise --repeats and --restarts, or rank with more rows",
+                   "rank again with more permutations and restarts (what to try, below), "
+                   "or with more rows",
         "reason": f"restarts agree on {s['top_overlap']:.0%} of the {s['decisive']} channels "
                   f"that matter, below {s['threshold']:.0%}",
         "screen": f"The ranking is unstable across restarts (overlap {s['top_overlap']:.2f} "

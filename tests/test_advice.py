@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cmkd_doctor.advice import COMMANDS, advise
+from cmkd_doctor.advice import COMMANDS, advise, distill_args, rank_steps
 from cmkd_doctor.comparison import Comparison, Row
 from cmkd_doctor.rundir import RunDir, last_call
 from cmkd_doctor.verdict import verdict
@@ -41,7 +41,7 @@ def distilled(tmp_path_factory, gaussian_dir):
     root = tmp_path_factory.mktemp("advised")
     run = root / "run"
     assert main(["rank", *(str(gaussian_dir / f) for f in FILES), "--out", str(run),
-                 "--hidden", "0", "-M", "3", "--device", "cpu",
+                 "--hidden", "0", "-M", "3", "--no-standardize", "--device", "cpu",
                  "-q"]) == 0
     assert main(["distill", "--run", str(run), "--seeds", "2", *OWN, "-q"]) == 0
     return run
@@ -97,18 +97,43 @@ STATES = {
 }
 
 
+# the ranking's own checks, failed (an edited rank.json), and the step that mends each
+RANKINGS = {
+    "rank_standardized": lambda d: {**d, "alignment": {**d["alignment"], "score": 0.1,
+                                                       "reliable": False}},
+    # standardised already: train longer
+    "rank_longer": lambda d: {**d, "alignment": {**d["alignment"], "score": 0.1,
+                                                 "reliable": False},
+                              "options": {**d["options"], "standardize": True}},
+    "rank_more_restarts": lambda d: {**d, "stability": {**d["stability"], "stable": False,
+                                                        "top_overlap": 0.2}},
+}
+
+
 def test_every_step_with_a_command_is_tested():
-    assert set(STATES) == set(COMMANDS)
+    assert set(STATES) | set(RANKINGS) == set(COMMANDS)
 
 
-@pytest.mark.parametrize("code", list(STATES))
+def _step(code: str, run: Path) -> dict:
+    """The step ``code`` as the doctor advises it on ``run``: on hand-set students, or on
+    the run's ranking with one of its checks failed (ranking again, then distilling)."""
+    _, options = _last(run)
+    if code in STATES:
+        found = _crafted(run, STATES[code], options)
+        return next(s for s in found.advice if s["code"] == code)
+    document = RANKINGS[code](RunDir(run).read_document())
+    then = distill_args(run, options, document["options"]["hidden"])
+    return next(s.to_dict() for s in rank_steps(run, document, then) if s.code == code)
+
+
+@pytest.mark.parametrize("code", list(COMMANDS))
 def test_every_printed_command_runs_from_another_folder_and_does_what_it_says(
         code, distilled, tmp_path):
     run = tmp_path / "run"
     subprocess.run(["cp", "-a", str(distilled), str(run)], check=True)
     _, options = _last(run)
-    found = _crafted(run, STATES[code], options)
-    step = next(s for s in found.advice if s["code"] == code)
+    before = json.loads((run / "rank.json").read_text())
+    step = _step(code, run)
     command = step["command"]
     assert command.startswith("cmkd-doctor ") and f"--run {run}" in command
     elsewhere = tmp_path / "elsewhere"
@@ -142,6 +167,18 @@ def test_every_printed_command_runs_from_another_folder_and_does_what_it_says(
     elif code == "fewer_nullified":
         assert {(r["teacher"], r["ratio"]) for r in rows if r["options_key"] == rows[0][
             "options_key"]} >= {("general", 0.25)}
+    else:  # ranked again with the options that mend the check, then distilled again
+        rank = json.loads((run / "rank.json").read_text())
+        assert RunDir(run).read_distill()["rank"]["run_id"] == rank["run_id"]
+        assert rank["run_id"] != before["run_id"] and rank["options"]["hidden"] == []
+        # ranked with --no-standardize: carried over, but where standardising is the step
+        # (or the ranking was standardised already)
+        assert rank["options"]["standardize"] is (code != "rank_more_restarts")
+        if code == "rank_longer":
+            assert rank["options"]["epochs"] == 2 * before["aligned"]["epochs_max"]
+            assert rank["options"]["patience"] == 2 * before["options"]["patience"]
+        elif code == "rank_more_restarts":
+            assert rank["options"]["repeats"] == 6 and rank["options"]["restarts"] == 3
 
 
 def test_distill_refuses_an_option_that_cannot_act(distilled, cli):

@@ -413,7 +413,8 @@ def test_every_finding_is_worded_in_one_module_for_every_form():
                                         "rows": "test"}, context={"standardize": False})
     said = {form: say(poor, form) for form in FORMS}
     assert all("0.31" in text for text in said.values())  # every place words this one
-    assert "try --standardize" in said["warning"] and "UNRELIABLE" in said["line"]
+    # what to try is a command (advice.rank_steps), never an option named in prose
+    assert "--" not in said["warning"] and "UNRELIABLE" in said["line"]
     fine = Finding("alignment", True, {**poor.figures, "score": 0.9, "reliable": True})
     assert say(fine, "warning") is None and say(fine, "reason") is None
     assert "reliable" in say(fine, "line")

@@ -50,3 +50,4 @@ def rank(
         print_json({**document, "salience": result.salience.tolist()})
     elif not quiet:
         render.rank_summary(document, result.salience, out_dir)
+        render.advice(document["advice"])

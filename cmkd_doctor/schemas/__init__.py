@@ -136,6 +136,13 @@ STABILITY = _object(
                 "significantly above zero (decisive); all_channels keeps the same figures "
                 "over every informative channel")
 
+STEP = _object(
+    {"code": STR, "text": STR,
+     "command": {**_or_null(STR), "description": "the whole command line that takes the "
+                                                 "step, runnable as printed from any "
+                                                 "folder; null where no command does it"}},
+    description="one thing to try next")
+
 RANK = _object(
     {"command": {"const": "rank"}, "run_id": STR, "created": STR,
      "inputs": _object({"feats_a": INPUT, "feats_b": INPUT, "labels": INPUT}),
@@ -167,7 +174,7 @@ RANK = _object(
      "timings": {"type": "object", "additionalProperties": NUM},
      "warnings": _array(STR)},
     {"files": {"type": "object", "additionalProperties": STR},
-     "salience": NUMBERS,
+     "salience": NUMBERS, "advice": _array(STEP),
      "unpermuted_distance_per_restart": {**NUMBERS, "minItems": 1}})
 
 DIFFERENCE = _object(
@@ -189,13 +196,6 @@ RESULT = _object(
      "student_metrics": {"type": "object", "additionalProperties": _object(
          {"mean": NUM, "std": NUM, "runs": NUMBERS})}},
     {"vs_none": _or_null(DIFFERENCE), "vs_regular": _or_null(DIFFERENCE)})
-
-STEP = _object(
-    {"code": STR, "text": STR,
-     "command": {**_or_null(STR), "description": "the whole command line that takes the "
-                                                 "step, runnable as printed from any "
-                                                 "folder; null where no command does it"}},
-    description="one thing to try next")
 
 SEED_DECISION = _object(
     {"comparison": STR, "seeds": INT, "delta": NUM, "z": _or_null(NUM), "threshold": NUM,

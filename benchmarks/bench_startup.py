@@ -19,7 +19,10 @@ import subprocess
 import sys
 import time
 
-COMMANDS = ["--version", "--help", "schema", "schema rank", "examples list", "rank --help"]
+COMMANDS = ["--version", "--help", "schema", "schema rank", "examples list",
+            *(f"{name} --help" for name in ("diagnose", "rank", "derive-teacher", "distill",
+                                            "extract", "report", "examples make gaussian",
+                                            "examples reproduce", "examples fetch"))]
 
 
 def main() -> None:

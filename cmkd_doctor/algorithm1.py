@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from cmkd_doctor import kernels
+from cmkd_doctor.choices import NORMALIZATIONS
 from cmkd_doctor.engine import (
     FitResult,
     Schedule,
@@ -35,7 +36,6 @@ from cmkd_doctor.engine import (
 from cmkd_doctor.losses import DISTANCES, Distance, task_loss_rows
 from cmkd_doctor.models import Net, NetConfig, Stacked, new_net, standardisation
 from cmkd_doctor.progress import Progress, no_progress
-from cmkd_doctor.registry import Registry
 from cmkd_doctor.seeds import derive_seed, generator
 from cmkd_doctor.streaming import RowSet
 
@@ -441,16 +441,13 @@ def expected_increase(net: Net, x: torch.Tensor | RowSet, target: torch.Tensor,
     return increase, float(base) / (n * n_classes)
 
 
-NORMALIZATIONS: Registry = Registry("normalize")
-
-
-@NORMALIZATIONS.register("max", "p / max(p), the paper's step 9")
+@NORMALIZATIONS.register("max")  # described in cmkd_doctor.choices
 def _by_max(imp: np.ndarray) -> np.ndarray:
     top = imp.max()
     return imp / top if top > 0 else np.zeros_like(imp)
 
 
-@NORMALIZATIONS.register("minmax", "(p - min(p)) / (max(p) - min(p)), the official code's")
+@NORMALIZATIONS.register("minmax")
 def _by_range(imp: np.ndarray) -> np.ndarray:
     span = imp.max() - imp.min()
     return (imp - imp.min()) / span if span > 0 else np.zeros_like(imp)

@@ -32,10 +32,10 @@ import torch
 from torch import nn
 
 from cmkd_doctor import curves, distributed
+from cmkd_doctor.choices import OPTIMIZERS
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.metrics import evaluate
 from cmkd_doctor.progress import Progress, no_progress
-from cmkd_doctor.registry import Registry
 from cmkd_doctor.streaming import RowSet, epoch_orders
 
 # Elements of the widest activation one evaluation step holds (64 MiB of float32), so
@@ -55,13 +55,10 @@ def _adam(params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr)
 
 
-OPTIMIZERS: Registry = Registry("optimizer")
-OPTIMIZERS.add("adam", _adam, "Adam over shuffled minibatches (every network cmkd-doctor "
-               "trains for a user)")
-OPTIMIZERS.add("sgd", lambda params, lr: torch.optim.SGD(params, lr=lr),
-               "plain SGD (the official Gaussian teachers and students)")
-OPTIMIZERS.add("sgd_momentum", lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
-               "SGD with momentum 0.9 (the official Gaussian aligned pair)")
+# the names and descriptions are declared in cmkd_doctor.choices
+OPTIMIZERS.add("adam", _adam)
+OPTIMIZERS.add("sgd", lambda params, lr: torch.optim.SGD(params, lr=lr))
+OPTIMIZERS.add("sgd_momentum", lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9))
 
 # loss_rows(module, batch, members) -> (len(members), rows): every tensor of ``batch``
 # has a leading member axis; ``members`` are the original indices of the members still

@@ -21,19 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cmkd_doctor.choices import POOLS
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.files import regular_file
 from cmkd_doctor.inputs import read_array
 from cmkd_doctor.outputs import check_out_file, write_json, write_npy
-from cmkd_doctor.registry import Registry
 from cmkd_doctor.schemas import stamp
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-POOLS: Registry = Registry("pool")
-POOLS.add("avg", lambda f: f.flatten(2).mean(-1) if f.dim() > 2 else f.flatten(1),
-          "one value per channel (spatial mean)")
-POOLS.add("flatten", lambda f: f.flatten(1), "every position")
+POOLS.add("avg", lambda f: f.flatten(2).mean(-1) if f.dim() > 2 else f.flatten(1))
+POOLS.add("flatten", lambda f: f.flatten(1))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cmkd_doctor.registry import Registry
+from cmkd_doctor.choices import DISTANCES
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,13 @@ def kl_rows(p: torch.Tensor, q: torch.Tensor, multilabel: bool) -> torch.Tensor:
     return (lp.exp() * (lp - lq)).sum(-1)
 
 
-DISTANCES: Registry[Distance] = Registry("dist")
-for _d in (
+for _d in (  # the names and descriptions are declared in cmkd_doctor.choices
     Distance("mse", "mean squared error between logits (the official code's)", _mse, True),
     Distance("l1", "mean absolute error between logits", _l1, True),
     # KL(softmax(f1) || softmax(f2)): f1 is the permuted modality's network
     Distance("kl", "KL divergence between predicted distributions", kl_rows, False),
 ):
-    DISTANCES.add(_d.name, _d, _d.description)
+    DISTANCES.add(_d.name, _d)
 
 
 def task_loss_rows(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:

@@ -56,3 +56,26 @@ def parse_list(text: str | float | list | tuple, option: str, cast: type) -> tup
         return tuple(cast(p) for p in parts)
     except ValueError:
         raise option_error(option, f"a comma list of {cast.__name__} values", text) from None
+
+
+def parse_hidden(text: str | int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """``"0"`` -> ``()``; ``"256"`` -> ``(256,)``; ``"512,256"`` -> ``(512, 256)``."""
+    if isinstance(text, int):
+        sizes = [text]
+    elif isinstance(text, (tuple, list)):
+        sizes = list(text)
+        if any(isinstance(s, bool) or not isinstance(s, int) for s in sizes):
+            raise option_error("hidden", "0 or a comma list of positive layer widths", text)
+    else:
+        try:  # an empty part ("8,,8", "8,") is a typo, not a layer to drop
+            sizes = [int(part) for part in str(text).split(",")]
+        except ValueError:
+            raise option_error("hidden", "0 or a comma list of positive layer widths",
+                               text) from None
+    if sizes in ([0], []) and not isinstance(text, str):
+        return ()
+    if sizes == [0]:
+        return ()
+    if not sizes or any(s <= 0 for s in sizes):
+        raise option_error("hidden", "0 or a comma list of positive layer widths", text)
+    return tuple(sizes)

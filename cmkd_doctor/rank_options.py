@@ -9,26 +9,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from cmkd_doctor import distributed
-from cmkd_doctor.algorithm1 import (
-    NORMALIZATIONS,
-    expected_increase,
-    permutation_distances,
-    permutations,
-)
-from cmkd_doctor.engine import (
-    OPTIMIZERS,
-)
+from cmkd_doctor.choices import DISTANCES, ESTIMATORS, NORMALIZATIONS, OPTIMIZERS
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.files import regular_file
-from cmkd_doctor.losses import DISTANCES
-from cmkd_doctor.models import Net, parse_hidden
-from cmkd_doctor.options import MAX_SEEDS, SEEDS_WHY, number, whole
-from cmkd_doctor.progress import Progress
+from cmkd_doctor.options import MAX_SEEDS, SEEDS_WHY, number, parse_hidden, whole
 from cmkd_doctor.registry import Registry
-from cmkd_doctor.streaming import RowSet, check_chunk_rows
+
+# light (no torch): the CLI's help reads these options' defaults and names; the
+# estimators of steps 2-8 are bound in cmkd_doctor.ranking
+__all__ = ["ESTIMATORS", "PERMUTATIONS", "PERMUTED_ROWS", "RANK_PROTOCOLS", "SIDES",
+           "RankOptions", "RankProtocol"]
 
 
 @dataclass(frozen=True)
@@ -167,7 +157,7 @@ class RankOptions:
             raise InputError("--estimator exact has a closed form only for a linear head "
                              "with MSE: use --hidden 0 --dist mse, or --estimator sampled "
                              "(no closed form exists through a ReLU or for l1/kl)")
-        check_chunk_rows(self.chunk_rows)
+        whole("chunk_rows", self.chunk_rows, 1, optional=True)
         number("group_threshold", self.group_threshold, "a correlation in (0, 1)", low=0,
                high=1, open_low=True, open_high=True)
         groups = self.groups
@@ -220,39 +210,6 @@ PERMUTATIONS.add("shared", "shared", "repeat m permutes every channel with one r
                  "permutation")
 PERMUTATIONS.add("per_channel", "per_channel", "a fresh permutation per (channel, repeat), "
                  "as the official code")
-
-
-# An estimator gives the (d, M) increases of Dist and the unpermuted distance, from the
-# aligned network of the permuted modality, its rows and the other network's logits.
-ESTIMATORS: Registry = Registry("estimator")
-
-
-@ESTIMATORS.register("sampled", "M random permutations per channel (Algorithm 1 as "
-                     "written)")
-def _sampled(net: Net, rows: RowSet, target: torch.Tensor, options: RankOptions,
-             multilabel: bool, which: int, progress: Progress,
-             units: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
-    # each process of a torchrun job permutes its own block of channels (or groups)
-    width = rows.widths[which]
-    count = width if units is None else int(units.max()) + 1
-    increase, unpermuted = permutation_distances(
-        net, rows, target, DISTANCES[options.dist],
-        permutations(len(rows), options.repeats, options.seed,
-                     width if options.permutation == "per_channel" else None),
-        multilabel=multilabel, which=which, channels=distributed.my_channels(count),
-        progress=progress, units=units)
-    increase = distributed.sum_all(increase)
-    # a group's increase is each of its channels'
-    return (increase if units is None else increase[units.to(increase.device)]), unpermuted
-
-
-@ESTIMATORS.register("exact", "the expectation over all permutations in closed form "
-                     "(M = infinity); linear head (--hidden 0) with --dist mse only")
-def _exact(net: Net, rows: RowSet, target: torch.Tensor, options: RankOptions,
-           multilabel: bool, which: int, progress: Progress,
-           units: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
-    expected, unpermuted = expected_increase(net, rows, target, which=which)
-    return expected[:, None], unpermuted  # (d, 1): the expectation, M = infinity
 
 
 # The modality whose channels are ranked, and the rows permuted in steps 2-8.

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmkd_doctor import curves
+from cmkd_doctor import curves, distributed
 from cmkd_doctor.algorithm1 import (
     NORMALIZATIONS,
     TILE_ELEMENTS,
@@ -39,6 +39,7 @@ from cmkd_doctor.findings import check_ranking
 from cmkd_doctor.gamma import MAX_ROWS, estimate_gamma, gamma_bytes
 from cmkd_doctor.groups import Groups, correlated_groups, read_groups, sampled_rows
 from cmkd_doctor.inputs import PairedData
+from cmkd_doctor.losses import DISTANCES
 from cmkd_doctor.models import Net, parameter_count
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.rank_checks import (
@@ -64,6 +65,35 @@ from cmkd_doctor.seeds import derive_seed
 from cmkd_doctor.splits import Split, fit_and_validation, read_split, stratified_split
 from cmkd_doctor.streaming import RowSet, plan_chunk_rows, read_rows, row_bytes
 from cmkd_doctor.wording import rank_warnings
+
+
+# An estimator gives the (d, M) increases of Dist and the unpermuted distance, from the
+# aligned network of the permuted modality, its rows and the other network's logits.
+# (declared, with their descriptions, in cmkd_doctor.choices)
+@ESTIMATORS.register("sampled")
+def _sampled(net: Net, rows: RowSet, target: torch.Tensor, options: RankOptions,
+             multilabel: bool, which: int, progress: Progress,
+             units: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    # each process of a torchrun job permutes its own block of channels (or groups)
+    width = rows.widths[which]
+    count = width if units is None else int(units.max()) + 1
+    increase, unpermuted = permutation_distances(
+        net, rows, target, DISTANCES[options.dist],
+        permutations(len(rows), options.repeats, options.seed,
+                     width if options.permutation == "per_channel" else None),
+        multilabel=multilabel, which=which, channels=distributed.my_channels(count),
+        progress=progress, units=units)
+    increase = distributed.sum_all(increase)
+    # a group's increase is each of its channels'
+    return (increase if units is None else increase[units.to(increase.device)]), unpermuted
+
+
+@ESTIMATORS.register("exact")
+def _exact(net: Net, rows: RowSet, target: torch.Tensor, options: RankOptions,
+           multilabel: bool, which: int, progress: Progress,
+           units: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    expected, unpermuted = expected_increase(net, rows, target, which=which)
+    return expected[:, None], unpermuted  # (d, 1): the expectation, M = infinity
 
 
 @dataclass

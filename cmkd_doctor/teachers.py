@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmkd_doctor.choices import DERIVED, FILLS, MFH_ORDER, MODES  # noqa: F401 - re-exported
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.files import regular_file
 from cmkd_doctor.groups import unit_choice
@@ -31,7 +32,6 @@ from cmkd_doctor.models import FORMAT as NET_FORMAT
 from cmkd_doctor.models import Net, config_from, load_net, read_checkpoint
 from cmkd_doctor.options import whole
 from cmkd_doctor.outputs import write_atomic, write_json, write_safetensors
-from cmkd_doctor.registry import Registry
 from cmkd_doctor.schemas import stamp
 from cmkd_doctor.seeds import generator
 
@@ -56,31 +56,25 @@ def check_ratio(ratio: float, d: int, what: str = "channels") -> int:
 
 # A mode picks the k channels to nullify from the salience (ties broken by channel index,
 # a stable sort); the generator serves the random mode.
-MODES: Registry = Registry("mode")
-MODES.add("regular", None, "nullifies nothing")
+# the names and descriptions are declared in cmkd_doctor.choices
+MODES.add("regular", None)
 
 
-@MODES.register("general", "nullifies the r% channels with the smallest salience "
-                "(modality-general teacher)")
+@MODES.register("general")
 def _general(salience: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.argsort(salience, kind="stable")[:k]
 
 
-@MODES.register("specific", "nullifies the r% channels with the largest salience "
-                "(modality-specific teacher)")
+@MODES.register("specific")
 def _specific(salience: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.argsort(-np.asarray(salience), kind="stable")[:k]
 
 
-@MODES.register("random", "nullifies r% channels chosen at random (seeded)")
+@MODES.register("random")
 def _random(salience: np.ndarray, k: int, seed: int) -> np.ndarray:
     return torch.randperm(len(salience), generator=generator(seed, "random_mask"))[:k].numpy()
 
 
-# the derived modes (every mode but regular), in the registry's order; and the order the
-# hypothesis predicts their students in: general >= random >= specific
-DERIVED: tuple[str, ...] = tuple(mode for mode in MODES if mode != "regular")
-MFH_ORDER = ("general", "random", "specific")
 
 
 def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int = 0,
@@ -124,10 +118,8 @@ def nullified_channels(salience: np.ndarray, mode: str, ratio: float, seed: int 
 
 # What a nullified channel becomes, from the per-channel mean of the teacher's training
 # rows (d,).
-FILLS: Registry = Registry("fill")
-FILLS.add("mean", lambda mean: mean,
-          "the channel's training-set mean (the official code's choice for RAVDESS)")
-FILLS.add("zero", torch.zeros_like, "zero (the paper's wording)")
+FILLS.add("mean", lambda mean: mean)
+FILLS.add("zero", torch.zeros_like)
 
 
 def fill_values(x_train: torch.Tensor, how: str) -> torch.Tensor:

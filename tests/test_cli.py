@@ -110,11 +110,17 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     assert oct(path.stat().st_mode & 0o777) == oct(0o644)
 
 
+HELPS = [[*name.split(), "--help"] for name in (
+    "diagnose", "rank", "derive-teacher", "distill", "extract", "report", "schema",
+    "examples make gaussian", "examples make avmnist", "examples reproduce",
+    "examples fetch", "examples list")]
+
+
 @pytest.mark.parametrize("command", [["--version"], ["--help"], ["schema"], ["schema", "rank"],
-                                     ["examples", "list"], ["examples", "--help"]])
+                                     ["examples", "list"], ["examples", "--help"], *HELPS])
 def test_commands_that_train_nothing_start_without_torch(command):
-    """A CI script calls the tool many times: these need no torch, and import none
-    (startup times in BENCHMARKS.md)."""
+    """A CI script calls the tool many times, and a person reads every command's help:
+    these need no torch, and import none (startup times in BENCHMARKS.md)."""
     found = subprocess.run([sys.executable, "-X", "importtime", "-m", "cmkd_doctor", *command],
                            capture_output=True, text=True, timeout=120)
     assert found.returncode == 0, found.stderr[-2000:]
@@ -148,7 +154,11 @@ def test_rank_and_diagnose_share_every_rank_option_from_one_declaration(cli):
     def options(text: str) -> dict[str, str]:
         found, name = {}, None
         for row in text.splitlines():
-            m = re.match(r"\s+(?:-\w, )?(--[\w-]+)(?:\s*/\s*--[\w-]+)?(?: <\w+>)?\s*(.*)", row)
+            if row and not row.startswith(" "):  # a panel's title: its options follow
+                name = None
+                continue
+            m = re.match(r"\s+(?:-\w, )?(--[\w-]+)(?:\s*/\s*--[\w-]+)?(?: [A-Z_]+)?\s*(.*)",
+                         row)
             if m:
                 name = m.group(1)
                 found[name] = m.group(2)
@@ -181,3 +191,26 @@ def test_a_protocol_fills_what_was_not_given_in_rank_and_diagnose_alike():
 def test_an_unknown_option_suggests_only_near_misses(cli):
     assert "Possible options" not in cli("diagnose", "--bogus").err
     assert "Possible options: --repeats" in cli("diagnose", "--repeat", "3").err
+
+
+@pytest.mark.parametrize("command", HELPS)
+def test_help_reads_as_a_person_writes_the_command(command, cli):
+    """No type placeholders (<str>, <list[str]>): each value is named after its option,
+    and the usage line lists the arguments before the options."""
+    found = cli(*command)
+    assert found.code == 0, found.err
+    assert not re.search(r"<[a-z][\w\[\], ]*>", found.out), found.out
+    usage = found.out.splitlines()[0]
+    assert usage.startswith("Usage: cmkd-doctor ") and usage.endswith("[OPTIONS]")
+
+
+def test_help_groups_options_into_panels_and_keeps_summaries_whole(cli):
+    found = cli("diagnose", "--help").out
+    titles = [line.rstrip(":") for line in found.splitlines() if re.match(r"^[A-Z]\w", line)]
+    assert titles == ["Usage: cmkd-doctor diagnose [FEATS_A FEATS_B LABELS] [OPTIONS]",
+                      "Arguments", "Inputs", "Ranking (Algorithm 1)", "Teachers", "Students",
+                      "Training", "Output", "Options"]
+    assert cli("rank", "--help").out.startswith(
+        "Usage: cmkd-doctor rank FEATS_A FEATS_B LABELS [OPTIONS]")
+    made = " ".join(cli("examples", "make", "--help").out.split())
+    assert "(Appendix B.2, Eq. 27)" in made and "(paper Sec. 3, 5.3)" in made

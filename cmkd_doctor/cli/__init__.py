@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from cmkd_doctor import __version__, distributed
-from cmkd_doctor.cli._common import err, show_help_without_command, silence
+from cmkd_doctor.cli._common import PanelCommand, err, show_help_without_command, silence
 from cmkd_doctor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, CmkdError
 
 # Every command: its module, the typer function or app in it, and its one-line summary
@@ -62,7 +62,7 @@ class LazyGroup(TyperGroup):
             if isinstance(found, typer.Typer):
                 holder.add_typer(found, name=cmd_name)
             else:
-                holder.command(cmd_name)(found)
+                holder.command(cmd_name, cls=PanelCommand)(found)
             command = typer.main.get_command(holder).commands[cmd_name]
             command.short_help = summary
             self.commands[cmd_name] = command

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +21,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
+from cmkd_doctor.cli.options import PANELS
 from cmkd_doctor.outputs import json_text
 
 
@@ -180,4 +182,50 @@ class WholeSummaries(TyperGroup):
                 for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+_TYPE_METAVAR = re.compile(r" <[^<>]+>$")  # typer's "<str>", "<list[str]>", "<path>"
+
+
+class PanelCommand(TyperCommand):
+    """A command whose help reads as a person writes the command: arguments first in the
+    usage line, each option's value named after the option (``--seeds SEEDS``, not
+    ``--seeds <str>``), and the options grouped into panels (``rich_help_panel`` of
+    each option: inputs, ranking, teachers, students, output), in the order their
+    first option is declared."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                continue
+            name = param.metavar or param.name.upper()
+            if param.nargs == -1 and " " not in name:  # FEATS_A FEATS_B LABELS: named
+                name += "..."
+            pieces.append(name if param.required else f"[{name}]")
+        return [*pieces, self.options_metavar] if self.options_metavar else pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        arguments, panels = [], {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            names, text = record
+            if param.param_type_name == "argument":
+                arguments.append((_TYPE_METAVAR.sub("", names), text))
+                continue
+            long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            value = long.lstrip("-").replace("-", "_").upper()
+            names = _TYPE_METAVAR.sub(f" {value}", names)
+            panel = getattr(param, "rich_help_panel", None) or "Options"
+            panels.setdefault(panel, []).append((names, text))
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        order = [*PANELS, "Options"]
+        for panel, rows in sorted(panels.items(), key=lambda item: order.index(item[0])
+                                  if item[0] in order else len(order)):
+            with formatter.section(panel):
                 formatter.write_dl(rows)

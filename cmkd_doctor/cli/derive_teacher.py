@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cmkd_doctor import curves
-from cmkd_doctor.classifiers import TrainOptions
+from cmkd_doctor.choices import FILLS, MODES
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars
 from cmkd_doctor.cli.options import (
     DEFAULT_RUN,
+    OUTPUT,
+    TEACHERS,
     BatchSize,
     ChannelAxis,
     ChunkRows,
@@ -29,40 +31,45 @@ from cmkd_doctor.cli.options import (
     Weights,
     WholeModel,
 )
-from cmkd_doctor.derive import derive
-from cmkd_doctor.teachers import FILLS, MODES, TeacherSpec
 
+if TYPE_CHECKING:
+    from cmkd_doctor.teachers import TeacherSpec
 
 def derive_teacher_command(
     run_dir: RunOption = DEFAULT_RUN,
-    mode: Annotated[str, typer.Option(help=MODES.describe() + ".")] = "general",
+    mode: Annotated[str, typer.Option(help=MODES.describe() + ".",
+        rich_help_panel=TEACHERS)] = "general",
     ratio: Annotated[float, typer.Option(help="Fraction r of channels to nullify, in (0, "
-                                         "1); exactly round(r * d) are.")] = 0.5,
+                                         "1); exactly round(r * d) are.",
+                                             rich_help_panel=TEACHERS)] = 0.5,
     fill: Annotated[str, typer.Option(help="A nullified channel becomes " + FILLS.describe()
-                                      + ".")] = "mean",
+                                      + ".", rich_help_panel=TEACHERS)] = "mean",
     source: Annotated[str, typer.Option(
         "--from", help="The teacher to mask: trained (a regular teacher trained on modality "
                        "a with CE, cached in the run), aligned (rank's f1), or a checkpoint "
-                       "path.")] = "trained",
+                       "path.", rich_help_panel=TEACHERS)] = "trained",
     teacher: Annotated[str | None, typer.Option(
         help="A user checkpoint to mask: a cmkd-doctor .safetensors or any .onnx model "
-             "mapping features (n, d) to logits (same as --from PATH).")] = None,
+             "mapping features (n, d) to logits (same as --from PATH).",
+                 rich_help_panel=TEACHERS)] = None,
     refit: Annotated[bool, typer.Option(help="Retrain the teacher on the masked features "
-                                        "instead of only masking (paper Sec. 5.1).")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of random masks and of training.")] = 0,
+                                        "instead of only masking (paper Sec. 5.1).",
+                                            rich_help_panel=TEACHERS)] = False,
+    seed: Annotated[int, typer.Option(help="Seed of random masks and of training.",
+        rich_help_panel=TEACHERS)] = 0,
     export: Annotated[Path | None, typer.Option(
         "--export-onnx", help="Also write the derived teacher, mask baked in, as ONNX (with "
-                              "--model: the masked whole network).")
+                              "--model: the masked whole network).", rich_help_panel=OUTPUT)
     ] = None,
     model: WholeModel = None,
     layer: Layer = None,
     weights: Weights = None,
     export_pt2: Annotated[Path | None, typer.Option(
         "--export-pt2", help="With a torch --model: write the masked whole network as a "
-                             "torch.export program.")] = None,
+                             "torch.export program.", rich_help_panel=OUTPUT)] = None,
     input_shape: Annotated[str | None, typer.Option(
         help="With --model NAME: the shape of one input, such as 3,224,224 (a .pt2 "
-             "records its own).")] = None,
+             "records its own).", rich_help_panel=TEACHERS)] = None,
     channel_axis: ChannelAxis = 1,
     hidden: Hidden = None,
     epochs: Epochs = None,
@@ -77,17 +84,22 @@ def derive_teacher_command(
 ) -> None:
     """Derive a teacher from a rank run by nullifying channels (paper Sec. 5.4).
 
-    Writes RUN/teachers/<mode>-r<ratio>[...].safetensors and a JSON sidecar (mask, fill
+    Writes RUN/teachers/MODE-rRATIO[...].safetensors and a JSON sidecar (mask, fill
     values, source, test metrics). Saved teachers are reused when their options match.
     With --model: your whole network, masked after --layer, at --export-onnx or
     --export-pt2, with its record (mode, ratio, layer, nullified channels, fills, run id)
     beside it as JSON and inside its metadata.
     """
+    from cmkd_doctor.teachers import TeacherSpec  # torch: to run, not for --help
+
     spec = TeacherSpec.given(mode, ratio, fill, source, teacher, refit, seed)
     if model is not None or layer is not None:
         _whole_network(run_dir, model, layer, spec, export, export_pt2, channel_axis,
                        weights, input_shape, json_output, quiet)
         return
+    from cmkd_doctor.classifiers import TrainOptions
+    from cmkd_doctor.derive import derive
+
     train = TrainOptions(hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, chunk_rows=chunk_rows)
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:

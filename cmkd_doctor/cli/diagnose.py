@@ -11,7 +11,11 @@ from cmkd_doctor import curves
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
 from cmkd_doctor.cli.options import (
+    INPUTS,
+    OUTPUT,
     SEEDS_HELP,
+    STUDENTS,
+    TEACHERS,
     DataDir,
     Download,
     MaxSeeds,
@@ -21,7 +25,6 @@ from cmkd_doctor.cli.options import (
     Tensorboard,
 )
 from cmkd_doctor.cli.rank_flags import rank_flags
-from cmkd_doctor.diagnose import diagnose, resolve
 from cmkd_doctor.outputs import DEFAULT_RUN
 
 # rank flags that also set the training of diagnose's teachers and students
@@ -35,26 +38,32 @@ def diagnose_command(
         show_default=False)] = None,
     example: Annotated[str | None, typer.Option(
         help="Run on a built-in example instead: a name from 'cmkd-doctor examples list', "
-             "or NAME:A,B for views A and B of a multi-view set (scene15:1,2).")] = None,
+             "or NAME:A,B for views A and B of a multi-view set (scene15:1,2).",
+                 rich_help_panel=INPUTS)] = None,
     download: Download = False,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     config: Annotated[Path | None, typer.Option(
         help="YAML file with options for every stage (sections rank:, distill:, gaussian:, "
-             "data:, and example: or inputs:); flags given here win.")] = None,
+             "data:, and example: or inputs:); flags given here win.",
+                 rich_help_panel=INPUTS)] = None,
     out_dir: Annotated[Path | None, typer.Option(
-        "--out", "-o", help=f"Run directory [default: {DEFAULT_RUN}].")] = None,
+        "--out", "-o", help=f"Run directory [default: {DEFAULT_RUN}].",
+            rich_help_panel=OUTPUT)] = None,
     ratio: Annotated[str | None, typer.Option(
         help="Nullifying ratio of the derived teachers, a comma list, or auto "
-             "[default: 0.5].")] = None,
+             "[default: 0.5].", rich_help_panel=TEACHERS)] = None,
     sweep: Annotated[bool, typer.Option(help="Distil every teacher at r = 0.1, 0.25, 0.5, "
-                                        "0.75 and 0.9 (paper Fig. 5).")] = False,
-    seeds: Annotated[str | None, typer.Option(help=f"{SEEDS_HELP}.", show_default=False)
+                                        "0.75 and 0.9 (paper Fig. 5).",
+                                            rich_help_panel=TEACHERS)] = False,
+    seeds: Annotated[str | None, typer.Option(help=f"{SEEDS_HELP}.", show_default=False,
+        rich_help_panel=STUDENTS)
                      ] = None,
     max_seeds: MaxSeeds = None,
     seeds_budget: SeedsBudget = None,
     json_output: Annotated[bool, typer.Option(
-        "--json", help="One JSON document with the results, the verdict and the advice.")
+        "--json", help="One JSON document with the results, the verdict and the advice.",
+            rich_help_panel=OUTPUT)
     ] = False,
     tensorboard: Tensorboard = None,
     quiet: Quiet = False,
@@ -67,6 +76,8 @@ def diagnose_command(
     --batch-size, --lr, --patience, --chunk-rows, --device and --seed also set the
     teachers' and students' training.
     """
+    from cmkd_doctor.diagnose import diagnose, resolve  # torch: to run, not for --help
+
     given = rank_given or {}
     overrides = {"rank": given,
                  "distill": {"seeds": seeds, "max_seeds": max_seeds, "seeds_budget": seeds_budget,

@@ -7,12 +7,16 @@ from typing import Annotated
 import typer
 
 from cmkd_doctor import curves
-from cmkd_doctor.classifiers import TrainOptions
+from cmkd_doctor.choices import FILLS, TEACHER_CHOICES
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars
 from cmkd_doctor.cli.options import (
     DEFAULT_RUN,
+    OUTPUT,
     SEEDS_HELP,
+    STUDENTS,
+    TEACHERS,
+    TRAINING,
     BatchSize,
     ChannelAxis,
     ChunkRows,
@@ -32,10 +36,7 @@ from cmkd_doctor.cli.options import (
     WholeModel,
 )
 from cmkd_doctor.comparison import Comparison
-from cmkd_doctor.distill import TEACHER_CHOICES, DistillOptions, distill
 from cmkd_doctor.errors import ExpectationFailed
-from cmkd_doctor.networks import NetworkOptions
-from cmkd_doctor.teachers import FILLS
 
 
 def distill_command(
@@ -43,24 +44,25 @@ def distill_command(
     teacher: Annotated[str, typer.Option(
         help="Teachers, comma-separated: " + ", ".join(TEACHER_CHOICES) + " (all: every "
              "mode), or a .safetensors/.onnx checkpoint used as is. No-KD and Regular-KD "
-             "rows are always included.")] = "all",
+             "rows are always included.", rich_help_panel=TEACHERS)] = "all",
     ratio: Annotated[str, typer.Option(
         help="Nullifying ratio r in (0, 1); a comma list runs a sweep; auto searches for "
-             "the sweet spot (coarse grid, then a refinement).")] = "0.5",
+             "the sweet spot (coarse grid, then a refinement).", rich_help_panel=TEACHERS)] = "0.5",
     source: Annotated[str, typer.Option("--from", help="What derived teachers mask: "
                                         "trained, aligned (rank's f1) or a checkpoint "
-                                        "path.")] = "trained",
+                                        "path.", rich_help_panel=TEACHERS)] = "trained",
     fill: Annotated[str, typer.Option(help="Fill of nullified channels: "
-                                      + FILLS.describe() + ".")] = "mean",
+                                      + FILLS.describe() + ".", rich_help_panel=TEACHERS)] = "mean",
     refit: Annotated[bool, typer.Option(help="Retrain derived teachers on their masked "
-                                        "features.")] = False,
+                                        "features.", rich_help_panel=TEACHERS)] = False,
     rho: Annotated[float, typer.Option(help="Weight of the task loss in Eq. 1 (1 - rho "
-                                       "weighs KD).")] = 0.5,
-    temperature: Annotated[float, typer.Option(help="KD temperature T (the paper uses 1).")
+                                       "weighs KD).", rich_help_panel=STUDENTS)] = 0.5,
+    temperature: Annotated[float, typer.Option(help="KD temperature T (the paper uses 1).",
+        rich_help_panel=STUDENTS)
                            ] = 1.0,
     seeds: Annotated[str, typer.Option(help=f"{SEEDS_HELP}. The students of every "
                                        "teacher train as one stacked model.",
-                                       show_default=False)] = "auto",
+                                       show_default=False, rich_help_panel=STUDENTS)] = "auto",
     max_seeds: MaxSeeds = None,
     seeds_budget: SeedsBudget = None,
     hidden: Hidden = None,
@@ -71,22 +73,25 @@ def distill_command(
     chunk_rows: ChunkRows = None,
     device: Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of student seeds, random masks and "
-                                      "teachers.")] = 0,
+                                      "teachers.", rich_help_panel=TRAINING)] = 0,
     expect: Annotated[str | None, typer.Option(
         help="CI gate, e.g. 'general>regular' or 'general@0.5>=random@0.5' (exit 3 when it "
              "fails on the means), 'aligned' (exit 3 when the ranking is unreliable) or "
-             "'paired' (exit 3 when the rows share nothing beyond their class).")] = None,
+             "'paired' (exit 3 when the rows share nothing beyond their class).",
+                 rich_help_panel=OUTPUT)] = None,
     student: Annotated[str | None, typer.Option(
         help="Students that are networks on raw modality-b rows (--student-inputs): lenet5 "
              "(images), cnn3 (spectrograms) or a torchvision/timm architecture by name. "
-             "Default: MLPs of --hidden on the run's features.")] = None,
+             "Default: MLPs of --hidden on the run's features.", rich_help_panel=STUDENTS)] = None,
     student_inputs: Annotated[str | None, typer.Option(
         help="With --student: the raw modality-b rows (n x C x H x W or n x H x W; .npy, "
-             ".npz[:key], .safetensors) in the rank run's row order.")] = None,
+             ".npz[:key], .safetensors) in the rank run's row order.",
+                 rich_help_panel=STUDENTS)] = None,
     model: WholeModel = None,
     layer: Layer = None,
     teacher_inputs: Annotated[str | None, typer.Option(
-        help="With --model: the raw modality-a rows it reads, in the run's row order.")
+        help="With --model: the raw modality-a rows it reads, in the run's row order.",
+            rich_help_panel=TEACHERS)
     ] = None,
     weights: Weights = None,
     channel_axis: ChannelAxis = 1,
@@ -99,6 +104,11 @@ def distill_command(
     Prints the paper's Table 4 shape with a verdict, and accumulates results in
     RUN/distill.json. Exit 3 when --expect fails.
     """
+    # torch: imported to run, not for --help
+    from cmkd_doctor.classifiers import TrainOptions
+    from cmkd_doctor.distill import DistillOptions, distill
+    from cmkd_doctor.networks import NetworkOptions
+
     train = TrainOptions(hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, chunk_rows=chunk_rows)
     options = DistillOptions(teachers=teacher, ratios=ratio, source=source, fill=fill,

@@ -10,6 +10,7 @@ import typer
 
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import (
+    PanelCommand,
     WholeSummaries,
     line,
     print_json,
@@ -38,7 +39,7 @@ _D = GaussianSpec()
 OutFolder = Annotated[Path, typer.Option("--out", "-o", help="Folder to write.")]
 
 
-@make_app.command("gaussian")
+@make_app.command("gaussian", cls=PanelCommand)
 def gaussian(
     d1: Annotated[int, typer.Option(help="Channels of modality a.")] = _D.d1,
     d2: Annotated[int, typer.Option(help="Channels of modality b.")] = _D.d2,
@@ -71,7 +72,7 @@ def gaussian(
          f"modality-general channels of a: {t['channels_a']['general']}")
 
 
-@make_app.command("avmnist")
+@make_app.command("avmnist", cls=PanelCommand)
 def avmnist(
     mnist: Annotated[Path | None, typer.Option(
         help="Folder with MNIST's idx files (t10k-*, and train-* if present; .gz or not).")
@@ -114,7 +115,7 @@ def avmnist(
          f"{out_dir}/labels.npy --split {out_dir}/split.npz")
 
 
-@make_app.command("ravdess")
+@make_app.command("ravdess", cls=PanelCommand)
 def ravdess(
     root: Annotated[Path | None, typer.Option(
         help="The official code's preprocessed layout: CSV files plus aud_features/ and "
@@ -133,7 +134,7 @@ def ravdess(
     _prepared(out_dir, make_ravdess(out_dir, root, raw_audio, image_size))
 
 
-@make_app.command("mmimdb")
+@make_app.command("mmimdb", cls=PanelCommand)
 def mmimdb(
     hdf5: Annotated[Path, typer.Option(help="MultiBench's multimodal_imdb.hdf5.")],
     columns: Annotated[str | None, typer.Option(
@@ -149,7 +150,7 @@ def mmimdb(
     _prepared(out_dir, make("mmimdb", out_dir, lambda: read_mmimdb(hdf5, keep)))
 
 
-@make_app.command("vggsound")
+@make_app.command("vggsound", cls=PanelCommand)
 def vggsound(
     csv_file: Annotated[Path, typer.Option("--csv", help="VGGSound's public vggsound.csv.")],
     clips: Annotated[Path, typer.Option(
@@ -169,7 +170,7 @@ def vggsound(
                             lambda: read_vggsound(csv_file, clips, classes)))
 
 
-@make_app.command("nyu")
+@make_app.command("nyu", cls=PanelCommand)
 def nyu(
     mat: Annotated[Path, typer.Option(help="nyu_depth_v2_labeled.mat (MATLAB v7.3).")],
     splits: Annotated[Path | None, typer.Option(
@@ -197,8 +198,9 @@ def _fetch_options(download: bool, data_dir: Path | None, mirror: str | None,
                         timeout).checked()
 
 
-@app.command("fetch", short_help="Download an example's published files into the data "
-             "root (the cache), checked against their SHA-256.")
+@app.command("fetch", cls=PanelCommand,
+             short_help="Download an example's published files into the data root (the "
+                        "cache), checked against their SHA-256.")
 def fetch_command(
     name: Annotated[str, typer.Argument(
         metavar="NAME", help="avmnist, scene15 or leaves100 (the others say where to get "
@@ -227,7 +229,7 @@ def fetch_command(
     line(f"next: {DATASETS[name].use}")
 
 
-@app.command("list")
+@app.command("list", cls=PanelCommand)
 def list_examples(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
@@ -239,8 +241,9 @@ def list_examples(
         render.datasets(DATASETS.values())
 
 
-@app.command("reproduce", short_help="The paper's Gaussian experiments and AV-MNIST "
-             "Table 1, beside the paper and the official code.")
+@app.command("reproduce", cls=PanelCommand,
+             short_help="The paper's Gaussian experiments and AV-MNIST Table 1, beside the "
+                        "paper and the official code.")
 def reproduce_command(
     experiment: Annotated[str, typer.Argument(
         metavar="EXPERIMENT",

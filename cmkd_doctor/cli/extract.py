@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
+from cmkd_doctor.choices import POOLS
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli.render import line
-from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.extract import POOLS, ExtractOptions, extract_to
 
 
 def extract_command(
@@ -70,6 +69,8 @@ def extract_command(
     if layer is None or out_file is None:
         raise InputError("extract needs --layer NAME and --out FILE.npy (or --list-layers "
                          "to see the layers a model offers)")
+    from cmkd_doctor.devices import resolve_device  # torch: to run, not for --help
+    from cmkd_doctor.extract import ExtractOptions, extract_to
     given = {"layer": layer, "weights": None if weights is None else str(weights),
              "size": size, "batch_size": batch_size, "pool": pool,
              "device": str(resolve_device(device))}

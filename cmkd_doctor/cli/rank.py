@@ -9,10 +9,9 @@ import typer
 from cmkd_doctor import curves
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
-from cmkd_doctor.cli.options import DEFAULT_RUN, OutDir, Quiet, Tensorboard
+from cmkd_doctor.cli.options import DEFAULT_RUN, OUTPUT, OutDir, Quiet, Tensorboard
 from cmkd_doctor.cli.rank_flags import rank_flags
 from cmkd_doctor.rank_options import RankOptions
-from cmkd_doctor.rundir import rank_files
 
 
 @rank_flags
@@ -30,7 +29,8 @@ def rank(
              "multi-label tasks.")],
     out_dir: OutDir = DEFAULT_RUN,
     json_output: Annotated[bool, typer.Option("--json", help="Print rank.json plus the "
-                                              "salience as one JSON document on stdout.")
+                                              "salience as one JSON document on stdout.",
+                                                  rich_help_panel=OUTPUT)
                            ] = False,
     tensorboard: Tensorboard = None,
     quiet: Quiet = False,
@@ -41,6 +41,8 @@ def rank(
     Trains two networks to agree (Eq. 28), permutes each channel M times, and writes
     salience.npy (max 1) with rank.json, the split and both networks into --out.
     """
+    from cmkd_doctor.rundir import rank_files  # torch: imported to run, not for --help
+
     options = RankOptions.from_given(rank_given or {})
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
         result, document = rank_files(feats_a, feats_b, labels, out_dir, options, progress)

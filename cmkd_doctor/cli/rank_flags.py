@@ -19,8 +19,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cmkd_doctor.algorithm1 import NORMALIZATIONS
-from cmkd_doctor.losses import DISTANCES
+from cmkd_doctor.choices import DISTANCES, NORMALIZATIONS
+from cmkd_doctor.cli.options import INPUTS, RANKING, TRAINING
 from cmkd_doctor.rank_options import (
     ESTIMATORS,
     PERMUTATIONS,
@@ -41,6 +41,12 @@ class Flag:
     help: str
     decls: tuple[str, ...] = ()
     shown_default: str | None = None  # how the default reads, when not the field's value
+
+    @property
+    def panel(self) -> str:
+        """The --help panel it is listed in."""
+        return (TRAINING if self.name in _TRAINING else INPUTS if self.name in _INPUTS
+                else RANKING)
 
 
 def _declared() -> tuple[Flag, ...]:
@@ -89,6 +95,9 @@ def _declared() -> tuple[Flag, ...]:
     )
 
 
+# the flags that set training (diagnose's teachers and students too) and the data split
+_TRAINING = ("hidden", "epochs", "batch_size", "lr", "patience", "chunk_rows", "device", "seed")
+_INPUTS = ("test_split", "split")
 FLAGS: tuple[Flag, ...] = _declared()
 _DEFAULTS = {f.name: f.default for f in fields(RankOptions)}
 
@@ -102,7 +111,8 @@ def flag_help(flag: Flag) -> str:
 
 
 def _parameter(flag: Flag) -> inspect.Parameter:
-    option = typer.Option(*flag.decls, help=flag_help(flag), show_default=False)
+    option = typer.Option(*flag.decls, help=flag_help(flag), show_default=False,
+                          rich_help_panel=flag.panel)
     return inspect.Parameter(flag.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                              annotation=Annotated[flag.kind | None, option])
 

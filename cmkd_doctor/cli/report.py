@@ -10,7 +10,6 @@ import typer
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import err, out
 from cmkd_doctor.outputs import DEFAULT_RUN
-from cmkd_doctor.report.layout import report
 
 
 def report_command(
@@ -35,6 +34,8 @@ def report_command(
     students plot), then inputs, aligned networks, salience, teachers, students, the
     ratio sweep and, for generated data, the truth. With --compare RUN RUN ...: several
     runs side by side."""
+    from cmkd_doctor.report.layout import report  # torch: to run, not for --help
+
     found = report(run_dir, fmt, out_file, compare_runs=[] if compare else None, runs=runs)
     for line in found.skipped:
         err.print(f"note: plot skipped: {line}", markup=False)

@@ -1,0 +1,64 @@
+"""The names every option picks from, with their descriptions, declared once and light.
+
+Each registry here is declared by name and description only; the module named as its
+``source`` binds the implementations when it is imported, which the first lookup of one
+does (:class:`~cmkd_doctor.registry.Registry`). The help texts, the option checks and the
+docs read these names without importing torch, so ``cmkd-doctor COMMAND --help`` starts
+in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from cmkd_doctor.registry import Registry
+
+# Dist of Eq. 28 and Algorithm 1, step 6 (cmkd_doctor.losses)
+DISTANCES: Registry = Registry("dist", source="cmkd_doctor.losses")
+DISTANCES.declare("mse", "mean squared error between logits (the official code's)")
+DISTANCES.declare("l1", "mean absolute error between logits")
+DISTANCES.declare("kl", "KL divergence between predicted distributions")
+
+# Algorithm 1, step 9 (cmkd_doctor.algorithm1)
+NORMALIZATIONS: Registry = Registry("normalize", source="cmkd_doctor.algorithm1")
+NORMALIZATIONS.declare("max", "p / max(p), the paper's step 9")
+NORMALIZATIONS.declare("minmax", "(p - min(p)) / (max(p) - min(p)), the official code's")
+
+# Algorithm 1, steps 2-8 (cmkd_doctor.ranking)
+ESTIMATORS: Registry = Registry("estimator", source="cmkd_doctor.ranking")
+ESTIMATORS.declare("sampled", "M random permutations per channel (Algorithm 1 as written)")
+ESTIMATORS.declare("exact", "the expectation over all permutations in closed form (M = "
+                   "infinity); linear head (--hidden 0) with --dist mse only")
+
+# every network's optimiser (cmkd_doctor.engine)
+OPTIMIZERS: Registry = Registry("optimizer", source="cmkd_doctor.engine")
+OPTIMIZERS.declare("adam", "Adam over shuffled minibatches (every network cmkd-doctor "
+                   "trains for a user)")
+OPTIMIZERS.declare("sgd", "plain SGD (the official Gaussian teachers and students)")
+OPTIMIZERS.declare("sgd_momentum", "SGD with momentum 0.9 (the official Gaussian aligned "
+                   "pair)")
+
+# a teacher's mode: which channels it nullifies (cmkd_doctor.teachers)
+MODES: Registry = Registry("mode", source="cmkd_doctor.teachers")
+MODES.declare("regular", "nullifies nothing")
+MODES.declare("general", "nullifies the r% channels with the smallest salience "
+              "(modality-general teacher)")
+MODES.declare("specific", "nullifies the r% channels with the largest salience "
+              "(modality-specific teacher)")
+MODES.declare("random", "nullifies r% channels chosen at random (seeded)")
+# the derived modes (every mode but regular), in the registry's order; and the order the
+# hypothesis predicts their students in: general >= random >= specific
+DERIVED: tuple[str, ...] = tuple(mode for mode in MODES if mode != "regular")
+MFH_ORDER = ("general", "random", "specific")
+
+# what a nullified channel becomes (cmkd_doctor.teachers)
+FILLS: Registry = Registry("fill", source="cmkd_doctor.teachers")
+FILLS.declare("mean", "the channel's training-set mean (the official code's choice for "
+              "RAVDESS)")
+FILLS.declare("zero", "zero (the paper's wording)")
+
+# the teachers distill can compute rows for (a checkpoint path besides)
+TEACHER_CHOICES = ("none", "regular", *DERIVED, "all")
+
+# how extract turns a layer's output into one row of features (cmkd_doctor.extract)
+POOLS: Registry = Registry("pool", source="cmkd_doctor.extract")
+POOLS.declare("avg", "one value per channel (spatial mean)")
+POOLS.declare("flatten", "every position")

@@ -11,6 +11,15 @@ from __future__ import annotations
 
 from cmkd_doctor.registry import Registry
 
+# -- the rules a comparison is read by (cmkd_doctor.comparison, cmkd_doctor.sequential) --
+# a fixed --seeds N: a difference is clear beyond Z paired standard errors
+Z = 2.0
+# --seeds auto: every row starts with START seeds, gets at most MAX_SEEDS (the default
+# of --max-seeds), and --max-seeds is at most PRACTICAL
+SEEDS_START, SEEDS_MAX, SEEDS_PRACTICAL = 4, 20, 100
+SEEDS_PRACTICAL_WHY = (f"beyond {SEEDS_PRACTICAL} seeds a difference is too small to "
+                       "matter in practice")
+
 # Dist of Eq. 28 and Algorithm 1, step 6 (cmkd_doctor.losses)
 DISTANCES: Registry = Registry("dist", source="cmkd_doctor.losses")
 DISTANCES.declare("mse", "mean squared error between logits (the official code's)")

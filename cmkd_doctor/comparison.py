@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cmkd_doctor import choices
 from cmkd_doctor.schemas import stamp
 from cmkd_doctor.sequential import has_spread, seeds_needed, threshold
 
@@ -25,7 +26,7 @@ BASELINES = ("none", "regular")
 
 # The one rule every comparison of the verdict uses: a difference between two rows is
 # clear when its mean over seeds is more than Z paired standard errors from zero.
-Z = 2.0
+Z = choices.Z  # declared in cmkd_doctor.choices (the help reads it there)
 
 
 def paired(a: Row, b: Row) -> np.ndarray:

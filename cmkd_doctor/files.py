@@ -18,9 +18,7 @@ import os
 import stat
 import zipfile
 from pathlib import Path
-from typing import IO, NamedTuple
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from cmkd_doctor.errors import InputError
 
@@ -54,6 +52,10 @@ def regular_file(path: str | Path, label: str | None = None) -> Path:
     return path
 
 
+if TYPE_CHECKING:
+    import numpy as np
+
+
 class Header(NamedTuple):
     """What a ``.npy`` header declares: shape, dtype and how many data bytes follow."""
 
@@ -65,6 +67,8 @@ class Header(NamedTuple):
 def npy_header(fh: IO[bytes], label: str, size: int) -> Header:
     """Read the header of a ``.npy`` stream of ``size`` bytes (left at the first data
     byte), and refuse one that declares more data than the stream holds."""
+    import numpy as np  # imported where used: the CLI's help reads this module
+
     first = fh.peek(1)[:1] if hasattr(fh, "peek") else b""
     if first == b"\x80":  # pickle's first byte: a pickle saved under a .npy name
         raise InputError(f"{label}: holds pickled Python objects, which cmkd-doctor never "

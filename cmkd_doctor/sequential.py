@@ -33,16 +33,17 @@ from statistics import NormalDist
 
 import numpy as np
 
-START = 4  # seeds every row starts with
-MAX_SEEDS = 20  # --max-seeds' default
+from cmkd_doctor.choices import SEEDS_MAX, SEEDS_PRACTICAL, SEEDS_PRACTICAL_WHY, SEEDS_START
+
+START = SEEDS_START  # seeds every row starts with (declared in cmkd_doctor.choices)
+MAX_SEEDS = SEEDS_MAX  # --max-seeds' default
 GROWTH = 1.5  # each look has about this many times the seeds of the one before
 ALPHA = 0.05  # false 'clear' calls on a null difference, over all looks
 DRAWS = 40_000  # simulated null runs behind level()
 FUTILE = 2.0  # stop adding seeds when a difference would need this times --max-seeds
 # --max-seeds at most: beyond, a difference is too small to settle in practice (and the
 # simulation behind level() grows with it)
-PRACTICAL = 100
-PRACTICAL_WHY = "beyond 100 seeds a difference is too small to matter in practice"
+PRACTICAL, PRACTICAL_WHY = SEEDS_PRACTICAL, SEEDS_PRACTICAL_WHY
 
 
 def looks(max_seeds: int, start: int = START) -> tuple[int, ...]:

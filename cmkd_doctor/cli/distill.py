@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -35,9 +35,10 @@ from cmkd_doctor.cli.options import (
     Weights,
     WholeModel,
 )
-from cmkd_doctor.comparison import Comparison
 from cmkd_doctor.errors import ExpectationFailed
 
+if TYPE_CHECKING:
+    from cmkd_doctor.comparison import Comparison
 
 def distill_command(
     run_dir: RunOption = DEFAULT_RUN,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cmkd_doctor import comparison, sequential
+from cmkd_doctor import choices
 from cmkd_doctor.outputs import DEFAULT_RUN
 
 # the panels --help groups the options into, in this order where a command has them
@@ -93,8 +93,8 @@ Timeout = Annotated[float, typer.Option(
     help="Seconds a server may take to connect or to send more of a file.",
     rich_help_panel=INPUTS)]
 MaxSeeds = Annotated[int | None, typer.Option(
-    help=f"With --seeds auto: the most seeds a row gets (2-{sequential.PRACTICAL}) "
-         f"[default: {sequential.MAX_SEEDS}].", show_default=False,
+    help=f"With --seeds auto: the most seeds a row gets (2-{choices.SEEDS_PRACTICAL}) "
+         f"[default: {choices.SEEDS_MAX}].", show_default=False,
     rich_help_panel=STUDENTS)]
 SeedsBudget = Annotated[float | None, typer.Option(
     help="With --seeds auto: seconds of student training after which no look is started "
@@ -102,11 +102,11 @@ SeedsBudget = Annotated[float | None, typer.Option(
     rich_help_panel=STUDENTS)]
 
 
-SEEDS_HELP = (f"Student seeds per teacher: auto (start with {sequential.START} and add "
+SEEDS_HELP = (f"Student seeds per teacher: auto (start with {choices.SEEDS_START} and add "
               "seeds to the rows whose comparisons the verdict needs and cannot yet decide, "
               "up to --max-seeds, at a stricter threshold per look), or a number (every "
               "row gets that many, and a difference is clear beyond "
-              f"{comparison.Z:g} standard errors) [default: auto]")
+              f"{choices.Z:g} standard errors) [default: auto]")
 
 __all__ = ["BatchSize", "ChannelAxis", "ChunkRows", "DEFAULT_RUN", "DataDir", "Device", "Download",
            "Epochs", "Hidden", "INPUTS", "JsonOutput", "Layer", "Lr", "MaxSeeds", "Mirror",

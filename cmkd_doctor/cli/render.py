@@ -10,12 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
 from cmkd_doctor.cli._common import line, out, spark
-from cmkd_doctor.comparison import versus_cell
 
 if TYPE_CHECKING:
     from cmkd_doctor.comparison import Comparison
@@ -30,8 +28,10 @@ def _fmt(metrics: dict | None) -> str:
     return f"{100 * next(iter(metrics.values())):.2f}"
 
 
-def rank_summary(document: dict, salience: np.ndarray, out_dir: Path) -> None:
+def rank_summary(document: dict, salience: Any, out_dir: Path) -> None:
     """Aligned accuracies, top and bottom channels and a salience histogram."""
+    import numpy as np  # imported where used: the CLI's help reads this module
+
     aligned = document["aligned"]
     metric = next(iter((aligned["metrics"]["a"]["train"] or {}).keys()), "accuracy")
     table = Table(title=f"Aligned networks, {metric} (%)", title_justify="left")
@@ -90,6 +90,8 @@ def comparison(report: Comparison) -> None:
     extra = [name for name in report.rows[0].student_metrics if name != metric]
     for name in extra:  # multi-label: macro F1 and mAP beside the headline micro F1
         table.add_column("student " + name, justify="right")
+    from cmkd_doctor.comparison import versus_cell
+
     bracketed = False
     for row in report.rows:
         teacher_metric = "-" if row.teacher_metric is None else f"{row.teacher_metric:.2f}"
@@ -101,7 +103,7 @@ def comparison(report: Comparison) -> None:
         table.add_row(escape(row.label), teacher_metric,
                       f"{row.student_mean:.2f} ± {row.student_std:.2f}", *cells,
                       *([str(own)] if uneven else []),
-                      *(f"{np.mean(row.student_metrics[name]):.2f}" for name in extra))
+                      *(f"{sum(row.student_metrics[name]) / own:.2f}" for name in extra))
     out.print(table)
     if uneven:
         line("vs No-KD, vs Regular-KD: differences seed by seed over the seeds both rows share"

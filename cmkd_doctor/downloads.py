@@ -365,9 +365,12 @@ def _transfer(url: str, sink: _Sink, timeout: float) -> None:
 
 
 def _check(remote: Remote, sink: _Sink) -> None:
-    if sink.size < remote.size:
-        raise _Failed(f"the transfer was cut short ({sink.size:,} of {remote.size:,} "
-                      "bytes)", True)
+    """The file that arrived whole (a transfer cut short under its Content-Length fails
+    before, in the transfer) is the published one: its size, then its SHA-256. A server
+    that sends a shorter or longer file sent another file, not a cut one."""
+    if sink.size != remote.size:
+        raise _Failed(f"not the published file ({sink.size:,} bytes arrived whole where "
+                      f"the published file has {remote.size:,})", False)
     digest = sink.hash.hexdigest()
     if sink.size != remote.size or digest != remote.sha256:
         raise _Failed(f"not the published file ({sink.size:,} bytes, SHA-256 "

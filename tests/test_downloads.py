@@ -175,6 +175,22 @@ def test_without_the_files_diagnose_names_the_command_that_fetches_them(fresh, c
 
 
 @needs_sources
+def test_a_mirror_serving_a_shorter_file_whole_is_not_the_published_file(fresh, mirror, cli,
+                                                                           tmp_path):
+    """A shorter file sent whole (its own Content-Length) is another file, said so and
+    not fetched again; a transfer cut short under the full Content-Length is below."""
+    url, server = mirror
+    served = tmp_path / "mirror" / SCENE
+    served.write_bytes(served.read_bytes()[:1000])
+    failed = cli("examples", "fetch", "scene15", "--mirror", url)
+    assert failed.code == 2 and failed.err.count("\n") == 1
+    assert (f"error: {SCENE}: from {url}{SCENE}: not the published file (1,000 bytes "
+            "arrived whole where the published file has") in failed.err
+    assert "cut short" not in failed.err and len(server.requested) == 1
+    assert _files(fresh) == []
+
+
+@needs_sources
 @pytest.mark.parametrize("rule,cause", [
     ("corrupt", "not the published file (3,384,483 bytes, SHA-256"),
     ("cut", "the transfer was cut short"),

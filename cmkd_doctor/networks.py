@@ -573,8 +573,9 @@ class NetworkOptions:
             raise InputError("--model needs --layer (where the ranked features were taken) "
                              "and --teacher-inputs (the raw modality-a rows it reads)")
         if self.model is None and (self.layer is not None or self.teacher_inputs is not None
-                                   or self.weights is not None):
-            raise InputError("--layer, --teacher-inputs and --weights go with --model, the "
+                                   or self.weights is not None or self.channel_axis != 1):
+            raise InputError("--layer, --teacher-inputs, --weights and --channel-axis go "
+                             "with --model, the "
                              "whole teacher network")
         if self.channel_axis < 1:
             raise option_error("channel-axis", "1 or more (axis 0 is the batch)",

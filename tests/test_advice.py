@@ -296,3 +296,20 @@ def test_a_teacher_weaker_than_the_student_alone_is_its_own_finding(distilled):
     assert steps[0].code == "stronger_teacher" and steps[0].command is None
     # the finding explains the loss: no step tells the user to sweep ratios or skip KD
     assert not any(s.code in ("other_ratios", "fewer_nullified") for s in steps)
+
+
+@pytest.mark.parametrize("args,named", [
+    (["distill", "--channel-axis", "2"], "--channel-axis"),
+    (["derive-teacher", "--weights", "w.safetensors"], "--weights"),
+    (["derive-teacher", "--export-pt2", "t.pt2"], "--export-pt2"),
+    (["derive-teacher", "--input-shape", "3,8,8"], "--input-shape"),
+    (["derive-teacher", "--channel-axis", "2"], "--channel-axis"),
+    (["extract", "--model", "m.pt2", "--layer", "relu", "--array", "x.npy", "-o", "f.npy",
+      "--input-shape", "3,8,8"], "--input-shape"),
+])
+def test_every_option_that_cannot_act_is_refused_naming_it(args, named, distilled, cli):
+    """Options of another path (a whole network, a layer listing) are refused where they
+    cannot act, never silently ignored."""
+    run = ["--run", str(distilled)] if args[0] != "extract" else []
+    result = cli(*args, *run)
+    assert result.code == 2 and result.err.count("\n") == 1 and named in result.err, result.err

@@ -31,6 +31,7 @@ from cmkd_doctor.cli.options import (
     Weights,
     WholeModel,
 )
+from cmkd_doctor.errors import InputError
 
 if TYPE_CHECKING:
     from cmkd_doctor.teachers import TeacherSpec
@@ -97,6 +98,14 @@ def derive_teacher_command(
         _whole_network(run_dir, model, layer, spec, export, export_pt2, channel_axis,
                        weights, input_shape, json_output, quiet)
         return
+    whole_only = {"--weights": weights, "--export-pt2": export_pt2,
+                  "--input-shape": input_shape, "--channel-axis": None if channel_axis == 1
+                  else channel_axis}
+    for name, value in whole_only.items():  # an option that cannot act is refused
+        if value is not None:
+            raise InputError(f"{name} {value} goes with --model (your whole network, masked "
+                             "after --layer); without --model the teacher is the run's "
+                             "feature-level one")
     from cmkd_doctor.classifiers import TrainOptions
     from cmkd_doctor.derive import derive
 

@@ -55,6 +55,10 @@ def extract_command(
     The result ranks like any feature array: cmkd-doctor rank OUT.npy OTHER.npy LABELS.
     --list-layers shows the names --layer takes.
     """
+    if input_shape is not None and not list_layers:
+        raise InputError(f"--input-shape {input_shape} goes with --list-layers (an "
+                         "architecture's layers are listed on an input of that shape); "
+                         "extract reads the shape of its inputs")
     if list_layers:
         from cmkd_doctor.extract import list_layers as layers_of
         from cmkd_doctor.networks import parse_shape

@@ -103,7 +103,7 @@ def _distill_defaults(rank_hidden: list[int]) -> dict[str, Any]:
 
 def _rows_asked(teachers: Iterable[str]) -> set[str]:
     """The teachers a --teacher list computes beyond the baselines (``all`` expanded)."""
-    from cmkd_doctor.teachers import DERIVED
+    from cmkd_doctor.choices import DERIVED
 
     found = set()
     for name in teachers:
@@ -154,13 +154,12 @@ def derive_args(run: str | Path, row: Row, options: dict[str, Any],
     """``derive-teacher``'s arguments that make again the derived teacher of ``row``
     (its mode and ratio, the call's fill, source, seed and training) and export it as
     ONNX beside it in the run's ``teachers/``; ``None`` for a checkpoint row."""
-    from cmkd_doctor.teachers import DERIVED
+    from cmkd_doctor.choices import DERIVED
 
     if row.teacher not in DERIVED or not row.teacher_file:
         return None
     run, options = Path(run).absolute(), _plain(options)
     defaults = _distill_defaults(rank_hidden)
-    spec = {"mode": row.teacher, "ratio": row.ratio}
     nets = options["networks"]
     if nets.get("model"):  # the user's whole network, masked after --layer
         suffix = ".onnx" if nets["model"].lower().endswith(".onnx") else ".pt2"
@@ -179,8 +178,8 @@ def derive_args(run: str | Path, row: Row, options: dict[str, Any],
                 + shape
                 + ["--export-onnx" if suffix == ".onnx" else "--export-pt2", str(export)])
     export = run / "teachers" / f"{Path(row.teacher_file).stem}.onnx"
-    return (["derive-teacher", "--run", str(run), "--mode", spec["mode"], "--ratio",
-             _text(spec["ratio"])]
+    return (["derive-teacher", "--run", str(run), "--mode", row.teacher, "--ratio",
+             _text(row.ratio)]
             + _flags(options, defaults, {"fill": "--fill", "source": "--from",
                                          "refit": "--refit", "seed": "--seed"})
             + _flags(options["train"], defaults["train"], TRAIN_FLAGS)

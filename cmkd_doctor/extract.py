@@ -218,58 +218,27 @@ def list_layers(model: str, weights: str | Path | None = None,
     ``torch.export`` program (``.pt2``), or the modules of an architecture by name (run
     once on zeros of ``input_shape``, one input without the batch, default 3 x 224 x
     224; ``weights`` are not needed to list them)."""
-    from cmkd_doctor.networks import _module_paths, load_program
+    from cmkd_doctor.networks import _module_paths, load_network, onnx_dims
 
-    suffix = Path(model).suffix.lower()
-    if suffix == ".onnx":
-        return _onnx_layers(model)
-    if suffix == ".pt2":
-        program, _ = load_program(model, "--model")
-        module = program.module()
-        found = []
-        for node in module.graph.nodes:
-            if node.op != "call_function":
-                continue
-            value = node.meta.get("val")
-            shape = tuple(int(d) if isinstance(d, int) else None for d in value.shape) \
-                if hasattr(value, "shape") else None
-            paths = _module_paths(node)
-            found.append(Layer(node.name, shape, str(node.target).split(".")[-2]
-                               if "." in str(node.target) else str(node.target),
-                               paths[-1] if paths else None))
-        return found
-    if suffix:
-        raise InputError(f"--model {model}: expected an .onnx or .pt2 file, or a "
-                         "torchvision architecture name such as resnet18")
-    return _architecture_layers(model, weights, input_shape or (3, 224, 224))
-
-
-def _onnx_layers(model: str) -> list[Layer]:
-    try:
-        import onnx
-    except ImportError:
-        raise InputError("ONNX models need the onnx extra: pip install 'cmkd-doctor[onnx]'"
-                         ) from None
-    path = regular_file(model, f"--model {model}")
-    try:
-        proto = onnx.load(path)
-    except Exception as exc:  # onnx raises its own untyped decode errors
-        raise InputError(f"--model {model}: cannot be read as ONNX ({exc})") from exc
-    try:
-        proto = onnx.shape_inference.infer_shapes(proto)
-    except Exception:  # noqa: BLE001 - inference is a help, not a requirement
-        pass
-    infos = {v.name: v for v in (*proto.graph.value_info, *proto.graph.output)}
-
-    def shape(name: str) -> tuple[int | None, ...] | None:
-        info = infos.get(name)
-        if info is None or not info.type.tensor_type.HasField("shape"):
-            return None
-        return tuple(int(d.dim_value) if d.HasField("dim_value") else None
-                     for d in info.type.tensor_type.shape.dim)
-
-    return [Layer(out, shape(out), node.op_type) for node in proto.graph.node
-            for out in node.output if out]
+    if not Path(model).suffix:
+        return _architecture_layers(model, weights, input_shape or (3, 224, 224))
+    kind, network, _ = load_network(model, weights)  # the files derive-teacher reads
+    if kind == "onnx":
+        dims = onnx_dims(network)
+        return [Layer(out, None if out not in dims else tuple(dims[out]), node.op_type)
+                for node in network.graph.node for out in node.output if out]
+    found = []
+    for node in network.graph.nodes:  # a program's operations
+        if node.op != "call_function":
+            continue
+        value = node.meta.get("val")
+        shape = (tuple(int(d) if isinstance(d, int) else None for d in value.shape)
+                 if hasattr(value, "shape") else None)
+        target = str(node.target)  # aten.relu.default: relu
+        paths = _module_paths(node)
+        found.append(Layer(node.name, shape, target.split(".")[-2] if "." in target
+                           else target, paths[-1] if paths else None))
+    return found
 
 
 def _architecture_layers(name: str, weights: str | Path | None,

@@ -55,7 +55,7 @@ def mask_onnx_layer(model: Any, layer: str, keep: np.ndarray, fill: np.ndarray,
         listed = [n for n in names if layer in n][:6] or names[-6:]
         raise option_error("layer", f"a tensor some node of the model produces, such as "
                            f"{', '.join(listed)}", layer)
-    dims = _dims_of(found, layer)
+    dims = onnx_dims(found).get(layer)
     rank = None if dims is None else len(dims)
     if rank is not None and channel_axis >= rank:
         raise option_error("channel-axis", f"an axis of {layer}, which has {rank}",
@@ -84,9 +84,9 @@ def mask_onnx_layer(model: Any, layer: str, keep: np.ndarray, fill: np.ndarray,
     return found
 
 
-def _dims_of(model: Any, name: str) -> list[int | None] | None:
-    """The dimensions of tensor ``name`` by onnx's shape inference (``None`` for one it
-    cannot tell), or ``None`` when its shape is unknown."""
+def onnx_dims(model: Any) -> dict[str, list[int | None]]:
+    """The dimensions of every tensor of an ONNX model whose shape onnx's shape inference
+    (or the model itself) records, ``None`` for a dimension it cannot tell."""
     import onnx
 
     try:
@@ -94,11 +94,10 @@ def _dims_of(model: Any, name: str) -> list[int | None] | None:
     except Exception:  # noqa: BLE001 - inference is a help, not a requirement
         inferred = model
     graph = inferred.graph
-    info = next((v for v in (*graph.value_info, *graph.output) if v.name == name), None)
-    if info is None or not info.type.tensor_type.HasField("shape"):
-        return None
-    return [int(d.dim_value) if d.HasField("dim_value") else None
-            for d in info.type.tensor_type.shape.dim]
+    return {info.name: [int(d.dim_value) if d.HasField("dim_value") else None
+                        for d in info.type.tensor_type.shape.dim]
+            for info in (*graph.value_info, *graph.output)
+            if info.type.tensor_type.HasField("shape")}
 
 
 # ---- torch teachers: an architecture by name with its weights, or a torch.export program

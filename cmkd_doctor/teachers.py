@@ -30,6 +30,7 @@ from cmkd_doctor.groups import unit_choice
 from cmkd_doctor.inputs import sha256_of
 from cmkd_doctor.models import FORMAT as NET_FORMAT
 from cmkd_doctor.models import Net, config_from, load_net, read_checkpoint
+from cmkd_doctor.networks import in_batches
 from cmkd_doctor.options import whole
 from cmkd_doctor.outputs import write_atomic, write_json, write_safetensors
 from cmkd_doctor.schemas import stamp
@@ -181,8 +182,6 @@ class OnnxModel(nn.Module):
                                  "are NaN or Inf; a teacher must give finite logits")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from cmkd_doctor.networks import in_batches
-
         def run(rows: torch.Tensor) -> torch.Tensor:
             out = self.session.run(None, {self.input_name: rows.numpy().astype(
                 self.dtype, copy=False)})[0]

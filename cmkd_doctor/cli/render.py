@@ -96,10 +96,10 @@ def comparison(report: Comparison) -> None:
     for row in report.rows:
         teacher_metric = "-" if row.teacher_metric is None else f"{row.teacher_metric:.2f}"
         own = len(row.student_runs)
-        cells = [versus_cell(None if d is None or (name == "regular" and row.teacher == "none")
-                             else d.to_dict(), own)
+        shown = [None if d is None or (name == "regular" and row.teacher == "none") else d
                  for name, d in report.versus(row).items()]  # the verdict's differences
-        bracketed |= any(cell.endswith(")") for cell in cells)
+        cells = [versus_cell(None if d is None else d.to_dict(), own) for d in shown]
+        bracketed |= any(d is not None and d.seeds < own for d in shown)
         table.add_row(escape(row.label), teacher_metric,
                       f"{row.student_mean:.2f} ± {row.student_std:.2f}", *cells,
                       *([str(own)] if uneven else []),

@@ -6,7 +6,7 @@ once (issue 25).
 
 Serves the published files under ``--data`` (mnist/, fsdd/recordings/, sources/) from a
 local HTTP server on 127.0.0.1, then fetches avmnist (3,002 files, 22.8 MB) and scene15
-(one 3.4 MB file) into an empty data root with ``cmkd_doctor.downloads.fetch``, every
+(one 3.4 MB file) into an empty data root with ``cmkd_doctor.examples.downloads.fetch``, every
 file checked against its SHA-256, and prints wall time and throughput. A loopback
 server has no latency; over the internet each of FSDD's 3,000 requests costs round trips
 (pooch opens a connection per file), which the transfers at once overlap. ``--latency S``
@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from cmkd_doctor import downloads
+from cmkd_doctor.examples import downloads
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

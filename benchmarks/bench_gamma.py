@@ -26,7 +26,7 @@ from ``mnist/`` and ``fsdd/`` with the defaults of ``examples make avmnist``.
 check's z exceeds 2 and 3.
 
 ``--memory`` measures the estimate's peak host memory with tracemalloc on random
-features of several widths, against :func:`cmkd_doctor.gamma.gamma_bytes`, the estimate
+features of several widths, against :func:`cmkd_doctor.ranking.gamma.gamma_bytes`, the estimate
 ``rank`` checks before training.
 
 ``--cost`` times ``rank`` on the built-in example (``examples make gaussian``, rank's
@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cmkd_doctor.gamma import estimate_gamma, within_class_shuffles
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian
+from cmkd_doctor.ranking.gamma import estimate_gamma, within_class_shuffles
 
 
 def main() -> None:
@@ -99,7 +99,7 @@ def main() -> None:
 def memory() -> None:
     import tracemalloc
 
-    from cmkd_doctor.gamma import gamma_bytes
+    from cmkd_doctor.ranking.gamma import gamma_bytes
 
     print("| rows | d_a | d_b | peak (MiB) | gamma_bytes (MiB) | share | time (s) |")
     print("|---|---|---|---|---|---|---|")
@@ -138,7 +138,7 @@ def null(count: int) -> None:
 
 
 def real(data: Path) -> None:
-    from cmkd_doctor.avmnist import make_avmnist
+    from cmkd_doctor.examples.avmnist import make_avmnist
 
     print("| data | views (a, b) | rows | V_a | V_b | V_ab | label-level | pair-level "
           "(95% interval) | b predicts a's score: same row / same class | a predicts b's | "
@@ -172,10 +172,10 @@ def real(data: Path) -> None:
 
 def cost(repeats: int = 5) -> None:
     """rank's time on the built-in example, and the estimate's share of it."""
-    from cmkd_doctor import gamma as module
-    from cmkd_doctor.gaussian import write_gaussian
-    from cmkd_doctor.inputs import load_paired
-    from cmkd_doctor.ranking import RankOptions, rank
+    from cmkd_doctor.examples.gaussian import write_gaussian
+    from cmkd_doctor.io.inputs import load_paired
+    from cmkd_doctor.ranking import gamma as module
+    from cmkd_doctor.ranking.run import RankOptions, rank
 
     data = make_gaussian(GaussianSpec())
     with tempfile.TemporaryDirectory() as folder:

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from cmkd_doctor.architectures import Architecture, StackedNetworks
+from cmkd_doctor.training.student_networks import Architecture, StackedNetworks
 
 
 def per_member_step(arch: Architecture, members: int, steps: int, batch: int, vmap: bool,

@@ -7,7 +7,7 @@ agree and prints the speed-up. Results go in BENCHMARKS.md.
     python benchmarks/bench_permutation.py --n 1000000 --d-a 2048 --skip-literal  # GPU
 
 On CUDA with one hidden layer it also times the fused Triton kernel
-(:mod:`cmkd_doctor.kernels`) on the same inputs (``fused_s``) and reports its largest
+(:mod:`cmkd_doctor.ranking.kernels`) on the same inputs (``fused_s``) and reports its largest
 difference from the torch path, relative to the largest increase.
 """
 
@@ -23,12 +23,11 @@ import numpy as np
 import torch
 from literal import literal_permutation_distances
 
-from cmkd_doctor import kernels
 from cmkd_doctor.devices import resolve_device
-from cmkd_doctor.engine import predict
-from cmkd_doctor.losses import DISTANCES
-from cmkd_doctor.ranking import RankOptions, align, permutation_distances, permutations
-from cmkd_doctor.streaming import RowSet
+from cmkd_doctor.io.streaming import RowSet
+from cmkd_doctor.ranking.run import RankOptions, align, kernels, permutation_distances, permutations
+from cmkd_doctor.training.engine import predict
+from cmkd_doctor.training.losses import DISTANCES
 
 
 def synthetic(n: int, d_a: int, d_b: int, k: int, seed: int = 0):
@@ -92,7 +91,7 @@ def main() -> None:
         if device.type == "cuda":
             row["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
         if kernels.usable(options.hidden, "mse", False, device) and not args.skip_fused:
-            # the fused Triton kernel (cmkd_doctor.kernels): compiled first, then timed
+            # the fused Triton kernel (cmkd_doctor.ranking.kernels): compiled first, then timed
             permutation_distances(net_a, xa[:512], target[:512], mse, perms[:1, :512] % 512,
                                   fused=True)
             sync(device)

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from cmkd_doctor.models import parameter_count
-from cmkd_doctor.splits import VAL_FRACTION
+from cmkd_doctor.io.splits import VAL_FRACTION
+from cmkd_doctor.training.mlp import parameter_count
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Algorithm 1, steps 2-8, exactly as written: one full forward pass per (channel, repeat).
 
-The baseline that ``cmkd_doctor.ranking.permutation_distances`` is timed and checked
+The baseline that ``cmkd_doctor.ranking.run.permutation_distances`` is timed and checked
 against. Kept out of the package on purpose: nobody should run it for real.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from cmkd_doctor.losses import Distance
-from cmkd_doctor.models import Net
+from cmkd_doctor.training.losses import Distance
+from cmkd_doctor.training.mlp import Net
 
 
 @torch.no_grad()

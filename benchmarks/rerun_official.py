@@ -13,13 +13,13 @@ nothing else.
 
     python benchmarks/rerun_official.py --mfh /path/to/MFH table2 --fix-swap --out t2.json
 
-``module`` turns such files into ``cmkd_doctor/official_runs.py`` (mean and std, ddof 1,
+``module`` turns such files into ``cmkd_doctor/examples/official_runs.py`` (mean and std, ddof 1,
 of every model and difference per setting):
 
     python benchmarks/rerun_official.py module t2_fixed.json t2_shipped.json fig2.json \
-        fig3.json > cmkd_doctor/official_runs.py
+        fig3.json > cmkd_doctor/examples/official_runs.py
 
-The figures ``cmkd_doctor.reproduce`` prints beside its own came from this script at
+The figures ``cmkd_doctor.examples.reproduce`` prints beside its own came from this script at
 commit e6e4e85 of the official repository (see BENCHMARKS.md).
 """
 
@@ -107,7 +107,7 @@ MODULE_HEAD = (
     "Written by ``benchmarks/rerun_official.py module`` from reruns of zihuixue/MFH at\n"
     "commit e6e4e85 (torch 2.14.1, CPU): per setting, the mean and standard deviation\n"
     "(ddof 1) over the official runs of the test accuracy (%) of every model and of the\n"
-    "differences ``cmkd_doctor.reproduce`` reports. Keys: (experiment, variant) -> seed,\n"
+    "differences ``cmkd_doctor.examples.reproduce`` reports. Keys: (experiment, variant) -> seed,\n"
     'runs, rows by setting label ("a-specific+shared" decisive channels of x^a; Fig. 2:\n'
     '"overlap o": o of the 10 decisive channels of x^a shared with x^b).\n'
     '"""\n\n'
@@ -116,7 +116,7 @@ MODULE_HEAD = (
 
 
 def module(paths: list[Path]) -> str:
-    from cmkd_doctor.reproduce_gaussian import DIFFERENCES  # noqa: PLC0415 - the differences it prints
+    from cmkd_doctor.examples.reproduce.gaussian import DIFFERENCES  # noqa: PLC0415 - the differences it prints
 
     entries = {}
     for path in paths:

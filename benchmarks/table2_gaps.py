@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import torch
 
-from cmkd_doctor.reproduce_gaussian import (
+from cmkd_doctor.examples.reproduce.gaussian import (
     EXPERIMENTS,
     PROTOCOLS,
     StudentLoss,

@@ -7,9 +7,12 @@ The library API mirrors the CLI::
     result = rank(load_paired("feats_a.npy", "feats_b.npy", "labels.npy"))
     result.salience  # (d_a,) modality-general decisive salience per channel
 
-The names below are imported on first use, so ``import cmkd_doctor`` (and the commands
-that train nothing: ``--version``, ``--help``, ``schema``, ``examples list``) start
-without torch.
+The package is laid out by concept: ``io`` (files in and out, the run directory),
+``training``, ``ranking`` (Algorithm 1), ``teachers``, ``diagnosis`` (students, verdict,
+advice), ``report``, ``examples``, ``schemas`` and ``cli``; ``wording`` renders every
+sentence. The names below are the public API, imported on first use, so ``import
+cmkd_doctor`` (and the commands that train nothing: ``--version``, ``--help``, ``schema``,
+``examples list``) start without torch.
 """
 
 from __future__ import annotations
@@ -17,19 +20,28 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
     "CmkdError": "cmkd_doctor.errors",
     "InputError": "cmkd_doctor.errors",
-    "PairedData": "cmkd_doctor.inputs",
-    "load_paired": "cmkd_doctor.inputs",
-    "RankOptions": "cmkd_doctor.ranking",
-    "RankResult": "cmkd_doctor.ranking",
-    "rank": "cmkd_doctor.ranking",
-    "rank_files": "cmkd_doctor.rundir",
-    "RunDir": "cmkd_doctor.rundir",
+    "ExpectationFailed": "cmkd_doctor.errors",
+    "PairedData": "cmkd_doctor.io.inputs",
+    "load_paired": "cmkd_doctor.io.inputs",
+    "RunDir": "cmkd_doctor.io.rundir",
+    "rank_files": "cmkd_doctor.io.rundir",
+    "RankOptions": "cmkd_doctor.ranking.run",
+    "RankResult": "cmkd_doctor.ranking.run",
+    "rank": "cmkd_doctor.ranking.run",
+    "TeacherSpec": "cmkd_doctor.teachers.masks",
+    "derive_teacher": "cmkd_doctor.teachers.derivation",
+    "DistillOptions": "cmkd_doctor.diagnosis.distill",
+    "distill": "cmkd_doctor.diagnosis.distill",
+    "check_expectation": "cmkd_doctor.diagnosis.verdict",
+    "diagnose": "cmkd_doctor.diagnosis.diagnose",
+    "fetch_example": "cmkd_doctor.examples.datasets",
+    "FetchOptions": "cmkd_doctor.examples.downloads",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

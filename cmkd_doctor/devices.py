@@ -6,7 +6,7 @@ import torch
 
 from cmkd_doctor import distributed
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.files import host_memory_free, human_size
+from cmkd_doctor.io.files import host_memory_free, human_size
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:

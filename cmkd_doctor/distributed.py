@@ -11,7 +11,7 @@
   gradients, so the update is the single-process one;
 - the permutation phase gives each process a contiguous block of channels and sums
   the blocks with ``all_reduce``;
-- only rank 0 writes files (:func:`cmkd_doctor.outputs.write_atomic` asks
+- only rank 0 writes files (:func:`cmkd_doctor.io.outputs.write_atomic` asks
   :func:`is_main`) and prints.
 
 Without torchrun every function here is the single-process identity.

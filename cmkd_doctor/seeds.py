@@ -6,7 +6,7 @@ batched and multi-process runs draw the same numbers. A child is
 followed by the index (a repeat, a student, a run). The numbers below are part of every
 result derived from them: changing one changes every result of its stage.
 
-The Gaussian reproductions (:mod:`cmkd_doctor.reproduce`) are the exception: they seed
+The Gaussian reproductions (:mod:`cmkd_doctor.examples.reproduce`) are the exception: they seed
 NumPy's and torch's generators with ``seed + run`` in the official scripts' order, so
 they draw the very numbers the official code draws.
 """

@@ -1,10 +1,10 @@
 """Every sentence the doctor says about its findings, in one place.
 
-:func:`say` words a :class:`~cmkd_doctor.findings.Finding` in one of the places it is
+:func:`say` words a :class:`~cmkd_doctor.ranking.findings.Finding` in one of the places it is
 shown (:data:`FORMS`); the decisions were made when the finding was; nothing here
-decides a check. The verdict's sentences (:mod:`cmkd_doctor.verdict` decides, the
+decides a check. The verdict's sentences (:mod:`cmkd_doctor.diagnosis.verdict` decides, the
 functions after the findings' word it) live here too; what to try next is
-:mod:`cmkd_doctor.advice`'s.
+:mod:`cmkd_doctor.diagnosis.advice`'s.
 
 FORMS:
 
@@ -26,9 +26,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cmkd_doctor.findings import Finding
-from cmkd_doctor.teachers import DERIVED
-from cmkd_doctor.verdict import NOT_INTERPRETED, PRACTICAL_SEEDS, Difference, Outcome
+from cmkd_doctor.choices import DERIVED
+from cmkd_doctor.diagnosis.comparison import Comparison
+from cmkd_doctor.diagnosis.verdict import (
+    NOT_INTERPRETED,
+    PRACTICAL_SEEDS,
+    Difference,
+    Outcome,
+    outcome,
+    record,
+)
+from cmkd_doctor.ranking.findings import Finding, at_chance, check_ranking
 
 FORMS = ("warning", "reason", "screen", "explain", "line")
 
@@ -289,7 +297,7 @@ def rank_warnings(findings: list[Finding]) -> list[str]:
 
 
 # -- the verdict ---------------------------------------------------------------------------
-# cmkd_doctor.verdict decides (its Outcome and decide()); these functions word it.
+# cmkd_doctor.diagnosis.verdict decides (its Outcome and decide()); these functions word it.
 
 
 def strength(d: Difference) -> str:
@@ -451,7 +459,7 @@ _ALONE = ("sweep the ratio or skip KD", "try a modality-general teacher at other
 
 def headline(o: Outcome) -> tuple[str, str]:
     """What to do, in a few words (the action) and in one sentence with the two checks
-    behind it (the headline): :func:`cmkd_doctor.verdict.decide`'s decision, worded."""
+    behind it (the headline): :func:`cmkd_doctor.diagnosis.verdict.decide`'s decision, worded."""
     best, over_none, unit = o.best, o.best_vs_none, o.unit
     nothing = best.teacher == "none"
     whose = "Regular-KD's" if best.teacher == "regular" else f"the {best.label} teacher's"
@@ -520,3 +528,27 @@ def _kd_and_ordering(o: Outcome) -> str:
             f"{'is undetermined' if state == 'undetermined' else state} at r = "
             f"{', '.join(ratios)}" for state, ratios in by_state.items())
     return text + "."
+
+
+def reliability(document: dict[str, Any]) -> dict[str, Any]:
+    """Whether the ranking of a ``rank.json`` document is reliable: ``reliable``,
+    ``reasons`` (``{code, text}`` each: ``at_chance``, ``class_only``, ``alignment``,
+    ``stability``) and ``why`` (their texts joined), with the facts the verdict reads
+    (``gamma_estimate``, ``paired``, ``at_chance``)."""
+    findings = check_ranking(document)  # decided once; worded here
+    reasons = [{"code": f.reason_code, "text": say(f, "reason")}
+               for f in findings if f.unreliable]
+    return {"reliable": not reasons, "why": "; ".join(r["text"] for r in reasons),
+            "reasons": reasons, "gamma_estimate": document.get("gamma_estimate"),
+            "paired": (document.get("pairing") or {}).get("paired"),
+            "at_chance": at_chance(findings)}
+
+
+def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The verdict as every output shows it: its record (:func:`cmkd_doctor.diagnosis.
+    verdict.record`, the one decision and its facts) with its words, ``text`` (the
+    reasoning), ``action`` and ``headline`` (the conclusion)."""
+    o = outcome(report, ranking)
+    action, said = headline(o)
+    return {**record(o, ranking), "text": verdict_text(o), "action": action,
+            "headline": said}

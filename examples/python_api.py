@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cmkd_doctor import RankOptions, rank_files
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian, write_gaussian
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cmkd_doctor.cli import main
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian, write_gaussian
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -20,6 +20,49 @@ if SHARED_DATA.is_dir():
     os.environ.setdefault("CMKD_DOCTOR_DATA", str(SHARED_DATA))
 
 torch.set_num_threads(2)
+
+# The loop a contributor runs after each change (`python -m pytest`) leaves out the slow
+# and browser tests; `python -m pytest --all` (the README's test command, which CI runs)
+# and any `-m EXPRESSION` run them too. `-m data` / `-m "not data"` pick the tests that
+# read the examples' files (they skip, saying so, where those files are not).
+MARKERS = {
+    "slow": "trains for more than a few seconds (whole diagnoses, reproductions)",
+    "browser": "renders a report in headless Chromium",
+    "data": "reads the examples' files under ../shared/data",
+}
+LEFT_OUT = ("slow", "browser")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", dest="run_all",
+                     help="also run the slow and browser tests (what CI runs)")
+
+
+def pytest_configure(config):
+    for name, what in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {what}")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # the tests that read the examples' files, by the fixture they use
+        if "avmnist_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker("data")
+    if config.getoption("run_all") or config.getoption("markexpr"):
+        return
+    left_out = [i for i in items if any(i.get_closest_marker(m) for m in LEFT_OUT)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        dropped = set(left_out)
+        items[:] = [i for i in items if i not in dropped]
+        config._cmkd_left_out = len(left_out)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    left_out = getattr(config, "_cmkd_left_out", 0)
+    if left_out:
+        terminalreporter.write_line(
+            f"{left_out} slow and browser tests left out: python -m pytest --all runs them "
+            "too (as CI does)")
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +76,7 @@ def gaussian_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def avmnist_dir(tmp_path_factory) -> Path:
     """AV-MNIST built from the raw MNIST and FSDD files in ../shared/data."""
-    from cmkd_doctor.avmnist import build_avmnist, write_avmnist
+    from cmkd_doctor.examples.avmnist import build_avmnist, write_avmnist
 
     mnist, fsdd = SHARED_DATA / "mnist", SHARED_DATA / "fsdd"
     if not (mnist.is_dir() and fsdd.is_dir()):
@@ -72,7 +115,7 @@ def distill_record(**changes) -> dict:
     import json
     from dataclasses import asdict, replace
 
-    from cmkd_doctor.distill import DistillOptions
+    from cmkd_doctor.diagnosis.distill import DistillOptions
 
     options = replace(DistillOptions(), **changes).checked()
     found = {**asdict(replace(options, train=None)),

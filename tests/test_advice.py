@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cmkd_doctor.advice import COMMANDS, advise, distill_args, rank_steps
-from cmkd_doctor.comparison import Comparison, Row
-from cmkd_doctor.rundir import RunDir, last_call
-from cmkd_doctor.verdict import verdict
+from cmkd_doctor.diagnosis.advice import COMMANDS, advise, distill_args, rank_steps
+from cmkd_doctor.diagnosis.comparison import Comparison, Row
+from cmkd_doctor.io.rundir import RunDir, last_call
+from cmkd_doctor.wording import verdict
 
 FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
 # options of the first distill call that every command printed for it must carry over
@@ -126,6 +126,7 @@ def _step(code: str, run: Path) -> dict:
     return next(s.to_dict() for s in rank_steps(run, document, then) if s.code == code)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", list(COMMANDS))
 def test_every_printed_command_runs_from_another_folder_and_does_what_it_says(
         code, distilled, tmp_path):
@@ -189,10 +190,11 @@ def test_distill_refuses_an_option_that_cannot_act(distilled, cli):
         assert result.err.count("\n") == 1 and name in result.err and "--seeds 5" in result.err
 
 
+@pytest.mark.slow
 def test_distill_and_diagnose_decide_by_one_rule(distilled, tmp_path):
     """distill's default is diagnose's: --seeds auto, so --max-seeds alone acts."""
-    from cmkd_doctor.diagnose import DiagnoseConfig
-    from cmkd_doctor.distill import DistillOptions
+    from cmkd_doctor.diagnosis.diagnose import DiagnoseConfig
+    from cmkd_doctor.diagnosis.distill import DistillOptions
 
     assert DistillOptions().seeds == DiagnoseConfig().distill.seeds == "auto"
     run = tmp_path / "run"
@@ -208,6 +210,7 @@ def _numbers(text: str) -> list[str]:
     return re.findall(r"[+-]\d+\.\d\d", text)
 
 
+@pytest.mark.slow
 def test_the_table_and_the_verdict_show_one_number_per_comparison(tmp_path, cli,
                                                                     monkeypatch):
     """diagnose --example gaussian at its defaults: every difference the table shows is

@@ -10,15 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmkd_doctor.avmnist import read_mnist
+from cmkd_doctor.examples.avmnist import read_mnist
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST, FSDD = SHARED / "mnist", SHARED / "fsdd"
-needs_raw = pytest.mark.skipif(not (MNIST.is_dir() and FSDD.is_dir()),
-                               reason=f"the raw MNIST and FSDD files are not at {SHARED}")
+_here = pytest.mark.skipif(not (MNIST.is_dir() and FSDD.is_dir()),
+                           reason=f"the raw MNIST and FSDD files are not at {SHARED}")
+
+
+def needs_raw(test):
+    return pytest.mark.data(_here(test))
 NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 
 
+@pytest.mark.slow
 @needs_raw
 def test_avmnist_is_built_from_the_shared_raw_files(avmnist_dir):
     image = np.load(avmnist_dir / "image.npy")
@@ -46,6 +51,7 @@ def test_avmnist_is_built_from_the_shared_raw_files(avmnist_dir):
         info["pca_components_kept"] + 1
 
 
+@pytest.mark.slow
 @needs_raw
 def test_diagnose_runs_on_avmnist(avmnist_dir, tmp_path, cli):
     split = np.load(avmnist_dir / "split.npz")
@@ -126,6 +132,7 @@ def test_multibench_layout_is_read(tmp_path, cli):
     assert split["test"].tolist() == list(range(60, 80))
 
 
+@pytest.mark.slow
 def test_reproduce_table1_avmnist_mechanics(tmp_path, cli):
     # a small folder in the layout 'examples make avmnist' writes
     rng = np.random.default_rng(1)

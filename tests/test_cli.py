@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cmkd_doctor import __version__
-from cmkd_doctor.outputs import write_atomic, write_text
+from cmkd_doctor.io.outputs import write_atomic, write_text
 
 
 def test_version(cli):
@@ -19,6 +19,7 @@ def test_version(cli):
     assert result.code == 0 and result.out.strip() == f"cmkd-doctor {__version__}"
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_exit_codes_through_a_real_process(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "cmkd_doctor", "--version"],
                         capture_output=True, text=True)
@@ -90,6 +91,7 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["rank.json"]
 
 
+@pytest.mark.slow
 def test_python_api_example_runs_and_finds_the_planted_channels():
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, str(root / "examples" / "python_api.py"),
@@ -116,6 +118,7 @@ HELPS = [[*name.split(), "--help"] for name in (
     "examples fetch", "examples list")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["--version"], ["--help"], ["schema"], ["schema", "rank"],
                                      ["examples", "list"], ["examples", "--help"], *HELPS])
 def test_commands_that_train_nothing_start_without_torch(command):
@@ -149,7 +152,8 @@ def _unwrapped(text: str) -> str:
 
 def test_rank_and_diagnose_share_every_rank_option_from_one_declaration(cli):
     """Every rank option is a diagnose option with the same name, help and default."""
-    from cmkd_doctor.cli.rank_flags import FLAGS, flag_help
+    from cmkd_doctor.cli.rank_flags import flag_help
+    from cmkd_doctor.ranking.options import FLAGS
 
     def options(text: str) -> dict[str, str]:
         found, name = {}, None
@@ -176,8 +180,8 @@ def test_rank_and_diagnose_share_every_rank_option_from_one_declaration(cli):
 
 
 def test_a_protocol_fills_what_was_not_given_in_rank_and_diagnose_alike():
-    from cmkd_doctor.diagnose import resolve
-    from cmkd_doctor.rank_options import RankOptions
+    from cmkd_doctor.diagnosis.diagnose import resolve
+    from cmkd_doctor.ranking.options import RankOptions
 
     official = RankOptions.from_given({"protocol": "official", "repeats": 5})
     assert (official.repeats, official.epochs, official.normalize) == (5, 1000, "minmax")

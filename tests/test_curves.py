@@ -5,7 +5,7 @@ from __future__ import annotations
 # the test extra installs tensorboard: these checks never skip
 from tensorboard.backend.event_processing import event_accumulator
 
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian, write_gaussian
 
 
 def _tags(folder) -> set[str]:

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmkd_doctor.diagnose import build_config, load_config
+from cmkd_doctor.diagnosis.diagnose import build_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_diagnose_example_gaussian_prints_a_verdict_and_writes_the_run(tmp_path, cli,
                                                                         monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -52,6 +53,7 @@ def test_diagnose_json_on_user_arrays(tmp_path, cli, gaussian_dir):
     assert doc["rank"]["options"]["hidden"] == [] and len(doc["salience"]) == 50
 
 
+@pytest.mark.slow
 def test_the_example_yaml_runs_and_flags_win(tmp_path, cli):
     config = tmp_path / "g.yaml"
     raw = yaml.safe_load((ROOT / "examples" / "gaussian.yaml").read_text())

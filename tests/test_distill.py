@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from cmkd_doctor.classifiers import Member, Rows, TrainOptions, train_classifiers
-from cmkd_doctor.derive import teacher_metrics
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
-from cmkd_doctor.ranking import RankOptions
-from cmkd_doctor.rundir import load_run, rank_files
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.io.rundir import load_run, rank_files
+from cmkd_doctor.ranking.run import RankOptions
 from cmkd_doctor.seeds import derive_seed
-from cmkd_doctor.teachers import Teacher
+from cmkd_doctor.teachers.derivation import teacher_metrics
+from cmkd_doctor.teachers.masks import Teacher
+from cmkd_doctor.training.stacked import Member, Rows, TrainOptions, train_classifiers
 
 FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
 
@@ -45,6 +45,7 @@ def run_copy(ranked, tmp_path):
     return tmp_path / "run", truth
 
 
+@pytest.mark.slow
 def test_general_teacher_student_beats_specific_teacher_student(run_copy, cli):
     run, _ = run_copy
     result = cli("distill", "--run", run, "--teacher", "all", "--ratio", "0.5", "--json",
@@ -81,6 +82,7 @@ def test_table_and_verdict_on_stdout(run_copy, cli):
     assert "specific" not in result.out.split("verdict:")[0]
 
 
+@pytest.mark.slow
 def test_refit_general_teacher_is_the_truth_based_modality_general_teacher(tmp_path, cli):
     # 4000 rows so the linear ranking recovers the 10 shared channels exactly; keeping
     # exactly those (r = 40/50) and retraining gives Table 2's modality-general teacher.
@@ -111,6 +113,7 @@ def test_refit_general_teacher_is_the_truth_based_modality_general_teacher(tmp_p
     assert regular_acc - truth_acc > 0.05  # Table 2: the general teacher is much weaker
 
 
+@pytest.mark.slow
 def test_onnx_round_trip_gives_the_same_teacher_metric(run_copy, cli, tmp_path):
     pytest.importorskip("onnxruntime")
     run, _ = run_copy
@@ -130,6 +133,7 @@ def test_onnx_round_trip_gives_the_same_teacher_metric(run_copy, cli, tmp_path):
     assert json.loads(masked.out)["name"] == "specific-r0.2-general"
 
 
+@pytest.mark.slow
 def test_a_teacher_exported_from_plain_torch_works_as_onnx(run_copy, cli, tmp_path):
     pytest.importorskip("onnxscript")
     run, _ = run_copy
@@ -154,6 +158,7 @@ def test_a_teacher_exported_from_plain_torch_works_as_onnx(run_copy, cli, tmp_pa
     assert rows[str(path)]["teacher_metric"] > 70
 
 
+@pytest.mark.slow
 def test_expect_exits_0_or_3(run_copy, cli):
     run, _ = run_copy
     ok = cli("distill", "--run", run, "--teacher", "general,specific", "--expect",
@@ -170,9 +175,9 @@ def test_expect_exits_0_or_3(run_copy, cli):
 def test_the_library_runs_the_whole_command_recording_before_the_gate(run_copy):
     """distill() on a run directory derives, records into distill.json and applies
     --expect, as the CLI does: a failed gate still leaves its rows recorded."""
-    from cmkd_doctor.classifiers import TrainOptions
-    from cmkd_doctor.distill import DistillOptions, distill
+    from cmkd_doctor.diagnosis.distill import DistillOptions, distill
     from cmkd_doctor.errors import ExpectationFailed
+    from cmkd_doctor.training.stacked import TrainOptions
 
     run, _ = run_copy
     options = DistillOptions(teachers=("general", "specific"), seeds=2,
@@ -189,6 +194,7 @@ def test_the_library_runs_the_whole_command_recording_before_the_gate(run_copy):
     assert stored["last_options_key"] == failed.value.comparison.key != found.key
 
 
+@pytest.mark.slow
 def test_expect_paired_passes_on_paired_rows_and_exits_3_on_class_only_rows(
         run_copy, tmp_path, cli):
     run, _ = run_copy
@@ -196,7 +202,7 @@ def test_expect_paired_passes_on_paired_rows_and_exits_3_on_class_only_rows(
              "--seeds", "2", "-q")
     assert ok.code == 0, ok.err
     # the same files with feats_b's rows shuffled within each class
-    from cmkd_doctor.gamma import within_class_shuffles
+    from cmkd_doctor.ranking.gamma import within_class_shuffles
 
     source = json.loads((run / "rank.json").read_text())["inputs"]
     xa, xb, y = (np.load(source[k]["path"]) for k in ("feats_a", "feats_b", "labels"))
@@ -240,6 +246,7 @@ def test_bad_distill_options_exit_2_before_any_training(run_copy, cli, args, pat
     assert not (run / "distill.json").exists() and not (run / "teachers").exists()
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_exit_2(run_copy, cli, tmp_path):
     run, _ = run_copy
     junk = tmp_path / "junk.onnx"
@@ -275,6 +282,7 @@ def test_missing_run_and_changed_inputs_exit_2(run_copy, cli, tmp_path):
     assert result.code == 2 and "changed since 'cmkd-doctor rank'" in result.err
 
 
+@pytest.mark.slow
 def test_saved_teachers_are_reused_and_distill_json_accumulates(run_copy, cli):
     run, _ = run_copy
     first = cli("derive-teacher", "--run", run, "--mode", "random", "--ratio", "0.3", "--json")
@@ -308,6 +316,7 @@ def _logits(nets, x):
         return [net(torch.as_tensor(x)) for net in nets]
 
 
+@pytest.mark.slow
 def test_members_stacked_or_one_at_a_time_give_the_same_networks():
     """Seeds x teachers (and a No-KD member) in one stack equal each member trained
     alone, also when they stop early at different epochs and are dropped from the stack."""
@@ -323,9 +332,9 @@ def test_members_stacked_or_one_at_a_time_give_the_same_networks():
 
 
 def test_early_stopped_members_are_dropped_and_restored_at_their_best_epoch():
-    from cmkd_doctor.engine import Schedule, fit
-    from cmkd_doctor.losses import task_loss_rows
-    from cmkd_doctor.models import NetConfig, Stacked, new_net
+    from cmkd_doctor.training.engine import Schedule, fit
+    from cmkd_doctor.training.losses import task_loss_rows
+    from cmkd_doctor.training.mlp import NetConfig, Stacked, new_net
 
     rows, _ = _toy_rows()
     # lr 0 for member 0 (never improves after epoch 1), a real lr for the others
@@ -363,6 +372,7 @@ def test_streamed_students_read_chunks_and_still_learn(tmp_path):
         assert teacher_metrics(net, mapped)["accuracy"] > 0.9
 
 
+@pytest.mark.slow
 def test_multilabel_distill_runs(tmp_path, cli):
     rng = np.random.default_rng(0)
     z = rng.standard_normal((400, 3))
@@ -385,6 +395,7 @@ def test_multilabel_distill_runs(tmp_path, cli):
     assert "student macro_f1" in table.out and "student map" in table.out
 
 
+@pytest.mark.slow
 def test_ratio_auto_finds_the_best_general_ratio_with_fewer_distillations(run_copy, cli):
     run, _ = run_copy
     result = cli("distill", "--run", run, "--ratio", "auto", "--teacher", "general,specific",
@@ -404,6 +415,7 @@ def test_ratio_auto_finds_the_best_general_ratio_with_fewer_distillations(run_co
     assert "Sweet spot" in doc["verdict"]["text"]
 
 
+@pytest.mark.slow
 def test_diagnose_sweep_distils_every_teacher_at_five_ratios(tmp_path, cli):
     result = cli("diagnose", "--example", "gaussian", "--sweep", "--seeds", "2", "--hidden",
                  "0", "--out", tmp_path / "run", "--json")

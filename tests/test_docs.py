@@ -1,15 +1,17 @@
-"""The README's quoted figures against fresh runs (python -m cmkd_doctor.docs): the
+"""The README's quoted figures against fresh runs (python tools/docs.py): the
 blocks' machinery on made-up figures, and each block rerun wherever its data is."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from cmkd_doctor import docs
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import docs  # noqa: E402  (tools/docs.py: the README's figures, a tool beside the package)
+
 README = (ROOT / "README.md").read_text()
 
 
@@ -43,6 +45,8 @@ def test_drift_names_states_that_changed_and_numbers_beyond_their_tolerance():
     assert docs.drift(said, {}) and len(docs.drift(said, {})) == 4
 
 
+@pytest.mark.slow
+@pytest.mark.data
 @pytest.mark.parametrize("name", sorted(docs.BLOCKS))
 def test_the_readme_quotes_what_a_fresh_run_gives(name):
     """Every figure of the block, rerun now (skipped where the data is not here)."""
@@ -51,6 +55,6 @@ def test_the_readme_quotes_what_a_fresh_run_gives(name):
     if root is None or not all((root / need).exists() for need in block.needs):
         pytest.skip(f"needs {', '.join(block.needs)} under a data root (../shared/data)")
     quoted = docs.quoted(README, name)
-    assert quoted, f"README's docs:{name} block holds no figures: run python -m " \
-                   f"cmkd_doctor.docs {name} --write README.md"
+    assert quoted, f"README's docs:{name} block holds no figures: run python " \
+                   f"tools/docs.py {name} --write README.md"
     assert docs.drift(quoted, docs.run_block(name, root)) == []

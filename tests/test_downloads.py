@@ -1,4 +1,4 @@
-"""Fetching the examples' published files (cmkd_doctor/downloads.py), without the
+"""Fetching the examples' published files (cmkd_doctor/examples/downloads.py), without the
 internet: a local HTTP server on 127.0.0.1 serves copies of the originals in
 ../shared/data (mnist/, fsdd/recordings/, sources/) as a mirror, and is told to corrupt,
 cut or stall a file. Every failure must be exit 2 with one line naming the file and the
@@ -25,14 +25,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmkd_doctor import downloads
-from cmkd_doctor.datasets import DATASETS
+from cmkd_doctor.examples import downloads
+from cmkd_doctor.examples.datasets import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SCENE = "sources/XLearning-SCU-2023-IJCAI-ProImp/data/Scene-15.mat"
-needs_sources = pytest.mark.skipif(not (SHARED / SCENE).is_file(),
-                                   reason=f"the published files are not at {SHARED}")
+_here = pytest.mark.skipif(not (SHARED / SCENE).is_file(),
+                           reason=f"the published files are not at {SHARED}")
+
+
+def needs_sources(test):
+    return pytest.mark.data(_here(test))
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -104,6 +108,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.data
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"the published files are not at {SHARED}")
 def test_the_recorded_checksums_are_those_of_the_published_files():
     for source in downloads.SOURCES:
@@ -136,6 +141,7 @@ def test_urls_point_at_the_publishers_or_only_at_the_mirror(monkeypatch, tmp_pat
     assert downloads.urls(scene, downloads.FetchOptions()) == (str(tmp_path / SCENE),)
 
 
+@pytest.mark.slow
 @needs_sources
 def test_a_fresh_cache_fills_from_a_mirror_and_diagnose_runs_from_it(fresh, mirror, cli,
                                                                      tmp_path):
@@ -190,6 +196,7 @@ def test_a_mirror_serving_a_shorter_file_whole_is_not_the_published_file(fresh, 
     assert _files(fresh) == []
 
 
+@pytest.mark.slow
 @needs_sources
 @pytest.mark.parametrize("rule,cause", [
     ("corrupt", "not the published file (3,384,483 bytes, SHA-256"),
@@ -309,6 +316,8 @@ def test_an_interrupted_transfer_leaves_nothing_behind(mirror, tmp_path):
     assert _files(root) == []
 
 
+@pytest.mark.slow
+@pytest.mark.data
 @pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason=f"FSDD is not at {SHARED}")
 def test_examples_make_avmnist_downloads_from_a_mirror_and_resumes(fresh, mirror, cli,
                                                                     monkeypatch, tmp_path,
@@ -364,6 +373,7 @@ def test_a_matlab_file_that_is_not_laid_out_as_published_is_refused(tmp_path):
     assert not (tmp_path / "multiview").exists()
 
 
+@pytest.mark.slow
 @needs_sources
 def test_a_killed_fetchs_temporary_file_goes_and_a_config_file_sets_the_data(
         mirror, cli, tmp_path):

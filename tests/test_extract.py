@@ -41,7 +41,7 @@ def test_backbone_features_at_a_named_layer_match_the_model(tmp_path, cli, resne
     assert result.code == 0, result.err
     features = np.load(out)
     assert features.shape == (5, 256)  # layer3 of a ResNet-18 has 256 channels
-    from cmkd_doctor.extract import load_images
+    from cmkd_doctor.teachers.extraction import load_images
 
     x = load_images(sorted((tmp_path / "imgs").glob("*.png")), 64)
     with torch.no_grad():
@@ -119,6 +119,7 @@ def test_uint8_image_arrays_are_normalised_like_image_files(tmp_path, cli, resne
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_is_one_error_line_even_from_libpng(tmp_path, resnet):
     import subprocess
     import sys

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cmkd_doctor.gamma import (
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.io.inputs import load_paired
+from cmkd_doctor.ranking.gamma import (
     Ridge,
     bootstrap_weights,
     combine,
@@ -15,9 +17,8 @@ from cmkd_doctor.gamma import (
     loo_residuals,
     within_class_shuffles,
 )
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
-from cmkd_doctor.inputs import load_paired
-from cmkd_doctor.ranking import RankOptions, rank
+from cmkd_doctor.ranking.run import RankOptions, rank
+from cmkd_doctor.wording import rank_warnings
 
 
 def test_combine_counts_the_general_part_once():
@@ -146,7 +147,7 @@ def test_the_estimate_reaches_rank_json(tmp_path):
     assert found.gamma["label_level"]["value"] > 0.9
     assert found.pairing["paired"] is True and found.pairing["z"] > 3
     assert found.chance["a"]["at_chance"] is False and found.chance["b"]["at_chance"] is False
-    assert not any("share" in w for w in found.warnings)
+    assert not any("share" in w for w in rank_warnings(found.findings))
 
 
 def _mapped_kib(path) -> int:
@@ -165,7 +166,7 @@ def _mapped_kib(path) -> int:
 def test_gamma_reads_its_row_sample_without_mapping_the_whole_file(tmp_path):
     """The estimate samples MAX_ROWS rows spread over the file: gathered through a memory
     map they would fault in (and keep) nearly every page; read row by row they keep none."""
-    from cmkd_doctor.gamma import MAX_ROWS
+    from cmkd_doctor.ranking.gamma import MAX_ROWS
 
     n, d = 20 * MAX_ROWS, 256  # a row every ~20: 20 KiB apart, inside one 64 KiB window
     rng = np.random.default_rng(0)

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian
-from cmkd_doctor.groups import (
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian
+from cmkd_doctor.io.inputs import load_paired
+from cmkd_doctor.ranking.groups import (
     MAX_ROWS,
     average_ranks,
     correlated_groups,
     renumbered,
     sampled_rows,
 )
-from cmkd_doctor.inputs import load_paired
-from cmkd_doctor.ranking import RankOptions, rank
-from cmkd_doctor.teachers import nullified_channels
+from cmkd_doctor.ranking.run import RankOptions, rank
+from cmkd_doctor.teachers.masks import nullified_channels
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-import cmkd_doctor.outputs as outputs
+import cmkd_doctor.io.outputs as outputs
 from cmkd_doctor.cli import Stopped
-from cmkd_doctor.diagnose import build_config, load_config
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
-from cmkd_doctor.outputs import json_text
-from cmkd_doctor.ranking import RankOptions
-from cmkd_doctor.rundir import rank_files
+from cmkd_doctor.diagnosis.diagnose import build_config, load_config
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.io.outputs import json_text
+from cmkd_doctor.io.rundir import rank_files
+from cmkd_doctor.ranking.run import RankOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -277,6 +277,7 @@ def _wait_for_handlers(pid: int, timeout: float = 120) -> None:
     raise AssertionError("the command never installed its signal handlers")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,code,message", [(signal.SIGINT, 130, "interrupted"),
                                                  (signal.SIGTERM, 143, "terminated")])
 def test_a_signal_prints_one_error_line_and_leaves_no_run(hostile, tmp_path, signum, code,
@@ -407,6 +408,7 @@ def test_the_current_folder_is_refused_as_a_run_directory(hostile, cli, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_a_full_standard_output_is_one_error_line_not_an_internal_error(hostile):
     _, run, _ = hostile
@@ -506,6 +508,7 @@ LATER = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure", ["SIGTERM", "disk full"])
 @pytest.mark.parametrize("command", sorted(LATER))
 def test_later_commands_land_whole_or_leave_the_run_byte_identical(
@@ -549,7 +552,7 @@ def _stamp(folder: Path, name: str, text: str) -> None:
 def test_side_by_side_transactions_each_keep_their_files(finished, tmp_path):
     """Two commands on one run directory: each lands its own files, and neither undoes
     the other's (the second lands on the first's result, not on its own old copy)."""
-    from cmkd_doctor.rundir import RunDir
+    from cmkd_doctor.io.rundir import RunDir
 
     folder = tmp_path / "run"
     shutil.copytree(finished, folder)
@@ -568,9 +571,9 @@ def test_side_by_side_transactions_each_keep_their_files(finished, tmp_path):
 def test_results_recorded_side_by_side_are_both_kept(finished, tmp_path):
     """Two distills on one run: the second adds its rows to the distill.json the first
     left, not to the one it started from."""
-    from cmkd_doctor.classifiers import TrainOptions
-    from cmkd_doctor.distill import DistillOptions, distill
-    from cmkd_doctor.rundir import RunDir
+    from cmkd_doctor.diagnosis.distill import DistillOptions, distill
+    from cmkd_doctor.io.rundir import RunDir
+    from cmkd_doctor.training.stacked import TrainOptions
 
     folder = tmp_path / "run"
     shutil.copytree(finished, folder)
@@ -593,7 +596,7 @@ def test_a_transaction_does_not_land_on_another_ranking(hostile, finished, tmp_p
     """A command that builds on a ranking refuses to land once another command has
     replaced that ranking; the new ranking is kept as it is."""
     from cmkd_doctor.errors import InputError
-    from cmkd_doctor.rundir import RunDir
+    from cmkd_doctor.io.rundir import RunDir
 
     data, _, _ = hostile
     folder = tmp_path / "run"

@@ -10,7 +10,7 @@ from conftest import save
 from safetensors.numpy import save_file
 
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.inputs import load_paired, parse_source, read_array, read_labels
+from cmkd_doctor.io.inputs import load_paired, parse_source, read_array, read_labels
 
 
 @pytest.fixture

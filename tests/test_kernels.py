@@ -16,10 +16,10 @@ pytest.importorskip("triton")
 _CHILD = r"""
 import sys
 import torch
-from cmkd_doctor import kernels
-from cmkd_doctor.algorithm1 import permutation_distances, permutations
-from cmkd_doctor.losses import DISTANCES
-from cmkd_doctor.models import NetConfig, new_net
+from cmkd_doctor.ranking import kernels
+from cmkd_doctor.ranking.algorithm1 import permutation_distances, permutations
+from cmkd_doctor.training.losses import DISTANCES
+from cmkd_doctor.training.mlp import NetConfig, new_net
 
 assert kernels.interpreted()
 torch.manual_seed(0)
@@ -50,6 +50,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classes", [10, 3])
 def test_the_fused_kernel_gives_the_torch_paths_distances(classes):
     """Per channel and repeat, the kernel's increase of Dist (MSE, L1, KL) over the
@@ -62,7 +63,7 @@ def test_the_fused_kernel_gives_the_torch_paths_distances(classes):
 
 
 def test_the_kernel_is_used_only_where_it_runs():
-    from cmkd_doctor import kernels
+    from cmkd_doctor.ranking import kernels
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     if not kernels.interpreted():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_networks import SmallCNN  # tests/ is on the path
 
-from cmkd_doctor.architectures import Architecture, StackedNetworks
+from cmkd_doctor.training.student_networks import Architecture, StackedNetworks
 
 
 def test_stacked_members_compute_what_each_network_does_with_and_without_vmap():
@@ -29,7 +29,7 @@ def test_stacked_members_compute_what_each_network_does_with_and_without_vmap():
 def test_a_member_trains_the_same_alone_or_in_a_stack(tmp_path):
     """Each member's weights, gradient and early stopping are its own: the student of
     seed 7 is the same network whether two other seeds train beside it or not."""
-    from cmkd_doctor.classifiers import Member, Rows, TrainOptions, train_classifiers
+    from cmkd_doctor.training.stacked import Member, Rows, TrainOptions, train_classifiers
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
@@ -97,6 +97,7 @@ def _network_args(folder):
             folder / "raw_a.npy"]
 
 
+@pytest.mark.slow
 def test_network_students_learn_from_the_whole_teacher_and_its_masks(paired, cli):
     folder, teacher = paired
     result = cli("distill", "--run", folder / "run", *_network_args(folder), "--seeds", "2",
@@ -171,6 +172,7 @@ def test_network_distill_refuses_bad_input_before_training(paired, cli, tmp_path
     assert after == before  # nothing recorded by a refused call
 
 
+@pytest.mark.slow
 def test_avmnist_networks_runs_end_to_end_and_compares_the_two_levels(tmp_path, cli):
     """examples reproduce avmnist-networks on a small folder shaped like the one
     'examples make avmnist' writes: the networks are trained, exported, extracted,
@@ -210,13 +212,14 @@ def test_avmnist_networks_runs_end_to_end_and_compares_the_two_levels(tmp_path, 
     assert shown.code == 2 and "expected an AV-MNIST folder" in shown.err
 
 
+@pytest.mark.slow
 def test_a_torchvision_student_with_batchnorm_keeps_its_own_statistics(paired, cli,
                                                                        tmp_path):
     """An architecture by name with BatchNorm (a small torchvision one) cannot run under
     vmap: its
     members run in turn, each updating its own running statistics, so a member trained in
     a stack is the member trained alone; distill trains such students."""
-    from cmkd_doctor.classifiers import Member, Rows, TrainOptions, train_classifiers
+    from cmkd_doctor.training.stacked import Member, Rows, TrainOptions, train_classifiers
 
     folder, _ = paired
     maps = np.load(folder / "raw_b.npy")

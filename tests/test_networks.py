@@ -16,7 +16,7 @@ onnx = pytest.importorskip("onnx", reason="the onnx extra")
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra")
 
 from cmkd_doctor.errors import InputError  # noqa: E402
-from cmkd_doctor.networks import mask_onnx_layer  # noqa: E402
+from cmkd_doctor.teachers.whole_networks import mask_onnx_layer  # noqa: E402
 
 
 class SmallCNN(torch.nn.Module):
@@ -72,7 +72,7 @@ def test_nothing_nullified_computes_what_the_teacher_did(teacher):
 
 
 def test_nullified_channels_equal_the_network_masked_by_hand(teacher, tmp_path):
-    from cmkd_doctor.extract import ExtractOptions, _onnx
+    from cmkd_doctor.teachers.extraction import ExtractOptions, _onnx
 
     model, loaded, layer = teacher
     x = np.random.default_rng(2).standard_normal((5, 1, 8, 8)).astype(np.float32)
@@ -106,7 +106,7 @@ def test_derive_teacher_model_masks_the_whole_network_from_a_ranking(teacher, tm
     by hand with the ranking's mask and the ranked features' training-row means."""
     import json
 
-    from cmkd_doctor.extract import ExtractOptions, _onnx
+    from cmkd_doctor.teachers.extraction import ExtractOptions, _onnx
 
     model, loaded, layer = teacher
     onnx.save(loaded, tmp_path / "teacher.onnx")
@@ -174,7 +174,7 @@ def test_a_torch_export_program_masked_at_a_node_round_trips(teacher, tmp_path, 
     features from each."""
     import json
 
-    from cmkd_doctor import networks
+    from cmkd_doctor.teachers import whole_networks as networks
 
     model, loaded, _ = teacher
     program = torch.export.export(model, (torch.zeros(2, 1, 8, 8),),
@@ -221,6 +221,7 @@ def test_a_torch_export_program_masked_at_a_node_round_trips(teacher, tmp_path, 
                                    atol=1e-5, err_msg=saved)
 
 
+@pytest.mark.slow
 def test_an_architecture_by_name_masked_at_a_module_round_trips(tmp_path, cli):
     """derive-teacher --model resnet18 --weights W --layer layer3: a forward hook on the
     module; the .pt2 and ONNX written equal resnet18 with layer3's output masked by hand
@@ -231,7 +232,7 @@ def test_an_architecture_by_name_masked_at_a_module_round_trips(tmp_path, cli):
     import torchvision as tv
     from safetensors.torch import save_file
 
-    from cmkd_doctor import networks
+    from cmkd_doctor.teachers import whole_networks as networks
 
     torch.manual_seed(0)
     model = tv.models.resnet18(weights=None, num_classes=4).eval()
@@ -319,7 +320,7 @@ def test_torch_teachers_are_refused_clearly(teacher, tmp_path, cli):
 def test_a_module_that_runs_twice_is_refused_as_the_layer_to_mask():
     """A forward hook would mask every call of a shared module (a ResNet block's ReLU):
     refused, naming the count, rather than masking two places."""
-    from cmkd_doctor import networks
+    from cmkd_doctor.teachers import whole_networks as networks
 
     class Shared(torch.nn.Module):
         def __init__(self):
@@ -341,7 +342,7 @@ def test_a_module_that_runs_twice_is_refused_as_the_layer_to_mask():
 
 def test_a_network_torch_export_cannot_export_is_one_error_line():
     """Data-dependent control flow defeats torch.export: one error naming the option."""
-    from cmkd_doctor import networks
+    from cmkd_doctor.teachers import whole_networks as networks
 
     class Branchy(torch.nn.Module):
         def forward(self, x):
@@ -352,6 +353,7 @@ def test_a_network_torch_export_cannot_export_is_one_error_line():
                            "--model m", "torch.export")
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_a_program_is_one_error_line_in_a_fresh_process(tmp_path):
     """torch.export logs a traceback before it raises on a bad file: the user sees only
     the one error line."""
@@ -392,6 +394,7 @@ def _section(readme: str) -> tuple[str, list[str]]:
     return python, commands
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["onnx", "pt2"])
 def test_the_readme_own_networks_section_runs_on_a_default_export(kind, tmp_path):
     """A teacher exported the default way (a fixed batch of 2), as ONNX and as a .pt2,
@@ -448,9 +451,9 @@ def test_the_readme_own_networks_section_runs_on_a_default_export(kind, tmp_path
     props = {p.key: p.value for p in onnx.load(tmp_path / "teacher-general.onnx")
              .metadata_props}
     assert json.loads(props["cmkd_doctor.record"])["nullified"] == record["nullified"]
-    from cmkd_doctor.advice import command_line, derive_args
-    from cmkd_doctor.comparison import Row
-    from cmkd_doctor.rundir import last_call
+    from cmkd_doctor.diagnosis.advice import command_line, derive_args
+    from cmkd_doctor.diagnosis.comparison import Row
+    from cmkd_doctor.io.rundir import last_call
 
     rows, _ = last_call(json.loads((tmp_path / "run" / "distill.json").read_text()))
     assert {r["label"] for r in rows} == {"No-KD", "Regular-KD", "general r=0.5",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 
 def _recorded_paths(value, found: list[str]) -> list[str]:
     """Every string under a ``path`` or ``*_file`` key of a JSON document."""
@@ -31,6 +33,7 @@ def _check_run(run: Path, documents: list) -> int:
     return len(paths)
 
 
+@pytest.mark.slow
 def test_recorded_paths_are_where_the_files_land(cli, gaussian_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = Path("cmkd-out")

@@ -9,11 +9,17 @@ import pytest
 import torch
 from literal import literal_permutation_distances
 
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian
-from cmkd_doctor.inputs import Labels, PairedData
-from cmkd_doctor.losses import DISTANCES
-from cmkd_doctor.models import Net, NetConfig
-from cmkd_doctor.ranking import RankOptions, normalize, permutation_distances, permutations, rank
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian
+from cmkd_doctor.io.inputs import Labels, PairedData
+from cmkd_doctor.ranking.run import (
+    RankOptions,
+    normalize,
+    permutation_distances,
+    permutations,
+    rank,
+)
+from cmkd_doctor.training.losses import DISTANCES
+from cmkd_doctor.training.mlp import Net, NetConfig
 
 
 def _net(d, hidden, k, seed=0, multilabel=False):
@@ -204,7 +210,7 @@ def test_json_output_and_run_directory(tmp_path, cli, gaussian_dir):
     assert np.load(out / "permuted_distances.npy").shape == (d, 3)
     split = np.load(out / "split.npz")
     assert len(split["train"]) + len(split["test"]) == len(np.load(files[2]))
-    from cmkd_doctor.models import load_net
+    from cmkd_doctor.training.mlp import load_net
 
     net, meta = load_net(out / "net_a.safetensors")
     assert net.config.hidden == (32, 16) and meta["modality"] == "a"
@@ -212,7 +218,7 @@ def test_json_output_and_run_directory(tmp_path, cli, gaussian_dir):
 
 
 def test_exact_estimator_is_what_sampling_converges_to():
-    from cmkd_doctor.ranking import expected_increase
+    from cmkd_doctor.ranking.run import expected_increase
 
     gen = torch.Generator().manual_seed(4)
     n, d, k = 400, 6, 3
@@ -231,6 +237,7 @@ def test_exact_estimator_is_what_sampling_converges_to():
     assert errors[2] < errors[0]  # and sampling converges to it
 
 
+@pytest.mark.slow
 def test_exact_estimator_end_to_end_and_where_it_has_no_closed_form(tmp_path, cli,
                                                                      gaussian_dir):
     files = [gaussian_dir / f for f in ("feats_a.npy", "feats_b.npy", "labels.npy")]

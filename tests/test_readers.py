@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmkd_doctor import files
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.io import files
 
 FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
 
@@ -249,7 +249,7 @@ def test_onnx_teachers_with_a_fixed_batch_or_no_recorded_shape_work_and_ints_are
     import torch
 
     from cmkd_doctor.errors import InputError
-    from cmkd_doctor.teachers import OnnxModel
+    from cmkd_doctor.teachers.masks import OnnxModel
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((6, 3))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,12 +30,13 @@ def test_readme_documents_every_rank_option():
         assert f"`{option}" in readme or f"/{option}`" in readme, option
 
 
+@pytest.mark.slow
 def test_the_readme_python_block_runs(tmp_path):
     """The "From Python" block, exactly as printed, on a small Gaussian example."""
     import subprocess
     import sys
 
-    from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
+    from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian, write_gaussian
 
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("### From Python"):]

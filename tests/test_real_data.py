@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 
 MULTIVIEW = Path(__file__).resolve().parents[2] / "shared" / "data" / "multiview"
-needs_data = pytest.mark.skipif(not (MULTIVIEW / "scene15" / "labels.npy").is_file(),
-                                reason=f"the multi-view data is not at {MULTIVIEW}")
+_here = pytest.mark.skipif(not (MULTIVIEW / "scene15" / "labels.npy").is_file(),
+                           reason=f"the multi-view data is not at {MULTIVIEW}")
 
 
+def needs_data(test):
+    return pytest.mark.data(_here(test))
+
+
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("example,views", [("scene15", (1, 2)), ("leaves100", (2, 0))])
 def test_diagnose_on_a_real_subsample_in_both_directions(tmp_path, cli, example, views):
@@ -50,8 +55,8 @@ def test_diagnose_on_a_real_subsample_in_both_directions(tmp_path, cli, example,
 
 @needs_data
 def test_example_names_read_the_shared_files_and_pick_views(tmp_path, cli, monkeypatch):
-    from cmkd_doctor.diagnose import DiagnoseConfig, prepare_example
-    from cmkd_doctor.rundir import RunDir
+    from cmkd_doctor.diagnosis.diagnose import DiagnoseConfig, prepare_example
+    from cmkd_doctor.io.rundir import RunDir
 
     monkeypatch.setenv("CMKD_DOCTOR_DATA", str(MULTIVIEW.parent))
 

@@ -40,6 +40,7 @@ def reverse(swept):
     return out
 
 
+@pytest.mark.slow
 def test_json_report_holds_every_section(swept, cli):
     doc = json.loads(cli("report", "--run", swept, "--format", "json").out)
     assert doc["rank"]["command"] == "rank" and len(doc["salience"]["values"]) == 50
@@ -127,6 +128,7 @@ def test_a_damaged_run_directory_exits_2_naming_the_file(cli, tmp_path, swept, d
         assert len(result.err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_the_truth_of_generated_data_follows_the_side_it_was_ranked_as(swept, reverse, cli):
     # reverse ranks the example's feats_b.npy as its modality a: its truth is b's
     truth = json.loads((swept / "example" / "truth.json").read_text())
@@ -157,6 +159,7 @@ def test_compare_puts_both_runs_side_by_side_in_json(swept, reverse, cli):
     assert (b["teacher_inputs"], b["student_inputs"]) == ("feats_b.npy", "feats_a.npy")
 
 
+@pytest.mark.slow
 def test_compare_in_the_terminal_and_in_markdown(swept, reverse, cli, tmp_path):
     text = cli("report", "--compare", swept, reverse)
     assert text.code == 0, text.err
@@ -312,6 +315,7 @@ needs_chromium = pytest.mark.skipif(
                              "chromium-driver; .ci/run installs them)")
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_html_report_in_headless_chromium(swept, cli, tmp_path):
     page = tmp_path / "report.html"
@@ -331,6 +335,7 @@ def test_html_report_in_headless_chromium(swept, cli, tmp_path):
     assert f"r = {doc['sweep']['sweet_spot']:g}" in text
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_compare_page_in_headless_chromium(swept, reverse, cli, tmp_path):
     page = tmp_path / "compare.html"

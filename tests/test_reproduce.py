@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmkd_doctor.models import Net, NetConfig, Stacked, new_net
-from cmkd_doctor.reproduce_gaussian import (
+from cmkd_doctor.examples.reproduce.gaussian import (
     EXPERIMENTS,
     FIGURE_MODELS,
     PROTOCOLS,
@@ -19,11 +18,13 @@ from cmkd_doctor.reproduce_gaussian import (
     _jobs,
     fit_batched,
 )
-from cmkd_doctor.reproduce_gaussian import (
+from cmkd_doctor.examples.reproduce.gaussian import (
     reproduce_gaussian as reproduce,
 )
+from cmkd_doctor.training.mlp import Net, NetConfig, Stacked, new_net
 
 
+@pytest.mark.slow
 def test_table2_shows_the_papers_claim_beside_the_paper_and_the_official_code(cli):
     result = cli("examples", "reproduce", "table2", "--json")  # the official 10 runs
     assert result.code == 0, result.err
@@ -138,6 +139,7 @@ def test_draws_and_initial_weights_follow_the_official_scripts():
     assert torch.equal(teachers[1].x, draws["students"]["a"][:, :10])  # general: fresh
 
 
+@pytest.mark.slow
 def test_official_swap_changes_only_the_regular_kd_student():
     fixed = reproduce("table2", runs=2)
     swapped = reproduce("table2", runs=2, official_swap=True)
@@ -150,6 +152,7 @@ def test_official_swap_changes_only_the_regular_kd_student():
                for a, b in zip(fixed.rows, swapped.rows, strict=True))
 
 
+@pytest.mark.slow
 def test_paper_protocol_runs_appendix_b2_and_prints_all_three_sources(cli):
     result = cli("examples", "reproduce", "table2", "--protocol", "paper", "--runs", "2")
     assert result.code == 0, result.err
@@ -160,6 +163,7 @@ def test_paper_protocol_runs_appendix_b2_and_prints_all_three_sources(cli):
     assert bad.code == 2 and "--official-swap must be used with table2" in bad.err
 
 
+@pytest.mark.slow
 def test_table_output_names_the_source_and_the_claim(cli):
     result = cli("examples", "reproduce", "fig2", "--runs", "2")
     assert result.code == 0, result.err
@@ -167,6 +171,7 @@ def test_table_output_names_the_source_and_the_claim(cli):
     assert "Table 2 and Sec. 4.2" in result.out
 
 
+@pytest.mark.slow
 def test_fig2_kd_gains_grow_with_gamma(cli):
     doc = json.loads(cli("examples", "reproduce", "fig2", "--runs", "4", "--json").out)
     gains = [row["kd_minus_no_kd"]["mean"] for row in doc["rows"]]
@@ -175,6 +180,7 @@ def test_fig2_kd_gains_grow_with_gamma(cli):
     assert doc["rows"][-1]["paper"] == {"kd_minus_no_kd": 2.1}
 
 
+@pytest.mark.slow
 def test_fig3_teacher_improves_with_alpha_and_the_student_does_not_follow(cli):
     doc = json.loads(cli("examples", "reproduce", "fig3", "--runs", "3", "--json").out)
     assert [round(r["alpha"], 2) for r in doc["rows"]] == [0.0, 0.5, 0.67, 0.75, 0.8]
@@ -219,6 +225,7 @@ def test_examples_list_names_the_six_datasets_and_the_real_multiview_ones(cli):
     assert all(d["licence"] and d["prepare"] for d in doc)
 
 
+@pytest.mark.slow
 def test_plot_draws_our_series_beside_the_papers(cli, tmp_path):
     pytest.importorskip("matplotlib")
     result = cli("examples", "reproduce", "fig2", "--runs", "2", "--plot", tmp_path / "f2.png")

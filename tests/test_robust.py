@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian
-from cmkd_doctor.inputs import Labels, PairedData
-from cmkd_doctor.ranking import RankOptions, channel_order, rank
-from cmkd_doctor.teachers import n_nullified, nullified_channels
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian
+from cmkd_doctor.io.inputs import Labels, PairedData
+from cmkd_doctor.ranking.run import RankOptions, channel_order, rank
+from cmkd_doctor.teachers.masks import n_nullified, nullified_channels
+from cmkd_doctor.wording import rank_warnings
 
 FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")
 FAST = {"hidden": "0", "epochs": 30, "repeats": 5, "device": "cpu"}
@@ -72,6 +73,7 @@ def test_a_constant_channel_is_listed_nullified_and_ranked_last(gaussian, tmp_pa
     assert "constant on the fit rows" in result.err  # and rank said so
 
 
+@pytest.mark.slow
 def test_a_modality_b_that_knows_nothing_of_the_labels_is_flagged(gaussian):
     g = gaussian
     noise = np.random.default_rng(0).standard_normal(g.xb.shape)
@@ -79,7 +81,7 @@ def test_a_modality_b_that_knows_nothing_of_the_labels_is_flagged(gaussian):
     result = rank(_data(g.xa, noise, g.y), RankOptions(**trained))
     assert result.alignment["reliable"] is False
     assert result.alignment["score"] < result.alignment["threshold"]
-    assert any("agree poorly" in w for w in result.warnings)
+    assert any("agree poorly" in w for w in rank_warnings(result.findings))
     good = rank(_data(g.xa, g.xb, g.y), RankOptions(**trained))
     assert good.alignment["reliable"] is True and good.alignment["score"] > 0.5
     # and networks trained too briefly to agree are flagged too (more --epochs)
@@ -87,6 +89,7 @@ def test_a_modality_b_that_knows_nothing_of_the_labels_is_flagged(gaussian):
     assert brief.alignment["reliable"] is False
 
 
+@pytest.mark.slow
 def test_the_diagnosis_reports_alignment_and_withholds_conclusions_when_unreliable(
         gaussian, tmp_path, cli):
     g = gaussian
@@ -125,7 +128,7 @@ def test_the_diagnosis_reports_alignment_and_withholds_conclusions_when_unreliab
 
 
 def test_kendall_tau_by_hand():
-    from cmkd_doctor.ranking import kendall_tau
+    from cmkd_doctor.ranking.run import kendall_tau
 
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
@@ -135,6 +138,7 @@ def test_kendall_tau_by_hand():
     assert kendall_tau([1, 2, 3, 4], [1, 3, 3, 2]) == pytest.approx(1 / 30**0.5)
 
 
+@pytest.mark.slow
 def test_restarts_average_the_salience_and_measure_its_stability(gaussian):
     g = gaussian
     trained = {"hidden": "0", "repeats": 5, "device": "cpu"}
@@ -155,8 +159,8 @@ def test_restarts_train_as_one_stack_and_match_separate_fits(gaussian):
     early stopping (their best epochs differ, and match the separate fits')."""
     import torch
 
-    from cmkd_doctor.algorithm1 import align
-    from cmkd_doctor.streaming import RowSet
+    from cmkd_doctor.io.streaming import RowSet
+    from cmkd_doctor.ranking.algorithm1 import align
 
     g = gaussian
     xa, xb, y = (np.asarray(g.xa, np.float32), np.asarray(g.xb, np.float32),
@@ -183,6 +187,7 @@ def test_restarts_train_as_one_stack_and_match_separate_fits(gaussian):
                 torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stability_counts_only_the_channels_that_matter():
     """20,000 rows, 128 channels of a: 4 shared decisive, 4 a-specific, 120 noise. The
     restarts agree on the 4 shared channels, so the ranking is stable, although the
@@ -202,13 +207,13 @@ def test_stability_counts_only_the_channels_that_matter():
     assert stability["decisive_channels"] == sorted(ca[:4].tolist())
     assert stability["top_overlap"] == 1.0 and stability["stable"] is True
     assert stability["all_channels"]["top_overlap"] < stability["threshold"]
-    assert not any("restart to the next" in w for w in result.warnings)
+    assert not any("restart to the next" in w for w in rank_warnings(result.findings))
 
 
 def test_restarts_that_find_different_channels_are_unstable():
     """Three restarts, each finding 4 channels of its own among 60: the channels that
     matter are the 12 found, and the restarts' top 12 barely overlap."""
-    from cmkd_doctor.ranking import ranking_stability
+    from cmkd_doctor.ranking.run import ranking_stability
 
     rng = np.random.default_rng(0)
     increase = 0.01 * rng.standard_normal((60, 15))  # 3 restarts x 5 repeats
@@ -229,6 +234,7 @@ def test_restarts_that_find_different_channels_are_unstable():
     assert flat["decisive"] == 0 and flat["top_overlap"] is None and flat["stable"] is False
 
 
+@pytest.mark.slow
 def test_diagnose_chooses_its_restarts_by_cost_and_says_so(gaussian, tmp_path, cli):
     g = gaussian
     for name, array in zip(FILES, (g.xa, g.xb, g.y), strict=True):
@@ -247,8 +253,8 @@ def test_a_wide_input_is_refused_before_training_for_its_gamma_estimate(
     """The gamma step's float64 copies and SVDs count in the up-front memory check, so a
     very wide input is refused before the networks train, not after."""
     import cmkd_doctor.devices
-    import cmkd_doctor.ranking
-    from cmkd_doctor.gamma import gamma_bytes
+    import cmkd_doctor.ranking.run
+    from cmkd_doctor.ranking.gamma import gamma_bytes
 
     rng = np.random.default_rng(0)
     a, b = tmp_path / "a.npy", tmp_path / "b.npy"
@@ -261,7 +267,7 @@ def test_a_wide_input_is_refused_before_training_for_its_gamma_estimate(
     def trained(*args, **kwargs):
         raise AssertionError("trained before the memory check")
 
-    monkeypatch.setattr(cmkd_doctor.ranking, "align", trained)
+    monkeypatch.setattr(cmkd_doctor.ranking.run, "align", trained)
     found = cli("rank", a, b, tmp_path / "y.npy", "--hidden", "0", "-q",
                 "--out", tmp_path / "run")
     assert found.code == 2 and "gamma estimate" in found.err and "memory" in found.err
@@ -272,7 +278,7 @@ def test_a_readers_bug_is_not_called_a_damaged_run(tmp_path):
     """Only what a damaged file makes readers raise becomes 'damaged, rerun rank'; a bug
     in a reader propagates as itself."""
     from cmkd_doctor.errors import InputError
-    from cmkd_doctor.rundir import RunDir
+    from cmkd_doctor.io.rundir import RunDir
 
     run = RunDir(tmp_path)
 

@@ -13,19 +13,20 @@ import pytest
 import torch
 from conftest import ROOT
 
-from cmkd_doctor import distributed, streaming
-from cmkd_doctor.inputs import load_paired
-from cmkd_doctor.losses import DISTANCES
-from cmkd_doctor.models import Net, NetConfig
-from cmkd_doctor.outputs import write_text
-from cmkd_doctor.ranking import (
+from cmkd_doctor import distributed
+from cmkd_doctor.io import streaming
+from cmkd_doctor.io.inputs import load_paired
+from cmkd_doctor.io.outputs import write_text
+from cmkd_doctor.io.streaming import BLOCKS_PER_CHUNK, RowSet, epoch_order, epoch_orders
+from cmkd_doctor.ranking.run import (
     RankOptions,
     expected_increase,
     permutation_distances,
     permutations,
     rank,
 )
-from cmkd_doctor.streaming import BLOCKS_PER_CHUNK, RowSet, epoch_order, epoch_orders
+from cmkd_doctor.training.losses import DISTANCES
+from cmkd_doctor.training.mlp import Net, NetConfig
 
 
 def _torchrun(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -36,6 +37,7 @@ def _torchrun(*args: str, cwd) -> subprocess.CompletedProcess:
         text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(gaussian_dir, tmp_path, cli):
     """2 processes (gloo on the CPU) give the single-process salience and students."""
     inputs = [str(gaussian_dir / f) for f in ("feats_a.npy", "feats_b.npy", "labels.npy")]
@@ -62,6 +64,7 @@ def test_torchrun_two_processes_match_one(gaussian_dir, tmp_path, cli):
     assert not list((tmp_path / "two").rglob(".*"))
 
 
+@pytest.mark.slow
 def test_torchrun_rank_alone_and_distill_on_its_run(gaussian_dir, tmp_path):
     inputs = [str(gaussian_dir / f) for f in ("feats_a.npy", "feats_b.npy", "labels.npy")]
     ranked = _torchrun("rank", *inputs, "--out", "run", "--epochs", "20", "--json",
@@ -156,7 +159,7 @@ def test_streamed_rows_read_what_resident_rows_hold(mapped):
 _FRAGMENTS = """
 import re
 import numpy as np
-from cmkd_doctor import streaming
+from cmkd_doctor.io import streaming
 
 def anon():
     return int(re.search(r"RssAnon:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
@@ -174,6 +177,7 @@ print(held, anon())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(streaming._malloc_trim() is None or not os.path.exists("/proc/self/status"),
                     reason="glibc's malloc_trim and /proc")
 def test_release_heap_returns_what_freed_chunks_left_resident():

@@ -104,8 +104,8 @@ def outputs(tmp_path_factory):
     # a multi-view set converted from a MATLAB file laid out as the published one
     import scipy.io
 
-    from cmkd_doctor.datasets import DATASETS
-    from cmkd_doctor.downloads import files
+    from cmkd_doctor.examples.datasets import DATASETS
+    from cmkd_doctor.examples.downloads import files
 
     mat = root / "data" / files("leaves100")[0].path
     mat.parent.mkdir(parents=True)
@@ -130,6 +130,7 @@ def outputs(tmp_path_factory):
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(DOCUMENTS))
 def test_every_document_validates_against_its_schema(outputs, name):
     assert outputs[name], f"no {name} document was produced"

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.models import Net, NetConfig
-from cmkd_doctor.teachers import (
+from cmkd_doctor.teachers.masks import (
     Teacher,
     TeacherSpec,
     export_onnx,
@@ -20,6 +19,7 @@ from cmkd_doctor.teachers import (
     nullified_channels,
     save_teacher,
 )
+from cmkd_doctor.training.mlp import Net, NetConfig
 
 SALIENCE = np.array([0.9, 0.1, 0.5, 1.0, 0.0, 0.3, 0.7, 0.2, 0.6, 0.4], dtype=np.float32)
 
@@ -101,7 +101,7 @@ def test_spec_names_and_normalisation():
 
 def test_exported_onnx_ignores_a_constant_channel_like_torch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from cmkd_doctor.models import standardisation
+    from cmkd_doctor.training.mlp import standardisation
 
     torch.manual_seed(2)
     net = Net(NetConfig(5, (8,), 3)).eval()

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.metrics import evaluate, f1_scores, mean_average_precision
+from cmkd_doctor.io.splits import carve_validation, stratified_split
 from cmkd_doctor.registry import Registry
 from cmkd_doctor.seeds import STAGES, derive_seed, generator
-from cmkd_doctor.splits import carve_validation, stratified_split
+from cmkd_doctor.training.metrics import evaluate, f1_scores, mean_average_precision
 
 
 def test_micro_and_macro_f1_by_hand():
@@ -95,13 +95,13 @@ def test_a_registry_lists_the_valid_names_when_one_is_unknown():
 
 
 def test_every_registry_of_the_package_refuses_unknown_names_the_same_way():
-    from cmkd_doctor.datasets import DATASETS
-    from cmkd_doctor.engine import OPTIMIZERS
-    from cmkd_doctor.extract import POOLS
-    from cmkd_doctor.losses import DISTANCES
-    from cmkd_doctor.ranking import ESTIMATORS, NORMALIZATIONS
-    from cmkd_doctor.reproduce_gaussian import EXPERIMENTS
-    from cmkd_doctor.teachers import FILLS, MODES
+    from cmkd_doctor.examples.datasets import DATASETS
+    from cmkd_doctor.examples.reproduce.gaussian import EXPERIMENTS
+    from cmkd_doctor.ranking.run import ESTIMATORS, NORMALIZATIONS
+    from cmkd_doctor.teachers.extraction import POOLS
+    from cmkd_doctor.teachers.masks import FILLS, MODES
+    from cmkd_doctor.training.engine import OPTIMIZERS
+    from cmkd_doctor.training.losses import DISTANCES
 
     for registry in (DATASETS, OPTIMIZERS, POOLS, DISTANCES, ESTIMATORS, NORMALIZATIONS,
                      EXPERIMENTS, FILLS, MODES):
@@ -113,7 +113,7 @@ def test_every_registry_of_the_package_refuses_unknown_names_the_same_way():
 @pytest.mark.parametrize("value,ok", [(3, True), (0, False), (True, False), (2.0, False),
                                       ("3", False)])
 def test_whole_number_options_refuse_bools_floats_and_text(value, ok):
-    from cmkd_doctor.options import whole
+    from cmkd_doctor.validation import whole
 
     if ok:
         assert whole("seeds", value, 1) == value
@@ -124,7 +124,7 @@ def test_whole_number_options_refuse_bools_floats_and_text(value, ok):
 
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, 0.0])
 def test_number_options_refuse_non_finite_and_out_of_range_values(value):
-    from cmkd_doctor.options import number
+    from cmkd_doctor.validation import number
 
     with pytest.raises(InputError, match="--temperature must be a positive number"):
         number("temperature", value, "a positive number", low=0, open_low=True)

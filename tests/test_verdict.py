@@ -8,22 +8,22 @@ from pathlib import Path
 import pytest
 from conftest import distill_record
 
-from cmkd_doctor.advice import advise
-from cmkd_doctor.comparison import Comparison, Row
-from cmkd_doctor.errors import ExpectationFailed, InputError
-from cmkd_doctor.verdict import (
+from cmkd_doctor.diagnosis.advice import advise
+from cmkd_doctor.diagnosis.comparison import Comparison, Row
+from cmkd_doctor.diagnosis.verdict import (
     check_expectation,
     paired_se,
     resolve_expectation,
-    verdict,
 )
+from cmkd_doctor.errors import ExpectationFailed, InputError
+from cmkd_doctor.wording import verdict
 
 NONE = [70.0, 72.0, 74.0]
 OPTIONS = distill_record()
 
 def _ranked() -> dict:
     """What the advice reads of a rank.json: the inputs and every option."""
-    from cmkd_doctor.rank_options import RankOptions
+    from cmkd_doctor.ranking.options import RankOptions
 
     inputs = {k: {"path": f"/data/{k}.npy", "key": None}
               for k in ("feats_a", "feats_b", "labels")}
@@ -297,7 +297,7 @@ def test_the_ordering_has_one_state_in_the_json_and_the_text(shifts, state):
 
 
 def _class_only_ranking() -> dict:
-    from cmkd_doctor.findings import reliability as ranking_reliability
+    from cmkd_doctor.wording import reliability as ranking_reliability
 
     document = {"alignment": {"score": 0.8, "reliable": True, "threshold": 0.5},
                 "stability": {"stable": True},
@@ -337,7 +337,7 @@ def test_rows_that_share_only_their_class_are_said_once_and_steer_the_advice():
 
 
 def test_a_modality_at_chance_is_its_own_message():
-    from cmkd_doctor.findings import reliability as ranking_reliability
+    from cmkd_doctor.wording import reliability as ranking_reliability
 
     document = {"pairing": {"score": 0.0, "null": 0.0, "z": None, "paired": False},
                 "chance": {"a": {"at_chance": False}, "b": {"at_chance": True}}}
@@ -376,7 +376,7 @@ def test_expect_paired_gates_on_the_pairing_check():
 def test_identical_differences_on_few_seeds_are_not_clear():
     """Coarse accuracies often give the same difference on every seed (SE 0): that is no
     evidence on 2 seeds (the sign test's p = 0.5), and clear only from 6 seeds on."""
-    from cmkd_doctor.verdict import difference, sign_z
+    from cmkd_doctor.diagnosis.verdict import difference, sign_z
     from cmkd_doctor.wording import strength
 
     two = difference(_row("regular", [71.0, 73.0]), _row("none", [70.0, 72.0]))
@@ -393,8 +393,8 @@ def test_identical_differences_on_few_seeds_are_not_clear():
 
 
 def test_the_schema_lists_every_decision():
+    from cmkd_doctor.diagnosis.verdict import DECISIONS
     from cmkd_doctor.schemas import schema
-    from cmkd_doctor.verdict import DECISIONS
 
     body = schema("distill")
     found = json.dumps(body)
@@ -403,7 +403,7 @@ def test_the_schema_lists_every_decision():
 
 def test_every_finding_is_worded_in_one_module_for_every_form():
     """Each check and form returns a sentence or says nothing, from one place."""
-    from cmkd_doctor.findings import CHECKS, Finding
+    from cmkd_doctor.ranking.findings import CHECKS, Finding
     from cmkd_doctor.wording import _WORDS, FORMS, say
 
     assert set(_WORDS) == set(CHECKS)

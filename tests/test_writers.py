@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cmkd_doctor.gaussian import GaussianSpec, make_gaussian, write_gaussian
-from cmkd_doctor.ranking import RankOptions
-from cmkd_doctor.rundir import rank_files
+from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.io.rundir import rank_files
+from cmkd_doctor.ranking.run import RankOptions
 from cmkd_doctor.schemas import SCHEMA_VERSION
 
 FILES = ("feats_a.npy", "feats_b.npy", "labels.npy")

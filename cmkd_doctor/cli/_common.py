@@ -24,7 +24,7 @@ from rich.progress import (
 from typer.core import TyperCommand, TyperGroup
 
 from cmkd_doctor.cli.options import PANELS
-from cmkd_doctor.outputs import json_text
+from cmkd_doctor.io.outputs import json_text
 
 
 def _width() -> int | None:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cmkd_doctor import curves
 from cmkd_doctor.choices import FILLS, MODES
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars
@@ -32,9 +31,10 @@ from cmkd_doctor.cli.options import (
     WholeModel,
 )
 from cmkd_doctor.errors import InputError
+from cmkd_doctor.training import curves
 
 if TYPE_CHECKING:
-    from cmkd_doctor.teachers import TeacherSpec
+    from cmkd_doctor.teachers.masks import TeacherSpec
 
 def derive_teacher_command(
     run_dir: RunOption = DEFAULT_RUN,
@@ -91,7 +91,7 @@ def derive_teacher_command(
     --export-pt2, with its record (mode, ratio, layer, nullified channels, fills, run id)
     beside it as JSON and inside its metadata.
     """
-    from cmkd_doctor.teachers import TeacherSpec  # torch: to run, not for --help
+    from cmkd_doctor.teachers.masks import TeacherSpec  # torch: to run, not for --help
 
     spec = TeacherSpec.given(mode, ratio, fill, source, teacher, refit, seed)
     if model is not None or layer is not None:
@@ -106,8 +106,8 @@ def derive_teacher_command(
             raise InputError(f"{name} {value} goes with --model (your whole network, masked "
                              "after --layer); without --model the teacher is the run's "
                              "feature-level one")
-    from cmkd_doctor.classifiers import TrainOptions
-    from cmkd_doctor.derive import derive
+    from cmkd_doctor.teachers.derivation import derive
+    from cmkd_doctor.training.stacked import TrainOptions
 
     train = TrainOptions(hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, chunk_rows=chunk_rows)
@@ -123,7 +123,8 @@ def _whole_network(run_dir: Path, model: str | None, layer: str | None, spec: Te
                    export: Path | None, export_pt2: Path | None, channel_axis: int,
                    weights: Path | None, input_shape: str | None, json_output: bool,
                    quiet: bool) -> None:
-    from cmkd_doctor.networks import derive_network, parse_shape
+    from cmkd_doctor.teachers.derivation import derive_network
+    from cmkd_doctor.teachers.whole_networks import parse_shape
 
     found = derive_network(run_dir, model, layer, spec, export, export_pt2, channel_axis,
                            weights, parse_shape(input_shape, "--input-shape"))

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from cmkd_doctor import curves
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
 from cmkd_doctor.cli.options import (
@@ -25,7 +24,8 @@ from cmkd_doctor.cli.options import (
     Tensorboard,
 )
 from cmkd_doctor.cli.rank_flags import rank_flags
-from cmkd_doctor.outputs import DEFAULT_RUN
+from cmkd_doctor.io.outputs import DEFAULT_RUN
+from cmkd_doctor.training import curves
 
 # rank flags that also set the training of diagnose's teachers and students
 SHARED = ("epochs", "batch_size", "lr", "patience", "chunk_rows", "device", "seed")
@@ -76,7 +76,7 @@ def diagnose_command(
     --batch-size, --lr, --patience, --chunk-rows, --device and --seed also set the
     teachers' and students' training.
     """
-    from cmkd_doctor.diagnose import diagnose, resolve  # torch: to run, not for --help
+    from cmkd_doctor.diagnosis.diagnose import diagnose, resolve  # torch: to run, not for --help
 
     given = rank_given or {}
     overrides = {"rank": given,
@@ -88,7 +88,7 @@ def diagnose_command(
                                                  sweep, overrides)
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
         found = diagnose(inputs, example, run_dir, settings, progress)
-    for message in found.rank.warnings:
+    for message in found.rank_document["warnings"]:
         warn(message)
     if json_output:
         print_json(found.to_dict())

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cmkd_doctor import curves
 from cmkd_doctor.choices import FILLS, TEACHER_CHOICES
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars
@@ -36,9 +35,10 @@ from cmkd_doctor.cli.options import (
     WholeModel,
 )
 from cmkd_doctor.errors import ExpectationFailed
+from cmkd_doctor.training import curves
 
 if TYPE_CHECKING:
-    from cmkd_doctor.comparison import Comparison
+    from cmkd_doctor.diagnosis.comparison import Comparison
 
 def distill_command(
     run_dir: RunOption = DEFAULT_RUN,
@@ -106,9 +106,9 @@ def distill_command(
     RUN/distill.json. Exit 3 when --expect fails.
     """
     # torch: imported to run, not for --help
-    from cmkd_doctor.classifiers import TrainOptions
-    from cmkd_doctor.distill import DistillOptions, distill
-    from cmkd_doctor.networks import NetworkOptions
+    from cmkd_doctor.diagnosis.distill import DistillOptions, distill
+    from cmkd_doctor.teachers.whole_networks import NetworkOptions
+    from cmkd_doctor.training.stacked import TrainOptions
 
     train = TrainOptions(hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, chunk_rows=chunk_rows)

@@ -18,13 +18,13 @@ from cmkd_doctor.cli._common import (
     show_help_without_command,
 )
 from cmkd_doctor.cli.options import DataDir, Device, Download, Mirror, Timeout
-from cmkd_doctor.datasets import DATASETS, example_urls, fetch_example
-from cmkd_doctor.downloads import FetchOptions
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.gaussian import DELTAS, GaussianSpec, make_gaussian, write_gaussian
-from cmkd_doctor.options import parse_list
-from cmkd_doctor.outputs import check_out_dir, check_out_file
+from cmkd_doctor.examples.datasets import DATASETS, example_urls, fetch_example
+from cmkd_doctor.examples.downloads import FetchOptions
+from cmkd_doctor.examples.gaussian import DELTAS, GaussianSpec, make_gaussian, write_gaussian
+from cmkd_doctor.io.outputs import check_out_dir, check_out_file
 from cmkd_doctor.schemas import stamp
+from cmkd_doctor.validation import parse_list
 
 # torch is imported by the commands that train (make avmnist, reproduce), not here:
 # 'examples list' starts without it
@@ -101,7 +101,7 @@ def avmnist(
     Then: cmkd-doctor diagnose OUT/image.npy OUT/audio.npy OUT/labels.npy --split
     OUT/split.npz
     """
-    from cmkd_doctor.avmnist import AVMnistSpec, make_avmnist
+    from cmkd_doctor.examples.avmnist import AVMnistSpec, make_avmnist
 
     options = _fetch_options(download, data_dir, mirror, timeout)
     with progress_bars(False) as progress:
@@ -129,7 +129,7 @@ def ravdess(
 ) -> None:
     """RAVDESS emotion recognition (paper Sec. 5.4, App. B.4): audio teacher, image
     student. Writes audio.npy (and image.npy), labels.npy, split.npz, ravdess.json."""
-    from cmkd_doctor.preparers import make_ravdess
+    from cmkd_doctor.examples.preparers import make_ravdess
 
     _prepared(out_dir, make_ravdess(out_dir, root, raw_audio, image_size))
 
@@ -144,7 +144,7 @@ def mmimdb(
 ) -> None:
     """MM-IMDB multi-label genres (paper App. B.3): text and poster features. Writes
     text.npy, image.npy, labels.npy (multi-hot), split.npz and mmimdb.json."""
-    from cmkd_doctor.preparers import make, read_mmimdb
+    from cmkd_doctor.examples.preparers import make, read_mmimdb
 
     keep = parse_list(columns, "columns", int) if columns else None
     _prepared(out_dir, make("mmimdb", out_dir, lambda: read_mmimdb(hdf5, keep)))
@@ -164,7 +164,7 @@ def vggsound(
     """VGGSound labels and split (paper Sec. 5.4) for features you extracted (see
     examples/vggsound.md). Writes labels.npy, split.npz, rows.npy (the kept feature
     rows) and vggsound.json."""
-    from cmkd_doctor.preparers import make, read_vggsound
+    from cmkd_doctor.examples.preparers import make, read_vggsound
 
     _prepared(out_dir, make("vggsound", out_dir,
                             lambda: read_vggsound(csv_file, clips, classes)))
@@ -181,7 +181,7 @@ def nyu(
     """NYU Depth V2 (paper Sec. 3, 5.3): RGB and depth image arrays for 'cmkd-doctor
     extract --array', scene-type labels and the official split (examples/nyu_depth_v2.md).
     """
-    from cmkd_doctor.preparers import make, read_nyu
+    from cmkd_doctor.examples.preparers import make, read_nyu
 
     _prepared(out_dir, make("nyu", out_dir, lambda: read_nyu(mat, size, splits)))
 
@@ -282,8 +282,8 @@ def reproduce_command(
     Gaussian: logistic-regression teachers and students, 200 training / 1000 test rows,
     full-batch SGD; every run of an experiment trains in one batched model.
     """
-    from cmkd_doctor.reproduce import reproduce, reproductions, save_plot
-    from cmkd_doctor.reproduce_gaussian import PAPER_SOURCE
+    from cmkd_doctor.examples.reproduce import reproduce, reproductions, save_plot
+    from cmkd_doctor.examples.reproduce.gaussian import PAPER_SOURCE
 
     if plot is not None:
         known = reproductions().get(experiment)

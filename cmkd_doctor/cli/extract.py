@@ -60,8 +60,8 @@ def extract_command(
                          "architecture's layers are listed on an input of that shape); "
                          "extract reads the shape of its inputs")
     if list_layers:
-        from cmkd_doctor.extract import list_layers as layers_of
-        from cmkd_doctor.networks import parse_shape
+        from cmkd_doctor.teachers.extraction import list_layers as layers_of
+        from cmkd_doctor.teachers.whole_networks import parse_shape
 
         named = [m for m in (model, None if onnx is None else str(onnx), backbone) if m]
         if len(named) != 1:
@@ -73,11 +73,10 @@ def extract_command(
     if layer is None or out_file is None:
         raise InputError("extract needs --layer NAME and --out FILE.npy (or --list-layers "
                          "to see the layers a model offers)")
-    from cmkd_doctor.devices import resolve_device  # torch: to run, not for --help
-    from cmkd_doctor.extract import ExtractOptions, extract_to
+    from cmkd_doctor.teachers.extraction import ExtractOptions, extract_to  # torch: to run
     given = {"layer": layer, "weights": None if weights is None else str(weights),
              "size": size, "batch_size": batch_size, "pool": pool,
-             "device": str(resolve_device(device))}
+             "device": device}
     if model is not None:
         if backbone is not None or onnx is not None:
             raise InputError("--model replaces --backbone and --onnx; give one of them")

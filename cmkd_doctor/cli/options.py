@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from cmkd_doctor import choices
-from cmkd_doctor.outputs import DEFAULT_RUN
+from cmkd_doctor.io.outputs import DEFAULT_RUN
 
 # the panels --help groups the options into, in this order where a command has them
 PANELS = INPUTS, RANKING, TEACHERS, STUDENTS, TRAINING, OUTPUT = (
@@ -42,7 +42,7 @@ Hidden = Annotated[str | None, typer.Option(
          "deeper MLPs [default: the rank run's].",
     rich_help_panel=TRAINING)]
 Epochs = Annotated[int | None, typer.Option(
-    help="Most training epochs [default: about 4000 optimiser steps, 20 to 300 epochs].",
+    help=f"Most training epochs [default: {choices.EPOCHS_DEFAULT}].",
     rich_help_panel=TRAINING)]
 BatchSize = Annotated[int, typer.Option(help="Minibatch size.",
     rich_help_panel=TRAINING)]
@@ -53,9 +53,8 @@ Patience = Annotated[int, typer.Option(help="Early stopping on a validation tent
                                        "epochs.",
     rich_help_panel=TRAINING)]
 ChunkRows = Annotated[int | None, typer.Option(
-    help="Rows read at a time from memory-mapped .npy inputs [default: all rows on the "
-         "device when they fit (1 GiB on the CPU, half the free GPU memory), else chunk "
-         "sets of about 128 MiB].",
+    help=f"Rows read at a time from memory-mapped .npy inputs [default: "
+         f"{choices.CHUNK_ROWS_DEFAULT}].",
     rich_help_panel=TRAINING)]
 # the user's whole teacher network (derive-teacher --model, distill --model)
 WholeModel = Annotated[str | None, typer.Option(

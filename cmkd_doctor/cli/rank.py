@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cmkd_doctor import curves
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import print_json, progress_bars, warn
 from cmkd_doctor.cli.options import DEFAULT_RUN, OUTPUT, OutDir, Quiet, Tensorboard
 from cmkd_doctor.cli.rank_flags import rank_flags
-from cmkd_doctor.rank_options import RankOptions
+from cmkd_doctor.ranking.options import RankOptions
+from cmkd_doctor.training import curves
 
 
 @rank_flags
@@ -41,12 +41,12 @@ def rank(
     Trains two networks to agree (Eq. 28), permutes each channel M times, and writes
     salience.npy (max 1) with rank.json, the split and both networks into --out.
     """
-    from cmkd_doctor.rundir import rank_files  # torch: imported to run, not for --help
+    from cmkd_doctor.io.rundir import rank_files  # torch: imported to run, not for --help
 
     options = RankOptions.from_given(rank_given or {})
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
         result, document = rank_files(feats_a, feats_b, labels, out_dir, options, progress)
-    for message in result.warnings:
+    for message in document["warnings"]:
         warn(message)
     if json_output:
         print_json({**document, "salience": result.salience.tolist()})

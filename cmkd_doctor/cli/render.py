@@ -16,7 +16,7 @@ from rich.table import Table
 from cmkd_doctor.cli._common import line, out, spark
 
 if TYPE_CHECKING:
-    from cmkd_doctor.comparison import Comparison
+    from cmkd_doctor.diagnosis.comparison import Comparison
 
 # the library modules these tables read are imported by the functions that use them:
 # 'examples list' renders here and starts without torch
@@ -47,7 +47,7 @@ def rank_summary(document: dict, salience: Any, out_dir: Path) -> None:
          f"unpermuted distance {document['unpermuted_distance']:.4g};  "
          f"rows permuted: {document['permuted_rows']}")
     constant = document.get("constant_channels", [])
-    from cmkd_doctor.ranking import channel_order
+    from cmkd_doctor.ranking.run import channel_order
 
     order = channel_order(salience, constant)
     informative = order[: len(order) - len(constant)]
@@ -59,7 +59,7 @@ def rank_summary(document: dict, salience: Any, out_dir: Path) -> None:
     line(f"most modality-general channels of {mod}:  {top}")
     line(f"least:  {bottom}" + (f";  constant on the fit rows (last): {len(constant)}"
                                 if constant else ""))
-    from cmkd_doctor.findings import check_ranking
+    from cmkd_doctor.ranking.findings import check_ranking
     from cmkd_doctor.wording import all_said
 
     findings = check_ranking(document, salience)
@@ -90,7 +90,7 @@ def comparison(report: Comparison) -> None:
     extra = [name for name in report.rows[0].student_metrics if name != metric]
     for name in extra:  # multi-label: macro F1 and mAP beside the headline micro F1
         table.add_column("student " + name, justify="right")
-    from cmkd_doctor.comparison import versus_cell
+    from cmkd_doctor.diagnosis.comparison import versus_cell
 
     bracketed = False
     for row in report.rows:
@@ -240,7 +240,7 @@ def _shown(value: float | None) -> str:
 def reproduction(result: Any, source: str) -> None:
     """One column per setting: ours (mean±std over runs) for every model, then the key
     figures of the official code (a rerun at the same seeds) and of the paper."""
-    from cmkd_doctor.reproduce_gaussian import figure
+    from cmkd_doctor.examples.reproduce.gaussian import figure
 
     doc = result.to_dict()
     name, axis = doc["experiment"], result.experiment.axis

@@ -9,7 +9,7 @@ import typer
 
 from cmkd_doctor.cli import render
 from cmkd_doctor.cli._common import err, out
-from cmkd_doctor.outputs import DEFAULT_RUN
+from cmkd_doctor.io.outputs import DEFAULT_RUN
 
 
 def report_command(

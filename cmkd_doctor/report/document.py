@@ -7,14 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cmkd_doctor.diagnosis.verdict import sweet_spot
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.findings import check_ranking
-from cmkd_doctor.gaussian import planted_truth
-from cmkd_doctor.ranking import channel_order, increases
-from cmkd_doctor.rundir import RunDir, last_call
+from cmkd_doctor.examples.gaussian import planted_truth
+from cmkd_doctor.io.rundir import RunDir, last_call
+from cmkd_doctor.ranking.findings import check_ranking
+from cmkd_doctor.ranking.run import channel_order, increases
 from cmkd_doctor.schemas import stamp
-from cmkd_doctor.teachers import DERIVED
-from cmkd_doctor.verdict import sweet_spot
+from cmkd_doctor.teachers.masks import DERIVED
 from cmkd_doctor.wording import say
 
 

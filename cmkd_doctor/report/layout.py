@@ -11,17 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cmkd_doctor.comparison import versus_cell
+from cmkd_doctor.diagnosis.comparison import versus_cell
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.findings import check_ranking
-from cmkd_doctor.outputs import DEFAULT_RUN, check_out_file, json_text, write_bytes, write_text
+from cmkd_doctor.io.outputs import DEFAULT_RUN, check_out_file, json_text, write_bytes, write_text
+from cmkd_doctor.io.rundir import RunDir
+from cmkd_doctor.ranking.findings import check_ranking
 from cmkd_doctor.report.document import (
     collect,
     compare,
     diagnosis,
 )
 from cmkd_doctor.report.plots import PLOTS, compare_plots, plots
-from cmkd_doctor.rundir import RunDir
 from cmkd_doctor.wording import all_said
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cmkd_doctor.report.document import chosen_ratio
-from cmkd_doctor.teachers import MFH_ORDER, n_nullified
+from cmkd_doctor.teachers.masks import MFH_ORDER, n_nullified
 
 # one colour per teacher mode, the same in every plot
 MODE_COLOURS = {"none": "#8c8c8c", "regular": "#333333", "general": "#4c72b0",

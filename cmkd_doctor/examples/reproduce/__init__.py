@@ -1,0 +1,154 @@
+"""The paper's experiments, reproduced: one registry for every family, one entry point.
+
+Each family lives in its own module: the synthetic Gaussian experiments of Sec. 5.2
+(Table 2, Fig. 2, Fig. 3; :mod:`cmkd_doctor.examples.reproduce.gaussian`) and the AV-MNIST case
+study of Sec. 3 (Table 1 / Table 5; :mod:`cmkd_doctor.examples.reproduce.avmnist`).
+:func:`reproductions` names each experiment with its default seed (declared once, here
+or in its family's module, and read by the CLI), and :func:`reproduce` runs one.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cmkd_doctor.errors import InputError, unknown_name
+from cmkd_doctor.progress import Progress, no_progress
+
+
+@dataclass(frozen=True)
+class Reproducible:
+    """One experiment of the paper: its family, title and default seed, and whether it
+    needs the folder of a built example (``--data``)."""
+
+    name: str
+    family: str  # gaussian, avmnist or avmnist-networks
+    title: str
+    default_seed: int
+    needs_data: bool = False
+    default_runs: int = 10  # the paper's
+
+
+def _registry() -> dict[str, Reproducible]:
+    from cmkd_doctor.examples.reproduce import avmnist_networks as networks
+    from cmkd_doctor.examples.reproduce.avmnist import DEFAULT_SEED
+    from cmkd_doctor.examples.reproduce.gaussian import EXPERIMENTS
+
+    found = {name: Reproducible(name, "gaussian", EXPERIMENTS[name].title,
+                                EXPERIMENTS[name].default_seed) for name in EXPERIMENTS}
+    found["table1-avmnist"] = Reproducible(
+        "table1-avmnist", "avmnist", "Table 1: unimodal vs crossmodal teacher on AV-MNIST",
+        DEFAULT_SEED, needs_data=True)
+    found["avmnist-networks"] = Reproducible(
+        "avmnist-networks", "avmnist-networks", "AV-MNIST end to end with networks: "
+        "LeNet-5 image teacher masked inside, 3-layer CNN audio students",
+        networks.DEFAULT_SEED, needs_data=True, default_runs=networks.DEFAULT_RUNS)
+    return found
+
+
+@functools.cache
+def reproductions() -> dict[str, Reproducible]:
+    """Every experiment :func:`reproduce` runs, by name (built on first use: the
+    families' modules import torch)."""
+    return _registry()
+
+
+def reproduce(name: str, runs: int | None = None, seed: int | None = None,
+              device: Any = "auto", data: str | Path | None = None,
+              protocol: str = "official", official_swap: bool = False,
+              out: str | Path | None = None, progress: Progress = no_progress) -> Any:
+    """Run experiment ``name`` (:func:`reproductions`) over ``runs`` seeds from ``seed``
+    (``None``: its defaults). Returns a :class:`~cmkd_doctor.examples.reproduce.gaussian.
+    Reproduction` for the Gaussian family, the ``reproduction`` document for AV-MNIST.
+    ``out`` keeps the files avmnist-networks makes (its networks, features and runs)."""
+    from cmkd_doctor.devices import resolve_device
+
+    found = reproductions()
+    if name not in found:
+        raise unknown_name("examples reproduce EXPERIMENT", found, name)
+    experiment = found[name]
+    seed = experiment.default_seed if seed is None else seed
+    runs = experiment.default_runs if runs is None else runs
+    device = resolve_device(device)
+    if out is not None and experiment.family != "avmnist-networks":
+        raise InputError(f"--out keeps the files of avmnist-networks; {name} writes none")
+    if experiment.needs_data:  # the AV-MNIST families
+        if protocol != "official" or official_swap:
+            raise InputError(f"{name}: --protocol and --official-swap are for the Gaussian "
+                             "experiments (table2, fig2, fig3)")
+        if experiment.family == "avmnist-networks":
+            from cmkd_doctor.examples.reproduce.avmnist_networks import reproduce_avmnist_networks
+
+            return reproduce_avmnist_networks(data, runs=runs, seed=seed, device=device,
+                                              out=out, progress=progress)
+        from cmkd_doctor.examples.reproduce.avmnist import reproduce_avmnist
+
+        return reproduce_avmnist(data, runs=runs, seed=seed, device=device,
+                                 progress=progress)
+    if data is not None:
+        raise InputError(f"--data is for table1-avmnist and avmnist-networks; {name} "
+                         "generates its data")
+    from cmkd_doctor.examples.reproduce.gaussian import reproduce_gaussian
+
+    return reproduce_gaussian(name, runs=runs, seed=seed, device=device, protocol=protocol,
+                              official_swap=official_swap, progress=progress)
+
+
+def save_plot(result: Any, path: str | Path) -> Path:
+    """A Gaussian experiment's series beside the paper's figures, as a PNG file (needs
+    matplotlib)."""
+    from cmkd_doctor.examples.reproduce.gaussian import PAPER_SOURCE
+    from cmkd_doctor.io.outputs import write_bytes
+
+    return write_bytes(path, plot_reproduction(result.rows, result.experiment.name,
+                                               result.experiment.title, PAPER_SOURCE))
+
+def plot_reproduction(rows: list[dict[str, Any]], experiment: str, title: str,
+                      source: str) -> bytes:
+    """Our series (mean ± std over runs) against gamma or alpha, the paper's figures
+    marked beside them (hollow markers, or the +2.1 points Fig. 2 states) and the
+    official code's (crosses, a rerun at the same seeds), as PNG."""
+    import numpy as np
+
+    from cmkd_doctor.report.plots import _pyplot, png
+
+    plt = _pyplot()
+    if plt is None:
+        raise InputError("--plot needs matplotlib: pip install 'cmkd-doctor[report]'")
+
+    axis = "alpha" if experiment == "fig3" else "gamma"
+    x = [row[axis] for row in rows]
+    series = [k for k in ("regular_teacher", "general_teacher", "random_teacher", "no_kd",
+                          "regular_kd", "general_kd", "random_kd") if k in rows[0]]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for colour, key in zip(colours * 2, series, strict=False):
+        mean = np.array([row[key]["mean"] for row in rows])
+        std = np.array([row[key]["std"] for row in rows])
+        style = "--" if key.endswith("teacher") else "-"
+        ax.plot(x, mean, style, marker="o", color=colour, label=key.replace("_", " "))
+        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15)
+        paper = [(xi, row["paper"][key]) for xi, row in zip(x, rows, strict=True)
+                 if key in row["paper"]]
+        if paper:
+            ax.scatter(*zip(*paper, strict=True), s=90, facecolors="none", edgecolors=colour,
+                       linewidths=1.5, zorder=5)
+        official = [(xi, row["official"][key]["mean"]) for xi, row in zip(x, rows, strict=True)
+                    if key in row.get("official", {})]
+        if official:
+            ax.scatter(*zip(*official, strict=True), s=40, marker="x", color=colour, zorder=6)
+    for xi, row in zip(x, rows, strict=True):
+        if "kd_minus_no_kd" in row["paper"]:  # Fig. 2's stated result: KD over No-KD
+            target = row["no_kd"]["mean"] + row["paper"]["kd_minus_no_kd"]
+            ax.scatter([xi], [target], marker="*", s=160, color="black", zorder=6,
+                       label=f"paper: KD {row['paper']['kd_minus_no_kd']:+.1f} over No-KD")
+    if any(row["paper"] for row in rows):
+        ax.scatter([], [], s=90, facecolors="none", edgecolors="grey", label="paper's figure")
+    if any(row.get("official") for row in rows):
+        ax.scatter([], [], s=40, marker="x", color="grey", label="official code (rerun)")
+    ax.set(xlabel=axis, ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.text(0.01, 0.01, f"ours: mean ± std over runs; source: {source}", fontsize=6)
+    return png(plt, fig, dpi=120, rect=(0, 0.03, 1, 1))

@@ -1,0 +1,5 @@
+"""Teachers from a ranking (Sec. 5.1 (4), Sec. 5.4, App. B.4): the channel masks and the
+teacher file (``masks``), derivation from a ``rank`` run (``derivation``), the user's
+whole networks masked at the ranked layer (``whole_networks``) and middle-layer features
+to rank (``extraction``).
+"""

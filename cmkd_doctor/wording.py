@@ -36,7 +36,7 @@ from cmkd_doctor.diagnosis.verdict import (
     outcome,
     record,
 )
-from cmkd_doctor.ranking.findings import Finding, at_chance, check_ranking
+from cmkd_doctor.ranking.findings import CHECKS, Finding, at_chance, check_ranking
 
 FORMS = ("warning", "reason", "screen", "explain", "line")
 
@@ -284,16 +284,16 @@ _WORDS: dict[str, Callable[[Finding, str], str | None]] = {
 
 
 def all_said(findings: list[Finding], form: str) -> list[str]:
-    """What ``form`` says of each finding, in order, skipping the silent ones."""
-    return [text for f in findings if (text := say(f, form)) is not None]
+    """What ``form`` says of each finding, in the one order checks are shown in
+    (:data:`~cmkd_doctor.ranking.findings.CHECKS`: the data's checks first, a modality at
+    chance before all), skipping the ones that place says nothing of."""
+    ordered = sorted(findings, key=lambda f: CHECKS.index(f.code))  # stable within a code
+    return [text for f in ordered if (text := say(f, form)) is not None]
 
 
 def rank_warnings(findings: list[Finding]) -> list[str]:
-    """``rank``'s warnings: the ranking's own checks first, then the data's (a modality at
-    chance, which silences the pairing and gamma findings it explains)."""
-    data = ("chance", "pairing", "gamma")
-    return (all_said([f for f in findings if f.code not in data], "warning")
-            + all_said([f for f in findings if f.code in data], "warning"))
+    """``rank``'s warnings, in the order checks are shown in."""
+    return all_said(findings, "warning")
 
 
 # -- the verdict ---------------------------------------------------------------------------
@@ -383,9 +383,8 @@ def verdict_text(o: Outcome) -> str:
         if all(state == "holds" for _, state, _ in o.orderings):
             lines.append("The teacher's modality-general channels are what transfers.")
     if o.sweet is not None and o.reliable:
-        lines.append(f"Sweet spot: the modality-general teacher's student is best at r = "
-                     f"{o.sweet.ratio:g} ({o.sweet.student_mean:.2f}) of the "
-                     f"{o.general_rows} ratios distilled.")
+        lines.append(f"Sweet spot: {sweet_spot(o.sweet.ratio, o.sweet.student_mean)} of "
+                     f"the {o.general_rows} ratios distilled.")
     lines.append(_best(o))
     if o.seeding and o.seeding.get("decisions"):
         lines.append(seeds_text(o.seeding))
@@ -516,7 +515,8 @@ def _kd_and_ordering(o: Outcome) -> str:
     """The two checks behind a headline, in one sentence: does crossmodal KD help at
     all, and does the MFH ordering hold at the ratios distilled."""
     kd, states = o.kd, o.states
-    said = "helps" if kd.gain else "hurts" if kd.loss else "makes no clear difference"
+    effect = kd_effect(kd.to_dict())
+    said = "makes no clear difference" if effect == "no clear difference" else effect
     text = f"Regular-KD {said} ({kd.delta:+.2f} {o.unit} against No-KD)"
     if NOT_INTERPRETED in states.values():
         return text + "; the MFH ordering is not interpreted (unreliable ranking)."
@@ -552,3 +552,35 @@ def verdict(report: Comparison, ranking: dict[str, Any] | None = None) -> dict[s
     action, said = headline(o)
     return {**record(o, ranking), "text": verdict_text(o), "action": action,
             "headline": said}
+
+
+# -- sentences more than one place shows ---------------------------------------------------
+
+def capitalized(text: str) -> str:
+    """``text`` as a sentence's start (its first letter upper case, the rest as it is)."""
+    return text[:1].upper() + text[1:]
+
+
+def planted(truth: dict[str, Any]) -> str:
+    """What the ranking found of the channels planted in generated data (the truth
+    ``examples make gaussian`` records), as the terminal and the report say it."""
+    t = truth
+    weighted = t.get("gamma_weighted")
+    return (f"the ranking put {len(t['found'])} of the {len(t['shared_channels'])} planted "
+            f"shared channels on top (precision {t['precision']:.2f}); alpha "
+            f"{t['alpha']:.2f}, beta {t['beta']:.2f}, gamma {t['gamma']:.2f}"
+            + (f" (weighted by the hyperplane {weighted:.2f})" if weighted is not None
+               else ""))
+
+
+def sweet_spot(ratio: float, mean: float) -> str:
+    """The sweep's sweet spot (paper Fig. 5), as the verdict and the report say it."""
+    return f"the modality-general teacher's student is best at r = {ratio:g} ({mean:.2f})"
+
+
+def kd_effect(kd: dict[str, Any]) -> str:
+    """What Regular-KD does against No-KD (a verdict's ``kd``: its paired difference), in
+    one word or phrase: ``helps``, ``hurts`` or ``no clear difference``."""
+    if not kd["clear"]:
+        return "no clear difference"
+    return "helps" if kd["delta"] > 0 else "hurts"

@@ -1,4 +1,4 @@
-"""The README's quoted figures against fresh runs (python tools/docs.py): the
+"""The docs' quoted figures against fresh runs (python tools/docs.py): the
 blocks' machinery on made-up figures, and each block rerun wherever its data is."""
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-import docs  # noqa: E402  (tools/docs.py: the README's figures, a tool beside the package)
-
-README = (ROOT / "README.md").read_text()
+import docs  # noqa: E402  (tools/docs.py: the docs' figures, a tool beside the package)
 
 
 def test_a_block_is_rewritten_from_figures_and_read_back():
@@ -54,7 +52,7 @@ def test_the_readme_quotes_what_a_fresh_run_gives(name):
     block = docs.BLOCKS[name]
     if root is None or not all((root / need).exists() for need in block.needs):
         pytest.skip(f"needs {', '.join(block.needs)} under a data root (../shared/data)")
-    quoted = docs.quoted(README, name)
-    assert quoted, f"README's docs:{name} block holds no figures: run python " \
-                   f"tools/docs.py {name} --write README.md"
+    quoted = docs.quoted((ROOT / block.page).read_text(), name)
+    assert quoted, f"{block.page}'s docs:{name} block holds no figures: run python " \
+                   f"tools/docs.py {name} --write"
     assert docs.drift(quoted, docs.run_block(name, root)) == []

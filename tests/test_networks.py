@@ -384,9 +384,9 @@ class _AudioNet(torch.nn.Module):
         return self.head(torch.relu(self.body(x.flatten(1))))
 
 
-def _section(readme: str) -> tuple[str, list[str]]:
-    """The README's "Your own networks" export calls (Python) and commands (shell)."""
-    part = readme.split("## Your own networks", 1)[1].split("\n## ", 1)[0]
+def _section(page: str) -> tuple[str, list[str]]:
+    """The "Your own networks" page's export calls (Python) and commands (shell)."""
+    part = page.split("# Your own networks", 1)[1].split("\n## ", 1)[0]
     python = part.split("```python\n", 1)[1].split("```", 1)[0]
     shell = part.split("```bash\n", 1)[1].split("```", 1)[0]
     commands = [c.strip() for c in shell.replace("\\\n", " ").splitlines()
@@ -399,14 +399,14 @@ def _section(readme: str) -> tuple[str, list[str]]:
 def test_the_readme_own_networks_section_runs_on_a_default_export(kind, tmp_path):
     """A teacher exported the default way (a fixed batch of 2), as ONNX and as a .pt2,
     through extract --list-layers, extract, rank, derive-teacher --model and distill
-    --model: the README's section as printed (the .pt2 in place of the .onnx)."""
+    --model: the docs' "Your own networks" page as printed (the .pt2 in place of the .onnx)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    python, commands = _section((Path(__file__).resolve().parents[1] / "README.md")
-                                .read_text())
+    python, commands = _section((Path(__file__).resolve().parents[1] / "docs" /
+                                 "own-networks.md").read_text())
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 150)
     pattern = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)

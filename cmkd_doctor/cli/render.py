@@ -62,9 +62,7 @@ def rank_summary(document: dict, salience: Any, out_dir: Path) -> None:
     from cmkd_doctor.ranking.findings import check_ranking
     from cmkd_doctor.wording import all_said
 
-    findings = check_ranking(document, salience)
-    order = ("alignment", "groups", "gamma", "pairing", "chance", "stability", "negative")
-    for text in all_said([f for code in order for f in findings if f.code == code], "line"):
+    for text in all_said(check_ranking(document, salience), "line"):
         line(text)
     counts, _ = np.histogram(np.clip(salience, 0, 1), bins=10, range=(0, 1))
     line(f"salience histogram  0 |{spark(counts, low=0)}| 1   (bins of 0.1; counts "
@@ -173,12 +171,9 @@ def diagnosis(found: Any, run_dir: Path) -> None:
     rank_summary(found.rank_document, found.rank.salience, run_dir)
     if found.truth:
         t = found.truth
-        line(f"truth (generated data): the ranking put {t['precision']:.0%} of the "
-             f"{len(t['shared_channels'])} planted shared channels on top "
-             f"(gamma {t['gamma']:.2f}" + (f", weighted by the hyperplane "
-                                           f"{t['gamma_weighted']:.2f}"
-                                           if t.get("gamma_weighted") is not None else "")
-             + ")")
+        from cmkd_doctor.wording import planted
+
+        line(f"truth (generated data): {planted(t)}")
     out.print()
     comparison(found.report)
 

@@ -261,14 +261,6 @@ def record(o: Outcome, ranking: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def kd_effect(verdict: dict[str, Any]) -> str:
-    """What a verdict says of Regular-KD against No-KD, in one word or phrase:
-    ``helps``, ``hurts`` or ``no clear difference``."""
-    if not verdict["kd"]["clear"]:
-        return "no clear difference"
-    return "helps" if verdict["kd_delta"] > 0 else "hurts"
-
-
 # gates on the ranking rather than on rows: aligned (the ranking is reliable) and paired
 # (the rows share more than their class)
 RANKING_GATES = ("aligned", "paired")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmkd_doctor.choices import Z
 from cmkd_doctor.teachers.masks import n_nullified
 
 
@@ -31,7 +32,7 @@ def at_chance(side: str, label_level: dict[str, Any], metrics: dict[str, Any],
         accuracy = metrics[part]["accuracy"]
         se = math.sqrt(max(base * (1 - base), 1e-12) / len(y))
         found.update(metric="accuracy", value=accuracy, chance=base, rows=part)
-        found["at_chance"] = found["at_chance"] and accuracy - base <= 2 * se
+        found["at_chance"] = found["at_chance"] and accuracy - base <= Z * se
     return found
 
 
@@ -165,7 +166,7 @@ def negative_channels(increase: np.ndarray) -> dict[str, Any]:
     if repeats < 2:
         return {"count": None, "channels": [], "rule": "needs M >= 2 repeats"}
     se = increase.std(axis=1, ddof=1) / np.sqrt(repeats)
-    found = np.flatnonzero(increase.mean(axis=1) < -2 * se)
+    found = np.flatnonzero(increase.mean(axis=1) < -Z * se)
     return {"count": int(len(found)), "channels": found.tolist(),
             "rule": "mean increase over the repeats below -2 standard errors"}
 

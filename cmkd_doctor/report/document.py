@@ -15,7 +15,7 @@ from cmkd_doctor.ranking.findings import check_ranking
 from cmkd_doctor.ranking.run import channel_order, increases
 from cmkd_doctor.schemas import stamp
 from cmkd_doctor.teachers.masks import DERIVED
-from cmkd_doctor.wording import say
+from cmkd_doctor.wording import all_said
 
 
 def collect(run_dir: str | Path) -> dict[str, Any]:
@@ -133,9 +133,7 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
             found["recommended"] = {"teacher": best["label"], "file": best["teacher_file"],
                                     "export": use["command"]}
     # the checks, decided once when rank wrote them, worded in cmkd_doctor.wording
-    screen = ("chance", "pairing", "gamma", "alignment", "stability", "constant")
-    found["warnings"] = [say(f, "screen") for code in screen
-                         for f in check_ranking(rank) if f.code == code and not f.ok]
+    found["warnings"] = all_said(check_ranking(rank), "screen")
     return found
 
 

@@ -22,7 +22,7 @@ from cmkd_doctor.report.document import (
     diagnosis,
 )
 from cmkd_doctor.report.plots import PLOTS, compare_plots, plots
-from cmkd_doctor.wording import all_said
+from cmkd_doctor.wording import all_said, capitalized, planted, sweet_spot
 
 
 def _table(headers: list[str], rows: list[list[Any]], fmt: str, ident: str = "") -> str:
@@ -121,12 +121,7 @@ def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
     if doc["truth"]:
         t = doc["truth"]
         out.append(("Truth (generated data)",
-                    _para(f"The ranking put {len(t['found'])} of the {len(t['shared_channels'])} "
-                          f"planted shared channels on top (precision {t['precision']:.2f}); "
-                          f"alpha {t['alpha']:.2f}, beta {t['beta']:.2f}, gamma "
-                          f"{t['gamma']:.2f}"
-                          + (f" (weighted by the hyperplane {t['gamma_weighted']:.2f})"
-                             if t.get("gamma_weighted") is not None else "") + ".", fmt),
+                    _para(capitalized(planted(t)) + ".", fmt),
                     []))
     if doc["teachers"]:
         rows = [[t["name"], t["mode"], t["ratio"], len(t["nullified"]), t["fill"],
@@ -161,8 +156,8 @@ def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
                     + left_out, []))
     if doc["sweep"]:
         s = doc["sweep"]
-        out.append(("Ratio sweep", _para(f"The modality-general teacher's student is best at "
-                                         f"r = {s['sweet_spot']:g} ({s['sweet_spot_mean']:.2f}).",
+        out.append(("Ratio sweep", _para(capitalized(sweet_spot(s["sweet_spot"],
+                                                                s["sweet_spot_mean"])) + ".",
                                          fmt), ["sweep"]))
     return out
 
@@ -171,11 +166,7 @@ def checks(rank: dict[str, Any], fmt: str) -> str:
     """What the ranking found and how far to trust it: the gamma estimate, pairing,
     chance, groups, alignment, stability, constant and negative channels, each with what
     it means (worded in :mod:`cmkd_doctor.wording`)."""
-    order = ("gamma", "pairing", "chance", "groups", "alignment", "stability", "constant",
-             "negative")
-    findings = check_ranking(rank)
-    said = all_said([f for code in order for f in findings if f.code == code], "explain")
-    return "".join(_para(text, fmt) for text in said)
+    return "".join(_para(text, fmt) for text in all_said(check_ranking(rank), "explain"))
 
 
 def _para(text: str, fmt: str) -> str:

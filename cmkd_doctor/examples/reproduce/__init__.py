@@ -101,54 +101,8 @@ def save_plot(result: Any, path: str | Path) -> Path:
     matplotlib)."""
     from cmkd_doctor.examples.reproduce.gaussian import PAPER_SOURCE
     from cmkd_doctor.io.outputs import write_bytes
+    from cmkd_doctor.report.plots import plot_reproduction
 
     return write_bytes(path, plot_reproduction(result.rows, result.experiment.name,
                                                result.experiment.title, PAPER_SOURCE))
 
-def plot_reproduction(rows: list[dict[str, Any]], experiment: str, title: str,
-                      source: str) -> bytes:
-    """Our series (mean ± std over runs) against gamma or alpha, the paper's figures
-    marked beside them (hollow markers, or the +2.1 points Fig. 2 states) and the
-    official code's (crosses, a rerun at the same seeds), as PNG."""
-    import numpy as np
-
-    from cmkd_doctor.report.plots import _pyplot, png
-
-    plt = _pyplot()
-    if plt is None:
-        raise InputError("--plot needs matplotlib: pip install 'cmkd-doctor[report]'")
-
-    axis = "alpha" if experiment == "fig3" else "gamma"
-    x = [row[axis] for row in rows]
-    series = [k for k in ("regular_teacher", "general_teacher", "random_teacher", "no_kd",
-                          "regular_kd", "general_kd", "random_kd") if k in rows[0]]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for colour, key in zip(colours * 2, series, strict=False):
-        mean = np.array([row[key]["mean"] for row in rows])
-        std = np.array([row[key]["std"] for row in rows])
-        style = "--" if key.endswith("teacher") else "-"
-        ax.plot(x, mean, style, marker="o", color=colour, label=key.replace("_", " "))
-        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15)
-        paper = [(xi, row["paper"][key]) for xi, row in zip(x, rows, strict=True)
-                 if key in row["paper"]]
-        if paper:
-            ax.scatter(*zip(*paper, strict=True), s=90, facecolors="none", edgecolors=colour,
-                       linewidths=1.5, zorder=5)
-        official = [(xi, row["official"][key]["mean"]) for xi, row in zip(x, rows, strict=True)
-                    if key in row.get("official", {})]
-        if official:
-            ax.scatter(*zip(*official, strict=True), s=40, marker="x", color=colour, zorder=6)
-    for xi, row in zip(x, rows, strict=True):
-        if "kd_minus_no_kd" in row["paper"]:  # Fig. 2's stated result: KD over No-KD
-            target = row["no_kd"]["mean"] + row["paper"]["kd_minus_no_kd"]
-            ax.scatter([xi], [target], marker="*", s=160, color="black", zorder=6,
-                       label=f"paper: KD {row['paper']['kd_minus_no_kd']:+.1f} over No-KD")
-    if any(row["paper"] for row in rows):
-        ax.scatter([], [], s=90, facecolors="none", edgecolors="grey", label="paper's figure")
-    if any(row.get("official") for row in rows):
-        ax.scatter([], [], s=40, marker="x", color="grey", label="official code (rerun)")
-    ax.set(xlabel=axis, ylabel="test accuracy (%)", title=title)
-    ax.legend(fontsize=7, ncol=2)
-    fig.text(0.01, 0.01, f"ours: mean ± std over runs; source: {source}", fontsize=6)
-    return png(plt, fig, dpi=120, rect=(0, 0.03, 1, 1))

@@ -56,10 +56,10 @@ SCHEDULE = TrainOptions(epochs=10, batch_size=128, lr=3e-3, patience=3)
 
 def _verdict_summary(comparison: Any) -> dict[str, Any]:
     """What a verdict concludes, in the terms the two levels are compared by."""
-    from cmkd_doctor.diagnosis.verdict import kd_effect
+    from cmkd_doctor.wording import kd_effect
 
     verdict = comparison.verdict
-    return {"kd": kd_effect(verdict),
+    return {"kd": kd_effect(verdict["kd"]),
             "kd_delta": verdict["kd_delta"],
             "ordering": verdict["mfh_ordering"].get("0.5"),
             "best": verdict["best"], "decision": verdict["decision"],
@@ -99,6 +99,74 @@ def _export(net: torch.nn.Module, shape: tuple[int, ...], path: Path) -> Path:
     return path
 
 
+def _read(folder: Path) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
+    """The folder's labels, split, images and spectrograms, checked for the shapes
+    ``examples make avmnist`` writes by default."""
+    y = np.load(folder / "labels.npy", allow_pickle=False)
+    split = read_split(folder / "split.npz", len(y))
+    image = np.load(folder / "image.npy", mmap_mode="r", allow_pickle=False)
+    audio = np.load(folder / "audio.npy", mmap_mode="r", allow_pickle=False)
+    if image.shape[1:] != (784,) or audio.shape[1:] != (512,):
+        raise InputError(f"--data {folder}: expected 28 x 28 images (784 values) and 32 "
+                         f"x 16 spectrograms (512) per row, as 'examples make avmnist' "
+                         f"writes them by default; got {image.shape[1:]} and "
+                         f"{audio.shape[1:]}")
+    return y, split, image, audio
+
+
+def _networks(rows: Rows, audio: np.ndarray, seed: int, work: Path, progress: Progress
+              ) -> tuple[Path, Path, float, float]:
+    """Step 1, the networks a user brings: an image teacher and an audio network,
+    trained and exported as programs; their paths and test accuracies."""
+    teacher, teacher_acc = _train_network("lenet5", IMAGE_SHAPE, rows,
+                                          derive_seed(seed, "avmnist_networks_teacher"),
+                                          progress, "image teacher")
+    listener, audio_acc = _train_network("cnn3", AUDIO_SHAPE,
+                                         rows.with_x(np.asarray(audio, np.float32)),
+                                         derive_seed(seed, "avmnist_networks_audio"),
+                                         progress, "audio network")
+    return (_export(teacher, IMAGE_SHAPE, work / "image_teacher.pt2"),
+            _export(listener, AUDIO_SHAPE, work / "audio_network.pt2"), teacher_acc,
+            audio_acc)
+
+
+def _extract_and_rank(programs: dict[str, tuple[Path, str, Path]], folder: Path, seed: int,
+                      device: torch.device, work: Path, progress: Progress
+                      ) -> dict[str, Any]:
+    """Step 2: extract both layers (``programs``: side -> program, layer, raw rows) and
+    rank the teacher's units against the audio features; the ``rank.json`` document."""
+    from cmkd_doctor.io.rundir import rank_files
+    from cmkd_doctor.ranking.options import RankOptions
+    from cmkd_doctor.teachers.extraction import ExtractOptions, extract, write_features
+
+    features = {}
+    for side, (path, layer, raw) in programs.items():
+        options = ExtractOptions(layer=layer, program=str(path), batch_size=512,
+                                 device=str(device))
+        found, names = extract(options, array=raw)
+        features[side] = write_features(found, names, work / f"features_{side}.npy", options)
+    rank_options = RankOptions(split=str(folder / "split.npz"), seed=seed, device=str(device))
+    _, document = rank_files(features["a"], features["b"], folder / "labels.npy",
+                             work / "run", rank_options, progress)
+    return document
+
+
+def _feature_level(folder: Path, runs: int, seed: int, device: torch.device, work: Path,
+                   progress: Progress) -> dict[str, Any]:
+    """Step 4: the feature-level ``diagnose`` on the same data, summarised."""
+    from cmkd_doctor.diagnosis.diagnose import DiagnoseConfig, diagnose
+
+    config = DiagnoseConfig()
+    config = replace(config, rank=replace(config.rank, split=str(folder / "split.npz"),
+                                          seed=seed, device=str(device)),
+                     distill=replace(config.distill, seeds=runs, seed=seed,
+                                     device=str(device)))
+    found = diagnose([folder / "image.npy", folder / "audio.npy", folder / "labels.npy"],
+                     out=work / "features_run", config=config, progress=progress)
+    return {"rows": _rows(found.report), "verdict": _verdict_summary(found.report),
+            "rank": _rank_summary(found.rank_document)}
+
+
 def reproduce_avmnist_networks(data_dir: str | Path | None, runs: int = DEFAULT_RUNS,
                                seed: int = DEFAULT_SEED, device: str | torch.device = "cpu",
                                out: str | Path | None = None,
@@ -107,11 +175,7 @@ def reproduce_avmnist_networks(data_dir: str | Path | None, runs: int = DEFAULT_
     """The network-level AV-MNIST case study (see the module docstring); the files it
     makes (raw arrays, teacher program, features, the rank and diagnose runs) stay in
     ``out`` (a temporary folder when ``None``). Returns the ``reproduction`` document."""
-    from cmkd_doctor.diagnosis.diagnose import DiagnoseConfig, diagnose
     from cmkd_doctor.diagnosis.distill import DistillOptions, distill
-    from cmkd_doctor.io.rundir import rank_files
-    from cmkd_doctor.ranking.options import RankOptions
-    from cmkd_doctor.teachers.extraction import ExtractOptions, extract, write_features
     from cmkd_doctor.teachers.whole_networks import NetworkOptions
 
     whole("runs", runs, 2, maximum=MAX_SEEDS, why=SEEDS_WHY)
@@ -132,52 +196,22 @@ def reproduce_avmnist_networks(data_dir: str | Path | None, runs: int = DEFAULT_
         else:
             work = check_out_dir(out)
             work.mkdir(parents=True, exist_ok=True)
-        y = np.load(folder / "labels.npy", allow_pickle=False)
-        split = read_split(folder / "split.npz", len(y))
-        image = np.load(folder / "image.npy", mmap_mode="r", allow_pickle=False)
-        audio = np.load(folder / "audio.npy", mmap_mode="r", allow_pickle=False)
-        if image.shape[1:] != (784,) or audio.shape[1:] != (512,):
-            raise InputError(f"--data {folder}: expected 28 x 28 images (784 values) and 32 "
-                             f"x 16 spectrograms (512) per row, as 'examples make avmnist' "
-                             f"writes them by default; got {image.shape[1:]} and "
-                             f"{audio.shape[1:]}")
+        y, split, image, audio = _read(folder)
         raw_a = write_npy(work / "image_raw.npy",
                           np.asarray(image, np.float32).reshape(-1, *IMAGE_SHAPE))
         raw_b = write_npy(work / "audio_raw.npy",
                           np.asarray(audio, np.float32).reshape(-1, *AUDIO_SHAPE))
         fit, val = fit_and_validation(split.train, y, seed)
-        n_classes = int(y.max()) + 1
-        rows = Rows(np.asarray(image, np.float32), y, fit, val, split.test, n_classes,
-                    False, device)
+        rows = Rows(np.asarray(image, np.float32), y, fit, val, split.test,
+                    int(y.max()) + 1, False, device)
         mark = time.perf_counter()
-
-        # 1. the networks a user brings: an image teacher, an audio network
-        teacher, teacher_acc = _train_network("lenet5", IMAGE_SHAPE, rows,
-                                              derive_seed(seed, "avmnist_networks_teacher"),
-                                              progress, "image teacher")
-        listener, audio_acc = _train_network("cnn3", AUDIO_SHAPE,
-                                             rows.with_x(np.asarray(audio, np.float32)),
-                                             derive_seed(seed, "avmnist_networks_audio"),
-                                             progress, "audio network")
-        program = _export(teacher, IMAGE_SHAPE, work / "image_teacher.pt2")
-        audio_program = _export(listener, AUDIO_SHAPE, work / "audio_network.pt2")
+        program, audio_program, teacher_acc, audio_acc = _networks(rows, audio, seed, work,
+                                                                   progress)
         mark = lap("networks", mark)
-
-        # 2. extract both layers, rank the teacher's units against the audio features
-        features = {}
-        for side, (path, layer, raw) in {"a": (program, TEACHER_LAYER, raw_a),
-                                         "b": (audio_program, AUDIO_LAYER, raw_b)}.items():
-            options = ExtractOptions(layer=layer, program=str(path), batch_size=512,
-                                     device=str(device))
-            found, names = extract(options, array=raw)
-            features[side] = write_features(found, names, work / f"features_{side}.npy",
-                                            options)
-        rank_options = RankOptions(split=str(folder / "split.npz"), seed=seed,
-                                   device=str(device))
-        _, document = rank_files(features["a"], features["b"], folder / "labels.npy",
-                                      work / "run", rank_options, progress)
+        document = _extract_and_rank({"a": (program, TEACHER_LAYER, raw_a),
+                                      "b": (audio_program, AUDIO_LAYER, raw_b)},
+                                     folder, seed, device, work, progress)
         mark = lap("extract_and_rank", mark)
-
         # 3. network students from the whole teacher, as given and masked
         networks = NetworkOptions(student="cnn3", student_inputs=str(raw_b),
                                   model=str(program), teacher_inputs=str(raw_a),
@@ -186,20 +220,9 @@ def reproduce_avmnist_networks(data_dir: str | Path | None, runs: int = DEFAULT_
             teachers=("all",), ratios=(0.5,), seeds=runs, train=SCHEDULE,
             device=str(device), seed=seed, networks=networks), progress)
         mark = lap("network_students", mark)
-
-        # 4. the feature-level diagnose on the same data
         level = None
         if feature_level:
-            config = DiagnoseConfig()
-            config = replace(config, rank=replace(config.rank, split=str(folder / "split.npz"),
-                                                  seed=seed, device=str(device)),
-                             distill=replace(config.distill, seeds=runs, seed=seed,
-                                             device=str(device)))
-            found = diagnose([folder / "image.npy", folder / "audio.npy",
-                              folder / "labels.npy"], out=work / "features_run",
-                             config=config, progress=progress)
-            level = {"rows": _rows(found.report), "verdict": _verdict_summary(found.report),
-                     "rank": _rank_summary(found.rank_document)}
+            level = _feature_level(folder, runs, seed, device, work, progress)
             lap("feature_level_diagnose", mark)
 
     networks_verdict = _verdict_summary(comparison)

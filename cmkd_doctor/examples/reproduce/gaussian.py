@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmkd_doctor.choices import Z
 from cmkd_doctor.errors import option_error
 from cmkd_doctor.examples.official_runs import OFFICIAL_RUNS, OFFICIAL_SOURCE
 from cmkd_doctor.io.streaming import RowSet
@@ -519,7 +520,8 @@ class Reproduction:
         for row in self.rows:
             gain = row[key]
             se = gain["std"] / self.runs**0.5
-            beyond = "beyond" if abs(gain["mean"]) > 2 * se else "within"
+            # the comparison's one rule: beyond Z standard errors of the paired difference
+            beyond = "beyond" if abs(gain["mean"]) > Z * se else "within"
             text = (f"{self.experiment.axis} {row[self.experiment.axis]:.2f}: "
                     f"{key.replace('_minus_', ' - ').replace('_', '-')} {gain['mean']:+.2f} "
                     f"± {se:.2f} (SE; {beyond} noise)")

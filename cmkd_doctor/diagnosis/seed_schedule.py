@@ -22,7 +22,7 @@ default schedule (4 to 20 seeds, five looks) it is about 0.0135: a difference ne
 about 5.2 standard errors at 4 seeds and 2.7 at 20. The fixed-seed rule (clear beyond
 2 standard errors, ``--seeds N``) calls a null difference clear in about 12% of runs at
 5 seeds (its z is a t with 4 degrees of freedom); the sequential rule in at most 5%
-(``tests/test_sequential.py`` checks both by a fresh simulation).
+(``tests/test_seed_schedule.py`` checks both by a fresh simulation).
 """
 
 from __future__ import annotations

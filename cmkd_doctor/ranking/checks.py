@@ -37,7 +37,7 @@ def at_chance(side: str, label_level: dict[str, Any], metrics: dict[str, Any],
 
 
 # Alignment below this is flagged: the salience then measures noise more than shared
-# information (chosen from measurements, see README "Real data").
+# information (chosen from measurements, see docs/data.md, "Real data").
 ALIGNMENT_THRESHOLD = 0.5
 
 
@@ -59,7 +59,7 @@ def alignment(f1: torch.Tensor, f2: torch.Tensor, rows: str) -> dict[str, Any]:
 
 
 # A ranking is unstable when restarts agree on fewer of the channels that matter than
-# this (chosen from measurements, see README "Real data").
+# this (chosen from measurements, see docs/data.md, "Real data").
 STABILITY_THRESHOLD = 0.6
 
 

@@ -110,7 +110,7 @@ GAMMA = _object(
      "cross": _object({"a_to_b": CROSS, "b_to_a": CROSS}), "n_rows": INT,
      "little_to_transfer": BOOL, "threshold": NUM},
     {"bootstrap": INT, "null_draws": INT},
-    description="Sec. 4's gamma estimated from the data (README 'Is there anything to "
+    description="Sec. 4's gamma estimated from the data (docs/concepts.md, 'Is there anything to "
                 "transfer?'): value, low and high are the pair-level estimate (what a and "
                 "b hold about the same row beyond its class) with a 95% bootstrap "
                 "interval; label_level is the share of the label both views predict")

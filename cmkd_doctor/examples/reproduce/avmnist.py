@@ -20,7 +20,7 @@ from cmkd_doctor.training.mlp import Stacked
 from cmkd_doctor.training.stacked import Member, Rows, SoftLabels, TrainOptions, train_classifiers
 from cmkd_doctor.validation import MAX_SEEDS, SEEDS_WHY, whole
 
-DEFAULT_SEED = 42  # the seed the README's Table 1 figures were run with
+DEFAULT_SEED = 42  # the seed docs/reproductions.md's Table 1 figures were run with
 
 # Table 5 of the paper (Appendix B.1): AV-MNIST, audio student.
 TABLE5 = {

@@ -1,7 +1,7 @@
 """The paper's synthetic Gaussian experiments (Sec. 5.2, Appendix B.2): Table 2, Fig. 2
 and Fig. 3, with the paper's figures and a rerun of the official code beside ours.
 
-Two protocols (``--protocol``); the README lists every difference in one table.
+Two protocols (``--protocol``); docs/reproductions.md lists every difference in one table.
 
 ``official`` (the default) does what the official scripts do (zihuixue/MFH at commit
 e6e4e85: ``gauss/main_modify_gamma.py`` for Table 2, ``gauss/main.py`` for the

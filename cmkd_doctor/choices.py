@@ -10,6 +10,7 @@ in a fraction of a second.
 
 from __future__ import annotations
 
+from cmkd_doctor.io.files import human_size
 from cmkd_doctor.registry import Registry
 
 # -- the rules a comparison is read by (diagnosis.comparison, diagnosis.seed_schedule) --
@@ -89,18 +90,11 @@ AUTO_RESTART_FLOP = 3e12
 AUTO_RESTARTS = 3
 
 
-def _size(n_bytes: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n_bytes >= size:
-            return f"{n_bytes / size:g} {unit}"
-    return f"{n_bytes:g} bytes"
-
-
 EPOCHS_DEFAULT = (f"about {AUTO_STEPS} optimiser steps, {AUTO_EPOCHS[0]} to "
                   f"{AUTO_EPOCHS[1]} epochs")
-CHUNK_ROWS_DEFAULT = (f"all rows on the device when they fit ({_size(RESIDENT_BYTES_CPU)} "
+CHUNK_ROWS_DEFAULT = (f"all rows on the device when they fit ({human_size(RESIDENT_BYTES_CPU)} "
                       f"on the CPU, half the free GPU memory), else chunk sets of about "
-                      f"{_size(CHUNK_BYTES)}")
+                      f"{human_size(CHUNK_BYTES)}")
 RESTARTS_DEFAULT = (f"1 for rank; for diagnose {AUTO_RESTARTS} when one ranking costs at "
                     f"most {AUTO_RESTART_FLOP / 1e12:g} TFLOP (about 30 s on 2 CPU cores), "
                     f"else 1")

@@ -36,41 +36,55 @@ from cmkd_doctor.training import curves
 if TYPE_CHECKING:
     from cmkd_doctor.teachers.masks import TeacherSpec
 
+
+# derive-teacher's own options (those several commands share are in cli.options)
+Mode = Annotated[str, typer.Option(help=MODES.describe() + ".", rich_help_panel=TEACHERS)]
+Ratio = Annotated[float, typer.Option(help="Fraction r of channels to nullify, in (0, 1); "
+                                      "exactly round(r * d) are.", rich_help_panel=TEACHERS)]
+Fill = Annotated[str, typer.Option(help="A nullified channel becomes " + FILLS.describe()
+                                   + ".", rich_help_panel=TEACHERS)]
+TeacherSource = Annotated[str, typer.Option(
+    "--from", help="The teacher to mask: trained (a regular teacher trained on modality a "
+                   "with CE, cached in the run), aligned (rank's f1), or a checkpoint path.",
+    rich_help_panel=TEACHERS)]
+Checkpoint = Annotated[str | None, typer.Option(
+    "--teacher", help="A user checkpoint to mask: a cmkd-doctor .safetensors or any .onnx "
+                      "model mapping features (n, d) to logits (same as --from PATH).",
+    rich_help_panel=TEACHERS)]
+Refit = Annotated[bool, typer.Option(help="Retrain the teacher on the masked features "
+                                     "instead of only masking (paper Sec. 5.1).",
+                                     rich_help_panel=TEACHERS)]
+MaskSeed = Annotated[int, typer.Option(help="Seed of random masks and of training.",
+                                       rich_help_panel=TEACHERS)]
+ExportOnnx = Annotated[Path | None, typer.Option(
+    "--export-onnx", help="Also write the derived teacher, mask baked in, as ONNX (with "
+                          "--model: the masked whole network).",
+    rich_help_panel=OUTPUT)]
+ExportPt2 = Annotated[Path | None, typer.Option(
+    "--export-pt2", help="With a torch --model: write the masked whole network as a "
+                         "torch.export program.",
+    rich_help_panel=OUTPUT)]
+InputShape = Annotated[str | None, typer.Option(
+    help="With --model NAME: the shape of one input, such as 3,224,224 (a .pt2 records its "
+         "own).",
+    rich_help_panel=TEACHERS)]
+
+
 def derive_teacher_command(
     run_dir: RunOption = DEFAULT_RUN,
-    mode: Annotated[str, typer.Option(help=MODES.describe() + ".",
-        rich_help_panel=TEACHERS)] = "general",
-    ratio: Annotated[float, typer.Option(help="Fraction r of channels to nullify, in (0, "
-                                         "1); exactly round(r * d) are.",
-                                             rich_help_panel=TEACHERS)] = 0.5,
-    fill: Annotated[str, typer.Option(help="A nullified channel becomes " + FILLS.describe()
-                                      + ".", rich_help_panel=TEACHERS)] = "mean",
-    source: Annotated[str, typer.Option(
-        "--from", help="The teacher to mask: trained (a regular teacher trained on modality "
-                       "a with CE, cached in the run), aligned (rank's f1), or a checkpoint "
-                       "path.", rich_help_panel=TEACHERS)] = "trained",
-    teacher: Annotated[str | None, typer.Option(
-        help="A user checkpoint to mask: a cmkd-doctor .safetensors or any .onnx model "
-             "mapping features (n, d) to logits (same as --from PATH).",
-                 rich_help_panel=TEACHERS)] = None,
-    refit: Annotated[bool, typer.Option(help="Retrain the teacher on the masked features "
-                                        "instead of only masking (paper Sec. 5.1).",
-                                            rich_help_panel=TEACHERS)] = False,
-    seed: Annotated[int, typer.Option(help="Seed of random masks and of training.",
-        rich_help_panel=TEACHERS)] = 0,
-    export: Annotated[Path | None, typer.Option(
-        "--export-onnx", help="Also write the derived teacher, mask baked in, as ONNX (with "
-                              "--model: the masked whole network).", rich_help_panel=OUTPUT)
-    ] = None,
+    mode: Mode = "general",
+    ratio: Ratio = 0.5,
+    fill: Fill = "mean",
+    source: TeacherSource = "trained",
+    teacher: Checkpoint = None,
+    refit: Refit = False,
+    seed: MaskSeed = 0,
+    export: ExportOnnx = None,
     model: WholeModel = None,
     layer: Layer = None,
     weights: Weights = None,
-    export_pt2: Annotated[Path | None, typer.Option(
-        "--export-pt2", help="With a torch --model: write the masked whole network as a "
-                             "torch.export program.", rich_help_panel=OUTPUT)] = None,
-    input_shape: Annotated[str | None, typer.Option(
-        help="With --model NAME: the shape of one input, such as 3,224,224 (a .pt2 "
-             "records its own).", rich_help_panel=TEACHERS)] = None,
+    export_pt2: ExportPt2 = None,
+    input_shape: InputShape = None,
     channel_axis: ChannelAxis = 1,
     hidden: Hidden = None,
     epochs: Epochs = None,
@@ -98,14 +112,7 @@ def derive_teacher_command(
         _whole_network(run_dir, model, layer, spec, export, export_pt2, channel_axis,
                        weights, input_shape, json_output, quiet)
         return
-    whole_only = {"--weights": weights, "--export-pt2": export_pt2,
-                  "--input-shape": input_shape, "--channel-axis": None if channel_axis == 1
-                  else channel_axis}
-    for name, value in whole_only.items():  # an option that cannot act is refused
-        if value is not None:
-            raise InputError(f"{name} {value} goes with --model (your whole network, masked "
-                             "after --layer); without --model the teacher is the run's "
-                             "feature-level one")
+    _refuse_whole_network_options(weights, export_pt2, input_shape, channel_axis)
     from cmkd_doctor.teachers.derivation import derive
     from cmkd_doctor.training.stacked import TrainOptions
 
@@ -117,6 +124,19 @@ def derive_teacher_command(
         print_json(found.to_dict(export))
     elif not quiet:
         render.derived(found, export)
+
+
+def _refuse_whole_network_options(weights: Path | None, export_pt2: Path | None,
+                                  input_shape: str | None, channel_axis: int) -> None:
+    """Without --model, an option that could only act on a whole network is refused."""
+    whole_only = {"--weights": weights, "--export-pt2": export_pt2,
+                  "--input-shape": input_shape,
+                  "--channel-axis": None if channel_axis == 1 else channel_axis}
+    for name, value in whole_only.items():
+        if value is not None:
+            raise InputError(f"{name} {value} goes with --model (your whole network, masked "
+                             "after --layer); without --model the teacher is the run's "
+                             "feature-level one")
 
 
 def _whole_network(run_dir: Path, model: str | None, layer: str | None, spec: TeacherSpec,

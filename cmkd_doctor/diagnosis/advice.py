@@ -277,10 +277,38 @@ def advise(report: Comparison, document: dict[str, Any]) -> list[Step]:
     the verdict chose, the seeds that would decide, the ranking, the ratios."""
     verdict, options, run = report.verdict, report.options, report.run
     hidden = document["options"]["hidden"]
-    rows = {(r.teacher, r.ratio): r for r in report.rows}
-    by_label = {r.label: r for r in report.rows}
-    regular = rows[("regular", None)]
-    best = by_label[verdict["best"]]
+    data = _data_steps(verdict, document)
+    if data:  # nothing else can be read before the rows are right
+        return data
+    steps: list[Step] = []
+    if not verdict.get("ranking_reliable", True):  # mend the ranking first
+        steps += rank_steps(run, document, distill_args(run, options, hidden))
+    steps += _teacher_steps(report, hidden)
+    if verdict["mfh_ordering_holds"] is False and verdict.get("ranking_reliable", True):
+        metrics = document["aligned"]["metrics"]["a"]["test"] or {}
+        repeats = 2 * document["options"]["repeats"]
+        steps.append(Step(
+            "rank_again", "The students do not order as the hypothesis predicts, so the "
+            "ranking may be unreliable here (check the aligned networks' test "
+            f"{next(iter(metrics), 'metric')} above): rank again with {repeats} "
+            "permutations per channel, then distil again.",
+            command_line(rank_args(run, document, repeats=repeats),
+                         distill_args(run, options, hidden))))
+    steps += _ratio_steps(report, hidden)
+    gamma = document.get("gamma_estimate") or {}
+    if gamma.get("little_to_transfer"):
+        steps.append(Step(
+            "little_shared", "The modalities share little decisive information (gamma "
+            f"estimate {gamma['value']:.2f}, {gamma['low']:.2f}-{gamma['high']:.2f}): no "
+            "teacher on this modality can pass on much. A teacher modality closer to the "
+            "student's, features from a later layer of the teacher's network, or training "
+            "the student alone may serve better."))
+    return steps or [Step("nothing", "Nothing to change: the comparison is as the "
+                          "hypothesis predicts.")]
+
+
+def _data_steps(verdict: dict[str, Any], document: dict[str, Any]) -> list[Step]:
+    """The rows to check first: a modality at chance, or pairs that share nothing."""
     blind = verdict.get("at_chance") or []
     if blind:
         return [Step("check_rows", f"Modality {side} predicts the labels no better than "
@@ -298,9 +326,16 @@ def advise(report: Comparison, document: dict[str, Any]) -> list[Step]:
                      "AV-MNIST's are), a teacher on modality a can pass on only the class: "
                      "expect crossmodal KD to act as label smoothing, and no ratio or "
                      "derived teacher to change that.")]
-    steps: list[Step] = []
-    if not verdict.get("ranking_reliable", True):  # mend the ranking first
-        steps += rank_steps(run, document, distill_args(run, options, hidden))
+    return []
+
+
+def _teacher_steps(report: Comparison, hidden: Any) -> list[Step]:
+    """A teacher too weak to teach, the derived teacher the verdict chose, or the seeds
+    that would decide whether it is better."""
+    verdict, options, run = report.verdict, report.options, report.run
+    rows = {(r.teacher, r.ratio): r for r in report.rows}
+    best = next(r for r in report.rows if r.label == verdict["best"])
+    steps = []
     if verdict.get("weak_teacher"):
         steps.append(Step("stronger_teacher",
                           "The regular teacher is below the student trained alone, so its "
@@ -317,46 +352,36 @@ def advise(report: Comparison, document: dict[str, Any]) -> list[Step]:
                              "training code." if args else f" ({best.teacher})."),
                           None if args is None else command_line(args)))
     elif derived and verdict.get("decision") == "undecided":
-        steps.append(_more_seeds(report, best, regular, hidden))
-    if verdict["mfh_ordering_holds"] is False and verdict.get("ranking_reliable", True):
-        metrics = document["aligned"]["metrics"]["a"]["test"] or {}
-        repeats = 2 * document["options"]["repeats"]
-        steps.append(Step(
-            "rank_again", "The students do not order as the hypothesis predicts, so the "
-            "ranking may be unreliable here (check the aligned networks' test "
-            f"{next(iter(metrics), 'metric')} above): rank again with {repeats} "
-            "permutations per channel, then distil again.",
-            command_line(rank_args(run, document, repeats=repeats),
-                         distill_args(run, options, hidden))))
+        steps.append(_more_seeds(report, best, rows[("regular", None)], hidden))
+    return steps
+
+
+def _ratio_steps(report: Comparison, hidden: Any) -> list[Step]:
+    """Other nullifying ratios when the regular teacher does not help, or fewer channels
+    nullified when the general teacher does not beat it."""
+    verdict, options, run = report.verdict, report.options, report.run
+    rows = {(r.teacher, r.ratio): r for r in report.rows}
+    regular = rows[("regular", None)]
     little = verdict.get("little_to_transfer")
     general = rows.get(("general", _general_ratio(report)))
     if not verdict["kd_helps"] and not little and not verdict.get("weak_teacher"):
         ratios = _other_ratios(options["ratios"])
-        steps.append(Step(
+        return [Step(
             "other_ratios", "The regular teacher does not clearly help the student: much of "
             "what it knows may be specific to its modality. Derived teachers at other "
             "nullifying ratios may keep more of what transfers (paper Fig. 5); a teacher "
             "trained to be modality-general (paper Sec. 5.3) is another way.",
             None if ratios is None else command_line(distill_args(run, options, hidden,
-                                                                  ratios=ratios))))
-    elif general is not None and general.student_mean <= regular.student_mean \
+                                                                  ratios=ratios)))]
+    if general is not None and general.student_mean <= regular.student_mean \
             and not little and general.ratio > 0.1:
         fewer = round(general.ratio / 2, 2)
-        steps.append(Step(
+        return [Step(
             "fewer_nullified", f"At r = {general.ratio:g} the modality-general teacher does "
             "not beat the regular one; nullifying fewer channels may keep decisive ones.",
             command_line(distill_args(run, options, hidden, teachers=["general"],
-                                      ratios=[fewer]))))
-    gamma = document.get("gamma_estimate") or {}
-    if gamma.get("little_to_transfer"):
-        steps.append(Step(
-            "little_shared", "The modalities share little decisive information (gamma "
-            f"estimate {gamma['value']:.2f}, {gamma['low']:.2f}-{gamma['high']:.2f}): no "
-            "teacher on this modality can pass on much. A teacher modality closer to the "
-            "student's, features from a later layer of the teacher's network, or training "
-            "the student alone may serve better."))
-    return steps or [Step("nothing", "Nothing to change: the comparison is as the "
-                          "hypothesis predicts.")]
+                                      ratios=[fewer])))]
+    return []
 
 
 def _general_ratio(report: Comparison) -> float | None:

@@ -93,11 +93,17 @@ def difference(a: Row, b: Row, per_look: float | None = None) -> Difference:
     """:class:`Difference` of row ``a`` minus row ``b`` over their shared seeds; with
     ``per_look`` (``--seeds auto``'s level) clear by the sequential rule, else by
     :data:`Z`."""
-    diff = paired(a, b)
+    return seedwise(paired(a, b), per_look)
+
+
+def seedwise(diff: np.ndarray, per_look: float | None = None) -> Difference:
+    """:class:`Difference` of paired differences ``diff``, one per seed (see
+    :func:`difference`)."""
+    diff = np.asarray(diff, dtype=np.float64)
     delta = float(diff.mean())
     if len(diff) < 2:
         return Difference(delta, 0.0, None, len(diff))
-    se = paired_se(a, b)
+    se = float(diff.std(ddof=1) / math.sqrt(len(diff)))
     if not has_spread(delta, se * math.sqrt(len(diff))):
         se = 0.0  # every seed gave the same difference (up to rounding): the sign test
     z = delta / se if se > 0 else math.copysign(sign_z(len(diff)), delta) if delta else 0.0

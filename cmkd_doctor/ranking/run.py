@@ -231,6 +231,75 @@ def channel_groups(data: PairedData, which: int, fit_rows: np.ndarray,
                   "auto", threshold=options.group_threshold)
 
 
+@dataclass
+class _Parts:
+    """The rows a ranking reads, as row sets on its device: the split, the fitted and
+    validation rows of step 1, the test rows, and the rows steps 2-8 permute."""
+
+    split: Split
+    fit_rows: np.ndarray
+    fitting: RowSet
+    val: RowSet
+    test: RowSet
+    permuted: RowSet
+    permuted_name: str  # "test" or "train"
+
+
+def _parts(data: PairedData, options: RankOptions, device: torch.device) -> _Parts:
+    labels = data.labels
+    split = (read_split(options.split, data.n) if options.split else
+             stratified_split(labels.y, options.test_split,
+                              derive_seed(options.seed, "split")))
+    arrays = [data.xa, data.xb, labels.y]
+    # one plan for every part: resident when all rows fit, else chunk sets of one size
+    chunk_rows = plan_chunk_rows(data.n, row_bytes(arrays), device, options.chunk_rows)
+
+    def part(rows: np.ndarray) -> RowSet:
+        return RowSet(arrays, rows, device, chunk_rows)
+
+    # early stopping needs a validation tenth; without it every training row trains
+    fit_rows, val_rows = (fit_and_validation(split.train, labels.y, options.seed)
+                          if options.patience else (split.train, split.train[:0]))
+    fitting, val, test = part(fit_rows), part(val_rows), part(split.test)
+    name = "test" if options.permute_on == "test" and len(split.test) else "train"
+    permuted = test if name == "test" else part(split.train)
+    # what the ranking will hold in memory, checked before any training
+    which = SIDES[options.permute]
+    check_memory(fitting.widths[:2], len(permuted), permuted.widths[which], data.n,
+                 labels.n_classes, options, device)
+    if options.permutation == "per_channel" and options.estimator == "sampled":
+        check_per_channel(len(permuted), permuted.widths[which], options.repeats,
+                          permuted.resident)
+    return _Parts(split, fit_rows, fitting, val, test, permuted, name)
+
+
+def _restart_seeds(options: RankOptions, cost: float) -> list[int]:
+    """One seed per restart: ``--restarts``, or as many as the budget allows (3, or 1
+    when one ranking is costly)."""
+    restarts = options.restarts
+    if restarts is None:
+        restarts = AUTO_RESTARTS if cost <= AUTO_RESTART_FLOP else 1
+    return [options.seed] + [derive_seed(options.seed, "restart", k)
+                             for k in range(1, restarts)]
+
+
+def _permuted(pair: tuple[Net, Net, FitResult], rows: RowSet, permuted_rows: str,
+              options: RankOptions, multilabel: bool, progress: Progress,
+              units: torch.Tensor | None) -> _Ranking:
+    """Steps 2-8 on one restart's aligned pair, with the permutations of
+    ``options.seed``."""
+    net_a, net_b, fitted = pair
+    which = SIDES[options.permute]
+    net = net_a if which == 0 else net_b
+    target = predict(net_b if which == 0 else net_a, rows, which=1 - which)
+    t0 = time.perf_counter()
+    increase, unpermuted = ESTIMATORS[options.estimator](
+        net, rows, target, options, multilabel, which, progress, units=units)
+    return _Ranking(net_a, net_b, fitted, increase.cpu().numpy(), unpermuted,
+                    alignment(predict(net, rows, which=which), target, permuted_rows),
+                    time.perf_counter() - t0)
+
+
 def rank(data: PairedData, options: RankOptions | None = None,
          progress: Progress = no_progress) -> RankResult:
     """Run Algorithm 1 on paired data and return the salience of the permuted modality.
@@ -247,39 +316,18 @@ def rank(data: PairedData, options: RankOptions | None = None,
     options = (options or RankOptions()).checked()
     device = resolve_device(options.device)
     labels = data.labels
-    split = (read_split(options.split, data.n) if options.split else
-             stratified_split(labels.y, options.test_split,
-                              derive_seed(options.seed, "split")))
-    arrays = [data.xa, data.xb, labels.y]
-    # one plan for every part: resident when all rows fit, else chunk sets of one size
-    chunk_rows = plan_chunk_rows(data.n, row_bytes(arrays), device, options.chunk_rows)
-
-    def part(rows: np.ndarray) -> RowSet:
-        return RowSet(arrays, rows, device, chunk_rows)
-
-    # early stopping needs a validation tenth; without it every training row trains
-    fit_rows, val_rows = (fit_and_validation(split.train, labels.y, options.seed)
-                          if options.patience else (split.train, split.train[:0]))
-    fitting, val, test = part(fit_rows), part(val_rows), part(split.test)
-    stats = [fitting.stats(0), fitting.stats(1)]
-    permuted_rows = "test" if options.permute_on == "test" and len(split.test) else "train"
-    rows = test if permuted_rows == "test" else part(split.train)
+    parts = _parts(data, options, device)
+    split, fit_rows, fitting, val, test, rows = (parts.split, parts.fit_rows, parts.fitting,
+                                                 parts.val, parts.test, parts.permuted)
+    stats, permuted_rows = [fitting.stats(0), fitting.stats(1)], parts.permuted_name
     which = SIDES[options.permute]
-    check_memory(fitting.widths[:2], len(rows), rows.widths[which], data.n,
-                 labels.n_classes, options, device)
-    if options.permutation == "per_channel" and options.estimator == "sampled":
-        check_per_channel(len(rows), rows.widths[which], options.repeats, rows.resident)
     constant = np.flatnonzero(stats[which][2].cpu().numpy()).astype(np.int64)
     groups = channel_groups(data, which, fit_rows, options)
     units = None if groups is None else torch.as_tensor(groups.ids)
 
     cost = ranking_cost(fitting.widths[:2], labels.n_classes, len(fitting),
                         aligned_epochs(len(fitting), options), len(rows), options)
-    restarts = options.restarts
-    if restarts is None:  # as many as the budget allows: 3, or 1 when one is costly
-        restarts = AUTO_RESTARTS if cost <= AUTO_RESTART_FLOP else 1
-    seeds = [options.seed] + [derive_seed(options.seed, "restart", k)
-                              for k in range(1, restarts)]
+    seeds = _restart_seeds(options, cost)
     t0 = time.perf_counter()
     # step 1 of every restart, as one engine fit
     pairs = align(fitting, labels.n_classes, labels.multilabel, options,
@@ -287,19 +335,9 @@ def rank(data: PairedData, options: RankOptions | None = None,
                   seeds=seeds)
     train_s = time.perf_counter() - t0
 
-    def once(seed: int, net_a: Net, net_b: Net, fitted: FitResult) -> _Ranking:
-        """Steps 2-8 on one restart's aligned pair, with the permutations of ``seed``."""
-        net = net_a if which == 0 else net_b
-        target = predict(net_b if which == 0 else net_a, rows, which=1 - which)
-        t0 = time.perf_counter()
-        increase, unpermuted = ESTIMATORS[options.estimator](
-            net, rows, target, replace(options, seed=seed), labels.multilabel, which,
-            progress, units=units)
-        return _Ranking(net_a, net_b, fitted, increase.cpu().numpy(), unpermuted,
-                        alignment(predict(net, rows, which=which), target, permuted_rows),
-                        time.perf_counter() - t0)
-
-    runs = [once(seed, *pair) for seed, pair in zip(seeds, pairs, strict=True)]
+    runs = [_permuted(pair, rows, permuted_rows, replace(options, seed=seed),
+                      labels.multilabel, progress, units)
+            for seed, pair in zip(seeds, pairs, strict=True)]
     salience, saliences, increase = _salience(runs, options.normalize)  # step 9
     distances = np.concatenate([r.unpermuted + r.increase for r in runs], axis=1)
     agreement = _agreement(runs)

@@ -12,6 +12,7 @@ level.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,6 @@ def load_architecture(name: str, weights: str | Path | None, option: str = "--mo
 def load_program(path: str | Path, option: str = "--model") -> tuple[Any, dict[str, Any]]:
     """A ``torch.export`` program (.pt2) and what cmkd-doctor recorded in it (the name of
     a masked layer's node); the program as a module with its graph."""
-    import json
     import logging
 
     path = regular_file(path, f"{option} {path}")
@@ -348,10 +348,10 @@ def parse_shape(text: str | None, option: str) -> tuple[int, ...] | None:
 
 
 def mask_network(load_run: Any, model: str | Path | None, layer: str | None,
-                   spec: Any, onnx_out: str | Path | None = None,
-                   pt2_out: str | Path | None = None, channel_axis: int = 1,
-                   weights: str | Path | None = None,
-                   input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+                 spec: Any, onnx_out: str | Path | None = None,
+                 pt2_out: str | Path | None = None, channel_axis: int = 1,
+                 weights: str | Path | None = None,
+                 input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
     """``derive-teacher --model TEACHER --layer NAME``: the user's whole teacher with the
     mask of ``spec`` (mode, ratio, fill, seed) after its layer ``layer``, written as ONNX
     (``onnx_out``) and, for a torch teacher, as a torch.export program (``pt2_out``);
@@ -366,10 +366,50 @@ def mask_network(load_run: Any, model: str | Path | None, layer: str | None,
     are those features' means on the run's training rows, as for the feature-level
     teachers, so a pooled feature of a nullified channel is its fill.
     """
-    import json
-
-    from cmkd_doctor.io.outputs import check_out_file, write_bytes, write_json
+    from cmkd_doctor.io.outputs import write_bytes, write_json
     from cmkd_doctor.schemas import stamp
+
+    spec, onnx_out, pt2_out = _checked_mask_options(model, layer, spec, onnx_out, pt2_out,
+                                                    channel_axis)
+    kind, network, recorded = load_network(model, weights)
+    if kind == "onnx" and pt2_out is not None:
+        raise InputError(f"--export-pt2: {model} is ONNX; its masked network is written "
+                         f"with --export-onnx")
+    run = load_run()
+    nullified, keep, fill = derived_mask(run, spec, run.rows(run.teacher_side,
+                                                             torch.device("cpu")))
+    fill = fill.cpu().numpy().astype(np.float32)
+    # the record of what was masked: beside the network as JSON, and inside it
+    record = {"name": spec.name, "mode": spec.mode, "ratio": spec.ratio, "seed": spec.seed,
+              "fill": spec.fill, "model": str(Path(model).absolute())
+              if kind != "architecture" else str(model), "format": kind, "layer": layer,
+              "channel_axis": channel_axis, "modality": run.teacher_side,
+              "n_channels": len(keep), "nullified": nullified.tolist(),
+              "mask": keep.astype(int).tolist(), "fill_values": fill.tolist(),
+              "rank": {"run_id": run.run_id}}
+    masking = _Masking(network, kind, str(model), layer, keep, fill, channel_axis, recorded,
+                       props={"cmkd_doctor.mode": spec.mode,
+                              "cmkd_doctor.ratio": f"{spec.ratio:g}",
+                              "cmkd_doctor.layer": layer, "cmkd_doctor.run_id": run.run_id,
+                              "cmkd_doctor.record": json.dumps(record)})
+    # every file is made before any is written
+    files = (masking.onnx_files(onnx_out) if kind == "onnx"
+             else masking.torch_files(input_shape, onnx_out, pt2_out))
+    written: dict[str, str | None] = {"onnx": None, "pt2": None}
+    for path, (key, data) in files.items():
+        written[key] = str(write_bytes(path, data).absolute())
+    document = stamp("network", {**record, **written})
+    for path in dict.fromkeys(p.with_suffix(".json") for p in files):  # the sidecars last
+        write_json(path, document)
+    return document
+
+
+def _checked_mask_options(model: str | Path | None, layer: str | None, spec: Any,
+                          onnx_out: str | Path | None, pt2_out: str | Path | None,
+                          channel_axis: int) -> tuple[Any, Path | None, Path | None]:
+    """:func:`mask_network`'s options checked before anything is loaded: the checked
+    spec and the two output paths."""
+    from cmkd_doctor.io.outputs import check_out_file
 
     if model is None or layer is None or (onnx_out is None and pt2_out is None):
         raise InputError("--model, --layer and --export-onnx (or --export-pt2) go together: "
@@ -385,62 +425,61 @@ def mask_network(load_run: Any, model: str | Path | None, layer: str | None,
     pt2_out = None if pt2_out is None else check_out_file(pt2_out, "--export-pt2")
     if pt2_out is not None and pt2_out.suffix.lower() != ".pt2":
         raise InputError(f"--export-pt2 {pt2_out}: a torch.export program is written as .pt2")
-    kind, network, recorded = load_network(model, weights)
-    if kind == "onnx" and pt2_out is not None:
-        raise InputError(f"--export-pt2: {model} is ONNX; its masked network is written "
-                         f"with --export-onnx")
-    run = load_run()
-    rows = run.rows(run.teacher_side, torch.device("cpu"))
-    nullified, keep, fill = derived_mask(run, spec, rows)
-    fill = fill.cpu().numpy().astype(np.float32)
-    # the record of what was masked: beside the network as JSON, and inside it
-    record = {"name": spec.name, "mode": spec.mode, "ratio": spec.ratio, "seed": spec.seed,
-              "fill": spec.fill, "model": str(Path(model).absolute())
-              if kind != "architecture" else str(model), "format": kind, "layer": layer,
-              "channel_axis": channel_axis, "modality": run.teacher_side,
-              "n_channels": len(keep), "nullified": nullified.tolist(),
-              "mask": keep.astype(int).tolist(), "fill_values": fill.tolist(),
-              "rank": {"run_id": run.run_id}}
-    props = {"cmkd_doctor.mode": spec.mode, "cmkd_doctor.ratio": f"{spec.ratio:g}",
-             "cmkd_doctor.layer": layer, "cmkd_doctor.run_id": run.run_id,
-             "cmkd_doctor.record": json.dumps(record)}
-    files: dict[Path, tuple[str, bytes]] = {}  # every file made before any is written
-    if kind == "onnx":
+    return spec, onnx_out, pt2_out
+
+
+@dataclass(frozen=True)
+class _Masking:
+    """One network (``kind``: onnx, program or architecture) and the mask to apply
+    after its ``layer``; ``props`` the record stored inside the files made."""
+
+    network: Any
+    kind: str
+    model: str
+    layer: str
+    keep: np.ndarray
+    fill: np.ndarray
+    channel_axis: int
+    recorded: dict[str, Any]
+    props: dict[str, str]
+
+    def onnx_files(self, onnx_out: Path | None) -> dict[Path, tuple[str, bytes]]:
+        """The masked ONNX model's bytes, by path (an ONNX teacher)."""
         import onnx
 
-        masked = mask_onnx_layer(network, layer, keep, fill, channel_axis)
-        onnx.helper.set_model_props(masked, props)
-        files[onnx_out] = ("onnx", masked.SerializeToString())
-    else:
-        shape = program_input_shape(network) if kind == "program" else input_shape
+        masked = mask_onnx_layer(self.network, self.layer, self.keep, self.fill,
+                                 self.channel_axis)
+        onnx.helper.set_model_props(masked, self.props)
+        return {onnx_out: ("onnx", masked.SerializeToString())}
+
+    def torch_files(self, input_shape: tuple[int, ...] | None, onnx_out: Path | None,
+                    pt2_out: Path | None) -> dict[Path, tuple[str, bytes]]:
+        """The masked torch teacher exported as a program (``pt2_out``) and through
+        torch's ONNX exporter (``onnx_out``), by path."""
+        shape = program_input_shape(self.network) if self.kind == "program" else input_shape
         if shape is None:
-            raise InputError(f"--input-shape: the shape of one input of {model} (such as "
-                             f"3,224,224) is needed to export it")
-        batch = program_batch(network) if kind == "program" else None
+            raise InputError(f"--input-shape: the shape of one input of {self.model} (such "
+                             f"as 3,224,224) is needed to export it")
+        batch = program_batch(self.network) if self.kind == "program" else None
         example = torch.zeros((batch or 2, *shape))
-        masked = _masked_torch(network, kind, layer, keep, fill, channel_axis, example,
-                               recorded)
+        masked = _masked_torch(self.network, self.kind, self.layer, self.keep, self.fill,
+                               self.channel_axis, example, self.recorded)
         program = _exported(lambda: _export(masked, example, free=batch is None),
-                            f"--model {model}", "torch.export")
+                            f"--model {self.model}", "torch.export")
+        files: dict[Path, tuple[str, bytes]] = {}
         if pt2_out is not None:
-            extra = {EXTRA_FILE: json.dumps({**props, "masked": {
-                layer: _masked_node_name(program)}})}
+            extra = {EXTRA_FILE: json.dumps({**self.props, "masked": {
+                self.layer: _masked_node_name(program)}})}
             files[pt2_out] = ("pt2", _program_bytes(program, extra))
         if onnx_out is not None:
             import onnx
 
             exported = _exported(lambda: _onnx_export(program), "--export-onnx",
                                  "torch's ONNX exporter")
-            _name_masked_tensor(exported, layer)
-            onnx.helper.set_model_props(exported, props)
+            _name_masked_tensor(exported, self.layer)
+            onnx.helper.set_model_props(exported, self.props)
             files[onnx_out] = ("onnx", exported.SerializeToString())
-    written: dict[str, str | None] = {"onnx": None, "pt2": None}
-    for path, (key, data) in files.items():
-        written[key] = str(write_bytes(path, data).absolute())
-    document = stamp("network", {**record, **written})
-    for path in dict.fromkeys(p.with_suffix(".json") for p in files):  # the sidecars last
-        write_json(path, document)
-    return document
+        return files
 
 
 def _program_bytes(program: Any, extra: dict[str, str]) -> bytes:

@@ -16,7 +16,7 @@ The teachers' logits come as a grouped array ``(n, T, K)`` beside the features: 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -188,48 +188,13 @@ def train_classifiers(
     mean, scale = standardisation(*fitting.stats(0), rows.standardize)
     config = NetConfig(fitting.widths[0], options.hidden or (), rows.n_classes,
                        rows.multilabel)
-    nets = []
-    for m in members:
-        seed = derive_seed(m.seed, "net_init")
-        net = new_net(config, seed) if architecture is None else architecture.new(seed)
-        if m.keep is None:
-            net.set_standardisation(mean.cpu(), scale.cpu())
-        else:  # a masked channel is constant: its fill, unscaled
-            keep = torch.as_tensor(m.keep, dtype=torch.bool)
-            net.set_standardisation(
-                torch.where(keep, mean.cpu(), torch.as_tensor(m.fill).float()),
-                torch.where(keep, scale.cpu(), torch.ones_like(scale.cpu())))
-        nets.append(net)
-    model = stack(nets).to(device)
+    model = stack(_initialised(members, config, architecture, mean, scale)).to(device)
     # every member standardises with the same statistics (a masked channel then is 0):
     # do it once per row rather than once per member and step
     for part in (fitting, val):
         if part is not None:
             part.apply(0, lambda x: (x - mean) / scale)
-
-    def column(values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=device)[:, None]  # (S, 1)
-
-    rho, temperature = column([m.rho for m in members]), column([m.temperature
-                                                                 for m in members])
-    masked = any(m.keep is not None for m in members)
-    if masked:
-        keep = torch.stack([torch.ones(config.d_in, dtype=torch.bool) if m.keep is None else
-                            torch.as_tensor(m.keep, dtype=torch.bool) for m in members])
-        keep = keep[:, None, :].to(device)  # (S, 1, d)
-
-    def loss_rows(module: torch.nn.Module, batch: list[torch.Tensor],
-                  alive: torch.Tensor) -> torch.Tensor:
-        x, y = batch[0], batch[1]  # x standardised
-        if masked:
-            x = torch.where(keep[alive], x, 0.0)
-        logits = module(x, standardised=True)  # (S, b, K)
-        loss = task_loss_rows(logits, y, rows.multilabel)  # (S, b)
-        if soft is None:
-            return loss
-        r, t = rho[alive], temperature[alive]
-        return r * loss + (1 - r) * kd_loss_rows(logits, batch[2], t, rows.multilabel)
-
+    loss_rows = _eq1_loss(members, config.d_in, device, rows.multilabel, soft is not None)
     epochs = options.epochs or auto_epochs(len(rows.fit), options.batch_size)
     result = fit(model, loss_rows, fitting,
         Schedule(epochs, options.lr, options.batch_size, options.patience),
@@ -239,6 +204,58 @@ def train_classifiers(
     if fits is not None:
         fits.append(result)
     return [model.unstack(s) for s in range(len(members))]
+
+
+def _initialised(members: Sequence[Member], config: NetConfig,
+                 architecture: Architecture | None, mean: torch.Tensor,
+                 scale: torch.Tensor) -> list[torch.nn.Module]:
+    """One new network per member, initialised from its seed, standardising with
+    ``mean`` and ``scale`` (a masked channel: its fill, unscaled)."""
+    nets = []
+    for m in members:
+        seed = derive_seed(m.seed, "net_init")
+        net = new_net(config, seed) if architecture is None else architecture.new(seed)
+        if m.keep is None:
+            net.set_standardisation(mean.cpu(), scale.cpu())
+        else:
+            keep = torch.as_tensor(m.keep, dtype=torch.bool)
+            net.set_standardisation(
+                torch.where(keep, mean.cpu(), torch.as_tensor(m.fill).float()),
+                torch.where(keep, scale.cpu(), torch.ones_like(scale.cpu())))
+        nets.append(net)
+    return nets
+
+
+def _eq1_loss(members: Sequence[Member], d_in: int, device: torch.device, multilabel: bool,
+              distils: bool) -> Callable[[torch.nn.Module, list[torch.Tensor], torch.Tensor],
+                                         torch.Tensor]:
+    """Eq. 1 per member and row, ``rho * task + (1 - rho) * KD(T)``, for the engine: the
+    members' rho and temperature as columns, their input masks applied to the
+    standardised rows, the soft labels the batch's third array when ``distils``."""
+    def column(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device)[:, None]  # (S, 1)
+
+    rho, temperature = column([m.rho for m in members]), column([m.temperature
+                                                                 for m in members])
+    keep = None
+    if any(m.keep is not None for m in members):
+        keep = torch.stack([torch.ones(d_in, dtype=torch.bool) if m.keep is None else
+                            torch.as_tensor(m.keep, dtype=torch.bool) for m in members])
+        keep = keep[:, None, :].to(device)  # (S, 1, d)
+
+    def loss_rows(module: torch.nn.Module, batch: list[torch.Tensor],
+                  alive: torch.Tensor) -> torch.Tensor:
+        x, y = batch[0], batch[1]  # x standardised
+        if keep is not None:
+            x = torch.where(keep[alive], x, 0.0)
+        logits = module(x, standardised=True)  # (S, b, K)
+        loss = task_loss_rows(logits, y, multilabel)  # (S, b)
+        if not distils:
+            return loss
+        r, t = rho[alive], temperature[alive]
+        return r * loss + (1 - r) * kd_loss_rows(logits, batch[2], t, multilabel)
+
+    return loss_rows
 
 
 def stack(nets: Sequence[torch.nn.Module]) -> torch.nn.Module:

@@ -225,16 +225,25 @@ def reproduce_avmnist_networks(data_dir: str | Path | None, runs: int = DEFAULT_
             level = _feature_level(folder, runs, seed, device, work, progress)
             lap("feature_level_diagnose", mark)
 
+    return _document(runs, seed, round(time.perf_counter() - start, 1), seconds,
+                     (teacher_acc, audio_acc), document, comparison, level)
+
+
+def _document(runs: int, seed: int, total: float, phases: dict[str, float],
+              accuracies: tuple[float, float], document: dict[str, Any], comparison: Any,
+              level: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``reproduction`` document: the networks, the network-level rows and verdict,
+    the feature level's (``level``) and where the two agree, beside the paper's Table 5."""
     networks_verdict = _verdict_summary(comparison)
     agreement = None if level is None else {
         key: networks_verdict[key] == level["verdict"][key]
         for key in ("kd", "ordering", "best")}
     return stamp("reproduction", {
         "experiment": "avmnist-networks", "runs": runs, "seed": seed,
-        "seconds": round(time.perf_counter() - start, 1), "phases": seconds,
-        "networks": {"image_teacher": {"architecture": "lenet5", "accuracy": teacher_acc,
+        "seconds": total, "phases": phases,
+        "networks": {"image_teacher": {"architecture": "lenet5", "accuracy": accuracies[0],
                                        "layer": TEACHER_LAYER},
-                     "audio_network": {"architecture": "cnn3", "accuracy": audio_acc,
+                     "audio_network": {"architecture": "cnn3", "accuracy": accuracies[1],
                                        "layer": AUDIO_LAYER},
                      "student": "cnn3", "schedule": SCHEDULE.to_dict()},
         "rank": _rank_summary(document),

@@ -155,5 +155,11 @@ def test_reproduce_table1_avmnist_mechanics(tmp_path, cli):
     assert rows["um_kd"]["paper"] == {"teacher": 84.57, "rho_0": {"mean": 69.86, "std": 0.70},
                                       "rho_0.5": {"mean": 70.10, "std": 0.50}}
     assert len(rows["cm_kd"]["rho_0.5"]["runs"]) == 2
+    for rho, gap in doc["claim_check"].items():  # the one rule, on the seed-wise gaps
+        runs = np.subtract(rows["cm_kd"][rho]["runs"], rows["um_kd"][rho]["runs"])
+        assert gap["seeds"] == 2 and abs(gap["delta"] - runs.mean()) < 0.01
+        assert gap["holds"] == (not (gap["z"] is not None and gap["z"] > gap["threshold"]))
+    shown = cli("examples", "reproduce", "table1-avmnist", "--data", tmp_path, "--runs", "2")
+    assert shown.code == 0 and "paired SE over 2 seeds" in shown.out
     missing = cli("examples", "reproduce", "table1-avmnist", "--data", tmp_path / "nope")
     assert missing.code == 2 and "expected an AV-MNIST folder" in missing.err

@@ -74,16 +74,16 @@ def gaussian_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def avmnist_dir(tmp_path_factory) -> Path:
-    """AV-MNIST built from the raw MNIST and FSDD files in ../shared/data."""
-    from cmkd_doctor.examples.avmnist import build_avmnist, write_avmnist
-
+def avmnist_dir() -> Path:
+    """AV-MNIST built from the raw MNIST and FSDD files in ../shared/data, as ``examples
+    make avmnist`` writes it: the one build the docs' blocks read too (read it only)."""
     mnist, fsdd = SHARED_DATA / "mnist", SHARED_DATA / "fsdd"
     if not (mnist.is_dir() and fsdd.is_dir()):
         pytest.skip(f"the raw MNIST and FSDD files are not at {SHARED_DATA}")
-    out = tmp_path_factory.mktemp("avmnist")
-    write_avmnist(build_avmnist(mnist, fsdd), out)
-    return out
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import docs  # tools/docs.py
+
+    return docs.avmnist(SHARED_DATA)
 
 
 class Run:

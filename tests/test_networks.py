@@ -369,7 +369,7 @@ def test_a_file_that_is_not_a_program_is_one_error_line_in_a_fresh_process(tmp_p
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"error: --model {tmp_path / 'junk.pt2'}: cannot be read as a torch.export program "
-        "(File is not a zip file)"]
+        "(not a zip archive)"]
 
 
 class _AudioNet(torch.nn.Module):

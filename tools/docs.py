@@ -8,8 +8,12 @@ does the check wherever the data is: the data root, ``$CMKD_DOCTOR_DATA`` or the
 ``examples fetch`` fills (the tests point it at ``../shared/data``).
 
 A figure is a verdict state (compared exactly) or a number (compared within the
-tolerance of its kind, :data:`TOLERANCES`: the runs are seeded, so the same machine
-gives the same numbers; another CPU or BLAS may round differently).
+tolerance of its kind, :data:`TOLERANCES`). The runs are seeded, so one machine gives
+the same numbers, but torch's float kernels differ between CPUs (AVX2, AVX-512, or
+``ATEN_CPU_CAPABILITY=default``) and training amplifies the difference: each tolerance
+covers the spread measured between kernel paths (BENCHMARKS.md, "Figures across
+kernel paths"), and a row the verdict does not find clearly best is not quoted as
+"the best" (where no row beats No-KD, which row scored highest is noise).
 
     python tools/docs.py                            # list the blocks
     python tools/docs.py real-data --write
@@ -19,9 +23,11 @@ gives the same numbers; another CPU or BLAS may round differently).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -31,11 +37,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # how far a fresh run may land from a quoted number, by the figure's kind (the part of
-# its key after the last "/")
+# its key after the last "/"), each wider than the spread between kernel paths: on
+# AV-MNIST a student's mean moved by up to 0.5 points and its std by 0.4, the negative
+# pixels by 14 of 563, the teachers' accuracies (one network each) by 2.8
 TOLERANCES = {"acc": 1.5, "std": 1.0, "gamma": 0.05, "alignment": 0.05, "overlap": 0.15,
-              "count": 0.1, "delta": 1.0, "pixels": 0.1}
-# a pairing z is a count of standard errors: large ones move by more than a tenth
-RELATIVE = {"count": 0.1}
+              "count": 0.1, "delta": 1.0, "pixels": 0.1, "gap": 3.0}
+RELATIVE = {"count": 0.1, "pixels": 0.05}  # a pairing z and a count of pixels grow large
+# figures whose key ends so have their own tolerance (absolute, relative)
+BY_ENDING = {
+    "teacher/acc": (3.0, 0.0),  # one network per teacher: 90.9 then 88.1
+    # the pixels whose salience decides: 8 on AVX2 and 15 on the generic kernels here, 10
+    # and 13 on an Intel CPU's AVX-512 and AVX2 kernels, where gamma is 0 (nothing shared)
+    "decisive/count": (0.0, 1.0),
+}
+# decisions where no row clearly beats No-KD: which one scored highest is noise there
+NO_CLEAR_BEST = ("check_data", "check_order", "weak_teacher", "skip_kd", "sweep_or_skip")
 
 
 @dataclass(frozen=True)
@@ -145,20 +161,37 @@ def _real_markdown(f: dict[str, Any]) -> str:
 
 # -- AV-MNIST -----------------------------------------------------------------------------
 
+_BUILT: dict[Path, Path] = {}
+
+
+def avmnist(root: Path) -> Path:
+    """AV-MNIST as ``examples make avmnist`` writes it from the raw files under ``root``,
+    built once per process: three blocks and the tests' ``avmnist_dir`` read it (removed
+    when the process ends)."""
+    root = root.resolve()
+    if root not in _BUILT:
+        from cmkd_doctor.examples.avmnist import AVMnistSpec, make_avmnist
+
+        scratch = Path(tempfile.mkdtemp(prefix="cmkd-docs-avmnist-"))
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        make_avmnist(scratch / "avmnist", root / "mnist", root / "fsdd" / "recordings",
+                     None, AVMnistSpec())
+        _BUILT[root] = scratch / "avmnist"
+    return _BUILT[root]
+
+
 def _avmnist_figures(root: Path, scratch: Path) -> dict[str, Any]:
     from cmkd_doctor.diagnosis.diagnose import diagnose
-    from cmkd_doctor.examples.avmnist import AVMnistSpec, make_avmnist
     from cmkd_doctor.examples.reproduce import reproduce
 
-    folder = scratch / "avmnist"
-    make_avmnist(folder, root / "mnist", root / "fsdd" / "recordings", None, AVMnistSpec())
+    folder = avmnist(root)
     found = diagnose([folder / "image.npy", folder / "audio.npy", folder / "labels.npy"],
                      out=scratch / "avmnist-run",
                      config=_with_split(folder / "split.npz"))
     document = found.rank_document
     stable = document["stability"]
-    table = {row["row"]: row for row in reproduce("table1-avmnist", data=folder,
-                                                  device="cpu")["rows"]}
+    table1 = reproduce("table1-avmnist", data=folder, device="cpu")
+    table = {row["row"]: row for row in table1["rows"]}
     figures = _diagnosis_figures("avmnist", found)
     figures.update({
         "avmnist/negative/pixels": document["negative_salience"]["count"],
@@ -166,8 +199,9 @@ def _avmnist_figures(root: Path, scratch: Path) -> dict[str, Any]:
         "table1/um_kd/teacher/acc": table["um_kd"]["teacher"],
         "table1/cm_kd/teacher/acc": table["cm_kd"]["teacher"],
         "table1/no_kd/acc": table["no_kd"]["rho_0"]["mean"],
-        **{f"table1/cm_minus_um/{rho}/delta": table["cm_kd"][rho]["mean"]
-           - table["um_kd"][rho]["mean"] for rho in ("rho_0", "rho_0.5")},
+        **{f"table1/cm_minus_um/{rho}/{part}": gap[key]
+           for rho, gap in table1["claim_check"].items()
+           for part, key in (("gap", "delta"), ("se", "se"), ("holds", "holds"))},
     })
     return figures
 
@@ -187,18 +221,31 @@ def _avmnist_markdown(f: dict[str, Any]) -> str:
         f"its split): the aligned networks reach {f['avmnist/f1/acc']:.1f}% (image) and "
         f"{f['avmnist/f2/acc']:.1f}% (audio) on the test rows, alignment "
         f"{f['avmnist/alignment']:.2f}; {f['avmnist/negative/pixels']} of 784 pixels have "
-        f"significantly negative salience; {f['avmnist/decisive/count']} pixels matter and "
-        f"the restarts' top {f['avmnist/decisive/count']} overlap "
+        f"significantly negative salience; {f['avmnist/decisive/count']} pixels matter "
+        f"(8 to 15 on other float kernels: with nothing shared, which pixels stand out is "
+        f"noise) and the restarts' top {f['avmnist/decisive/count']} overlap "
         f"{f['avmnist/overlap']:.2f} (the half a general teacher keeps: "
         f"{f['avmnist/half/overlap']:.2f}); gamma {f['avmnist/gamma']:.2f}. Verdict "
         f"headline: \"{f['avmnist/headline']}\"\n\n"
         f"`examples reproduce table1-avmnist` (10 seeds from 42): the multimodal teacher "
         f"is more accurate ({f['table1/cm_kd/teacher/acc']:.1f}% against "
         f"{f['table1/um_kd/teacher/acc']:.1f}% for the audio teacher), yet its student is "
-        f"{f['table1/cm_minus_um/rho_0/delta']:+.1f} (ρ = 0) and "
-        f"{f['table1/cm_minus_um/rho_0.5/delta']:+.1f} (ρ = 0.5) points against the UM-KD "
-        f"student's; the student alone reaches {f['table1/no_kd/acc']:.1f}%, against the "
-        "paper's 68% (our audio task is easier).")
+        f"{_claim(f['table1/cm_minus_um/rho_0/holds'])} at ρ = 0 "
+        f"({f['table1/cm_minus_um/rho_0/gap']:+.1f} ± {f['table1/cm_minus_um/rho_0/se']:.1f} "
+        f"points against the UM-KD student's, mean ± paired SE over the student seeds) and "
+        f"{_claim(f['table1/cm_minus_um/rho_0.5/holds'])} at ρ = 0.5 "
+        f"({f['table1/cm_minus_um/rho_0.5/gap']:+.1f} ± "
+        f"{f['table1/cm_minus_um/rho_0.5/se']:.1f}). The claim is what holds; the size does "
+        "not travel: each teacher is one network, and on other float kernels the "
+        "differences were -1.3 and -0.3 (torch's generic kernels, "
+        "`ATEN_CPU_CAPABILITY=default`, on this machine) and 0.0 and -0.1 (an Intel CPU's "
+        "AVX2 kernels), the audio teacher 88.1% on the generic kernels. The student alone "
+        f"reaches {f['table1/no_kd/acc']:.1f}%, against the paper's 68% (our audio task is "
+        "easier).")
+
+
+def _claim(holds: bool) -> str:
+    return "no better, as the paper says," if holds else "clearly better, against the paper,"
 
 
 # -- AV-MNIST end to end with networks ------------------------------------------------------
@@ -207,13 +254,10 @@ NETWORK_ROWS = ("No-KD", "Regular-KD", "general r=0.5", "specific r=0.5", "rando
 
 
 def _avmnist_networks_figures(root: Path, scratch: Path) -> dict[str, Any]:
-    from cmkd_doctor.examples.avmnist import AVMnistSpec, make_avmnist
     from cmkd_doctor.examples.reproduce import reproduce
 
-    folder = scratch / "avmnist"
-    make_avmnist(folder, root / "mnist", root / "fsdd" / "recordings", None, AVMnistSpec())
-    return avmnist_networks_figures(reproduce("avmnist-networks", data=folder, device="cpu",
-                                              out=scratch / "work"))
+    return avmnist_networks_figures(reproduce("avmnist-networks", data=avmnist(root),
+                                              device="cpu", out=scratch / "work"))
 
 
 def avmnist_networks_figures(found: dict[str, Any]) -> dict[str, Any]:
@@ -256,10 +300,11 @@ def _avmnist_networks_markdown(f: dict[str, Any]) -> str:
     kd = {"helps": "helps", "hurts": "hurts", "no clear difference": "makes no clear difference"}
 
     def state(level: str) -> str:
+        best = ("no row clearly beats No-KD" if _no_clear_best(f"{level}/best", f)
+                else f"best row {f[f'{level}/best']}")
         return (f"Regular-KD {kd[f[f'{level}/kd']]} ({f[f'{level}/kd/delta']:+.2f} against "
-                f"No-KD), MFH ordering {f[f'{level}/ordering'].replace('_', ' ')}, best row "
-                f"{f[f'{level}/best']}; alignment {f[f'{level}/alignment']:.2f}, gamma "
-                f"{f[f'{level}/gamma']:.2f}")
+                f"No-KD), MFH ordering {f[f'{level}/ordering'].replace('_', ' ')}, {best}; "
+                f"alignment {f[f'{level}/alignment']:.2f}, gamma {f[f'{level}/gamma']:.2f}")
 
     from cmkd_doctor.examples.reproduce.avmnist import TABLE5
 
@@ -271,7 +316,9 @@ def _avmnist_networks_markdown(f: dict[str, Any]) -> str:
         f"ranked {f['networks/audio_network/acc']:.1f}%. Network level: {state('networks')}. "
         f"Feature level: {state('features')}. The two levels {said[f['agree/kd']]} on "
         f"whether KD helps, {said[f['agree/ordering']]} on the ordering and "
-        f"{said[f['agree/best']]} on the best row; both decide `{f['networks/decision']}`"
+        + ("neither finds a clearly best row" if _no_clear_best("agree/best", f)
+           else f"{said[f['agree/best']]} on the best row")
+        + f"; both decide `{f['networks/decision']}`"
         + ("." if f["networks/decision"] == f["features/decision"] else
            f" and `{f['features/decision']}`."),
         "",
@@ -295,16 +342,15 @@ GAMMA_ROWS = (("scene15", 0, 1), ("scene15", 1, 0), ("scene15", 1, 2), ("scene15
 def _gamma_figures(root: Path, scratch: Path) -> dict[str, Any]:
     import numpy as np
 
-    from cmkd_doctor.examples.avmnist import make_avmnist
     from cmkd_doctor.ranking.gamma import estimate_gamma
 
-    built = make_avmnist(scratch / "avmnist", mnist=root / "mnist",
-                         fsdd=root / "fsdd" / "recordings")
-    views = {"image": built.image, "audio": built.audio}
+    folder = avmnist(root)
+    views = {view: np.load(folder / f"{view}.npy") for view in ("image", "audio")}
+    labels = np.load(folder / "labels.npy")
     found: dict[str, Any] = {}
     for name, a, b in GAMMA_ROWS:
         if name == "AV-MNIST":
-            xa, xb, y = views[a], views[b], built.labels
+            xa, xb, y = views[a], views[b], labels
         else:
             folder = root / "multiview" / name
             xa, xb = (np.load(folder / f"view{v}.npy") for v in (a, b))
@@ -396,13 +442,28 @@ def drift(quoted_figures: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     for key, said in quoted_figures.items():
         now = fresh.get(key)
         kind = key.rsplit("/", 1)[-1]
+        if kind == "best" and _no_clear_best(key, quoted_figures):
+            continue  # no row is clearly best: the decision, compared exactly, says so
         if isinstance(said, (int, float)) and not isinstance(said, bool):
-            tolerance = max(TOLERANCES.get(kind, 0.0), RELATIVE.get(kind, 0.0) * abs(said))
+            tolerance = _tolerance(key, kind, said)
             if now is None or abs(now - said) > tolerance:
                 found.append(f"{key}: quoted {said}, now {now} (tolerance {tolerance:g})")
         elif (_words(now) != _words(said)) if kind == "headline" else (now != said):
             found.append(f"{key}: quoted {said!r}, now {now!r}")
     return found
+
+
+def _no_clear_best(key: str, figures: dict[str, Any]) -> bool:
+    """Whether the decision behind a best-row figure (``X/best``, or ``agree/best`` of
+    the two levels) finds no row clearly better than No-KD."""
+    levels = ("networks", "features") if key == "agree/best" else (key[:-len("/best")],)
+    return all(figures.get(f"{level}/decision") in NO_CLEAR_BEST for level in levels)
+
+
+def _tolerance(key: str, kind: str, said: float) -> float:
+    absolute, relative = next((v for end, v in BY_ENDING.items() if key.endswith(end)),
+                              (TOLERANCES.get(kind, 0.0), RELATIVE.get(kind, 0.0)))
+    return max(absolute, relative * abs(said))
 
 
 def _words(text: Any) -> str:

@@ -151,21 +151,42 @@ def load_program(path: str | Path, option: str = "--model") -> tuple[Any, dict[s
     a masked layer's node); the program as a module with its graph."""
     import logging
 
+    from cmkd_doctor.teachers.archives import check_program_archive, tensors_only
+
     path = regular_file(path, f"{option} {path}")
+    check_program_archive(path, option)  # nothing pickled, no compiled code
     extra = {EXTRA_FILE: ""}
     logger = logging.getLogger("torch.export")  # it logs a traceback before raising
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        program = torch.export.load(path, extra_files=extra)
+        with tensors_only():
+            program = torch.export.load(path, extra_files=extra)
     except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds on a bad file
         raise InputError(f"{option} {path}: cannot be read as a torch.export program "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
                          ) from exc
     finally:
         logger.setLevel(level)
-    recorded = json.loads(extra[EXTRA_FILE]) if extra[EXTRA_FILE] else {}
-    return program, recorded
+    return program, _recorded(extra[EXTRA_FILE], path, option)
+
+
+def _recorded(text: str, path: Path, option: str) -> dict[str, Any]:
+    """What cmkd-doctor recorded in a program (its ``extra/cmkd_doctor.json``): a JSON
+    object whose ``masked``, when present, maps layer names to node names."""
+    if not text:
+        return {}
+    try:
+        found = json.loads(text)
+    except (ValueError, RecursionError):
+        found = None
+    masked = found.get("masked", {}) if isinstance(found, dict) else None
+    if not isinstance(masked, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in masked.items()):
+        raise InputError(f"{option} {path}: its extra/{EXTRA_FILE} is not the record "
+                         "cmkd-doctor writes (a JSON object whose 'masked' maps layer names "
+                         "to node names)")
+    return found
 
 
 def _module_paths(node: Any) -> list[str]:

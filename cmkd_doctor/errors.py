@@ -22,9 +22,11 @@ class CmkdError(Exception):
 
 
 class InputError(CmkdError):
-    """A file or an option is unusable; the message names which and why."""
+    """A file or an option is unusable; the message names which and why. ``option`` is
+    the flag a bad option value's message begins with (:func:`option_error`)."""
 
     exit_code = EXIT_BAD_INPUT
+    option: str | None = None
 
 
 class DownloadError(InputError):
@@ -50,7 +52,9 @@ def option_error(name: str, expected: str, got: Any) -> InputError:
     '--ratio must be a number in (0, 1); got 1.5'
     """
     flag = name if (" " in name or name.isupper()) else "--" + name.replace("_", "-")
-    return InputError(f"{flag} must be {expected}; got {shown(got)}")
+    error = InputError(f"{flag} must be {expected}; got {shown(got)}")
+    error.option = flag  # so a config file's reader can name its own key instead
+    return error
 
 
 def shown(value: Any, limit: int = 80) -> str:

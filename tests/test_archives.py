@@ -200,3 +200,12 @@ def test_a_member_too_large_to_read_is_refused_by_its_declared_size(program, tmp
         if inner == "data/weights/model_weights_config.json" else data))
     with pytest.raises(InputError, match="more than a program's 64 MiB"):
         check_program_archive(big, "--model")
+
+
+def test_extract_on_an_array_of_no_rows_is_one_error_line(program, tmp_path, cli):
+    np.save(tmp_path / "none.npy", np.zeros((0, 1, 8, 8), np.float32))
+    found = cli("extract", "--model", program, "--layer", "relu", "--array",
+                tmp_path / "none.npy", "-o", tmp_path / "f.npy")
+    assert found.code == 2 and found.err.count("\n") == 1, found.err
+    assert "none.npy: holds no rows (shape (0, 1, 8, 8))" in found.err
+    assert not (tmp_path / "f.npy").exists()

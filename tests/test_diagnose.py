@@ -81,7 +81,12 @@ def test_every_example_yaml_is_valid():
     ("rank: {hidden: 0\n", "not valid YAML at line"),
     ("- a\n- b\n", "expected a mapping of sections"),
     ("inputs: {feats_a: a.npy}", "'inputs' must name feats_a, feats_b and labels"),
-    ("example: gaussian\nrank: {repeats: 0}", "--repeats must be a whole number >= 1"),
+    ("example: gaussian\nrank: {repeats: 0}", "bad.yaml: rank.repeats must be a whole number "
+                                              ">= 1; got 0"),
+    # a value checked as its option is, named by the file's key (issue 38, item 9)
+    ("distill: {max_seeds: 0}", "bad.yaml: distill.max_seeds must be a whole number >= 2"),
+    ("distill: {seeds_budget: .nan}", "bad.yaml: distill.seeds_budget must be a positive"),
+    ("data: {timeout: .inf}", "bad.yaml: data.timeout must be a number of seconds"),
 ])
 def test_bad_configs_exit_2(tmp_path, cli, text, pattern):
     path = tmp_path / "bad.yaml"

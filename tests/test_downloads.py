@@ -238,6 +238,26 @@ def test_an_unreachable_host_or_a_missing_file_is_one_error_line(fresh, mirror, 
     assert bad.code == 2 and "--mirror must be an http(s):// URL or a folder" in bad.err
 
 
+@pytest.mark.parametrize("args,env,said", [
+    (["--mirror", ""], None, "--mirror must be an http(s):// URL or a folder; got ''"),
+    (["--mirror", "http://[::1"], None, "(Invalid IPv6 URL); got 'http://[::1'"),
+    ([], "http://[::1", "$CMKD_DOCTOR_MIRROR must be an http(s):// URL or a folder"),
+    (["--mirror", "http://[::1", "--print-urls"], None, "(Invalid IPv6 URL)"),
+    (["--mirror", "http://host/\nerror: forged"], None, "without control characters"),
+    (["--timeout", "inf"], None, "--timeout must be a number of seconds in (0, 86400]"),
+    (["--timeout", "1e308"], None, "got 1e+308"),
+])
+def test_a_mirror_or_timeout_that_cannot_be_meant_is_refused_before_any_request(
+        args, env, said, fresh, cli, monkeypatch):
+    """'' is not "no mirror" (the upstream is what the user meant to avoid); a bracket
+    left open, a control character or an endless timeout is one error line (issue 38)."""
+    if env is not None:
+        monkeypatch.setenv("CMKD_DOCTOR_MIRROR", env)
+    found = cli("examples", "fetch", "scene15", *args)
+    assert found.code == 2 and found.err.count("\n") == 1 and said in found.err, found.err
+    assert not fresh.exists() or _files(fresh) == []
+
+
 @needs_sources
 def test_a_folder_mirror_and_which_data_root_wins(fresh, cli, tmp_path, monkeypatch):
     env_root, dir_root = tmp_path / "env-root", tmp_path / "dir-root"

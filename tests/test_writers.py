@@ -63,6 +63,36 @@ def test_a_symlinked_folder_in_the_run_never_leads_a_write_outside(folder, argv,
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".stage")]
 
 
+def test_a_symlinked_example_folder_never_leads_the_examples_arrays_outside(ranked,
+                                                                          tmp_path, cli):
+    """diagnose --example writes the example's arrays into RUN/example: a link there to a
+    folder outside is refused like teachers/ and report/ (issue 38, item 3)."""
+    run, elsewhere = _linked_run(ranked, tmp_path, "example")
+    before = _tree(run)
+    result = cli("diagnose", "--example", "gaussian", "--out", run, "--quiet")
+    assert result.code == 2, (result.code, result.err)
+    line = result.err.strip()
+    assert line.count("\n") == 0 and line.startswith(f"error: {run / 'example'}: leads outside")
+    assert list(elsewhere.iterdir()) == [] and _tree(run) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".stage")]
+
+
+def test_a_file_where_a_run_folder_belongs_is_one_error_line(ranked, tmp_path, cli):
+    """RUN/teachers replaced by a regular file: exit 2 naming it (was exit 1 with
+    FileExistsError), and the run as it was (issue 38, item 6)."""
+    run = tmp_path / "run"
+    shutil.copytree(ranked, run)
+    shutil.rmtree(run / "teachers", ignore_errors=True)
+    (run / "teachers").write_text("not a folder")
+    before = _tree(run)
+    result = cli("derive-teacher", "--run", run, "--epochs", "2")
+    assert result.code == 2, result.err
+    assert result.err == f"error: {run / 'teachers'}: is a file where a folder belongs; " \
+                         "move it away or remove it\n"
+    assert _tree(run) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".stage")]
+
+
 def _device(path: Path, minor: int) -> Path:
     """A character device node of our own (1, minor: 3 is null, 7 is full), so a
     regression replaces a test file, not the system's /dev/full."""

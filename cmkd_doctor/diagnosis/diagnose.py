@@ -91,7 +91,25 @@ def load_config(path: str | Path) -> dict[str, Any]:
     for section, key in (("rank", "split"), ("data", "data_dir")):
         if (raw.get(section) or {}).get(key):
             raw[section][key] = str((path.parent / raw[section][key]).expanduser().resolve())
+    _check_values(path, raw)
     return raw
+
+
+def _check_values(path: Path, raw: dict[str, Any]) -> None:
+    """Each section's values checked as its options are, a bad one named by the file and
+    its key (``c.yaml: distill.max_seeds must be ...``), not by the flag it stands for."""
+    config = build_config({name: raw[name] for name in _SECTIONS if name in raw}, {})
+    for name in _SECTIONS:
+        if name not in raw:
+            continue
+        try:
+            getattr(config, name).checked()
+        except InputError as exc:
+            key = (exc.option or "").removeprefix("--").replace("-", "_")
+            if exc.option is None or key not in raw[name]:
+                continue  # not one of the file's values: diagnose checks it again to run
+            raise InputError(f"{path}: {name}.{key}"
+                             + str(exc).removeprefix(exc.option)) from None
 
 
 def _typed(path: Path, section: str, values: dict[str, Any]) -> dict[str, Any]:

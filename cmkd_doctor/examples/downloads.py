@@ -117,6 +117,9 @@ def files(source: str) -> list[Remote]:
             if path.startswith(found.prefix)]
 
 
+MAX_TIMEOUT = 86400.0  # --timeout's most seconds: one day
+
+
 @dataclass(frozen=True)
 class FetchOptions:
     """Where an example's files are and where they come from.
@@ -141,13 +144,26 @@ class FetchOptions:
     timeout: float = 30.0
 
     def checked(self) -> FetchOptions:
-        if not self.timeout > 0:
-            raise option_error("timeout", "a positive number of seconds", self.timeout)
+        if not 0 < self.timeout <= MAX_TIMEOUT:
+            raise option_error("timeout", f"a number of seconds in (0, {MAX_TIMEOUT:g}] (a "
+                               "server silent for a day is gone)", self.timeout)
+        if self.mirror is not None and not self.mirror.strip():
+            # '' is not "no mirror": the publishers' servers are what the user meant to avoid
+            raise option_error("mirror", "an http(s):// URL or a folder", self.mirror)
         mirror = self.mirror_base()
-        if mirror is not None and _folder(mirror) is None and \
-                urllib.parse.urlsplit(mirror).scheme not in ("http", "https"):
+        if mirror is not None:
             flag = "mirror" if self.mirror else f"${MIRROR_ENV}"
-            raise option_error(flag, "an http(s):// URL or a folder", mirror)
+            if any(ord(c) < 32 or ord(c) == 127 for c in mirror):
+                raise option_error(flag, "an http(s):// URL or a folder, without control "
+                                   "characters", mirror)
+            try:
+                scheme = urllib.parse.urlsplit(mirror).scheme
+                folder = _folder(mirror)
+            except ValueError as exc:  # such as a bracket left open: "http://[::1"
+                raise option_error(flag, f"an http(s):// URL or a folder ({exc})",
+                                   mirror) from None
+            if folder is None and scheme not in ("http", "https"):
+                raise option_error(flag, "an http(s):// URL or a folder", mirror)
         return self
 
     def root(self) -> Path:

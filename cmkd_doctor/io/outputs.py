@@ -113,6 +113,18 @@ def check_inside(path: Path, root: Path | None = None) -> None:
                          "inside it: replace the link by a folder")
 
 
+def make_folder(folder: Path) -> None:
+    """``folder`` and the folders above it, or one error line naming the file that
+    stands where one of them belongs (a run's ``teachers`` replaced by a file)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (folder, *folder.parents)
+                        if p.exists() and not p.is_dir()), folder)
+        raise InputError(f"{blocker}: is a file where a folder belongs; move it away or "
+                         "remove it") from None
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``path``.
 
@@ -130,7 +142,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
             raise InputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
         return path
     check_inside(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -225,6 +237,8 @@ def staging(target: Path, skip: Collection[str] = frozenset(),
     would be left in a deleted folder): there the new files are moved into ``target``
     one by one, each atomically.
     """
+    # a folder inside one being staged (a run's example/) must not lead outside it
+    check_inside(Path(target) / "entry")
     # a run directory that is a symlink (to a scratch disk, say) is replaced where it
     # really lives, and the link stays
     given, target = target, Path(os.path.realpath(target))
@@ -280,7 +294,7 @@ def _move_written(stage: Path, dest: Path, linked: dict[Path, tuple]) -> None:
     for path in written:  # all checked before any moves
         check_inside(dest / path, dest)
     for path in written:
-        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        make_folder((dest / path).parent)
         os.replace(stage / path, dest / path)
 
 

@@ -287,6 +287,9 @@ def extract(options: ExtractOptions, images: str | Path | None = None,
         data, source = read_array(array)
         if data.dtype.kind not in "biuf":
             raise InputError(f"{source}: must be numeric; got dtype {data.dtype}")
+        if data.ndim == 0 or len(data) == 0:
+            raise InputError(f"{source}: holds no rows (shape {data.shape}); extract needs "
+                             "at least one input")
         names = [str(i) for i in range(len(data))]
         if data.dtype == np.uint8 and data.ndim == 4 and data.shape[1] == 3:
             # uint8 image arrays (n, 3, H, W) are scaled and normalised like image files

@@ -48,8 +48,42 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self.server.requested.append(urllib.parse.unquote(self.path.lstrip("/")))
+        path = urllib.parse.unquote(self.path.lstrip("/"))
+        self.server.requested.append(path)
+        rule = self.server.rules.get(path)
+        if rule in ("endless", "gzip", "redirect"):
+            return self._hostile(rule, path)
         super().do_GET()
+
+    def _hostile(self, rule: str, path: str) -> None:
+        """``endless``: the file, then zeros, with no Content-Length; ``gzip``: the file
+        with zeros after it, compressed (it expands beyond the published size);
+        ``redirect``: to the same path on another port."""
+        data = (self.server.folder / path).read_bytes()
+        if rule == "redirect":
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.elsewhere}/{path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        if rule == "gzip":
+            import gzip
+
+            body = gzip.compress(data + bytes(8 << 20))
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+            for _ in range(1024):  # 64 MiB of zeros at most, so a regression still ends
+                self.wfile.write(bytes(1 << 16))
+        except OSError:  # the client stopped reading: what this rule is for
+            pass
 
     def copyfile(self, source, outputfile) -> None:
         rule = self.server.rules.get(urllib.parse.unquote(self.path.lstrip("/")))
@@ -78,6 +112,7 @@ def mirror(tmp_path):
         ("127.0.0.1", 0), functools.partial(_Handler, directory=str(folder)))
     server.daemon_threads = True
     server.requested, server.rules, server.release = [], {}, threading.Event()
+    server.elsewhere = 9  # a port a redirect may name (the discard port: nothing answers)
     server.folder = folder
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -218,6 +253,45 @@ def test_a_bad_transfer_is_exit_2_naming_the_file_and_leaves_nothing(fresh, mirr
     again = cli("examples", "fetch", "scene15", "--mirror", url)
     assert again.code == 0, again.err
     assert _sha256(fresh / SCENE) == downloads.files("scene15")[0].sha256
+
+
+@needs_sources
+@pytest.mark.parametrize("rule,cause", [
+    ("endless", "not the published file (more than its 3,384,483 bytes arrived; the "
+                "transfer was stopped there)"),
+    ("gzip", "the server sent it encoded ('gzip'), which expands beyond the size it "
+             "declares: not read"),
+    ("redirect", "the mirror redirected to 'http://127.0.0.1:9/"),
+])
+def test_a_transfer_never_takes_more_than_the_published_file_nor_leaves_the_mirror(
+        fresh, mirror, cli, rule, cause):
+    """Endless data, a compressed body that expands, a redirect off the mirror's origin:
+    each is exit 2 naming the file, nothing kept (issue 38, items 2 and 7)."""
+    url, server = mirror
+    server.rules[SCENE] = rule
+    failed = cli("examples", "fetch", "scene15", "--mirror", url, "--timeout", "5")
+    assert failed.code == 2, failed.err
+    assert failed.err.startswith(f"error: {SCENE}: from {url}{SCENE}: {cause}"), failed.err
+    assert failed.err.count("\n") == 1 and _files(fresh) == []
+    assert len(server.requested) == 1  # none of these is tried again
+
+
+@needs_sources
+def test_a_folder_mirror_copy_that_is_a_device_or_a_fifo_is_refused(fresh, cli, tmp_path):
+    """/dev/zero behind a folder mirror's file would fill the disk, a FIFO would block
+    forever: only regular files are copied (issue 38, items 2 and 4)."""
+    for kind in ("device", "fifo"):
+        folder = tmp_path / kind
+        (folder / SCENE).parent.mkdir(parents=True)
+        if kind == "device":
+            (folder / SCENE).symlink_to("/dev/zero")
+        else:
+            os.mkfifo(folder / SCENE)
+        failed = cli("examples", "fetch", "scene15", "--mirror", folder)
+        said = "a character device" if kind == "device" else "a FIFO"
+        assert failed.code == 2 and f"is not a regular file ({said}" in failed.err, \
+            failed.err
+        assert failed.err.count("\n") == 1 and _files(fresh) == []
 
 
 @needs_sources
@@ -419,7 +493,8 @@ def test_a_killed_fetchs_temporary_file_goes_and_a_config_file_sets_the_data(
     bad = tmp_path / "bad.yaml"
     bad.write_text("example: scene15\ndata: {timeout: 0}\n")
     refused = cli("diagnose", "--config", bad, "-o", tmp_path / "run2")
-    assert refused.code == 2 and "--timeout must be a positive number" in refused.err
+    assert refused.code == 2 and "bad.yaml: data.timeout must be a number of seconds" \
+        in refused.err  # named by the file's key
 
 
 @needs_sources
@@ -434,5 +509,6 @@ def test_a_data_root_that_cannot_hold_the_files_is_one_error_line(cli, tmp_path)
     root.mkdir()
     (root / "sources").write_text("")  # a file where a folder of the layout goes
     blocked = cli("examples", "fetch", "scene15", "--mirror", SHARED, "--data-dir", root)
-    assert blocked.code == 2 and "cannot be written" in blocked.err
+    assert blocked.code == 2 and blocked.err.startswith(
+        f"error: {root / 'sources'}: is a file where a folder belongs")
     assert blocked.err.count("\n") == 1 and "internal error" not in blocked.err

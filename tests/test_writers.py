@@ -5,6 +5,7 @@ leads a write outside it, and an output that is not a regular file is written in
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -144,6 +145,12 @@ def _edited(ranked: Path, tmp_path: Path, name: str, edit) -> Path:
      "'labels.n_classes': '2' is not of type 'integer'"),
     ("an option that is not finite", lambda t: t.replace('"lr": 0.001', '"lr": Infinity', 1),
      "holds Infinity"),
+    # every recorded option is typed (issue 38, item 8)
+    ("an option as text", lambda t: re.sub(r'"repeats": \d+', '"repeats": "2"', t, count=1),
+     "'options.repeats': '2' is not of type 'integer'"),
+    ("an option of another type", lambda t: t.replace('"standardize": true',
+                                                      '"standardize": 1', 1),
+     "'options.standardize': 1 is not of type 'boolean'"),
 ])
 def test_an_edited_rank_json_is_refused_naming_the_file_and_the_field(what, edit, needle,
                                                                       ranked, tmp_path, cli):

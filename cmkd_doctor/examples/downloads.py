@@ -32,9 +32,11 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cmkd_doctor import distributed
-from cmkd_doctor.errors import CmkdError, DownloadError, option_error
+from cmkd_doctor.errors import CmkdError, DownloadError, InputError, option_error, shown
+from cmkd_doctor.io.files import regular_file
 from cmkd_doctor.io.outputs import check_out_dir, write_atomic
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.registry import Registry
@@ -265,7 +267,8 @@ def _fetch_one(remote: Remote, root: Path, options: FetchOptions, meter: _Meter)
     def write(tmp: Path) -> None:
         with open(tmp, "w+b") as fh:
             for url in urls(remote, options):
-                cause = _fetch_from(url, remote, fh, options.timeout, meter)
+                cause = _fetch_from(url, remote, fh, options.timeout, meter,
+                                    options.mirror_base() is not None)
                 if cause is None:
                     return
                 causes.append(f"from {url}: {cause}")
@@ -278,17 +281,17 @@ def _fetch_one(remote: Remote, root: Path, options: FetchOptions, meter: _Meter)
                             f"({exc.strerror or exc})") from None
 
 
-def _fetch_from(url: str, remote: Remote, fh, timeout: float, meter: _Meter
-                ) -> _Failed | None:
+def _fetch_from(url: str, remote: Remote, fh, timeout: float, meter: _Meter,
+                mirror: bool = False) -> _Failed | None:
     """Transfer ``remote`` from ``url`` into ``fh`` and check it, retrying what a retry may
     mend; ``None`` when it arrived whole, else why it did not."""
     attempts = 0
     while True:
         fh.seek(0)
         fh.truncate()
-        sink = _Sink(fh, meter)
+        sink = _Sink(fh, meter, remote.size)
         try:
-            _transfer(url, sink, timeout)
+            _transfer(url, sink, timeout, mirror)
             _check(remote, sink)
             return None
         except _Failed as failed:
@@ -330,13 +333,18 @@ class _Meter:
 
 class _Sink:
     """Where one transfer writes: the temporary file, with the size and SHA-256 of what
-    arrived kept as it arrives."""
+    arrived kept as it arrives. It takes no byte beyond the published size (``limit``):
+    a server sending more (endless data, a wrong Content-Length, a compressed body that
+    expands) sent another file, and the transfer stops there."""
 
-    def __init__(self, fh, meter: _Meter):
-        self.fh, self.meter = fh, meter
+    def __init__(self, fh, meter: _Meter, limit: int):
+        self.fh, self.meter, self.limit = fh, meter, limit
         self.size, self.hash = 0, hashlib.sha256()
 
     def write(self, data: bytes) -> int:
+        if self.size + len(data) > self.limit:
+            raise _Failed(f"not the published file (more than its {self.limit:,} bytes "
+                          "arrived; the transfer was stopped there)", False)
         self.fh.write(data)
         self.hash.update(data)
         self.size += len(data)
@@ -347,9 +355,36 @@ class _Sink:
         self.fh.flush()
 
 
-def _transfer(url: str, sink: _Sink, timeout: float) -> None:
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+def _guard(url: str, mirror: bool):
+    """A requests response hook: a mirror's redirect leads only to its own origin
+    (scheme, host, port), and no body comes encoded (compressed bodies expand beyond
+    what the server declares)."""
+    def check(response: Any, *args: Any, **kwargs: Any) -> None:
+        if response.is_redirect:
+            target = urllib.parse.urljoin(response.url, response.headers.get("Location", ""))
+            if mirror and _origin(target) != _origin(url):
+                raise _Failed(f"the mirror redirected to {shown(target)}, outside its own "
+                              "origin: not followed", False)
+            return
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise _Failed(f"the server sent it encoded ({shown(encoding)}), which expands "
+                          "beyond the size it declares: not read", False)
+    return check
+
+
+def _transfer(url: str, sink: _Sink, timeout: float, mirror: bool = False) -> None:
     folder = _folder(url)
     if folder is not None:  # a mirror folder: copy; errors reading it are the mirror's
+        try:  # a FIFO or a device there would block or never end: regular files only
+            regular_file(folder, "the mirror's copy")
+        except InputError as exc:
+            raise _Failed(str(exc).removeprefix("the mirror's copy: "), False) from None
         try:
             source = open(folder, "rb")  # noqa: SIM115 - closed below, errors told apart
         except OSError as exc:
@@ -368,7 +403,11 @@ def _transfer(url: str, sink: _Sink, timeout: float) -> None:
     import requests
 
     try:
-        pooch.HTTPDownloader(chunk_size=CHUNK, timeout=timeout)(url, sink, None)
+        # the file as published, not a compressed body to expand (the sink stops one at
+        # the published size if a server sends it anyway)
+        pooch.HTTPDownloader(chunk_size=CHUNK, timeout=timeout,
+                             headers={"Accept-Encoding": "identity"},
+                             hooks={"response": _guard(url, mirror)})(url, sink, None)
     except requests.HTTPError as exc:
         status = exc.response.status_code
         raise _Failed(f"HTTP {status} {exc.response.reason}", status in _RETRY_STATUS

@@ -143,12 +143,39 @@ STEP = _object(
                                                  "folder; null where no command does it"}},
     description="one thing to try next")
 
+def _typed_fields(cls: type) -> dict[str, Any]:
+    """Every field of dataclass ``cls`` typed as its annotation says (``int | None``:
+    an integer or null; a tuple of ints: an array of integers), so a recorded option
+    edited into another type is refused by name."""
+    import dataclasses
+    import typing
+
+    kinds = {int: INT, float: NUM, str: STR, bool: BOOL, type(None): _t("null")}
+    hints = typing.get_type_hints(cls)
+
+    def of(hint: Any) -> dict[str, Any]:
+        if hint in kinds:
+            return kinds[hint]
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) in (tuple, list):
+            return _array(of(args[0]))
+        return {"anyOf": [of(a) for a in args]}  # a union
+
+    return {f.name: of(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _rank_options() -> dict[str, Any]:
+    from cmkd_doctor.ranking.options import RankOptions
+
+    return _object(_typed_fields(RankOptions), additionalProperties=False)
+
+
 RANK = _object(
     {"command": {"const": "rank"}, "run_id": STR, "created": STR,
      "inputs": _object({"feats_a": INPUT, "feats_b": INPUT, "labels": INPUT}),
      "labels": _object({"task": {"enum": ["single-label", "multi-label"]},
                         "n_classes": INT, "classes": _t("array")}),
-     "options": _object({"seed": INT, "hidden": _array(INT)}),
+     "options": _rank_options(),
      "environment": _object({"cmkd_doctor": STR, "python": STR, "torch": STR, "numpy": STR,
                              "platform": STR, "device": STR}),
      "split": _object({"file": STR, "n_train": INT, "n_test": INT}),

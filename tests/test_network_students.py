@@ -249,3 +249,18 @@ def test_a_torchvision_student_with_batchnorm_keeps_its_own_statistics(paired, c
     rows_out = json.loads(result.out)["results"]
     assert [r["label"] for r in rows_out] == ["No-KD", "Regular-KD", "general r=0.5"]
     assert all(len(r["student_runs"]) == 2 for r in rows_out)
+
+
+def test_rows_too_large_for_the_network_are_refused_by_the_memory_it_would_need():
+    """LeNet-5 on 60,000 x 60,000 rows has a linear layer of about 430 billion weights:
+    sized on shapes alone (the meta device) and refused with the estimate, before any
+    allocation (issue 38, item 5: before, the allocator's message came after 13 GiB)."""
+    import pytest
+
+    from cmkd_doctor.errors import InputError
+    from cmkd_doctor.training.student_networks import Architecture
+
+    with pytest.raises(InputError, match=r"--student lenet5 on rows of shape 1 x 60000 x "
+                                         r"60000 .* needs about [\d.]+ TiB of memory"):
+        Architecture("lenet5", (1, 60000, 60000), 10).checked()
+    assert Architecture("cnn3", (1, 32, 16), 10).checked().member_bytes(128) > 0

@@ -164,6 +164,19 @@ def test_an_edited_rank_json_is_refused_naming_the_file_and_the_field(what, edit
         assert needle in line, line
 
 
+def test_a_rank_json_larger_than_any_written_is_refused_before_it_is_read(ranked, tmp_path,
+                                                                          cli):
+    """A rank.json padded to 300 MiB (sparse: no disk used) is refused by its size before
+    a byte is read (before, 2 GiB of padding took 4.7 GiB to be called damaged)."""
+    run = tmp_path / "run"
+    shutil.copytree(ranked, run)
+    os.truncate(run / "rank.json", 300 << 20)
+    result = cli("derive-teacher", "--run", run, "--epochs", "2")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert result.err.startswith(f"error: {run / 'rank.json'}: 300 MiB, more than any "
+                                 "document cmkd-doctor writes (it reads at most 256 MiB)")
+
+
 def test_a_distill_json_with_numbers_as_text_is_refused_at_report_compare(ranked, tmp_path,
                                                                           cli):
     run = tmp_path / "run"

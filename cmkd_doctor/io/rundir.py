@@ -37,8 +37,9 @@ import torch
 from safetensors import SafetensorError
 
 from cmkd_doctor import __version__, distributed
+from cmkd_doctor.devices import require_memory
 from cmkd_doctor.errors import InputError
-from cmkd_doctor.io.files import regular_file
+from cmkd_doctor.io.files import human_size, regular_file
 from cmkd_doctor.io.inputs import PairedData, load_paired, sha256_of
 from cmkd_doctor.io.outputs import (
     DEFAULT_RUN,
@@ -305,7 +306,15 @@ class RunDir:
         and version (:func:`cmkd_doctor.schemas.check`), so a field edited or damaged is
         exit 2 naming the file and the field."""
         def read(p: Path) -> Any:
-            document = json.loads(regular_file(p).read_text(), parse_constant=_no_constant)
+            size = regular_file(p).stat().st_size
+            if size > MAX_DOCUMENT_BYTES:  # refused before a byte is read
+                raise InputError(f"{p}: {human_size(size)}, more than any document "
+                                 f"cmkd-doctor writes (it reads at most "
+                                 f"{human_size(MAX_DOCUMENT_BYTES)}): damaged? rerun "
+                                 "'cmkd-doctor rank'")
+            # the text, its bytes and the parsed objects: about four times the file
+            require_memory(4 * size, f"{p} ({human_size(size)})", torch.device("cpu"))
+            document = json.loads(p.read_text(), parse_constant=_no_constant)
             if schema is not None:
                 check_schema(schema, document)
             return document
@@ -430,6 +439,11 @@ class RunDir:
 #: fields of a document of the wrong shape (TypeError, IndexError)
 DAMAGED = (ValueError, OSError, EOFError, KeyError, IndexError, TypeError, RuntimeError,
            zipfile.BadZipFile, SafetensorError)
+
+
+# the largest run document read: rank.json and the sidecars hold kilobytes, distill.json
+# grows by tens of kilobytes per distill call
+MAX_DOCUMENT_BYTES = 256 << 20
 
 
 def _no_constant(name: str) -> None:

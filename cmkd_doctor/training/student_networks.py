@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cmkd_doctor.devices import require_memory
 from cmkd_doctor.errors import InputError
 from cmkd_doctor.registry import Registry
 
@@ -136,9 +137,28 @@ class Architecture:
             torch.manual_seed(init_seed)
             return ArchNet(self.body(), self.shape)
 
+    def _shapes_only(self) -> ArchNet:
+        """The network on the meta device: shapes without memory, to check and size it."""
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            return ArchNet(self.body(), self.shape).eval()  # the global RNG as it was
+
     def checked(self) -> Architecture:
         """Refuse, before any training, an architecture that cannot read these rows:
-        a forward pass of two zero rows must give ``(2, n_classes)`` logits."""
+        a forward pass of two zero rows must give ``(2, n_classes)`` logits. It runs on
+        shapes alone first (the meta device), so rows too large for the network (a
+        linear layer over millions of inputs) are refused with the memory it would
+        need, before anything is allocated."""
+        shown_shape = " x ".join(map(str, self.shape))
+        try:
+            sized = self._shapes_only()
+            with torch.no_grad():
+                sized(torch.zeros(2, sized.d_in, device="meta"))
+            need = 4 * (sum(p.numel() for p in sized.parameters())
+                        + 2 * sum(activations(sized)))
+        except (RuntimeError, ValueError, NotImplementedError):
+            need = 0  # an operator without a meta kernel: the real pass below tells
+        require_memory(need, f"--student {self.name} on rows of shape {shown_shape} (its "
+                       "weights and two rows through it)", torch.device("cpu"))
         net = self.new(0).eval()
         try:
             with torch.no_grad():
@@ -146,7 +166,7 @@ class Architecture:
         except (RuntimeError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"--student {self.name} cannot read rows of shape "
-                             f"{' x '.join(map(str, self.shape))} ({first})") from None
+                             f"{shown_shape} ({first})") from None
         if tuple(out.shape) != (2, self.n_classes):
             raise InputError(f"--student {self.name} gives outputs of shape "
                              f"{tuple(out.shape[1:])} for rows of shape {self.shape}; "
@@ -156,8 +176,8 @@ class Architecture:
     def member_bytes(self, batch_size: int) -> int:
         """Bytes one member takes to train: its weights four times (weights, gradients,
         Adam's two moments) and a minibatch of every layer's activations and their
-        gradients (:func:`activations`)."""
-        net = self.new(0).eval()
+        gradients (:func:`activations`), sized on shapes alone."""
+        net = self._shapes_only()
         params = sum(p.numel() for p in net.parameters())
         return 4 * (4 * params + 3 * batch_size * sum(activations(net)))
 

@@ -65,6 +65,16 @@ def test_markdown_writes_its_plots_beside_it(swept, cli, tmp_path):
     assert "## Students (the paper's Table 4 shape)" in text and "Verdict:" in text
 
 
+def test_a_folder_where_a_plot_goes_leaves_no_plot_nor_page(swept, cli, tmp_path):
+    """Every PNG name is checked before any is written (round two's leftover, issue 38
+    item 9): a folder named like the last plot leaves nothing behind."""
+    (tmp_path / f"r_{PLOT_IDS[-1]}.png").mkdir()
+    result = cli("report", "--run", swept, "--format", "md", "--out", tmp_path / "r.md")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert f"r_{PLOT_IDS[-1]}.png" in result.err and "folder" in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"r_{PLOT_IDS[-1]}.png"]
+
+
 def test_text_report_in_the_terminal(swept, cli):
     result = cli("report", "--run", swept)
     assert result.code == 0, result.err

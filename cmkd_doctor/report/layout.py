@@ -408,9 +408,11 @@ def _check_format(fmt: str, out_file: str | Path | None) -> Path | None:
 
 
 def _beside(out_file: Path, pngs: dict[str, bytes]) -> dict[str, str]:
-    """The plots as PNG files beside ``out_file``, by the names the page links."""
-    return {name: write_bytes(out_file.parent / f"{out_file.stem}_{name}.png", data).name
-            for name, data in pngs.items()}
+    """The plots as PNG files beside ``out_file``, by the names the page links; every
+    name is checked before any is written (a folder where one goes leaves none)."""
+    paths = {name: check_out_file(out_file.parent / f"{out_file.stem}_{name}.png", "--out")
+             for name in pngs}
+    return {name: write_bytes(paths[name], data).name for name, data in pngs.items()}
 
 
 def _written(doc: dict[str, Any], text: str, out_file: Path | None,

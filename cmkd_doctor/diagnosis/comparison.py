@@ -36,10 +36,15 @@ def paired(a: Row, b: Row) -> np.ndarray:
     return np.asarray(a.student_runs[:n]) - np.asarray(b.student_runs[:n])
 
 
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` (0 with fewer than two)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
 def paired_se(a: Row, b: Row) -> float:
     """Standard error of mean(a - b) over the seeds both rows share."""
-    diff = paired(a, b)
-    return float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return standard_error(paired(a, b))
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ def seedwise(diff: np.ndarray, per_look: float | None = None) -> Difference:
     delta = float(diff.mean())
     if len(diff) < 2:
         return Difference(delta, 0.0, None, len(diff))
-    se = float(diff.std(ddof=1) / math.sqrt(len(diff)))
+    se = standard_error(diff)
     if not has_spread(delta, se * math.sqrt(len(diff))):
         se = 0.0  # every seed gave the same difference (up to rounding): the sign test
     z = delta / se if se > 0 else math.copysign(sign_z(len(diff)), delta) if delta else 0.0

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cmkd_doctor.choices import DERIVED, MFH_ORDER
 from cmkd_doctor.diagnosis.comparison import (  # noqa: F401 - the verdict's rule, re-exported
     BASELINES,
@@ -28,6 +26,7 @@ from cmkd_doctor.diagnosis.comparison import (  # noqa: F401 - the verdict's rul
     paired,
     paired_se,
     sign_z,
+    standard_error,
 )
 from cmkd_doctor.errors import ExpectationFailed, option_error
 
@@ -107,8 +106,7 @@ def weak_teacher(regular: Row, none: Row) -> dict[str, float] | None:
     is not, or the teacher's metric is unknown."""
     if regular.teacher_metric is None:
         return None
-    runs = np.asarray(none.student_runs)
-    se = float(runs.std(ddof=1) / np.sqrt(len(runs))) if len(runs) > 1 else 0.0
+    se = standard_error(none.student_runs)
     gap = none.student_mean - regular.teacher_metric
     if gap <= Z * se:  # with se 0 (every seed alike): below at all
         return None

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.export.pt2_archive.constants import TENSOR_CONSTANT_FILENAME_PREFIX
 
 from cmkd_doctor.errors import InputError
 
@@ -31,8 +32,6 @@ from cmkd_doctor.errors import InputError
 MAX_MEMBER_BYTES = 64 << 20
 WHY = ("cmkd-doctor reads a .pt2 as data and runs no code from it; export the network "
        "again with torch.export.save from a module whose weights are plain tensors")
-# a tensor constant's file name in a program's constants folder (torch's own prefix)
-TENSOR_CONSTANT = "tensor_"
 
 
 def _refuse(option: str, path: Path, member: str, what: str) -> InputError:
@@ -84,7 +83,8 @@ def check_program_archive(path: Path, option: str) -> None:
                         raise _refuse(option, path, f"{name} ({key})", "is stored as a "
                                       "pickle")
                     kind = str(meta.get("path_name", ""))
-                    if folder == "data/constants/" and not kind.startswith(TENSOR_CONSTANT):
+                    if folder == "data/constants/" and not kind.startswith(
+                            TENSOR_CONSTANT_FILENAME_PREFIX):
                         raise _refuse(option, path, f"{name} ({key})", "is a pickled "
                                       "object, not a tensor")
             if inner.startswith("data/sample_inputs/"):

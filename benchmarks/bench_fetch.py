@@ -9,8 +9,9 @@ local HTTP server on 127.0.0.1, then fetches avmnist (3,002 files, 22.8 MB) and 
 (one 3.4 MB file) into an empty data root with ``cmkd_doctor.examples.downloads.fetch``, every
 file checked against its SHA-256, and prints wall time and throughput. A loopback
 server has no latency; over the internet each of FSDD's 3,000 requests costs round trips
-(pooch opens a connection per file), which the transfers at once overlap. ``--latency S``
-makes the server wait S seconds before each answer, as a distant one would.
+(each file is one ``requests.get``, a connection of its own), which the transfers at once
+overlap. ``--latency S`` makes the server wait S seconds before each answer, as a distant
+one would.
 """
 
 from __future__ import annotations

@@ -50,16 +50,33 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urllib.parse.unquote(self.path.lstrip("/"))
         self.server.requested.append(path)
-        rule = self.server.rules.get(path)
-        if rule in ("endless", "gzip", "redirect"):
+        rule = self.server.rules.get(path, self.server.rules.get("*"))  # *: every file
+        if rule in ("endless", "gzip", "redirect", "drip", "mute"):
             return self._hostile(rule, path)
         super().do_GET()
 
     def _hostile(self, rule: str, path: str) -> None:
         """``endless``: the file, then zeros, with no Content-Length; ``gzip``: the file
         with zeros after it, compressed (it expands beyond the published size);
-        ``redirect``: to the same path on another port."""
+        ``redirect``: to the same path on another port; ``drip``: one byte every 0.2 s,
+        never silent for a second; ``mute``: the request read, nothing answered."""
         data = (self.server.folder / path).read_bytes()
+        if rule == "mute":
+            self.server.release.wait(60)
+            return
+        if rule == "drip":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for byte in data[:300]:  # a minute at most, so a regression still ends
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    if self.server.release.wait(0.2):
+                        return
+            except OSError:  # the client stopped reading: what this rule is for
+                pass
+            return
         if rule == "redirect":
             self.send_response(302)
             self.send_header("Location", f"http://127.0.0.1:{self.server.elsewhere}/{path}")
@@ -86,7 +103,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             pass
 
     def copyfile(self, source, outputfile) -> None:
-        rule = self.server.rules.get(urllib.parse.unquote(self.path.lstrip("/")))
+        path = urllib.parse.unquote(self.path.lstrip("/"))
+        rule = self.server.rules.get(path, self.server.rules.get("*"))
         data = source.read()
         if rule == "corrupt":
             data = data[:100] + bytes([data[100] ^ 1]) + data[101:]
@@ -364,11 +382,12 @@ def test_examples_that_are_not_fetched_say_where_to_get_them(cli):
     assert "must be one of" in cli("examples", "fetch", "bogus", "--print-urls").err
 
 
-def _fetch_process(root: Path, url: str, **popen) -> subprocess.Popen:
+def _fetch_process(root: Path, url: str, *args: str, source: str = "scene15",
+                   **popen) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "cmkd_doctor", "examples", "fetch", "scene15", "--mirror", url,
-         "--data-dir", str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "cmkd_doctor", "examples", "fetch", source, "--mirror", url,
+         "--data-dir", str(root), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, cwd=ROOT, env=env, **popen)
 
 
@@ -408,6 +427,51 @@ def test_an_interrupted_transfer_leaves_nothing_behind(mirror, tmp_path):
             process.communicate()
     assert process.returncode == 130 and err.strip() == "error: interrupted"
     assert _files(root) == []
+
+
+@needs_sources
+def test_a_server_that_drips_bytes_is_stopped_after_timeout_seconds(fresh, mirror, cli):
+    """One byte every 0.2 s is never silent for --timeout, and would take days for one
+    file: a stretch of --timeout seconds under MIN_RATE stops it (issue 38, item 4)."""
+    url, server = mirror
+    server.rules[SCENE] = "drip"
+    failed = cli("examples", "fetch", "scene15", "--mirror", url, "--timeout", "2")
+    assert failed.code == 2, failed.err
+    said = [line for line in failed.err.splitlines() if not line.startswith("Downloading")]
+    assert len(said) == 1 and said[0].startswith(
+        f"error: {SCENE}: from {url}{SCENE}: slower than 1,024 bytes a second ("), failed.err
+    assert _files(fresh) == []
+    assert len(server.requested) == 2  # a slow link may mend: tried once more
+
+
+@pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason=f"FSDD is not at {SHARED}")
+@pytest.mark.parametrize("rule", ["stall", "mute"])
+def test_an_interrupt_ends_a_stalled_fetch_of_many_files_at_once(mirror, tmp_path, rule):
+    """AV-MNIST's 3,002 files on 8 threads, every transfer stalled (half sent, then
+    silence; or no answer at all) under --timeout 120: SIGINT ends the fetch within
+    seconds, not at the timeout, with 130 and no file kept (issue 38, item 4)."""
+    url, server = mirror
+    server.rules["*"] = rule
+    root = tmp_path / "root"
+    process = _fetch_process(root, url, "--timeout", "120", source="avmnist",
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while len(server.requested) < downloads.WORKERS:  # every thread's transfer started
+            assert time.monotonic() < deadline and process.poll() is None, "no transfer"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=15)  # where --timeout is 120 s
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130 and err.strip() == "error: interrupted", err
+    assert len(server.requested) == downloads.WORKERS  # no transfer began after it
+    assert [f for f in _files(root) if not Path(f).name.startswith(".")] == []
+    if rule == "stall":  # a transfer under way removes its own temporary file
+        assert _files(root) == []
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The examples' published files: where each comes from, its SHA-256, and fetching it
-into a data root over HTTP(S) (pooch's downloader) or from a mirror.
+into a data root over HTTP(S) (requests) or from a mirror.
 
 One layout serves a data root, the cache and a mirror alike:
 
@@ -17,11 +17,15 @@ Every file is checked against the size and SHA-256 recorded in ``checksums.txt``
 it lands: it is written to a temporary name beside its place and renamed only once it
 checks (:func:`cmkd_doctor.io.outputs.write_atomic`). A wrong file, a cut transfer, a full
 disk or an interrupt leaves nothing behind, and a rerun fetches only what is missing.
+
+Every transfer is bounded by what is known of it: no byte beyond the published size, no
+encoded body, no silence longer than ``--timeout`` and no stretch of ``--timeout`` seconds
+slower than :data:`MIN_RATE`, and an interrupt ends a fetch of many files within a second.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import os
@@ -29,7 +33,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,8 @@ ATTEMPTS = 2  # per URL: a dropped connection or a busy server (429, 5xx) gets o
 WORKERS = 8  # transfers at once when an example has many small files (FSDD: 3,000)
 CHUNK = 1 << 16
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+MIN_RATE = 1024  # bytes a second, over every --timeout seconds of one transfer
+STOP_WITHIN = 1.0  # seconds an interrupted fetch of many files gives its transfers to end
 # a temporary file this long untouched is a transfer whose process was killed (a live one
 # writes at least every --timeout seconds); the next fetch of that file removes it
 STALE_SECONDS = 3600
@@ -137,7 +143,8 @@ class FetchOptions:
         Fetch what the data root lacks (otherwise a missing file is an error that says
         which command fetches it).
     timeout
-        Seconds a server may take to connect or to send the next bytes.
+        Seconds a server may take to connect or to send the next bytes; over every such
+        stretch a transfer must also average :data:`MIN_RATE` bytes a second.
     """
 
     data_dir: str | None = None
@@ -246,18 +253,49 @@ def _fetch(sources: list[str], options: FetchOptions, progress: Progress) -> lis
     if len(todo) == 1:  # in this thread: an interrupt stops it at once
         _fetch_one(todo[0], root, options, meter)
         return todo
-    pool = concurrent.futures.ThreadPoolExecutor(WORKERS)
-    try:
-        jobs = [pool.submit(_fetch_one, r, root, options, meter) for r in todo]
-        done, _ = concurrent.futures.wait(jobs,
-                                          return_when=concurrent.futures.FIRST_EXCEPTION)
-        for job in jobs:
-            if job in done and job.exception() is not None:
-                raise job.exception()
-    finally:
-        meter.cancelled.set()  # the other transfers stop at their next chunk
-        pool.shutdown(wait=True, cancel_futures=True)
+    _fetch_many(todo, root, options, meter)
     return todo
+
+
+def _fetch_many(todo: list[Remote], root: Path, options: FetchOptions, meter: _Meter) -> None:
+    """Fetch ``todo`` on :data:`WORKERS` threads. The first failure, or an interrupt in
+    this (the main) thread, cancels the rest: their transfers are shut and they get
+    :data:`STOP_WITHIN` seconds to remove their temporary files. The threads are daemons,
+    so one stuck in a connect cannot hold the process past that (a temporary file it
+    leaves goes with the next fetch of its file, :func:`_sweep`)."""
+    waiting = list(reversed(todo))
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        while not meter.cancelled.is_set():
+            try:
+                remote = waiting.pop()  # atomic under the GIL
+            except IndexError:
+                return
+            try:
+                _fetch_one(remote, root, options, meter)
+            except _Cancelled:
+                return
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                failures.append(exc)
+                meter.cancel()
+                return
+
+    threads = [threading.Thread(target=work, name=f"fetch-{i}", daemon=True)
+               for i in range(min(WORKERS, len(todo)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.1)  # a signal's handler runs between these waits
+    finally:
+        meter.cancel()  # nothing to cancel once all have ended
+        deadline = time.monotonic() + STOP_WITHIN
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    if failures:
+        raise failures[0]
 
 
 def _fetch_one(remote: Remote, root: Path, options: FetchOptions, meter: _Meter) -> None:
@@ -299,7 +337,8 @@ def _fetch_from(url: str, remote: Remote, fh, timeout: float, meter: _Meter,
             attempts += 1
             if not failed.retry or attempts == ATTEMPTS:
                 return failed
-            time.sleep(attempts)
+            if meter.cancelled.wait(attempts):
+                raise _Cancelled() from None
 
 
 class _Failed(Exception):
@@ -316,12 +355,37 @@ class _Cancelled(Exception):
 
 
 class _Meter:
-    """Bytes transferred across one fetch, reported to ``progress``; thread-safe."""
+    """Bytes transferred across one fetch, reported to ``progress``, and the transfers
+    under way, which :meth:`cancel` shuts; thread-safe."""
 
     def __init__(self, total: int, progress: Progress):
         self.total, self.done, self.progress = total, 0, progress
         self.lock = threading.Lock()
         self.cancelled = threading.Event()
+        self.open: set[Any] = set()  # the HTTP responses being read
+
+    def cancel(self) -> None:
+        """Stop every transfer: each ends at its next chunk, and a read waiting on a
+        silent server returns at once (its socket is shut for reading)."""
+        self.cancelled.set()
+        with self.lock:
+            for response in self.open:
+                try:
+                    response.shutdown()
+                except (OSError, RuntimeError, ValueError):  # already closed or released
+                    pass
+
+    @contextlib.contextmanager
+    def reading(self, response: Any) -> Iterator[None]:
+        with self.lock:
+            self.open.add(response)
+        try:
+            if self.cancelled.is_set():
+                raise _Cancelled()
+            yield
+        finally:
+            with self.lock:
+                self.open.discard(response)
 
     def add(self, count: int) -> None:
         if self.cancelled.is_set():
@@ -389,34 +453,62 @@ def _transfer(url: str, sink: _Sink, timeout: float, mirror: bool = False) -> No
             source = open(folder, "rb")  # noqa: SIM115 - closed below, errors told apart
         except OSError as exc:
             raise _Failed(f"the mirror cannot give it ({exc.strerror or exc})", False) from None
+        def read(size: int) -> bytes:
+            try:
+                return source.read(size)
+            except OSError as exc:
+                raise _Failed(f"the mirror's copy cannot be read ({exc.strerror})",
+                              False) from None
+
         with source:
-            while True:
-                try:
-                    chunk = source.read(CHUNK)
-                except OSError as exc:
-                    raise _Failed(f"the mirror's copy cannot be read ({exc.strerror})",
-                                  False) from None
-                if not chunk:
-                    return
-                sink.write(chunk)  # a full disk raises OSError here, for write_atomic
-    import pooch
+            _pump(read, sink, timeout)
+        return
     import requests
+    import urllib3
 
     try:
         # the file as published, not a compressed body to expand (the sink stops one at
         # the published size if a server sends it anyway)
-        pooch.HTTPDownloader(chunk_size=CHUNK, timeout=timeout,
-                             headers={"Accept-Encoding": "identity"},
-                             hooks={"response": _guard(url, mirror)})(url, sink, None)
+        with requests.get(url, stream=True, timeout=timeout,
+                          headers={"Accept-Encoding": "identity"},
+                          hooks={"response": _guard(url, mirror)}) as response:
+            response.raise_for_status()
+            with sink.meter.reading(response.raw):
+                # read1: whatever has arrived, at once, so the rate is seen byte by byte
+                _pump(lambda size: response.raw.read1(size, decode_content=False), sink,
+                      timeout)
     except requests.HTTPError as exc:
         status = exc.response.status_code
         raise _Failed(f"HTTP {status} {exc.response.reason}", status in _RETRY_STATUS
                       ) from None
-    except requests.RequestException as exc:  # refused, unresolvable, cut short, silent
-        # a read timeout while streaming comes as a ConnectionError that says so
-        if isinstance(exc, requests.Timeout) or "timed out" in str(exc):
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        if sink.meter.cancelled.is_set():  # its socket was shut by cancel()
+            raise _Cancelled() from None
+        # refused, unresolvable, cut short, silent; a read timeout while streaming comes
+        # as a ConnectionError or urllib3's ReadTimeoutError that says so
+        if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)) or \
+                "timed out" in str(exc):
             raise _Failed(f"no answer within {timeout:g} s", True) from None
         raise _Failed(_reason(exc), True) from None
+    if sink.meter.cancelled.is_set():
+        raise _Cancelled()
+
+
+def _pump(read: Callable[[int], bytes], sink: _Sink, timeout: float) -> None:
+    """Move chunks from ``read`` into ``sink`` until it gives none; a stretch of
+    ``timeout`` seconds that brings fewer than :data:`MIN_RATE` bytes a second stops the
+    transfer (a server that drips a byte a second is never silent for long, and would
+    take days)."""
+    start, count = time.monotonic(), 0
+    while chunk := read(CHUNK):
+        sink.write(chunk)  # a full disk raises OSError here, for write_atomic
+        count += len(chunk)
+        elapsed = time.monotonic() - start
+        if elapsed >= timeout:
+            if count < MIN_RATE * elapsed:
+                raise _Failed(f"slower than {MIN_RATE:,} bytes a second ({count:,} bytes "
+                              f"in {elapsed:.0f} s)", True)
+            start, count = time.monotonic(), 0
 
 
 def _check(remote: Remote, sink: _Sink) -> None:
@@ -437,10 +529,12 @@ def _reason(exc: Exception) -> str:
     """The root cause of a requests error in a few words: requests nests urllib3's
     errors, whose text carries the socket's ``[Errno N] reason``."""
     text = str(exc)
-    if "IncompleteRead" in text or "Connection broken" in text:
+    if "IncompleteRead" in text or "Connection broken" in text or \
+            type(exc).__name__ in ("ProtocolError", "IncompleteRead"):
         return "the transfer was cut short (the connection closed)"
     found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
-    host = urllib.parse.urlsplit(exc.request.url).netloc if exc.request is not None else ""
+    request = getattr(exc, "request", None)  # urllib3's errors, raised by read1, have none
+    host = urllib.parse.urlsplit(request.url).netloc if request is not None else ""
     why = found.group(1).strip() if found else type(exc).__name__
     return f"cannot reach {host} ({why})" if host else why
 

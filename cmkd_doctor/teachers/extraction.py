@@ -24,7 +24,6 @@ import torch
 from cmkd_doctor.choices import POOLS
 from cmkd_doctor.devices import resolve_device
 from cmkd_doctor.errors import InputError, option_error
-from cmkd_doctor.io.files import regular_file
 from cmkd_doctor.io.inputs import read_array
 from cmkd_doctor.io.outputs import check_out_file, write_json, write_npy
 from cmkd_doctor.schemas import stamp
@@ -139,35 +138,34 @@ def _backbone(options: ExtractOptions, device: torch.device):
                            f"{', '.join(close)}", options.layer)
     extractor = create_feature_extractor(model, return_nodes={options.layer: "out"})
     extractor = extractor.to(device).eval()
-    return lambda x: extractor(x.to(device))["out"]
+    from cmkd_doctor.teachers.model_runs import bounded
+
+    return bounded(lambda x: extractor(x.to(device))["out"], f"--backbone {options.backbone}")
 
 
 def _program(options: ExtractOptions, device: torch.device):
     """A torch.export program's values at ``options.layer``: a node name or a module path
     (in a program ``derive-teacher`` masked, the masked layer reads masked values)."""
+    from cmkd_doctor.teachers.model_runs import bounded
     from cmkd_doctor.teachers.programs import in_batches, program_batch
     from cmkd_doctor.teachers.whole_networks import load_program, program_features, program_node
 
     program, recorded = load_program(options.program, "--model")
     module = program.module().to(device)
     features = program_features(module, program_node(module, options.layer, recorded))
-    return in_batches(lambda x: features(x.to(device)), program_batch(module))
+    return in_batches(bounded(lambda x: features(x.to(device)), f"--model {options.program}"),
+                      program_batch(module))
 
 
 def _onnx(options: ExtractOptions):
+    from cmkd_doctor.teachers.model_runs import OnnxSession, read_onnx
     from cmkd_doctor.teachers.programs import in_batches, onnx_batch
 
-    try:
-        import onnx
-        import onnxruntime as ort
-        from onnx.utils import Extractor
-    except ImportError:
-        raise InputError("--onnx needs the onnx extra: pip install 'cmkd-doctor[onnx]'") from None
-    path = regular_file(options.onnx, f"--onnx {options.onnx}")
-    try:
-        model = onnx.load(path)
-    except Exception as exc:  # onnx raises its own untyped decode errors
-        raise InputError(f"--onnx {options.onnx}: cannot be read as ONNX ({exc})") from exc
+    what = f"--onnx {options.onnx}"
+    model = read_onnx(options.onnx, what)
+    import onnx
+    from onnx.utils import Extractor
+
     inputs = [i.name for i in model.graph.input
               if i.name not in {t.name for t in model.graph.initializer}]
     names = {o for node in model.graph.node for o in node.output}
@@ -187,11 +185,9 @@ def _onnx(options: ExtractOptions):
         model.graph.value_info.append(
             onnx.helper.make_tensor_value_info(options.layer, onnx.TensorProto.FLOAT, None))
     sub = Extractor(model).extract_model(inputs[:1], [options.layer])
-    session = ort.InferenceSession(sub.SerializeToString(), providers=[
-        p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-        if p in ort.get_available_providers()])
+    session = OnnxSession(sub, what)  # a signal or the time limit can stop its runs
     name = session.get_inputs()[0].name
-    return in_batches(lambda x: torch.from_numpy(session.run(None, {name: x.cpu().numpy()})[0]),
+    return in_batches(lambda x: torch.from_numpy(session.run({name: x.cpu().numpy()})[0]),
                       onnx_batch(session))
 
 

@@ -153,19 +153,11 @@ class OnnxModel(nn.Module):
     def __init__(self, path: str | Path, d_in: int | None = None,
                  n_classes: int | None = None):
         super().__init__()
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise InputError(f"{path}: ONNX teachers need onnxruntime: pip install "
-                             "'cmkd-doctor[onnx]' (or [gpu] for onnxruntime-gpu)") from None
+        from cmkd_doctor.teachers.model_runs import OnnxSession, read_onnx
+
         self.path = regular_file(path)
-        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        providers = [p for p in wanted if p in ort.get_available_providers()]
-        try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise InputError(f"{path}: cannot be loaded as an ONNX model "
-                             f"({str(exc).splitlines()[0]})") from exc
+        # checked before it runs; run where a signal or the time limit can stop it
+        self.session = OnnxSession(read_onnx(path, str(path)), str(path))
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise InputError(f"{path}: the ONNX model takes {len(inputs)} inputs; a teacher "
@@ -199,7 +191,7 @@ class OnnxModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         def run(rows: torch.Tensor) -> torch.Tensor:
-            out = self.session.run(None, {self.input_name: rows.numpy().astype(
+            out = self.session.run({self.input_name: rows.numpy().astype(
                 self.dtype, copy=False)})[0]
             return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 

@@ -23,6 +23,7 @@ import torch
 from cmkd_doctor.errors import InputError, option_error
 from cmkd_doctor.io.files import regular_file
 from cmkd_doctor.teachers.masks import derived_mask
+from cmkd_doctor.teachers.model_runs import ModelTimeout, OnnxSession, bounded, read_onnx
 from cmkd_doctor.teachers.programs import (
     in_batches,
     onnx_batch,
@@ -335,16 +336,7 @@ def load_network(model: str | Path, weights: str | Path | None = None,
     ``weights``."""
     suffix = Path(str(model)).suffix.lower()
     if suffix == ".onnx":
-        try:
-            import onnx
-        except ImportError:
-            raise InputError(f"{option} {model}: ONNX needs the onnx extra: pip install "
-                             f"'cmkd-doctor[onnx]'") from None
-        path = regular_file(model, f"{option} {model}")
-        try:
-            return "onnx", onnx.load(path), {}
-        except Exception as exc:  # onnx raises its own untyped decode errors
-            raise InputError(f"{option} {model}: cannot be read as ONNX ({exc})") from exc
+        return "onnx", read_onnx(model, f"{option} {model}"), {}
     if suffix == ".pt2":
         program, recorded = load_program(model, option)
         return "program", program.module(), recorded
@@ -623,25 +615,21 @@ class NetworkTeacher(torch.nn.Module):
     come back. A module, so the students' soft labels and the teacher's metrics are
     computed as for a feature-level teacher."""
 
-    def __init__(self, kind: str, network: Any, shape: tuple[int, ...], device: Any):
+    def __init__(self, kind: str, network: Any, shape: tuple[int, ...], device: Any,
+                 what: str = "--model"):
         super().__init__()
         self.kind, self.shape = kind, tuple(shape)
-        if kind == "onnx":
-            import onnxruntime as ort
-
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                         if p in ort.get_available_providers()]
-            self.session = ort.InferenceSession(network.SerializeToString(),
-                                                providers=providers)
+        if kind == "onnx":  # run where a signal or the time limit can stop it
+            self.session = OnnxSession(network, what)
             name = self.session.get_inputs()[0].name
             self.run = in_batches(lambda rows: torch.from_numpy(np.asarray(
-                self.session.run(None, {name: rows.cpu().numpy()})[0])),
+                self.session.run({name: rows.cpu().numpy()})[0])),
                 onnx_batch(self.session))
         else:  # a program's module was exported in one mode and cannot switch
             self.network = network.to(device)
             if kind == "architecture":
                 self.network.eval()
-            self.run = in_batches(self.network, program_batch(self.network)
+            self.run = in_batches(bounded(self.network, what), program_batch(self.network)
                                   if kind == "program" else None)
 
     def train(self, mode: bool = True) -> NetworkTeacher:
@@ -665,11 +653,15 @@ def whole_teachers(options: NetworkOptions, feature_rows: Any, run: Any, inputs:
     shape = tuple(inputs.shape[1:])
     example = torch.tensor(np.asarray(inputs[:2], dtype=np.float32)).to(device)
     try:
-        given = NetworkTeacher(kind, network, shape, device)  # moves a torch network there
+        # moves a torch network to the device
+        given = NetworkTeacher(kind, network, shape, device, f"--model {options.model}")
         with torch.no_grad():
             out = given(example)
+    except ModelTimeout:
+        raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime and torch raise many kinds
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = getattr(exc, "cause", None) or (str(exc).splitlines()[0] if str(exc)
+                                                else type(exc).__name__)
         raise InputError(f"--model {options.model} cannot read the rows of "
                          f"--teacher-inputs {options.teacher_inputs} (each "
                          f"{' x '.join(map(str, shape))}): {first[:300]}") from None
@@ -687,6 +679,6 @@ def whole_teachers(options: NetworkOptions, feature_rows: Any, run: Any, inputs:
         else:
             masked = _masked_torch(network, kind, options.layer, keep, fill,
                                    options.channel_axis, example, recorded)
-        return NetworkTeacher(kind, masked, shape, device)
+        return NetworkTeacher(kind, masked, shape, device, f"--model {options.model}")
 
     return teacher

@@ -531,6 +531,30 @@ def test_a_matlab_file_that_is_not_laid_out_as_published_is_refused(tmp_path):
     assert not (tmp_path / "multiview").exists()
 
 
+@needs_sources
+def test_a_cached_matlab_file_damaged_inside_is_one_error_line_saying_how_to_mend(cli,
+                                                                                tmp_path):
+    """100Leaves.mat at its published size with bytes of its compressed body changed:
+    scipy's zlib error becomes exit 2 naming the file, the SHA-256 that differs and the
+    command that fetches it again (issue 38, item 6)."""
+    (remote,) = downloads.files("leaves100")
+    root = tmp_path / "root"
+    mat = root / remote.path
+    mat.parent.mkdir(parents=True)
+    data = bytearray((SHARED / remote.path).read_bytes())
+    data[200:264] = bytes(b ^ 0x5A for b in data[200:264])  # inside the first deflate stream
+    mat.write_bytes(bytes(data))
+    found = cli("diagnose", "--example", "leaves100", "--data-dir", root, "--out",
+                tmp_path / "run")
+    assert found.code == 2 and found.err.count("\n") == 1, found.err
+    assert found.err.startswith(f"error: {mat}: cannot be read as a MATLAB file (Error -3 "
+                                "while decompressing data")
+    assert found.err.strip().endswith("it is not the published file (its SHA-256 differs): "
+                                      "'cmkd-doctor examples fetch leaves100' fetches it "
+                                      "again")
+    assert not (tmp_path / "run").exists() and not (root / "multiview").exists()
+
+
 @pytest.mark.slow
 @needs_sources
 def test_a_killed_fetchs_temporary_file_goes_and_a_config_file_sets_the_data(

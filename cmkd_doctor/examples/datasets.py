@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cmkd_doctor.errors import InputError, unknown_name
-from cmkd_doctor.examples.downloads import DATA_ENV, FetchOptions, fetch, files, missing, urls
+from cmkd_doctor.examples.downloads import (
+    DATA_ENV,
+    FetchOptions,
+    fetch,
+    files,
+    is_published,
+    missing,
+    urls,
+)
 from cmkd_doctor.examples.gaussian import GaussianSpec, make_gaussian, write_gaussian
 from cmkd_doctor.io.outputs import landed, together, write_json, write_npy
 from cmkd_doctor.progress import Progress, no_progress
@@ -168,9 +176,13 @@ def _convert_multiview(name: str, count: int) -> Callable[[Path], None]:
         mat = root / remote.path
         try:
             loaded = scipy.io.loadmat(mat)
-        except (scipy.io.matlab.MatReadError, ValueError, TypeError, NotImplementedError,
-                OSError) as exc:
-            raise InputError(f"{mat}: cannot be read as a MATLAB file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - scipy lets zlib's, struct's and more out
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            cause = (f"; it is not the published file (its SHA-256 differs): 'cmkd-doctor "
+                     f"examples fetch {name}' fetches it again"
+                     if mat.is_file() and not is_published(mat, remote) else "")
+            raise InputError(f"{mat}: cannot be read as a MATLAB file ({first}){cause}"
+                             ) from None
         x, y = loaded.get("X"), loaded.get("Y")
         if x is None or y is None or x.size != count or x.dtype != object:
             raise InputError(f"{mat}: expected a cell X of {count} views and labels Y")

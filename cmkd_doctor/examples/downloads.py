@@ -243,7 +243,7 @@ def fetch(sources: Iterable[str], options: FetchOptions | None = None,
 
 def _fetch(sources: list[str], options: FetchOptions, progress: Progress) -> list[Remote]:
     root = options.root()
-    todo = [r for s in sources for r in files(s) if not _whole(root / r.path, r)]
+    todo = [r for s in sources for r in files(s) if not is_published(root / r.path, r)]
     if not todo:
         return []
     check_out_dir(root, options.root_option())
@@ -570,7 +570,8 @@ def _has_size(path: Path, size: int) -> bool:
         return False
 
 
-def _whole(path: Path, remote: Remote) -> bool:
+def is_published(path: Path, remote: Remote) -> bool:
+    """Whether ``path`` holds ``remote`` as published: its size, then its SHA-256."""
     if not _has_size(path, remote.size):
         return False
     digest = hashlib.sha256()

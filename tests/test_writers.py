@@ -193,3 +193,32 @@ def test_a_distill_json_with_numbers_as_text_is_refused_at_report_compare(ranked
     line = result.err.strip()
     assert line.startswith(f"error: {run / 'distill.json'}: ") and "student_mean" in line
     assert "is not of type 'number'" in line
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda t: re.sub(r'"rho": [\d.]+', '"rho": "0.5"', t, count=1), "'0.5' is not of type "
+     "'number'"),
+    (lambda t: re.sub(r'"batch_size": \d+', '"batch_size": 2.5', t, count=1),
+     "2.5 is not of type 'integer'"),
+    (lambda t: t.replace('"channel_axis": 1', '"channel_axis": true', 1),
+     "True is not of type 'integer'"),
+    (lambda t: t.replace('"refit": false', '"refit": false, "sneaked": 1', 1),
+     "Additional properties are not allowed ('sneaked' was unexpected)"),
+])
+def test_distills_recorded_options_are_typed_too(edit, needle, ranked, tmp_path, cli):
+    """Every option distill records, its training and network options included, is typed
+    by its annotation (issue 38, item 8): an edit is refused naming the file."""
+    run = tmp_path / "run"
+    shutil.copytree(ranked, run)
+    assert cli("distill", "--run", run, "--teacher", "none", "--seeds", "2", "--epochs",
+               "2", "-q").code == 0
+    path = run / "distill.json"
+    text = path.read_text()
+    edited = edit(text)
+    assert edited != text
+    path.write_text(edited)
+    result = cli("report", "--run", run, "--format", "json")
+    assert result.code == 2, result.err
+    line = result.err.strip()
+    assert line.count("\n") == 0 and line.startswith(f"error: {path}: ") and needle in line, \
+        line

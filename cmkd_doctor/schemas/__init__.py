@@ -145,8 +145,8 @@ STEP = _object(
 
 def _typed_fields(cls: type) -> dict[str, Any]:
     """Every field of dataclass ``cls`` typed as its annotation says (``int | None``:
-    an integer or null; a tuple of ints: an array of integers), so a recorded option
-    edited into another type is refused by name."""
+    an integer or null; a tuple of ints: an array of integers; a dataclass: an object of
+    its fields), so a recorded option edited into another type is refused by name."""
     import dataclasses
     import typing
 
@@ -156,6 +156,8 @@ def _typed_fields(cls: type) -> dict[str, Any]:
     def of(hint: Any) -> dict[str, Any]:
         if hint in kinds:
             return kinds[hint]
+        if dataclasses.is_dataclass(hint):  # nested options: typed the same way
+            return _object(_typed_fields(hint), additionalProperties=False)
         args = typing.get_args(hint)
         if typing.get_origin(hint) in (tuple, list):
             return _array(of(args[0]))
@@ -168,6 +170,12 @@ def _rank_options() -> dict[str, Any]:
     from cmkd_doctor.ranking.options import RankOptions
 
     return _object(_typed_fields(RankOptions), additionalProperties=False)
+
+
+def _distill_options() -> dict[str, Any]:
+    from cmkd_doctor.diagnosis.options import DistillOptions
+
+    return _object(_typed_fields(DistillOptions), additionalProperties=False)
 
 
 RANK = _object(
@@ -266,7 +274,8 @@ VERDICT = _object(
                               "seeds each took and its state"}})
 
 COMPARISON = _object(
-    {"command": {"const": "distill"}, "run": STR, "metric": STR, "options": OBJ,
+    {"command": {"const": "distill"}, "run": STR, "metric": STR,
+     "options": _distill_options(),
      "options_key": STR, "results": _array(RESULT), "verdict": VERDICT,
      "search": _or_null(OBJ), "timings": {"type": "object", "additionalProperties": NUM},
      "advice": _array(STEP)},
@@ -275,7 +284,8 @@ COMPARISON = _object(
 DISTILL = _object(
     {"command": {"const": "distill"}, "rank": _object({"run_id": STR}),
      "results": {"type": "object", "additionalProperties": {
-         "allOf": [RESULT, _object({"options": OBJ, "options_key": STR, "created": STR})]}},
+         "allOf": [RESULT, _object({"options": _distill_options(), "options_key": STR,
+                                    "created": STR})]}},
      "last_verdict": VERDICT, "last_timings": OBJ, "cmkd_doctor": STR},
     {"last_options_key": STR, "last_advice": _array(STEP)})
 

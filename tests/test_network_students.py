@@ -5,6 +5,7 @@ layer) run on raw modality-a rows."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -264,3 +265,41 @@ def test_rows_too_large_for_the_network_are_refused_by_the_memory_it_would_need(
                                          r"60000 .* needs about [\d.]+ TiB of memory"):
         Architecture("lenet5", (1, 60000, 60000), 10).checked()
     assert Architecture("cnn3", (1, 32, 16), 10).checked().member_bytes(128) > 0
+
+
+def test_student_inputs_too_large_to_train_on_are_refused_before_they_are_read(paired, cli,
+                                                                              tmp_path):
+    """480 rows of 1 x 2000 x 2000 (a sparse 7.7 GB file): LeNet-5 would need hundreds of
+    GiB to train on minibatches of them. Refused with the estimate, from shapes alone,
+    before the rows or the network are allocated (issue 38, item 5: before, a file like
+    it was read whole to check it for NaN, and the process was killed)."""
+    folder, _ = paired
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", "w+", np.float32,
+                                    (480, 1, 2000, 2000))
+    del big  # sparse: no disk used
+    found = cli("distill", "--run", folder / "run", "--student", "lenet5",
+                "--student-inputs", tmp_path / "big.npy", "--teacher", "none", "--seeds",
+                "1", "--epochs", "1")
+    assert found.code == 2 and found.err.count("\n") == 1, found.err
+    assert re.match(r"error: --student lenet5 on rows of shape 1 x 2000 x 2000 \(one "
+                    r"student training on minibatches of 256 rows: .*\) needs about "
+                    r"[\d.]+ [GT]iB of memory, more than the", found.err), found.err
+
+
+def test_the_nan_scan_reads_wide_rows_in_blocks_and_still_finds_the_first(monkeypatch):
+    """check_finite reads at most _SCAN_VALUES values at once, splitting a row wider than
+    that, and still names the first bad value's row and column."""
+    from cmkd_doctor.errors import InputError
+    from cmkd_doctor.io import inputs
+
+    monkeypatch.setattr(inputs, "_SCAN_VALUES", 7)
+    x = np.zeros((5, 3, 10), np.float32)
+    x[3, 2, 4] = np.inf  # row 3, flat column 24
+    x[4, 0, 0] = np.nan
+    seen = []
+    real = np.isfinite
+    monkeypatch.setattr(inputs.np, "isfinite", lambda b: seen.append(b.size) or real(b))
+    with pytest.raises(InputError, match=r"2 non-finite values .* the first is inf at row 3, "
+                                         r"column 24"):
+        inputs.check_finite(x, "x.npy")
+    assert max(seen) <= 7 and sum(seen) == x.size

@@ -11,7 +11,8 @@ import jsonschema  # the test extra installs it: these checks never skip
 import numpy as np
 import pytest
 
-from cmkd_doctor.schemas import DOCUMENTS, SCHEMA_VERSION, build, schema
+from cmkd_doctor.schemas import DOCUMENTS, SCHEMA_VERSION, schema
+from cmkd_doctor.schemas.builder import build
 
 validator_for = jsonschema.Draft202012Validator
 

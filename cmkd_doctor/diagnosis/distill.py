@@ -153,8 +153,10 @@ class Students:
         nets, n = options.networks, len(run.data.labels.y)
         if nets.student is not None:
             raw = read_raw(nets.student_inputs, n, "--student-inputs")
+            batch_rows = min(train.batch_size, max(len(self.student_rows.fit), 1))
             self.architecture = Architecture(nets.student, tuple(raw.shape[1:]),
-                                             self.student_rows.n_classes).checked()
+                                             self.student_rows.n_classes).checked(
+                                                 batch_rows, device)
             self.student_rows = self.student_rows.with_x(raw.reshape(n, -1))
         if nets.model is not None:
             raw = read_raw(nets.teacher_inputs, n, "--teacher-inputs")

@@ -28,6 +28,7 @@ from cmkd_doctor.io.streaming import release
 SUFFIXES = (".npy", ".npz", ".safetensors")
 # Rows scanned at a time for NaN/Inf, so a memory-mapped array is never read whole.
 _SCAN_ROWS = 1 << 16
+_SCAN_VALUES = 1 << 24  # values checked at a time by check_finite (64 MiB of float32)
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,14 @@ def check_finite(array: np.ndarray, source: ArraySource) -> None:
     wide = array.dtype.itemsize > (8 if array.dtype.kind == "c" else 4)
     count, first = 0, None
     flat = array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(-1, 1)
-    for start in range(0, len(flat), _SCAN_ROWS):
-        block = np.asarray(flat[start : start + _SCAN_ROWS])
+    # blocks of at most _SCAN_VALUES values, however wide a row (an image of 3000 x 3000
+    # is 9 million): what is read at once stays small whatever the file holds
+    width = flat.shape[1]
+    columns = max(1, min(width, _SCAN_VALUES))
+    rows = max(1, _SCAN_VALUES // max(width, 1))
+    for start, left in ((r, c) for r in range(0, len(flat), rows)
+                        for c in range(0, width, columns)):
+        block = np.asarray(flat[start : start + rows, left : left + columns])
         bad = ~np.isfinite(block)
         if wide:
             bad |= np.abs(np.where(bad, 0, block)) > FLOAT32_MAX
@@ -223,7 +230,7 @@ def check_finite(array: np.ndarray, source: ArraySource) -> None:
         n_bad = int(bad.sum())
         if n_bad and first is None:
             row, col = np.argwhere(bad)[0]
-            first = (start + int(row), int(col), block[row, col])
+            first = (start + int(row), left + int(col), block[row, col])
         count += n_bad
     if count:
         row, col, value = first

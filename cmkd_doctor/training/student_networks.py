@@ -142,12 +142,15 @@ class Architecture:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             return ArchNet(self.body(), self.shape).eval()  # the global RNG as it was
 
-    def checked(self) -> Architecture:
+    def checked(self, batch_rows: int = 2, device: torch.device | None = None
+                ) -> Architecture:
         """Refuse, before any training, an architecture that cannot read these rows:
         a forward pass of two zero rows must give ``(2, n_classes)`` logits. It runs on
         shapes alone first (the meta device), so rows too large for the network (a
         linear layer over millions of inputs) are refused with the memory it would
-        need, before anything is allocated."""
+        need, before anything is allocated: the memory one member needs to train on
+        minibatches of ``batch_rows`` rows on ``device`` (:meth:`member_bytes`), and
+        the two-row pass on the CPU."""
         shown_shape = " x ".join(map(str, self.shape))
         try:
             sized = self._shapes_only()
@@ -155,10 +158,15 @@ class Architecture:
                 sized(torch.zeros(2, sized.d_in, device="meta"))
             need = 4 * (sum(p.numel() for p in sized.parameters())
                         + 2 * sum(activations(sized)))
+            train_need = self.member_bytes(batch_rows)
         except (RuntimeError, ValueError, NotImplementedError):
-            need = 0  # an operator without a meta kernel: the real pass below tells
+            need = train_need = 0  # an operator without a meta kernel: the pass below tells
         require_memory(need, f"--student {self.name} on rows of shape {shown_shape} (its "
                        "weights and two rows through it)", torch.device("cpu"))
+        require_memory(train_need, f"--student {self.name} on rows of shape {shown_shape} "
+                       f"(one student training on minibatches of {batch_rows} rows: its "
+                       "weights, gradients and Adam's moments, and the activations)",
+                       device or torch.device("cpu"))
         net = self.new(0).eval()
         try:
             with torch.no_grad():

@@ -292,3 +292,33 @@ def test_a_long_value_is_never_echoed_whole(tmp_path, cli):
     line = _refused(cli("diagnose", "--config", config, "--out", tmp_path / "out"),
                     "rank.lr = '99999")
     assert "(500003 characters)" in line and len(line) < 400
+
+
+def test_free_memory_counts_the_page_cache_that_can_be_dropped_and_the_cgroup_limit(
+        tmp_path):
+    """After a large file is read most memory is page cache: "free" alone refused work
+    that fits. Free memory is Linux's MemAvailable, within a container's cgroup limit
+    less its working set (v2 and v1)."""
+    from cmkd_doctor.io import files
+
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        said = next(int(line.split()[1]) * 1024 for line in meminfo.read_text().splitlines()
+                    if line.startswith("MemAvailable:"))
+        assert abs(files._meminfo_available() - said) < 256 << 20
+    v2 = tmp_path / "v2"
+    (v2 / "job").mkdir(parents=True)
+    (v2 / "job" / "memory.max").write_text(f"{8 << 30}\n")
+    (v2 / "job" / "memory.current").write_text(f"{6 << 30}\n")
+    (v2 / "job" / "memory.stat").write_text(f"anon 1\ninactive_file {3 << 30}\n")
+    (tmp_path / "cg2").write_text("0::/job\n")
+    assert files._cgroup_room(tmp_path / "cg2", v2) == 5 << 30  # 8 - 6 + 3 GiB
+    (v2 / "job" / "memory.max").write_text("max\n")
+    assert files._cgroup_room(tmp_path / "cg2", v2) == 1 << 62
+    v1 = tmp_path / "v1" / "memory" / "job"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{4 << 30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{5 << 30}\n")
+    (v1 / "memory.stat").write_text(f"total_inactive_file {2 << 30}\n")
+    (tmp_path / "cg1").write_text("4:memory:/job\n0::/\n")
+    assert files._cgroup_room(tmp_path / "cg1", tmp_path / "v1") == 1 << 30

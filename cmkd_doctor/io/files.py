@@ -119,12 +119,65 @@ def npz_members(path: Path, label: str) -> dict[str, Header]:
 
 
 def host_memory_free() -> int:
-    """Bytes of physical memory available on this machine (a very large number where the
-    system does not say)."""
+    """Bytes of physical memory available to this process: Linux's ``MemAvailable``
+    (free memory and the page cache it can drop: right after a large file is read,
+    "free" alone is a fraction of what can be had), within the cgroup's limit where one
+    is set (a container); elsewhere the free pages, or a very large number where the
+    system does not say."""
+    available = _meminfo_available()
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # no sysconf: nothing to go by
+            available = 1 << 62
+    return min(available, _cgroup_room())
+
+
+def _meminfo_available() -> int | None:
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # no sysconf: nothing to go by
-        return 1 << 62
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room(own: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
+                 ) -> int:
+    """What this process's cgroup may still take: its limit less its working set (what
+    it uses less the page cache it can drop), under cgroup v2 (``memory.max``) or v1
+    (``memory.limit_in_bytes``); a very large number without a limit. ``own`` lists the
+    process's cgroups, ``root`` is where they are mounted."""
+    unlimited = 1 << 62
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        return unlimited
+    for line in lines:
+        number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if number == "0" and not controllers:  # v2
+            files = (root / path.lstrip("/"), "memory.max",
+                     "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):  # v1
+            files = (root / "memory" / path.lstrip("/"),
+                     "memory.limit_in_bytes", "memory.usage_in_bytes",
+                     "total_inactive_file")
+        else:
+            continue
+        group, limit_file, usage_file, inactive = files
+        try:
+            limit = (group / limit_file).read_text().strip()
+            if limit == "max" or int(limit) >= unlimited:
+                continue
+            used = int((group / usage_file).read_text())
+            stat = dict(line.split() for line in (group / "memory.stat").read_text()
+                        .splitlines() if len(line.split()) == 2)
+            return max(0, int(limit) - used + int(stat.get(inactive, 0)))
+        except (OSError, ValueError):
+            continue
+    return unlimited
 
 
 def fits_in_memory(nbytes: int, label: str, hint: str) -> None:

@@ -48,7 +48,7 @@ def test_diagnose_json_on_user_arrays(tmp_path, cli, gaussian_dir):
     doc = json.loads(result.out)
     assert doc["command"] == "diagnose" and doc["truth"] is None
     assert [r["label"] for r in doc["results"]] == [
-        "No-KD", "Regular-KD", "general r=0.4", "specific r=0.4", "random r=0.4"]
+        "No-KD", "Regular-KD", "Control", "general r=0.4", "specific r=0.4", "random r=0.4"]
     assert doc["verdict"]["text"] and doc["advice"]
     assert doc["rank"]["options"]["hidden"] == [] and len(doc["salience"]) == 50
 

@@ -106,7 +106,7 @@ def test_network_students_learn_from_the_whole_teacher_and_its_masks(paired, cli
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     rows = {r["label"]: r for r in doc["results"]}
-    assert list(rows) == ["No-KD", "Regular-KD", "general r=0.5", "specific r=0.5",
+    assert list(rows) == ["No-KD", "Regular-KD", "Control", "general r=0.5", "specific r=0.5",
                           "random r=0.5"]
     assert doc["options"]["networks"]["student"] == "cnn3"
     # Regular-KD's teacher is the user's network as given: its test accuracy is the
@@ -129,7 +129,7 @@ def test_network_students_can_learn_from_feature_level_teachers(paired, cli):
                  "5", "--json")
     assert result.code == 0, result.err
     labels = [r["label"] for r in json.loads(result.out)["results"]]
-    assert labels == ["No-KD", "Regular-KD", "general r=0.5"]
+    assert labels == ["No-KD", "Regular-KD", "Control", "general r=0.5"]
 
 
 def test_network_distill_refuses_bad_input_before_training(paired, cli, tmp_path):
@@ -198,7 +198,7 @@ def test_avmnist_networks_runs_end_to_end_and_compares_the_two_levels(tmp_path, 
     assert result.code == 0, result.err
     found = json.loads(result.out)
     labels = [row["label"] for row in found["rows"]]
-    assert labels == ["No-KD", "Regular-KD", "general r=0.5", "specific r=0.5",
+    assert labels == ["No-KD", "Regular-KD", "Control", "general r=0.5", "specific r=0.5",
                       "random r=0.5"]
     assert [row["label"] for row in found["feature_level"]["rows"]] == labels
     assert set(found["agreement"]) == {"kd", "ordering", "best"}
@@ -248,7 +248,8 @@ def test_a_torchvision_student_with_batchnorm_keeps_its_own_statistics(paired, c
                  "--seeds", "2", "--epochs", "1", "--batch-size", "64", "--json")
     assert result.code == 0, result.err
     rows_out = json.loads(result.out)["results"]
-    assert [r["label"] for r in rows_out] == ["No-KD", "Regular-KD", "general r=0.5"]
+    assert [r["label"] for r in rows_out] == ["No-KD", "Regular-KD", "Control",
+                                              "general r=0.5"]
     assert all(len(r["student_runs"]) == 2 for r in rows_out)
 
 

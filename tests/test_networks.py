@@ -456,7 +456,7 @@ def test_the_readme_own_networks_section_runs_on_a_default_export(kind, tmp_path
     from cmkd_doctor.io.rundir import last_call
 
     rows, _ = last_call(json.loads((tmp_path / "run" / "distill.json").read_text()))
-    assert {r["label"] for r in rows} == {"No-KD", "Regular-KD", "general r=0.5",
+    assert {r["label"] for r in rows} == {"No-KD", "Regular-KD", "Control", "general r=0.5",
                                           "specific r=0.5", "random r=0.5"}
     # the command the advice prints to export a chosen whole-network teacher, run as
     # printed from another folder

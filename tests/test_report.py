@@ -381,7 +381,8 @@ def test_the_report_shows_only_the_rows_of_the_last_calls_options(swept, cli, tm
     assert found.code == 0, found.err
     after = json.loads(cli("report", "--run", run, "--format", "json").out)
     rows = after["students"]["results"]
-    assert sorted(r["label"] for r in rows) == ["No-KD", "Regular-KD", "general r=0.5"]
+    assert sorted(r["label"] for r in rows) == ["Control", "No-KD", "Regular-KD",
+                                                "general r=0.5"]
     assert {r["options"]["rho"] for r in rows} == {0.9}
     assert after["students"]["other_options"] == len(before["results"])
     assert after["sweep"] is None  # the sweep was distilled with rho 0.5

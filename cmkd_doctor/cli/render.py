@@ -72,6 +72,9 @@ def rank_summary(document: dict, salience: Any, out_dir: Path) -> None:
          f"wrote {out_dir}/salience.npy and rank.json")
 
 
+BASELINE_LABELS = {"none": "No-KD", "regular": "Regular-KD", "control": "Control"}
+
+
 def comparison(report: Comparison) -> None:
     """The comparison in the shape of the paper's Table 4, then the verdict."""
     metric = report.metric
@@ -80,10 +83,11 @@ def comparison(report: Comparison) -> None:
     seeds = f"{counts[0]}-{counts[-1]} seeds by row" if uneven else f"{counts[0]} seeds"
     table = Table(title=escape(f"Crossmodal KD on {report.run} ({metric} %, test rows, "
                                f"{seeds})"), title_justify="left")
+    against = [BASELINE_LABELS[name] for name in report.versus(report.rows[0])]
     for name, justify in (("teacher", "left"), ("teacher " + metric, "right"),
-                          ("student " + metric, "right"), ("vs No-KD", "right"),
-                          ("vs Regular-KD", "right")) + ((("seeds", "right"),) if uneven
-                                                         else ()):
+                          ("student " + metric, "right"),
+                          *((f"vs {label}", "right") for label in against)) + (
+                              (("seeds", "right"),) if uneven else ()):
         table.add_column(name, justify=justify)
     extra = [name for name in report.rows[0].student_metrics if name != metric]
     for name in extra:  # multi-label: macro F1 and mAP beside the headline micro F1
@@ -94,7 +98,7 @@ def comparison(report: Comparison) -> None:
     for row in report.rows:
         teacher_metric = "-" if row.teacher_metric is None else f"{row.teacher_metric:.2f}"
         own = len(row.student_runs)
-        shown = [None if d is None or (name == "regular" and row.teacher == "none") else d
+        shown = [None if d is None or (name != "none" and row.teacher == "none") else d
                  for name, d in report.versus(row).items()]  # the verdict's differences
         cells = [versus_cell(None if d is None else d.to_dict(), own) for d in shown]
         bracketed |= any(d is not None and d.seeds < own for d in shown)
@@ -103,10 +107,14 @@ def comparison(report: Comparison) -> None:
                       *([str(own)] if uneven else []),
                       *(f"{sum(row.student_metrics[name]) / own:.2f}" for name in extra))
     out.print(table)
+    if "Control" in against:
+        line("Control: students taught by soft targets as soft as Regular-KD's that carry "
+             "the labels alone (no teacher's knowledge); a row that does not clearly beat "
+             "it gains by softer targets, not by what the teacher knows")
     if uneven:
-        line("vs No-KD, vs Regular-KD: differences seed by seed over the seeds both rows share"
-             + (" (in brackets where the baseline has fewer than the row)" if bracketed
-                else ""))
+        line(", ".join(f"vs {label}" for label in against) + ": differences seed by seed "
+             "over the seeds both rows share" + (" (in brackets where the baseline has "
+                                                 "fewer than the row)" if bracketed else ""))
     if report.search:
         s = report.search
         line(f"ratio search: {s['distillations']} general-teacher distillations (coarse "

@@ -21,7 +21,9 @@ from cmkd_doctor import choices
 from cmkd_doctor.diagnosis.seed_schedule import has_spread, seeds_needed, threshold
 from cmkd_doctor.schemas import stamp
 
-BASELINES = ("none", "regular")
+# the rows every comparison has: No-KD, Regular-KD, and the knowledge-free control
+# (cmkd_doctor.teachers.control): soft targets as soft as Regular-KD's, from the labels
+BASELINES = ("none", "regular", "control")
 
 
 # The one rule every comparison of the verdict uses: a difference between two rows is
@@ -153,6 +155,7 @@ class Row:
     # every metric of the task (the headline one included), %: teacher value, student runs
     teacher_metrics: dict[str, float] | None = None
     student_metrics: dict[str, list[float]] = field(default_factory=dict)
+    control: dict[str, Any] | None = None  # the control row's targets (Control.to_dict)
 
     @property
     def student_mean(self) -> float:
@@ -172,8 +175,12 @@ class Row:
         """The row as JSON; ``versus`` holds its paired differences with the baselines
         (``none`` and ``regular``; ``None`` for a baseline against itself)."""
         def delta(name: str) -> float | None:
-            found = versus[name]
+            found = versus.get(name)
             return None if found is None else found.delta
+
+        def against(name: str) -> dict[str, Any] | None:
+            found = versus.get(name)
+            return None if found is None else found.to_dict()
 
         return {
             "teacher": self.teacher, "ratio": self.ratio, "label": self.label,
@@ -181,8 +188,10 @@ class Row:
             "student_mean": self.student_mean, "student_std": self.student_std,
             "student_runs": self.student_runs,
             "delta_vs_none": delta("none"), "delta_vs_regular": delta("regular"),
-            "vs_none": None if versus["none"] is None else versus["none"].to_dict(),
-            "vs_regular": None if versus["regular"] is None else versus["regular"].to_dict(),
+            "delta_vs_control": delta("control"),
+            "vs_none": against("none"), "vs_regular": against("regular"),
+            "vs_control": against("control"),
+            **({"control": self.control} if self.control is not None else {}),
             "teacher_file": self.teacher_file,
             "teacher_metrics": self.teacher_metrics,
             "student_metrics": {
@@ -228,10 +237,11 @@ class Comparison:
         return difference(a, b, self.per_look)
 
     def versus(self, row: Row) -> dict[str, Difference | None]:
-        """``row`` against each baseline (``None`` for a baseline against itself)."""
+        """``row`` against each baseline it has (``None`` for a baseline against itself;
+        rows recorded before the control existed have none to be compared with)."""
         base = self.baselines
         return {name: None if base[name] is row else self.difference(row, base[name])
-                for name in BASELINES}
+                for name in BASELINES if name in base}
 
     def to_dict(self) -> dict[str, Any]:
         return stamp("comparison", {

@@ -38,9 +38,10 @@ from cmkd_doctor.diagnosis.verdict import (
 )
 from cmkd_doctor.errors import ExpectationFailed, InputError
 from cmkd_doctor.io.rundir import Run, RunDir
-from cmkd_doctor.io.streaming import row_bytes
+from cmkd_doctor.io.streaming import RowSet, row_bytes
 from cmkd_doctor.progress import Progress, no_progress
 from cmkd_doctor.seeds import derive_seed
+from cmkd_doctor.teachers.control import Control, entropy_sum
 from cmkd_doctor.teachers.derivation import DerivedTeacher, derive_teacher, teacher_metrics
 from cmkd_doctor.teachers.masks import (
     DERIVED,
@@ -53,7 +54,7 @@ from cmkd_doctor.teachers.masks import (
 )
 from cmkd_doctor.teachers.whole_networks import read_raw, whole_teachers
 from cmkd_doctor.training import curves
-from cmkd_doctor.training.engine import FitResult, evaluate_rows
+from cmkd_doctor.training.engine import FitResult, evaluate_rows, predict
 from cmkd_doctor.training.stacked import (
     Member,
     Rows,
@@ -84,6 +85,8 @@ class Plan:
             return "No-KD"
         if self.teacher == "regular":
             return "Regular-KD"
+        if self.teacher == "control":
+            return "Control"
         if self.teacher in MODES:
             return f"{self.teacher} r={self.ratio:g}"
         return Path(self.teacher).name
@@ -117,8 +120,8 @@ def plans(options: DistillOptions, ratios: tuple[float, ...] | None = None) -> l
                        seed=options.seed)
     found = []
     for name in names:
-        if name == "none":
-            found.append(Plan("none", None, None))
+        if name in ("none", "control"):  # students without a teacher's knowledge
+            found.append(Plan(name, None, None))
         elif name == "regular":
             found.append(Plan("regular", None, replace(spec, mode="regular")))
         elif name in MODES:
@@ -150,6 +153,7 @@ class Students:
         self.cache: dict[str, DerivedTeacher] = {}
         self.architecture: Architecture | None = None
         self.whole_teacher = None
+        self._control: Control | None = None
         nets, n = options.networks, len(run.data.labels.y)
         if nets.student is not None:
             raw = read_raw(nets.student_inputs, n, "--student-inputs")
@@ -200,10 +204,12 @@ class Students:
         student, teacher_side = self.student_rows, self.teacher_rows
         start = time.perf_counter()
         taught = [i for i, plan in enumerate(todo) if plan.teacher != "none"]
-        teachers = {i: self._teacher(todo[i]) for i in taught}
+        teachers = {i: self._teacher(todo[i]) for i in taught
+                    if todo[i].teacher != "control"}
         # measured when a row is first computed; more() keeps them as its rows grow
         tmetrics = {} if first else {
-            i: _percent(teacher_metrics(teachers[i][0], teacher_side)) for i in taught}
+            i: _percent(teacher_metrics(teacher, teacher_side))
+            for i, (teacher, _) in teachers.items()}
         column = {i: c for c, i in enumerate(taught)}
         n_all = student.x.shape[0]
         soft_bytes = row_bytes([np.empty((0, len(taught), student.n_classes), np.float32)])
@@ -212,7 +218,12 @@ class Students:
         soft = SoftLabels(n_all, len(taught), student.n_classes, streamed) if taught else None
         try:
             for i in taught:
-                soft.fill(column[i], teachers[i][0], teacher_side, [student.fit, student.val])
+                if i in teachers:
+                    soft.fill(column[i], teachers[i][0], teacher_side,
+                              [student.fit, student.val])
+                else:  # the control: targets from the labels alone
+                    soft.fill_targets(column[i], self.control().logits, student,
+                                      [student.fit, student.val])
             self.timings["teachers_s"] += time.perf_counter() - start
             start = time.perf_counter()
             members = [Member(seed, rho=1.0 if plan.teacher == "none" else self.options.rho,
@@ -233,8 +244,27 @@ class Students:
             found.append(Row(plan.teacher, plan.ratio, plan.label, self.metric,
                              None if teacher_m is None else teacher_m[self.metric],
                              metrics[self.metric], teachers[i][1] if i in teachers else None,
-                             teacher_m, metrics))
+                             teacher_m, metrics,
+                             self.control().to_dict() if plan.teacher == "control"
+                             else None))
         return found
+
+    def control(self) -> Control:
+        """The knowledge-free control's targets (:mod:`cmkd_doctor.teachers.control`): as
+        soft as the regular teacher's soft labels on the rows the students fit, measured
+        once per call."""
+        if self._control is None:
+            regular = next(p for p in plans(self.options, ()) if p.teacher == "regular")
+            teacher, _ = self._teacher(regular)
+            rows, fit = self.teacher_rows, self.student_rows.fit
+            total = 0.0
+            with torch.no_grad():
+                for _, (x,) in RowSet([rows.x], fit, rows.device, rows.plan()).chunks():
+                    total += float(entropy_sum(predict(teacher, x),
+                                               self.options.temperature, rows.multilabel))
+            self._control = Control.matching(total / max(len(fit), 1), rows.n_classes,
+                                             rows.multilabel, self.options.temperature)
+        return self._control
 
     def more(self, rows: list[Row], grow: set[str], seeds: int) -> list[Row]:
         """``rows`` with the rows labelled in ``grow`` extended to ``seeds`` seeds (their
@@ -345,6 +375,8 @@ def _sequential(rows: list[Row], students: Students, run: Run
                 for row in (a, b)}
         if not grow:
             break
+        # the control shares every look's seeds: each row is read against it seed by seed
+        grow |= {row.label for row in rows if row.teacher == "control"}
         if budget is not None:  # the next look's cost, at the seconds per student so far
             each = students.timings["students_s"] / max(students.members, 1)
             extra = sum(look - len(r.student_runs) for r in rows if r.label in grow)

@@ -80,6 +80,7 @@ class Outcome:
     seeding: dict[str, Any] | None = None  # --seeds auto's record (Comparison.seeding)
     # the regular teacher measured below the student trained alone (weak_teacher())
     weak: dict[str, float] | None = None
+    control: Row | None = None  # the knowledge-free control (absent from older records)
     decision: str = ""
 
     @property
@@ -159,11 +160,13 @@ def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcom
         trio = [by_mode.get((m, ratio)) for m in MFH_ORDER]
         if all(trio):
             orderings.append((f"{ratio:g}", *ordering(*trio, per_look)))
-    best = max(report.rows, key=lambda row: row.student_mean)
+    # the rows a call can recommend: the control is a yardstick, not a teacher to use
+    candidates = [r for r in report.rows if r.teacher != "control"]
+    best = max(candidates, key=lambda row: row.student_mean)
     general_rows = [r for r in report.rows if r.teacher == "general"]
     runner = None
     if best.teacher == "regular":
-        following = max((r for r in report.rows if r is not best),
+        following = max((r for r in candidates if r is not best),
                         key=lambda row: row.student_mean)
         runner = (following, compare(best, following))
     found = Outcome(
@@ -175,7 +178,8 @@ def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcom
         why=ranking.get("why", "see rank"),
         little=bool(gamma and gamma["little_to_transfer"]),
         class_only=ranking.get("paired") is False and not blind, blind=blind, gamma=gamma,
-        rows=report.rows, seeding=report.seeding, weak=weak_teacher(regular, none))
+        rows=report.rows, seeding=report.seeding, weak=weak_teacher(regular, none),
+        control=base.get("control"))
     found.decision = decide(found)
     return found
 
@@ -254,9 +258,24 @@ def record(o: Outcome, ranking: dict[str, Any] | None = None) -> dict[str, Any]:
         and (o.reliable or o.best.teacher not in DERIVED),
         "decision": o.decision,
         "weak_teacher": o.weak,
+        "control": _control_facts(o),
         # --seeds auto: each comparison the decision rests on, its seeds and its state
         **({"seeds": o.seeding.get("decisions", [])} if o.seeding else {}),
     }
+
+
+def _control_facts(o: Outcome) -> dict[str, Any] | None:
+    """The knowledge-free control against No-KD (what softer targets alone give) and the
+    best row against the control (what its teacher gives beyond them); ``None`` for a
+    comparison without a control row (recorded before it existed)."""
+    if o.control is None:
+        return None
+    none = next(r for r in o.rows if r.teacher == "none")
+    best = None if o.best is o.control else difference(o.best, o.control,
+                                                         (o.seeding or {}).get("per_look"))
+    return {"vs_none": difference(o.control, none, (o.seeding or {}).get("per_look"))
+            .to_dict(), "best": o.best.label,
+            "best_vs_control": None if best is None else best.to_dict()}
 
 
 # gates on the ranking rather than on rows: aligned (the ranking is reliable) and paired

@@ -84,6 +84,40 @@ def advice(doc: dict[str, Any], fmt: str) -> str:
            if step["command"] else "") + "</li>" for step in steps) + "</ul>"
 
 
+def _students_section(doc: dict[str, Any], fmt: str) -> tuple[str, str, list[str]]:
+    """The students' table (the paper's Table 4 shape) with each row against the
+    baselines, and the verdict."""
+    results = doc["students"]["results"]
+    # the control's column where the comparison has a control row (older ones do not)
+    against = ["none", "regular"] + (["control"] if any(
+        r["teacher"] == "control" for r in results) else [])
+    rows = [[r["label"], "-" if r["teacher_metric"] is None else f"{r['teacher_metric']:.2f}",
+             f"{r['student_mean']:.2f} ± {r['student_std']:.2f}",
+             *("" if name != "none" and r["teacher"] == "none"
+               else versus_cell(r.get(f"vs_{name}"), len(r["student_runs"]))
+               for name in against),
+             len(r["student_runs"])]
+            for r in results]
+    labels = [{"none": "vs No-KD", "regular": "vs Regular-KD",
+               "control": "vs Control"}[name] for name in against]
+    verdict = (doc["students"].get("verdict") or {}).get("text", "")
+    metric = results[0]["metric"]
+    other = doc["students"].get("other_options", 0)
+    left_out = (_para(f"{other} rows distilled with other options (another --rho, "
+                      "--seeds, --seed, training or fill) are left out: they are another "
+                      "experiment; distill.json keeps them.", fmt) if other else "")
+    notes = (f"{', '.join(labels)}: differences seed by seed over the seeds both rows share "
+             "(in brackets where the baseline has fewer than the row), as the verdict reads "
+             "them." + (" Control: students taught by soft targets as soft as Regular-KD's "
+                        "that carry the labels alone (a row that does not clearly beat it "
+                        "gains by softer targets, not by what its teacher knows)."
+                        if "control" in against else ""))
+    return ("Students (the paper's Table 4 shape)",
+            _table(["teacher", f"teacher {metric}", f"student {metric}", *labels, "seeds"],
+                   rows, fmt) + _para(notes, fmt) + _para(f"Verdict: {verdict}", fmt)
+            + left_out, [])
+
+
 def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
              ) -> list[tuple[str, str, list[str]]]:
     """(title, body, plot names) per section, the diagnosis first; ``fmt`` is ``md`` or
@@ -132,28 +166,7 @@ def sections(doc: dict[str, Any], fmt: str, ident: str = "verdict"
         out.append(("Teachers", _table(["teacher", "mode", "r", "nullified", "fill", "source",
                                         "refit", "test metrics"], rows, fmt), []))
     if doc["students"]:
-        results = doc["students"]["results"]
-        rows = [[r["label"], "-" if r["teacher_metric"] is None else f"{r['teacher_metric']:.2f}",
-                 f"{r['student_mean']:.2f} ± {r['student_std']:.2f}",
-                 versus_cell(r["vs_none"], len(r["student_runs"])),
-                 "" if r["teacher"] == "none" else versus_cell(r["vs_regular"],
-                                                               len(r["student_runs"])),
-                 len(r["student_runs"])]
-                for r in results]
-        verdict = (doc["students"].get("verdict") or {}).get("text", "")
-        metric = results[0]["metric"]
-        other = doc["students"].get("other_options", 0)
-        left_out = (_para(f"{other} rows distilled with other options (another --rho, "
-                          "--seeds, --seed, training or fill) are left out: they are another "
-                          "experiment; distill.json keeps them.", fmt) if other else "")
-        out.append(("Students (the paper's Table 4 shape)",
-                    _table(["teacher", f"teacher {metric}", f"student {metric}", "vs No-KD",
-                            "vs Regular-KD", "seeds"], rows, fmt)
-                    + _para("vs No-KD, vs Regular-KD: differences seed by seed over the seeds "
-                            "both rows share (in brackets where the baseline has fewer than "
-                            "the row), as the verdict reads them.", fmt)
-                    + _para(f"Verdict: {verdict}", fmt)
-                    + left_out, []))
+        out.append(_students_section(doc, fmt))
     if doc["sweep"]:
         s = doc["sweep"]
         out.append(("Ratio sweep", _para(capitalized(sweet_spot(s["sweet_spot"],

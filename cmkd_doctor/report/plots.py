@@ -15,8 +15,8 @@ from cmkd_doctor.report.document import chosen_ratio
 from cmkd_doctor.teachers.masks import MFH_ORDER, n_nullified
 
 # one colour per teacher mode, the same in every plot
-MODE_COLOURS = {"none": "#8c8c8c", "regular": "#333333", "general": "#4c72b0",
-                "random": "#dd8452", "specific": "#c44e52"}
+MODE_COLOURS = {"none": "#8c8c8c", "regular": "#333333", "control": "#937860",
+                "general": "#4c72b0", "random": "#dd8452", "specific": "#c44e52"}
 
 
 CHECKPOINT_COLOUR = "#55a868"  # a teacher from a checkpoint
@@ -182,7 +182,7 @@ def students_plot(plt, runs: list[tuple[str | None, list[dict[str, Any]]]]) -> b
             ax.errorbar(position[row["label"]] + offsets[k], row["student_mean"],
                         yerr=row["student_std"], fmt=marker, markersize=6, capsize=2,
                         color=MODE_COLOURS.get(mode, CHECKPOINT_COLOUR))
-            if row["teacher"] in ("none", "regular"):  # the levels every teacher is judged by
+            if row["teacher"] in ("none", "regular", "control"):  # the levels teachers meet
                 ax.axhline(row["student_mean"], ls=style, lw=1,
                            color=MODE_COLOURS[row["teacher"]])
         if label is not None:
@@ -192,6 +192,7 @@ def students_plot(plt, runs: list[tuple[str | None, list[dict[str, Any]]]]) -> b
                   [name for name, _, _ in groups], rotation=20 if len(groups) > 8 else 0,
                   fontsize=8)
     names = {"none": "No-KD (line: its level)", "regular": "Regular-KD (line: its level)",
+             "control": "Control: targets as soft, no teacher (line: its level)",
              "general": "modality-general teacher", "random": "random teacher",
              "specific": "modality-specific teacher", "checkpoint": "teacher from a file"}
     handles = [Patch(color=MODE_COLOURS.get(m, CHECKPOINT_COLOUR), label=names[m])

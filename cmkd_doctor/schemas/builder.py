@@ -173,7 +173,15 @@ RESULT = _object(
      "teacher_metrics": _or_null(METRICS),
      "student_metrics": {"type": "object", "additionalProperties": _object(
          {"mean": NUM, "std": NUM, "runs": NUMBERS})}},
-    {"vs_none": _or_null(DIFFERENCE), "vs_regular": _or_null(DIFFERENCE)})
+    {"vs_none": _or_null(DIFFERENCE), "vs_regular": _or_null(DIFFERENCE),
+     "vs_control": _or_null(DIFFERENCE),
+     "delta_vs_control": {**_or_null(NUM), "description": "vs_control's delta"},
+     "control": {**_object({"rule": STR, "matched_entropy": NUM},
+                           {"labelled_class_probability": NUM,
+                            "off_class_probability": NUM}),
+                 "description": "the control row's targets: the labelled class's "
+                                "probability (or an off class's, multi-label), matched to "
+                                "Regular-KD's mean soft-label entropy"}})
 
 SEED_DECISION = _object(
     {"comparison": STR, "seeds": INT, "delta": NUM, "z": _or_null(NUM), "threshold": NUM,
@@ -214,7 +222,11 @@ VERDICT = _object(
                                      "students' mean by more than 2 standard errors of it"},
      "seeds": {**_array(SEED_DECISION),
                "description": "--seeds auto: the comparisons the decision rests on, the "
-                              "seeds each took and its state"}})
+                              "seeds each took and its state"},
+     "control": {**_or_null(_object({"vs_none": DIFFERENCE, "best": STR,
+                                     "best_vs_control": _or_null(DIFFERENCE)})),
+                 "description": "the knowledge-free control against No-KD, and the best "
+                                "row against the control (null without a control row)"}})
 
 COMPARISON = _object(
     {"command": {"const": "distill"}, "run": STR, "metric": STR,

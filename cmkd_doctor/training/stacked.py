@@ -336,6 +336,19 @@ class SoftLabels:
                     self.array.flush()
                     release(self.array)
 
+    def fill_targets(self, column: int, targets: Callable[[np.ndarray], np.ndarray],
+                     rows: Rows, parts: Sequence[np.ndarray]) -> None:
+        """Write ``targets(y)``, logits made from the labels alone (the knowledge-free
+        control, :mod:`cmkd_doctor.teachers.control`), into ``column``."""
+        step = max(1, plan_chunk_rows(len(rows.y), row_bytes([rows.y]), rows.device, None))
+        for index in parts:
+            for start in range(0, len(index), step):
+                part = index[start : start + step]
+                self.array[part, column] = targets(np.asarray(rows.y[part]))
+            if self._dir is not None:
+                self.array.flush()
+                release(self.array)
+
     def close(self) -> None:
         if self._dir is not None:
             del self.array

@@ -165,8 +165,8 @@ def test_every_printed_command_runs_from_another_folder_and_does_what_it_says(
         assert RunDir(run).read_distill()["rank"]["run_id"] == rank["run_id"]
     elif code == "other_ratios":
         assert {r["ratio"] for r in rows if r["teacher"] == "general"} == {0.25, 0.5, 0.75}
-        assert {r["teacher"] for r in rows} == {"none", "regular", "general", "specific",
-                                                 "random"}
+        assert {r["teacher"] for r in rows} == {"none", "regular", "control", "general",
+                                                 "specific", "random"}
     elif code == "fewer_nullified":
         assert {(r["teacher"], r["ratio"]) for r in rows if r["options_key"] == rows[0][
             "options_key"]} >= {("general", 0.25)}
@@ -226,12 +226,13 @@ def test_the_table_and_the_verdict_show_one_number_per_comparison(tmp_path, cli,
     by_label = {r["label"]: r for r in rows}
     assert len({len(r["student_runs"]) for r in rows}) > 1  # --seeds auto: uneven rows
     for row in rows:
-        for name in ("none", "regular"):
+        for name in ("none", "regular", "control"):
             versus = row[f"vs_{name}"]
             if versus is None:
                 assert row[f"delta_vs_{name}"] is None
                 continue
-            base = by_label["No-KD" if name == "none" else "Regular-KD"]
+            base = by_label[{"none": "No-KD", "regular": "Regular-KD",
+                             "control": "Control"}[name]]
             n = min(len(row["student_runs"]), len(base["student_runs"]))
             paired = sum(a - b for a, b in zip(row["student_runs"][:n],
                                                base["student_runs"][:n], strict=True)) / n
@@ -240,8 +241,9 @@ def test_the_table_and_the_verdict_show_one_number_per_comparison(tmp_path, cli,
         # the terminal table's row shows the same figures
         line = next(t for t in result.out.splitlines() if t.startswith(f"│ {row['label']} "))
         shown = _numbers(line)
-        expected = [f"{row[k]:+.2f}" for k in ("delta_vs_none", "delta_vs_regular")
-                    if row[k] is not None and not (k == "delta_vs_regular"
+        expected = [f"{row[k]:+.2f}" for k in ("delta_vs_none", "delta_vs_regular",
+                                                "delta_vs_control")
+                    if row[k] is not None and not (k != "delta_vs_none"
                                                    and row["teacher"] == "none")]
         assert shown == expected, line
     assert v["kd_delta"] == by_label["Regular-KD"]["delta_vs_none"]

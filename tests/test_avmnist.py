@@ -64,7 +64,7 @@ def test_diagnose_runs_on_avmnist(avmnist_dir, tmp_path, cli):
     doc = json.loads(result.out)
     assert doc["rank"]["split"]["from_file"] == str(subset.resolve())
     assert doc["rank"]["split"]["n_test"] == 300
-    assert len(doc["results"]) == 5 and doc["verdict"]["text"]
+    assert len(doc["results"]) == 6 and doc["verdict"]["text"]  # with the control
     # each image is paired with a random recording of its digit (App. B.1: "randomly
     # pairing an image with an audio that belongs to the same class"): the rows share
     # only their class, which the pairing check finds and the verdict follows

@@ -53,7 +53,7 @@ def test_general_teacher_student_beats_specific_teacher_student(run_copy, cli):
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     rows = {r["teacher"]: r for r in doc["results"]}
-    assert list(rows) == ["none", "regular", "general", "specific", "random"]
+    assert list(rows) == ["none", "regular", "control", "general", "specific", "random"]
     for row in rows.values():
         assert len(row["student_runs"]) == 5 and row["metric"] == "accuracy"
         assert row["student_mean"] == pytest.approx(np.mean(row["student_runs"]))
@@ -252,7 +252,7 @@ def test_bad_checkpoints_exit_2(run_copy, cli, tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     result = cli("distill", "--run", run, "--teacher", junk)
-    assert result.code == 2 and "cannot be loaded as an ONNX model" in result.err
+    assert result.code == 2 and "junk.onnx: cannot be read as ONNX" in result.err
     other = tmp_path / "other.safetensors"
     from safetensors.torch import save_file
 
@@ -298,7 +298,7 @@ def test_saved_teachers_are_reused_and_distill_json_accumulates(run_copy, cli):
     cli("distill", "--run", run, "--teacher", "general", "--ratio", "0.5", "--seeds", "2", "-q")
     results = json.loads((run / "distill.json").read_text())["results"]
     assert {k.split("|")[0] + "|" + k.split("|")[1] for k in results} == {
-        "none|", "regular|", "general|0.25", "general|0.5"}
+        "none|", "regular|", "control|", "general|0.25", "general|0.5"}
 
 
 def _toy_rows(n=300, n_val=60):
@@ -373,7 +373,7 @@ def test_streamed_students_read_chunks_and_still_learn(tmp_path):
 
 
 @pytest.mark.slow
-def test_multilabel_distill_runs(tmp_path, cli):
+def test_multilabel_distill_runs(tmp_path, cli, monkeypatch):
     rng = np.random.default_rng(0)
     z = rng.standard_normal((400, 3))
     xa = np.concatenate([z, rng.standard_normal((400, 5))], 1).astype(np.float32)
@@ -391,6 +391,9 @@ def test_multilabel_distill_runs(tmp_path, cli):
         assert set(row["student_metrics"]) == {"micro_f1", "macro_f1", "map"}
         assert len(row["student_metrics"]["map"]["runs"]) == 2
     assert set(rows[1]["teacher_metrics"]) == {"micro_f1", "macro_f1", "map"}
+    from cmkd_doctor.cli import _common
+
+    monkeypatch.setattr(_common.out, "width", 200)  # every column's header on one line
     table = cli("distill", "--run", tmp_path / "run", "--seeds", "2", "--teacher", "general")
     assert "student macro_f1" in table.out and "student map" in table.out
 
@@ -422,7 +425,7 @@ def test_diagnose_sweep_distils_every_teacher_at_five_ratios(tmp_path, cli):
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     ratios = sorted({r["ratio"] for r in doc["results"] if r["ratio"] is not None})
-    assert ratios == [0.1, 0.25, 0.5, 0.75, 0.9] and len(doc["results"]) == 2 + 3 * 5
+    assert ratios == [0.1, 0.25, 0.5, 0.75, 0.9] and len(doc["results"]) == 3 + 3 * 5
     assert set(doc["verdict"]["mfh_ordering"]) == {"0.1", "0.25", "0.5", "0.75", "0.9"}
     conflict = cli("diagnose", "--example", "gaussian", "--sweep", "--ratio", "0.5",
                    "--out", tmp_path / "run2")

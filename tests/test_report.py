@@ -46,7 +46,7 @@ def test_json_report_holds_every_section(swept, cli):
     assert doc["rank"]["command"] == "rank" and len(doc["salience"]["values"]) == 50
     assert len(doc["salience"]["spread_top"]) == 20
     assert {t["name"] for t in doc["teachers"]} >= {"regular", "general-r0.5", "specific-r0.9"}
-    assert len(doc["students"]["results"]) == 17 and doc["students"]["verdict"]["text"]
+    assert len(doc["students"]["results"]) == 18 and doc["students"]["verdict"]["text"]
     assert doc["truth"]["shared_channels"] and 0 <= doc["truth"]["precision"] <= 1
     sweep = doc["sweep"]
     assert [p["ratio"] for p in sweep["series"]["general"]] == [0.1, 0.25, 0.5, 0.75, 0.9]

@@ -88,16 +88,26 @@ def read_onnx(path: str | Path, what: str) -> Any:
         model = onnx.load(path)
     except Exception as exc:  # noqa: BLE001 - onnx raises its own untyped decode errors
         raise InputError(f"{what}: cannot be read as ONNX ({_first_line(exc)})") from None
-    _check_structure(model, what)
+    _check_structure(model, path, what)
     _check_weights_fit(model, what)
     return model
 
 
-def _check_structure(model: Any, what: str) -> None:
+def _check_structure(model: Any, path: Path, what: str) -> None:
     """onnx's checker on ``model``. It requires a shape on every graph input and output,
     which exporters may leave out (onnxruntime runs such a model, and a teacher's (n, d)
-    input is then probed), so those shapes are marked present for the check alone."""
+    input is then probed), so those shapes are marked present for the check alone. A
+    model over protobuf's 2 GiB (its weights in external files) is checked from its
+    file, as onnx requires."""
     import onnx
+
+    if model.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF:
+        try:
+            onnx.checker.check_model(str(path))
+        except Exception as exc:  # noqa: BLE001 - ValidationError, and protobuf's own
+            raise InputError(f"{what}: not a valid ONNX model ({_first_line(exc)})"
+                             ) from None
+        return
 
     unshaped = [info.type.tensor_type for info in (*model.graph.input, *model.graph.output)
                 if info.type.HasField("tensor_type")

@@ -271,11 +271,9 @@ def _control_facts(o: Outcome) -> dict[str, Any] | None:
     if o.control is None:
         return None
     none = next(r for r in o.rows if r.teacher == "none")
-    best = None if o.best is o.control else difference(o.best, o.control,
-                                                         (o.seeding or {}).get("per_look"))
-    return {"vs_none": difference(o.control, none, (o.seeding or {}).get("per_look"))
-            .to_dict(), "best": o.best.label,
-            "best_vs_control": None if best is None else best.to_dict()}
+    per_look = (o.seeding or {}).get("per_look")
+    return {"vs_none": difference(o.control, none, per_look).to_dict(), "best": o.best.label,
+            "best_vs_control": difference(o.best, o.control, per_look).to_dict()}
 
 
 # gates on the ranking rather than on rows: aligned (the ranking is reliable) and paired

@@ -101,21 +101,14 @@ def _check_structure(model: Any, path: Path, what: str) -> None:
     file, as onnx requires."""
     import onnx
 
-    if model.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF:
-        try:
-            onnx.checker.check_model(str(path))
-        except Exception as exc:  # noqa: BLE001 - ValidationError, and protobuf's own
-            raise InputError(f"{what}: not a valid ONNX model ({_first_line(exc)})"
-                             ) from None
-        return
-
-    unshaped = [info.type.tensor_type for info in (*model.graph.input, *model.graph.output)
-                if info.type.HasField("tensor_type")
-                and not info.type.tensor_type.HasField("shape")]
+    large = model.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF
+    unshaped = [] if large else [
+        info.type.tensor_type for info in (*model.graph.input, *model.graph.output)
+        if info.type.HasField("tensor_type") and not info.type.tensor_type.HasField("shape")]
     for tensor_type in unshaped:
         tensor_type.shape.SetInParent()
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(path) if large else model)
     except Exception as exc:  # noqa: BLE001 - ValidationError, and protobuf's own
         raise InputError(f"{what}: not a valid ONNX model ({_first_line(exc)})") from None
     finally:

@@ -33,6 +33,7 @@ from cmkd_doctor.diagnosis.verdict import (
     PRACTICAL_SEEDS,
     Difference,
     Outcome,
+    difference,
     outcome,
     record,
 )
@@ -357,13 +358,17 @@ def verdict_text(o: Outcome) -> str:
         lines.append(f"Check the data first: modality {side} predicts the labels no better "
                      "than chance, so its rows may not match the labels file.")
     if o.class_only:
-        lines.append("The rows share only their class: each modality predicts the other's "
-                     "decisive score no better on the same row than on another row of the "
-                     "same class, so a teacher's soft labels can carry only the class "
-                     "(label smoothing), whichever channels it keeps; check that both "
-                     "files list the rows in the same order.")
+        shared = ("each modality predicts the other's decisive score no better on the same "
+                  "row than on another row of the same class")
+        lines.append(f"The rows share only their class by the pairing check ({shared}), yet "
+                     "a teacher helps beyond it (below)." if o.beyond_shared else
+                     f"The rows share only their class: {shared}, so a teacher's soft labels "
+                     "can carry only the class (label smoothing), whichever channels it "
+                     "keeps; check that both files list the rows in the same order.")
     if o.gamma:
-        lines.append(f"Little to transfer: {_share(o.gamma)}; a teacher on the other "
+        lines.append(f"Shared information, estimated: {_share(o.gamma)}, little, yet a "
+                     "teacher helps beyond it (below)." if o.little and o.beyond_shared else
+                     f"Little to transfer: {_share(o.gamma)}; a teacher on the other "
                      "modality can pass on only that share." if o.little else
                      f"Shared information: {_share(o.gamma)}.")
     if o.orderings and not o.reliable:
@@ -381,11 +386,15 @@ def verdict_text(o: Outcome) -> str:
                             for r, state, found in o.orderings)
         lines.append(f"The MFH ordering general >= random >= specific {text}.")
         if all(state == "holds" for _, state, _ in o.orderings):
-            lines.append("The teacher's modality-general channels are what transfers.")
+            lines.append(_what_transfers(o))
     if o.sweet is not None and o.reliable:
         lines.append(f"Sweet spot: {sweet_spot(o.sweet.ratio, o.sweet.student_mean)} of "
                      f"the {o.general_rows} ratios distilled.")
+    if o.control is not None:
+        lines.append(_control(o))
     lines.append(_best(o))
+    if o.beyond_shared:
+        lines.append(beyond_shared(o))
     if o.seeding and o.seeding.get("decisions"):
         lines.append(seeds_text(o.seeding))
     return " ".join(lines)
@@ -407,16 +416,99 @@ def seeds_text(seeding: dict[str, Any]) -> str:
             f"noise clear): {'; '.join(said)}.")
 
 
+def _what_transfers(o: Outcome) -> str:
+    """What an MFH ordering that holds shows, read against the control: the ordering's
+    paired differences (general - specific and the rest) are the same measured from the
+    control as from any common row, so what the control decides is whether the general
+    teacher passes on anything at all."""
+    per_look = (o.seeding or {}).get("per_look")
+    if o.control is None or any(difference(r, o.control, per_look).gain
+                                for r in o.rows if r.teacher == "general"):
+        return "The teacher's modality-general channels are what transfers."
+    return ("No modality-general teacher clearly beats the knowledge-free control yet, so "
+            "the ordering does not show knowledge transferred: it may measure only what "
+            "the other channels cost the students.")
+
+
+def _control(o: Outcome) -> str:
+    """The knowledge-free control: what softer targets alone give, and the best row
+    against it."""
+    c, unit = o.control_vs_none, o.unit
+    said = (f"The knowledge-free control (targets as soft as Regular-KD's, from the labels "
+            f"alone) is {c.delta:+.2f} {unit} against No-KD{strength(c)}")
+    if o.best.teacher == "none":
+        return said + "."
+    d = o.best_vs_control
+    return (f"{said}; {_whose(o)} student is {d.delta:+.2f} against the control"
+            f"{strength(d)}.")
+
+
+def _whose(o: Outcome) -> str:
+    return "Regular-KD's" if o.best.teacher == "regular" else f"the {o.best.label} teacher's"
+
+
+def _named(o: Outcome) -> str:
+    """The best row with the rows within run-to-run noise of it: ``the specific r=0.5
+    teacher``, ``the specific or random r=0.5 teacher``."""
+    labels = [o.best.label, *(r.label for r in o.tied)]
+    if len(labels) == 1:
+        return f"the {labels[0]} teacher"
+    ratios = {r.ratio for r in [o.best, *o.tied]}
+    if len(ratios) == 1 and all(r.teacher in DERIVED for r in [o.best, *o.tied]):
+        modes = [o.best.teacher, *(r.teacher for r in o.tied)]
+        return (f"the {', '.join(modes[:-1])} or {modes[-1]} r={o.best.ratio:g} teacher "
+                "(within run-to-run noise of each other)")
+    return (f"the {', '.join(labels[:-1])} or {labels[-1]} teacher (within run-to-run "
+            "noise of each other)")
+
+
+def beyond_shared(o: Outcome) -> str:
+    """A teacher that helps beyond what the shared information explains, as every output
+    says it."""
+    what = ("the gamma estimate says the modalities share little" if o.little else
+            "the pairing check finds the rows share only their class")
+    than = " and the knowledge-free control" if o.control is not None else ""
+    return (f"A teacher helps beyond what the shared information explains: {what}, yet "
+            f"{_whose(o)} student clearly beats No-KD{than}, so it passes on something "
+            "those estimates do not see; do not skip KD here.")
+
+
+def beyond_shared_step(report: Comparison) -> str:
+    """The advice when a teacher helps beyond what the shared information explains (a
+    verdict's ``beyond_shared``): keep distilling, whatever the estimates say."""
+    v = report.verdict
+    what = ("the gamma estimate says the modalities share little" if v["little_to_transfer"]
+            else "the pairing check finds the rows share only their class")
+    than = " and the knowledge-free control" if v.get("control") else ""
+    best = "Regular-KD's" if v["best"] == "Regular-KD" else f"the {v['best']} teacher's"
+    return (f"{capitalized(best)} student clearly beats No-KD{than} although {what}: the "
+            "teacher passes on something those estimates do not see (how the classes "
+            "resemble each other, say), so keep distilling from this modality rather than "
+            "skipping KD.")
+
+
 def _best(o: Outcome) -> str:
     """The best student, and what its numbers say (read with the decision)."""
     unit, best, over_regular, over_none = o.unit, o.best, o.best_vs_regular, o.best_vs_none
     if o.derived_best:
-        if best.teacher in DERIVED and not o.reliable:
+        if best.teacher in DERIVED and not o.reliable and o.decision == "unreliable":
             advice = "but the ranking behind it is unreliable"
         elif o.decision in ("check_data", "check_order"):
             advice = "but check the data first (above)"
         elif o.decision == "use_teacher":
-            advice = "use that teacher"
+            advice = ("use that teacher" if not o.tied else
+                      f"{', '.join(r.label for r in o.tied)} within run-to-run noise of it")
+        elif o.decision == "use_control":
+            advice = "but the knowledge-free control does as well (above): no teacher needed"
+        elif not o.beyond_control and o.helps:
+            advice = ("but not clearly beyond the knowledge-free control"
+                      + settle(o.settling("Control"), "tell"))
+        elif o.decision == "undecided" and o.call:
+            name, d = next((n, d) for n, d in o.call.items() if not d.gain)
+            advice = (f"but not clearly better than "
+                      f"{ {'Control': 'the knowledge-free control'}.get(name, name)} by the "
+                      f"rule for {o.competing} competing teachers (1/{o.share} of its level)"
+                      + settle(d, "tell"))
         elif over_regular.gain:  # Regular-KD hurts: beating it is not enough
             advice = (f"but against training the student alone it is {over_none.delta:+.2f} "
                       f"{unit}{strength(over_none)}, not clearly better: "
@@ -426,7 +518,7 @@ def _best(o: Outcome) -> str:
                           o.decision, "sweep the ratio or skip KD"))
         else:
             advice = ("no teacher is clearly better than the regular one at these seeds"
-                      + settle(over_regular, "tell"))
+                      + settle(o.call.get("Regular-KD", over_regular), "tell"))
         return (f"Best student: {best.label}, {over_regular.delta:+.2f} {unit} over "
                 f"Regular-KD{strength(over_regular)}; {advice}.")
     if best.teacher == "regular":
@@ -435,6 +527,9 @@ def _best(o: Outcome) -> str:
                 f"({runner.label}){strength(lead)}: no derived teacher beats the regular one "
                 "here" + ("." if o.kd.gain else ", and the regular one does not clearly beat "
                                                  "training the student alone."))
+    if o.decision == "use_control":
+        return ("Best student among the teachers' rows: No-KD, which the control's softer "
+                "targets beat (above).")
     return ("Best student: No-KD. No teacher beat training the student alone: "
             + ("as expected when the rows share only their class." if o.class_only else
                "the regular teacher is weaker than the student (above)." if o.weak else
@@ -472,10 +567,12 @@ def headline(o: Outcome) -> tuple[str, str]:
             "chance, so its rows may not match the labels file."),
         "check_order": lambda: (
             "rows share only the class: check their order",
-            "No teacher clearly beat training the student alone, and the rows of a and b "
-            "share nothing beyond their class: check that both files list the rows in the "
-            "same order; if they do, crossmodal KD can only act as label smoothing here, "
-            "and no derived teacher changes that."),
+            ("No teacher clearly beat training the student alone" if not o.helps else
+             f"No teacher clearly beat the knowledge-free control ({_whose(o)} student is "
+             f"{o.best_vs_control.delta:+.2f} {unit} against it{strength(o.best_vs_control)})")
+            + ", and the rows of a and b share nothing beyond their class: check that both "
+            "files list the rows in the same order; if they do, crossmodal KD can only act "
+            "as label smoothing here, and no derived teacher changes that."),
         "weak_teacher": lambda: (
             "the teacher is weaker than the student alone: do not expect KD from it to help",
             "Do not expect KD from this teacher to help: no teacher clearly beat training "
@@ -493,22 +590,62 @@ def headline(o: Outcome) -> tuple[str, str]:
             f"No teacher beat training the student alone: {_ALONE[1]}") if nothing else (
             f"no teacher clearly beats No-KD: {_ALONE[0]}",
             f"No teacher clearly beat training the student alone: {said}; {_ALONE[1]}"),
+        "use_control": lambda: _use_control(o),
         "keep_regular": lambda: (
             "keep the regular teacher",
-            "Keep the regular teacher: no derived teacher beat it."),
+            "Keep the regular teacher: its student clearly beats No-KD"
+            + (" and the knowledge-free control" if o.control is not None else "")
+            + ", and no derived teacher beat it."),
         "unreliable": lambda: (
             "the ranking is unreliable: derived teachers not interpreted",
             f"The {best.label} teacher's student is best, but the ranking behind it is "
             "unreliable: do not act on the derived teachers yet."),
         "use_teacher": lambda: (
-            f"use the {best.label} teacher",
-            f"Use the {best.label} teacher: its student clearly beats Regular-KD and No-KD."),
-        "undecided": lambda: (
-            "no teacher clearly beats Regular-KD at these seeds",
-            f"No teacher is clearly better than the regular one at these seeds: the best, "
-            f"{best.label}, is within run-to-run noise of it."),
+            f"use {_named(o)}",
+            f"Use {_named(o)}: its student clearly beats "
+            + ("Regular-KD, No-KD and the knowledge-free control" if o.control is not None
+               else "Regular-KD and No-KD") + _among(o) + "."),
+        "undecided": lambda: _undecided(o),
     }[o.decision]()
     return action, f"{sentence} {_kd_and_ordering(o)}"
+
+
+def _among(o: Outcome) -> str:
+    """How many rows competed for the call, when more than one did (Holm's rule)."""
+    if o.competing < 2:
+        return ""
+    return f", by a rule that allows for the {o.competing} teachers competing for the call"
+
+
+def _use_control(o: Outcome) -> tuple[str, str]:
+    """The control explains the gain, or gives one where no teacher does: its targets,
+    no teacher."""
+    c, unit = o.control_vs_none, o.unit
+    control = (f"the knowledge-free control is {c.delta:+.2f} {unit} over No-KD"
+               f"{strength(c)}")
+    if o.helps:
+        d = o.best_vs_control
+        why = (f"{_whose(o)} gain over No-KD ({o.best_vs_none.delta:+.2f} {unit}) is softer "
+               f"targets, not its knowledge: {control}, and the teacher's student is "
+               f"{d.delta:+.2f} against it{strength(d)}")
+    else:
+        why = f"no teacher clearly beat training the student alone, but {control}"
+    return ("use the control's softer targets: no teacher needed",
+            f"Train the student on the control's softer targets, with no teacher: {why}.")
+
+
+def _undecided(o: Outcome) -> tuple[str, str]:
+    """The best row beats No-KD but not yet clearly Regular-KD or the control."""
+    if not o.beyond_control:
+        d = o.best_vs_control
+        return ("no teacher clearly beats the knowledge-free control at these seeds",
+                f"No teacher is clearly better than the knowledge-free control at these "
+                f"seeds: {_whose(o)} student is {d.delta:+.2f} {o.unit} against it"
+                f"{strength(d)}{settle(o.settling('Control'), 'tell')}, so its gain over "
+                "No-KD may be softer targets rather than the teacher's knowledge.")
+    return ("no teacher clearly beats Regular-KD at these seeds",
+            f"No teacher is clearly better than the regular one at these seeds: the best, "
+            f"{o.best.label}, is within run-to-run noise of it{_among(o)}.")
 
 
 def _kd_and_ordering(o: Outcome) -> str:

@@ -207,8 +207,7 @@ def test_the_advice_names_the_seeds_that_would_tell():
             seeds=int(seeds))
         report = Comparison(Path("/runs/r"), rows, record, "key", "id",
                             seeding=seeding if seeds == "auto" else None)
-        return report.difference(rows[1], rows[0]), _more_seeds(report, rows[1], rows[0],
-                                                                [256])
+        return report.difference(rows[1], rows[0]), _more_seeds(report, rows[1], [256])
 
     d, said = step(1.98)
     need = math.ceil(20 * (d.threshold / d.z) ** 2)

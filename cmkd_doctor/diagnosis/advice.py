@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cmkd_doctor.diagnosis.comparison import BASELINES, Comparison, Row
+from cmkd_doctor import wording as verdict_words
+from cmkd_doctor.diagnosis.comparison import BASELINES, Comparison, Difference, Row
 from cmkd_doctor.diagnosis.seed_schedule import PRACTICAL
+from cmkd_doctor.diagnosis.verdict import USE_A_TEACHER
 
 PROGRAM = "cmkd-doctor"
 # the steps that come with a command (tests/test_advice.py runs each as printed)
@@ -237,28 +239,55 @@ def _room(need: int, now: int) -> int | None:
     return None if need > PRACTICAL or now >= PRACTICAL else min(room, PRACTICAL)
 
 
-def _more_seeds(report: Comparison, best: Row, regular: Row, rank_hidden: list[int]
-                ) -> Step:
-    """The best derived row is not clearly better than Regular-KD: the command that gives
-    that comparison the seeds it needs, or why no number of seeds would."""
-    d = report.difference(best, regular)
+def _unsettled(report: Comparison, best: Row) -> tuple[str, Difference]:
+    """The yardstick the best row has not yet clearly beaten (``Control``, ``Regular-KD``
+    or ``No-KD``) and that difference as the verdict tested it: at the best row's share of
+    the level where it competed for "use X" (the verdict's ``call``), else by the plain
+    rule (recomputed for records made before the control)."""
+    verdict = report.verdict
+    call = verdict.get("call") or {}
+    recorded = {"Control": call.get("best_vs_control")
+                or (verdict.get("control") or {}).get("best_vs_control"),
+                "Regular-KD": call.get("best_vs_regular"), "No-KD": call.get("best_vs_none")}
+    rows = report.baselines
+    for name, teacher in (("Control", "control"), ("Regular-KD", "regular"),
+                          ("No-KD", "none")):
+        if teacher not in rows or rows[teacher] is best:
+            continue
+        found = recorded[name]
+        d = (Difference(**{k: found[k] for k in ("delta", "se", "z", "seeds", "threshold")})
+             if found else report.difference(best, rows[teacher]))
+        if not d.gain:
+            return name, d
+    raise ValueError("every comparison of the best row is settled")
+
+
+def _more_seeds(report: Comparison, best: Row, rank_hidden: list[int]) -> Step:
+    """The best row is not clearly better than Regular-KD or the control: the command
+    that gives that comparison the seeds it needs, or why no number of seeds would."""
+    name, d = _unsettled(report, best)
     need = d.seeds_to_settle()
     options = report.options
     now = options["max_seeds"] if options["seeds"] == "auto" else d.seeds
-    said = (f"The {best.label} teacher gives the best student, but not clearly "
-            f"({d.delta:+.2f} points over Regular-KD at {d.seeds} seeds)")
+    whose = "Regular-KD" if best.teacher == "regular" else f"The {best.label} teacher"
+    said = (f"{whose} gives the best student, but not clearly better than "
+            f"{ {'Control': 'the knowledge-free control'}.get(name, name)} "
+            f"({d.delta:+.2f} points at {d.seeds} seeds)")
     room = None if need is None else _room(need, now)
     if room is None:
         return Step("equal", f"{said}: over {PRACTICAL} seeds would be needed to tell them "
-                    "apart, so the two are about equal; keep the regular teacher unless the "
-                    "other is cheaper to run.")
+                    "apart, so the two are about equal; "
+                    + ("the control's softer targets serve as well, with no teacher."
+                       if name == "Control" else
+                       "keep the regular teacher unless the other is cheaper to run."))
     state = next((s["state"] for s in (report.seeding or {}).get("decisions", [])
-                  if s["comparison"] == f"{best.label} - Regular-KD"), None)
+                  if s["comparison"] == f"{best.label} - {name}"), None)
     changes: dict[str, Any] = {"seeds": "auto", "max_seeds": room}
     if state == "time":  # the --seeds-budget stopped it: that budget would stop it again
         changes["seeds_budget"] = None
     return Step("more_seeds", f"{said}: about {need} seeds would tell; give it up to "
-                f"{room} before switching to it.",
+                f"{room} before " + ("relying on it." if name == "Control" else
+                                     "switching to it."),
                 command_line(distill_args(report.run, options, rank_hidden, **changes)))
 
 
@@ -296,26 +325,33 @@ def advise(report: Comparison, document: dict[str, Any]) -> list[Step]:
                          distill_args(run, options, hidden))))
     steps += _ratio_steps(report, hidden)
     gamma = document.get("gamma_estimate") or {}
-    if gamma.get("little_to_transfer"):
+    decision = verdict.get("decision")
+    if verdict.get("beyond_shared"):
+        steps.append(Step("beyond_shared", verdict_words.beyond_shared_step(report)))
+    elif gamma.get("little_to_transfer") and decision not in USE_A_TEACHER:
+        alone = ("training the student on the control's softer targets, with no teacher,"
+                 if decision == "use_control" else "training the student alone")
         steps.append(Step(
             "little_shared", "The modalities share little decisive information (gamma "
             f"estimate {gamma['value']:.2f}, {gamma['low']:.2f}-{gamma['high']:.2f}): no "
             "teacher on this modality can pass on much. A teacher modality closer to the "
-            "student's, features from a later layer of the teacher's network, or training "
-            "the student alone may serve better."))
+            "student's, features from a later layer of the teacher's network, or "
+            f"{alone} may serve better."))
     return steps or [Step("nothing", "Nothing to change: the comparison is as the "
                           "hypothesis predicts.")]
 
 
 def _data_steps(verdict: dict[str, Any], document: dict[str, Any]) -> list[Step]:
-    """The rows to check first: a modality at chance, or pairs that share nothing."""
+    """The rows to check first: a modality at chance, or pairs that share nothing (unless
+    a teacher helps beyond what they share: then the verdict says so, and nothing here
+    contradicts it)."""
     blind = verdict.get("at_chance") or []
     if blind:
         return [Step("check_rows", f"Modality {side} predicts the labels no better than "
                      "chance: check that its features file lists the same samples, in the "
                      "same order, as the labels file (and as the other modality's file).")
                 for side in blind]
-    if verdict.get("paired") is False:
+    if verdict.get("paired") is False and not verdict.get("beyond_shared"):
         pairing = document.get("pairing") or {}
         return [Step("check_order",
                      "The rows of a and b share nothing detectable beyond their class "
@@ -333,10 +369,12 @@ def _teacher_steps(report: Comparison, hidden: Any) -> list[Step]:
     """A teacher too weak to teach, the derived teacher the verdict chose, or the seeds
     that would decide whether it is better."""
     verdict, options, run = report.verdict, report.options, report.run
-    rows = {(r.teacher, r.ratio): r for r in report.rows}
     best = next(r for r in report.rows if r.label == verdict["best"])
     steps = []
-    if verdict.get("weak_teacher"):
+    decision = verdict.get("decision")
+    if decision == "use_control":
+        steps.append(_use_control(report))
+    if verdict.get("weak_teacher") and decision == "weak_teacher":  # else a row helps
         steps.append(Step("stronger_teacher",
                           "The regular teacher is below the student trained alone, so its "
                           "soft labels carry less than the labels do: distil from a "
@@ -344,16 +382,41 @@ def _teacher_steps(report: Comparison, hidden: Any) -> list[Step]:
                           "rows, a larger network, longer training), or train the student "
                           "alone; no ratio or derived teacher adds what the teacher itself "
                           "does not know."))
-    derived = best.teacher not in BASELINES
-    if derived and verdict["best_is_clear"]:
+    if decision == "use_teacher" or (decision is None and verdict["best_is_clear"]):
         args = derive_args(run, best, options, hidden)
+        tied = (verdict.get("call") or {}).get("tied") or []
         steps.append(Step("use_teacher", f"Distil from the {best.label} teacher"
                           + (f" ({best.teacher_file}); this exports it as ONNX for your own "
-                             "training code." if args else f" ({best.teacher})."),
+                             "training code." if args else f" ({best.teacher}).")
+                          + (f" The {' and '.join(tied)} teacher"
+                             + ("s are" if len(tied) > 1 else " is")
+                             + " within run-to-run noise of it and would serve as well."
+                             if tied else ""),
                           None if args is None else command_line(args)))
-    elif derived and verdict.get("decision") == "undecided":
-        steps.append(_more_seeds(report, best, rows[("regular", None)], hidden))
+    elif decision == "undecided" and best.teacher != "none":
+        steps.append(_more_seeds(report, best, hidden))
     return steps
+
+
+def _use_control(report: Comparison) -> Step:
+    """The control's targets, with their formula (no command of the doctor trains the
+    user's own student; the targets are what to train it on)."""
+    control = report.baselines["control"]
+    facts = control.control or {}
+    options = report.options
+    if "labelled_class_probability" in facts:
+        a = facts["labelled_class_probability"]
+        targets = (f"probability {a:.3f} on the labelled class and (1 - {a:.3f}) / (K - 1) "
+                   "on each other class (K classes)")
+    elif "off_class_probability" in facts:
+        e = facts["off_class_probability"]
+        targets = f"probability 1 - {e:.3f} on each present label and {e:.3f} on each absent"
+    else:
+        targets = "label-smoothed targets as soft as Regular-KD's"
+    return Step("use_control", f"Train the student without a teacher on the control's "
+                f"targets: {targets}, as the logits T log p in the same KD loss (rho "
+                f"{options.get('rho', 0.5):g}, T {options.get('temperature', 1.0):g}); "
+                "docs/commands.md gives the formula.")
 
 
 def _ratio_steps(report: Comparison, hidden: Any) -> list[Step]:

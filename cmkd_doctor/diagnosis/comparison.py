@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cmkd_doctor import choices
-from cmkd_doctor.diagnosis.seed_schedule import has_spread, seeds_needed, threshold
+from cmkd_doctor.diagnosis.seed_schedule import ALPHA, has_spread, level, seeds_needed, threshold
 from cmkd_doctor.schemas import stamp
 
 # the rows every comparison has: No-KD, Regular-KD, and the knowledge-free control
@@ -68,6 +68,7 @@ class Difference:
     z: float | None
     seeds: int
     threshold: float = Z
+    p: float = 1.0  # the two-sided p value its rule compares (1 with one seed)
 
     @property
     def gain(self) -> bool:
@@ -96,26 +97,59 @@ class Difference:
                 "clear": self.clear, "threshold": self.threshold}
 
 
-def difference(a: Row, b: Row, per_look: float | None = None) -> Difference:
+def difference(a: Row, b: Row, per_look: float | None = None, fixed: float = Z
+               ) -> Difference:
     """:class:`Difference` of row ``a`` minus row ``b`` over their shared seeds; with
-    ``per_look`` (``--seeds auto``'s level) clear by the sequential rule, else by
-    :data:`Z`."""
-    return seedwise(paired(a, b), per_look)
+    ``per_look`` (``--seeds auto``'s level) clear by the sequential rule, else beyond
+    ``fixed`` (:data:`Z`, or :func:`split_rule`'s for one of several comparisons)."""
+    return seedwise(paired(a, b), per_look, fixed)
 
 
-def seedwise(diff: np.ndarray, per_look: float | None = None) -> Difference:
+def seedwise(diff: np.ndarray, per_look: float | None = None, fixed: float = Z
+             ) -> Difference:
     """:class:`Difference` of paired differences ``diff``, one per seed (see
     :func:`difference`)."""
     diff = np.asarray(diff, dtype=np.float64)
     delta = float(diff.mean())
     if len(diff) < 2:
-        return Difference(delta, 0.0, None, len(diff))
+        return Difference(delta, 0.0, None, len(diff), fixed)
     se = standard_error(diff)
     if not has_spread(delta, se * math.sqrt(len(diff))):
         se = 0.0  # every seed gave the same difference (up to rounding): the sign test
     z = delta / se if se > 0 else math.copysign(sign_z(len(diff)), delta) if delta else 0.0
-    needed = Z if per_look is None else threshold(len(diff), per_look, spread=se > 0)
-    return Difference(delta, se, z, len(diff), needed)
+    needed = fixed if per_look is None else threshold(len(diff), per_look, spread=se > 0)
+    return Difference(delta, se, z, len(diff), needed, _p(z, len(diff), se > 0, per_look))
+
+
+def _p(z: float, seeds: int, spread: bool, per_look: float | None) -> float:
+    """The two-sided p value the rule compares: the normal's for the fixed rule (its z
+    is compared with :data:`Z`), the paired t test's (or the sign test's) for the
+    sequential rule's."""
+    if per_look is None or not spread:
+        return 2 * NormalDist().cdf(-abs(z))
+    from scipy import special  # where used: the CLI's help reads this module
+
+    return float(2 * special.stdtr(seeds - 1, -abs(z)))  # scipy.stats.t.sf's own function
+
+
+# the fixed rule's two-sided level: |z| > Z of a normal
+FIXED_LEVEL = 2 * NormalDist().cdf(-Z)
+
+
+def split_rule(seeding: dict[str, Any] | None, share: int = 1) -> tuple[float | None, float]:
+    """The rule for one of ``share`` comparisons that compete for one call, each at
+    1/share of the rule's level (Bonferroni's split, Holm's steps: :func:`cmkd_doctor.
+    diagnosis.verdict.holm`): ``(per_look, fixed)`` for :func:`difference`. Under
+    ``--seeds auto`` (``seeding``) the per-look level whose false-clear rate over every
+    look is ``alpha / share`` (:func:`~cmkd_doctor.diagnosis.seed_schedule.level`); for
+    a fixed number of seeds the normal deviate with two-sided level
+    :data:`FIXED_LEVEL` / share."""
+    if seeding:
+        if share == 1:
+            return seeding["per_look"], Z
+        alpha = seeding.get("alpha", ALPHA)
+        return level(tuple(seeding["looks"]), alpha / share), Z
+    return None, Z if share == 1 else NormalDist().inv_cdf(1 - FIXED_LEVEL / (2 * share))
 
 
 def sign_z(seeds: int) -> float:

@@ -384,21 +384,45 @@ def _sequential(rows: list[Row], students: Students, run: Run
         return needed(outcome(draft, run.ranking_reliability))
 
     budget, out_of_time = students.options.seeds_budget, False
-    for look in schedule[1:]:
+
+    def undecided(rows: list[Row], look: int) -> set[str]:
+        """The rows of the needed comparisons not yet decided, when some has fewer than
+        ``look`` seeds (with the control: each row is read against it seed by seed)."""
         grow = {row.label for _, a, b, d in comparisons(rows)
                 if not d.clear and not seed_schedule.futile(d.z, d.seeds, final, max_seeds)
                 for row in (a, b)}
+        grow |= {row.label for row in rows if grow and row.teacher == "control"}
+        return grow if any(len(r.student_runs) < look for r in rows if r.label in grow) \
+            else set()
+
+    def affordable(grow: set[str], look: int) -> bool:
+        """Within --seeds-budget: the look's cost, at the seconds per student so far."""
+        if budget is None:
+            return True
+        each = students.timings["students_s"] / max(students.members, 1)
+        extra = sum(max(look - len(r.student_runs), 0) for r in rows if r.label in grow)
+        return students.timings["students_s"] + extra * each <= budget
+
+    for look in schedule[1:]:
+        grow = undecided(rows, look)
         if not grow:
             break
-        # the control shares every look's seeds: each row is read against it seed by seed
-        grow |= {row.label for row in rows if row.teacher == "control"}
-        if budget is not None:  # the next look's cost, at the seconds per student so far
-            each = students.timings["students_s"] / max(students.members, 1)
-            extra = sum(look - len(r.student_runs) for r in rows if r.label in grow)
-            if students.timings["students_s"] + extra * each > budget:
-                out_of_time = True
-                break
+        if not affordable(grow, look):
+            out_of_time = True
+            break
         rows = students.more(rows, grow, look)
+    # the best row can change at the last look, to one left at an earlier look's seeds:
+    # the rows of the comparisons still needed get the seeds of the last look reached
+    # (comparisons at a look's seed count, so the per-look level still holds)
+    last = max(len(row.student_runs) for row in rows)
+    for _ in range(len(rows)):
+        grow = set() if out_of_time else undecided(rows, last)
+        if not grow:
+            break
+        if not affordable(grow, last):
+            out_of_time = True
+            break
+        rows = students.more(rows, grow, last)
 
     def state(d: Any) -> str:
         if d.clear:

@@ -106,6 +106,7 @@ def level(schedule: tuple[int, ...], alpha: float = ALPHA) -> float:
     return float(np.quantile(smallest_p(draws, schedule), alpha, method="lower"))
 
 
+@lru_cache(maxsize=4096)
 def threshold(seeds: int, per_look: float, spread: bool = True) -> float:
     """The |z| a difference over ``seeds`` seeds must pass to be clear at ``per_look``:
     the t quantile with ``seeds - 1`` degrees of freedom, or (``spread`` false: every

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from cmkd_doctor.diagnosis.comparison import (  # noqa: F401 - the verdict's rul
     paired,
     paired_se,
     sign_z,
+    split_rule,
     standard_error,
 )
 from cmkd_doctor.errors import ExpectationFailed, option_error
@@ -64,6 +65,7 @@ class Outcome:
     kd: Difference  # Regular-KD - No-KD
     orderings: list[tuple[str, str, dict[str, Difference]]]  # (ratio, state, differences)
     best: Row
+    # the best row against each yardstick by the plain rule (call: at its share)
     best_vs_regular: Difference
     best_vs_none: Difference
     runner: tuple[Row, Difference] | None  # when Regular-KD is best: the next, and the lead
@@ -81,7 +83,49 @@ class Outcome:
     # the regular teacher measured below the student trained alone (weak_teacher())
     weak: dict[str, float] | None = None
     control: Row | None = None  # the knowledge-free control (absent from older records)
+    best_vs_control: Difference | None = None  # None without a control row
+    control_vs_none: Difference | None = None  # what softer targets alone give
+    competing: int = 0  # the rows that compete for "use X" (holm())
+    share: int = 1  # the best row's comparisons are each tested at 1/share of the level
+    # "use X": the best derived or checkpoint row against each yardstick (Regular-KD,
+    # No-KD, Control) at its share of the level; empty when the best row is no such row
+    call: dict[str, Difference] = field(default_factory=dict)
+    tied: list[Row] = field(default_factory=list)  # rows within noise of the best
     decision: str = ""
+
+    def settling(self, name: str) -> Difference | None:
+        """The best row against the yardstick ``name`` (``Regular-KD``, ``No-KD`` or
+        ``Control``) as the decision must see it settled: at the best row's share of the
+        level where it competes for "use X", else by the plain rule."""
+        plain = {"Regular-KD": self.best_vs_regular, "No-KD": self.best_vs_none,
+                 "Control": self.best_vs_control}[name]
+        return self.call.get(name, plain)
+
+    @property
+    def helps(self) -> bool:
+        """A teacher's student clearly beats the student trained alone."""
+        return self.best.teacher != "none" and self.best_vs_none.gain
+
+    @property
+    def beyond_control(self) -> bool:
+        """The best row clearly beats the knowledge-free control: what it gives is the
+        teacher's, not softer targets' (true without a control row to read it by)."""
+        return self.best_vs_control is None or self.best_vs_control.gain
+
+    @property
+    def softer(self) -> bool:
+        """The control's targets, which carry no knowledge, clearly beat No-KD."""
+        return self.control_vs_none is not None and self.control_vs_none.gain
+
+    @property
+    def beyond_shared(self) -> bool:
+        """A teacher helps beyond what the shared information explains: its student
+        clearly beats No-KD and the control while the gamma estimate says the
+        modalities share little, or the rows share only their class (a finding of its
+        own: no advice then says to skip KD). Only a control row can show it: without
+        one, softer targets would explain such a gain as well."""
+        return (not self.blind and self.helps and self.best_vs_control is not None
+                and self.beyond_control and (self.little or self.class_only))
 
     @property
     def states(self) -> dict[str, str]:
@@ -96,7 +140,9 @@ class Outcome:
 
 # what decide() can say; wording.headline words each
 DECISIONS = ("check_data", "check_order", "weak_teacher", "skip_kd", "sweep_or_skip",
-             "keep_regular", "unreliable", "use_teacher", "undecided")
+             "use_control", "keep_regular", "unreliable", "use_teacher", "undecided")
+# the decisions that recommend distilling from a teacher (no output then says to skip KD)
+USE_A_TEACHER = ("keep_regular", "use_teacher")
 
 
 def weak_teacher(regular: Row, none: Row) -> dict[str, float] | None:
@@ -116,24 +162,57 @@ def weak_teacher(regular: Row, none: Row) -> dict[str, float] | None:
 
 
 def decide(o: Outcome) -> str:
-    """What to do: the verdict's one decision tree (one of :data:`DECISIONS`). A teacher
-    is worth using only when its student clearly beats both baselines; data whose rows do
-    not match the labels, or share only their class, come first; then a teacher weaker
-    than the student alone, which explains a KD loss before shared information does; a
-    ratio sweep cannot find what the modalities do not share."""
+    """What to do: the verdict's one decision tree (one of :data:`DECISIONS`).
+
+    Data whose rows do not match the labels, or share only their class, come first. A
+    teacher's gain counts as the teacher's only where its student clearly beats both
+    No-KD and the knowledge-free control (:mod:`cmkd_doctor.teachers.control`); a gain
+    the control matches, or one the control gives where no teacher does, is softer
+    targets (regularisation), and the control's targets are the advice then
+    (``use_control``). With no gain at all, a teacher weaker than the student alone
+    explains it before shared information does, and a ratio sweep cannot find what the
+    modalities do not share. A derived or checkpoint teacher is worth using only when its
+    student clearly beats Regular-KD, No-KD and the control, each at its share of the
+    level among the rows that compete for the call (:func:`holm`)."""
     if o.blind:
         return "check_data"
-    if o.class_only and (o.best.teacher == "none" or not o.best_vs_none.gain):
+    if o.class_only and not (o.helps and o.beyond_control):
         return "check_order"
-    if o.best.teacher == "none" or not o.best_vs_none.gain:
+    if not o.helps:
+        if o.softer:
+            return "use_control"
         if o.weak is not None:
             return "weak_teacher"
         return "skip_kd" if o.little else "sweep_or_skip"
+    if not o.beyond_control:
+        return "use_control" if o.softer else "undecided"
     if o.best.teacher == "regular":
         return "keep_regular"
     if o.best.teacher in DERIVED and not o.reliable:
         return "unreliable"
-    return "use_teacher" if o.best_vs_regular.gain else "undecided"
+    return "use_teacher" if o.call and all(d.gain for d in o.call.values()) else "undecided"
+
+
+def holm(rows: list[Row], tests: Any) -> dict[str, int]:
+    """Holm's step-down procedure (Holm 1979) over the ``rows`` that compete for one
+    call, each of which must clearly beat every yardstick (``tests(row, share)``: its
+    differences with each at 1/share of the rule's level). A row's p value is the largest
+    of its comparisons' (an intersection-union test: its call holds only when every
+    comparison does; a comparison that is not a gain counts as p = 1). In order of that p,
+    the first row is tested at 1/m of the level, the next at 1/(m-1) while every row
+    before it passed, and so on; once one fails, the rest are tested at its share, which
+    none of them can pass. This keeps the chance that any call is false at the rule's
+    level however many rows compete (every ratio of a sweep, every derived mode, every
+    checkpoint). Returns each row's share, by label."""
+    def worst(row: Row) -> float:
+        return max((d.p if d.delta > 0 else 1.0) for d in tests(row, 1))
+
+    shares, left = {}, len(rows)
+    for row in sorted(rows, key=worst):
+        shares[row.label] = left
+        if left > 1 and all(d.gain for d in tests(row, left)):
+            left -= 1
+    return shares
 
 
 def sweet_spot(rows: list[Any], mean: str = "student_mean") -> Any | None:
@@ -150,8 +229,9 @@ def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcom
     """The facts of a comparison and of the ranking behind it (see :func:`verdict`)."""
     per_look, compare = report.per_look, report.difference  # --seeds auto's rule, else Z
     base = report.baselines
-    none, regular = base["none"], base["regular"]
+    none, regular, control = base["none"], base["regular"], base.get("control")
     ranking = ranking or {}
+    reliable = ranking.get("reliable", True)
     blind = list(ranking.get("at_chance") or [])
     gamma = ranking.get("gamma_estimate")
     by_mode = {(r.teacher, r.ratio): r for r in report.rows}
@@ -160,13 +240,27 @@ def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcom
         trio = [by_mode.get((m, ratio)) for m in MFH_ORDER]
         if all(trio):
             orderings.append((f"{ratio:g}", *ordering(*trio, per_look)))
-    # the rows a call can recommend: the control is a yardstick, not a teacher to use
-    candidates = [r for r in report.rows if r.teacher != "control"]
-    best = max(candidates, key=lambda row: row.student_mean)
+
+    yardsticks = {"Regular-KD": regular, "No-KD": none, "Control": control}
+
+    def call(row: Row, share: int) -> dict[str, Difference]:
+        """``row`` against every yardstick a teacher to use must clearly beat."""
+        rule = split_rule(report.seeding, share)
+        return {name: difference(row, b, *rule) for name, b in yardsticks.items()
+                if b is not None}
+
+    # the rows a call can recommend (the control is a yardstick, not a teacher to use;
+    # a derived teacher of an unreliable ranking is not acted on) and their shares
+    teachers = [r for r in report.rows if r.teacher not in BASELINES]
+    shares = holm([r for r in teachers if reliable or r.teacher not in DERIVED],
+                  lambda row, share: list(call(row, share).values()))
+    best = max((r for r in report.rows if r.teacher != "control"),
+               key=lambda row: row.student_mean)
+    share = shares.get(best.label, 1)
     general_rows = [r for r in report.rows if r.teacher == "general"]
     runner = None
     if best.teacher == "regular":
-        following = max((r for r in candidates if r is not best),
+        following = max((r for r in report.rows if r.teacher != "control" and r is not best),
                         key=lambda row: row.student_mean)
         runner = (following, compare(best, following))
     found = Outcome(
@@ -174,12 +268,19 @@ def outcome(report: Comparison, ranking: dict[str, Any] | None = None) -> Outcom
         best=best, best_vs_regular=compare(best, regular),
         best_vs_none=compare(best, none), runner=runner,
         sweet=sweet_spot(general_rows), general_rows=len(general_rows),
-        reliable=ranking.get("reliable", True), reasons=ranking.get("reasons"),
+        reliable=reliable, reasons=ranking.get("reasons"),
         why=ranking.get("why", "see rank"),
         little=bool(gamma and gamma["little_to_transfer"]),
         class_only=ranking.get("paired") is False and not blind, blind=blind, gamma=gamma,
         rows=report.rows, seeding=report.seeding, weak=weak_teacher(regular, none),
-        control=base.get("control"))
+        control=control,
+        best_vs_control=None if control is None else compare(best, control),
+        control_vs_none=None if control is None else compare(control, none),
+        competing=len(shares), share=share,
+        call=call(best, share) if best.label in shares else {},
+        # named with the best: the rows it does not clearly beat (at the plain rule)
+        tied=[r for r in teachers if r is not best and best.teacher not in BASELINES
+              and not compare(best, r).gain])
     found.decision = decide(found)
     return found
 
@@ -188,19 +289,31 @@ def needed(o: Outcome) -> list[tuple[str, Row, Row, Difference]]:
     """The comparisons :func:`decide`'s decision and the headline rest on, as
     ``(name, row a, row b, a - b)``: Regular-KD against No-KD; a derived or checkpoint
     teacher's best student against both baselines (only against No-KD when an unreliable
-    ranking made it: no choice between it and Regular-KD follows); and, where the ranking
-    is reliable, general - specific at every ratio whose MFH ordering is neither failed
-    nor held. Data at chance decides nothing by comparison."""
+    ranking made it: no choice between it and Regular-KD follows), each at its share of
+    the level (:func:`holm`); the best teacher's student against the control, and the
+    control against No-KD while either of the best row's gains is unsettled (then the
+    control's own gain decides between ``use_control`` and the rest); and, where the
+    ranking is reliable, general - specific at every ratio whose MFH ordering is neither
+    failed nor held. Data at chance decides nothing by comparison."""
     if o.blind:
         return []
     rows = {(r.teacher, r.ratio): r for r in o.rows}
     derived = {(r.teacher, f"{r.ratio:g}"): r for r in o.rows if r.teacher in DERIVED}
-    found = [("Regular-KD - No-KD", rows["regular", None], rows["none", None], o.kd)]
+    none = rows["none", None]
+    called = o.call  # the best row's comparisons at its share, where it competes
+    found = [("Regular-KD - No-KD", rows["regular", None], none, o.kd)]
     if o.best.teacher not in BASELINES:
-        found.append((f"{o.best.label} - No-KD", o.best, rows["none", None], o.best_vs_none))
+        found.append((f"{o.best.label} - No-KD", o.best, none,
+                      called.get("No-KD", o.best_vs_none)))
         if o.reliable or o.best.teacher not in DERIVED:  # else not acted on: unreliable
             found.append((f"{o.best.label} - Regular-KD", o.best, rows["regular", None],
-                          o.best_vs_regular))
+                          called.get("Regular-KD", o.best_vs_regular)))
+    if o.control is not None:
+        if o.best.teacher != "none":
+            found.append((f"{o.best.label} - Control", o.best, o.control,
+                          called.get("Control", o.best_vs_control)))
+        if not (o.helps and o.beyond_control):
+            found.append(("Control - No-KD", o.control, none, o.control_vs_none))
     if o.reliable:
         for ratio, state, diffs in o.orderings:
             if state == "undetermined":
@@ -253,10 +366,17 @@ def record(o: Outcome, ranking: dict[str, Any] | None = None) -> dict[str, Any]:
         # with itself)
         "best_delta_vs_regular": None if self_best else o.best_vs_regular.delta,
         "best_delta_vs_regular_se": None if self_best else o.best_vs_regular.se,
-        # a teacher to use: its student clearly beats both Regular-KD and No-KD
-        "best_is_clear": o.derived_best and o.best_vs_regular.gain and o.best_vs_none.gain
-        and (o.reliable or o.best.teacher not in DERIVED),
+        # a teacher to use: its student clearly beats Regular-KD, No-KD and the control
+        "best_is_clear": o.decision == "use_teacher",
         "decision": o.decision,
+        # the rows that competed for "use X", the best row's share of the level (Holm),
+        # and the rows within run-to-run noise of it, named with it
+        "call": {"competing": o.competing, "share": o.share,
+                 "tied": [r.label for r in o.tied],
+                 **{f"best_vs_{key}": (d.to_dict() if (d := o.call.get(name)) else None)
+                    for key, name in (("regular", "Regular-KD"), ("none", "No-KD"),
+                                      ("control", "Control"))}},
+        "beyond_shared": o.beyond_shared,
         "weak_teacher": o.weak,
         "control": _control_facts(o),
         # --seeds auto: each comparison the decision rests on, its seeds and its state
@@ -266,14 +386,14 @@ def record(o: Outcome, ranking: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def _control_facts(o: Outcome) -> dict[str, Any] | None:
     """The knowledge-free control against No-KD (what softer targets alone give) and the
-    best row against the control (what its teacher gives beyond them); ``None`` for a
-    comparison without a control row (recorded before it existed)."""
+    best row against the control (what its teacher gives beyond them, at the best row's
+    share of the level); ``None`` for a comparison without a control row (recorded
+    before it existed)."""
     if o.control is None:
         return None
-    none = next(r for r in o.rows if r.teacher == "none")
-    per_look = (o.seeding or {}).get("per_look")
-    return {"vs_none": difference(o.control, none, per_look).to_dict(), "best": o.best.label,
-            "best_vs_control": difference(o.best, o.control, per_look).to_dict()}
+    return {"vs_none": o.control_vs_none.to_dict(), "best": o.best.label,
+            "best_vs_control": o.best_vs_control.to_dict(),
+            "explains_gain": o.decision == "use_control"}
 
 
 # gates on the ranking rather than on rows: aligned (the ranking is reliable) and paired

@@ -10,6 +10,7 @@ import json
 from importlib import resources
 from typing import Any
 
+from cmkd_doctor.diagnosis.verdict import DECISIONS
 from cmkd_doctor.schemas import DIALECT, DOCUMENTS, SCHEMA_VERSION
 
 # -- building blocks --------------------------------------------------------------------
@@ -212,10 +213,22 @@ VERDICT = _object(
      "text": STR},
     {"mfh_ordering_detail": OBJ, "best_delta_vs_regular_se": _or_null(NUM),
      "action": STR, "headline": STR, "paired": _or_null(BOOL), "at_chance": _array(STR),
-     "decision": {"enum": ["check_data", "check_order", "weak_teacher", "skip_kd",
-                           "sweep_or_skip", "keep_regular", "unreliable", "use_teacher",
-                           "undecided"],
-                  "description": "what to do, decided once; action and headline word it"},
+     "decision": {"enum": list(DECISIONS),
+                  "description": "what to do, decided once; action, headline, text, "
+                                 "advice and report follow it"},
+     "call": _object({"competing": INT, "share": INT, "tied": _array(STR),
+                      "best_vs_none": _or_null(DIFFERENCE),
+                      "best_vs_regular": _or_null(DIFFERENCE),
+                      "best_vs_control": _or_null(DIFFERENCE)},
+                     description="the rows that compete for 'use X' (derived and "
+                                 "checkpoint teachers acted on), the best row's share of "
+                                 "the level under Holm's step-down rule (each of its "
+                                 "comparisons is tested at level / share), its comparisons "
+                                 "at that share (null when the best row is a baseline), "
+                                 "and the rows within run-to-run noise of it"),
+     "beyond_shared": {**BOOL, "description": "a teacher clearly beats No-KD and the "
+                       "control while the gamma estimate says little is shared (or the "
+                       "rows share only their class): no advice then says to skip KD"},
      "weak_teacher": {**_or_null(_object({"teacher": NUM, "student_alone": NUM,
                                           "student_alone_se": NUM, "gap": NUM})),
                       "description": "the regular teacher's test metric below the No-KD "
@@ -224,9 +237,12 @@ VERDICT = _object(
                "description": "--seeds auto: the comparisons the decision rests on, the "
                               "seeds each took and its state"},
      "control": {**_or_null(_object({"vs_none": DIFFERENCE, "best": STR,
-                                     "best_vs_control": _or_null(DIFFERENCE)})),
-                 "description": "the knowledge-free control against No-KD, and the best "
-                                "row against the control (null without a control row)"}})
+                                     "best_vs_control": _or_null(DIFFERENCE)},
+                                    {"explains_gain": BOOL})),
+                 "description": "the knowledge-free control against No-KD, the best row "
+                                "against the control (at its share of the level), and "
+                                "whether the control explains the gain (decision "
+                                "use_control); null without a control row"}})
 
 COMPARISON = _object(
     {"command": {"const": "distill"}, "run": STR, "metric": STR,

@@ -64,27 +64,33 @@ def _rows(regular: float, control: float, general: float, specific: float | None
 
 
 GAMMA = {"value": 0.03, "low": 0.01, "high": 0.05, "little_to_transfer": True}
+SHARED = {**GAMMA, "value": 0.6, "low": 0.5, "high": 0.7, "little_to_transfer": False}
+# rank.json's checks in each state the verdict reads (the verdict reads them through
+# wording.reliability, as distill does)
+FINE = {"alignment": {"score": 0.8, "reliable": True, "threshold": 0.5, "rows": "test"},
+        "stability": {"stable": True, "top_overlap": 0.9, "restarts": 3, "top_k": 10},
+        "pairing": {"score": 0.6, "null": 0.2, "z": 8.0, "paired": True, "threshold": 2.0},
+        "chance": {"a": {"at_chance": False}, "b": {"at_chance": False}}}
 RANKINGS = {
-    "reliable": {"reliable": True, "why": "", "paired": True, "at_chance": []},
-    "unreliable": {"reliable": False, "why": "alignment score 0.12 below 0.5",
-                   "reasons": [{"code": "alignment", "text": "alignment score 0.12"}],
-                   "paired": True, "at_chance": []},
-    "class_only": {"reliable": False, "why": "class only",
-                   "reasons": [{"code": "class_only", "text": "class only"}],
-                   "paired": False, "at_chance": []},
-    "blind": {"reliable": False, "why": "b at chance",
-              "reasons": [{"code": "at_chance", "text": "b at chance"}],
-              "paired": None, "at_chance": ["b"]},
+    "reliable": FINE,
+    "unreliable": {**FINE, "alignment": {**FINE["alignment"], "score": 0.12,
+                                         "reliable": False}},
+    "class_only": {**FINE, "pairing": {**FINE["pairing"], "score": 0.2, "z": 0.1,
+                                       "paired": False}},
+    "blind": {**FINE, "chance": {"a": {"at_chance": False},
+                                 "b": {"at_chance": True, "score": 0.1, "chance": 0.1}}},
 }
 DOCUMENT = {"inputs": {k: {"path": f"/data/{k}.npy", "key": None}
                        for k in ("feats_a", "feats_b", "labels")},
             "aligned": {"metrics": {"a": {"test": {"accuracy": 0.9}}}, "epochs_max": 40}}
 
 
-def _document(gamma: dict | None) -> dict:
+def _document(kind: str, gamma: dict | None) -> dict:
+    """A rank.json in the state ``kind`` with the gamma estimate ``gamma``: what the
+    verdict, the advice and the report read of it."""
     from cmkd_doctor.ranking.options import RankOptions
 
-    return {**DOCUMENT, "options": RankOptions().checked().to_dict(),
+    return {**DOCUMENT, **RANKINGS[kind], "options": RankOptions().checked().to_dict(),
             "gamma_estimate": gamma}
 
 
@@ -104,23 +110,31 @@ def test_every_decision_state_says_one_thing_everywhere():
     says, and nothing in the reasoning, the headline or the advice contradicts it."""
     reached: Counter = Counter()
     beyond = 0
+    from cmkd_doctor.report.document import diagnosis
+    from cmkd_doctor.wording import reliability
+
     for regular, control, general, specific, weak, little, kind in _cases():
-        gamma = GAMMA if little else {**GAMMA, "value": 0.6, "low": 0.5, "high": 0.7,
-                                      "little_to_transfer": False}
-        ranking = {**RANKINGS[kind], "gamma_estimate": gamma}
+        document = _document(kind, GAMMA if little else SHARED)
         found = Comparison(Path("/runs/r"), _rows(regular, control, general, specific, weak),
                            OPTIONS, "key", "id")
-        found.verdict = v = verdict(found, ranking)
-        steps = advise(found, _document(gamma))
+        found.verdict = v = verdict(found, reliability(document))
+        steps = advise(found, document)
+        found.advice = [step.to_dict() for step in steps]
+        screen = diagnosis({"rank": document, "students": {
+            "verdict": v, "advice": found.advice,
+            "results": [row.to_dict(found.versus(row)) for row in found.rows]}})
         case = (regular, control, general, specific, weak, little, kind, v["decision"])
         decision = v["decision"]
         reached[decision] += 1
-        said = [v["headline"], v["text"], *(s.text for s in steps)]
+        # everything the user reads: terminal (headline, reasoning, advice) and report
+        said = [v["headline"], v["text"], *(s.text for s in steps), screen["verdict"],
+                *screen["warnings"]]
         codes = {s.code for s in steps}
         assert decision in DECISIONS, case
         assert v["headline"].startswith(OPENS[decision]), (case, v["headline"])
         # the one decision in the JSON: the call, the control's part, the data checks
         assert v["best_is_clear"] == (decision == "use_teacher"), case
+        assert (screen["recommended"] is not None) <= (decision == "use_teacher"), case
         assert v["control"]["explains_gain"] == (decision == "use_control"), case
         if kind == "blind":
             assert decision == "check_data", case
@@ -140,7 +154,7 @@ def test_every_decision_state_says_one_thing_everywhere():
             assert "use_teacher" not in codes, case
         if decision == "use_teacher":
             assert "use_teacher" in codes, case
-            o = outcome(found, ranking)
+            o = outcome(found, reliability(document))
             assert all(d.gain for d in o.call.values()) and len(o.call) == 3, case
         if decision == "use_control":
             assert "use_control" in codes, case
@@ -157,11 +171,12 @@ def test_rows_within_noise_of_the_best_are_named_with_it():
                   [a - 0.1 + b for a, b in zip(_runs(2.6, 9), np.random.default_rng(
                       3).normal(0, 0.05, SEEDS), strict=True)])
     found = Comparison(Path("/runs/r"), rows, OPTIONS, "key", "id")
-    found.verdict = v = verdict(found, RANKINGS["reliable"])
+    found.verdict = v = verdict(found, {"reliable": True, "why": ""})
     assert v["decision"] == "use_teacher", v["headline"]
     assert v["call"]["tied"] == ["random r=0.5"]
     assert v["action"].startswith("use the specific or random r=0.5 teacher")
-    step = next(s for s in advise(found, _document(None)) if s.code == "use_teacher")
+    step = next(s for s in advise(found, _document("reliable", None))
+                if s.code == "use_teacher")
     assert "random r=0.5 teacher is within run-to-run noise of it" in step.text
 
 

@@ -132,8 +132,18 @@ def diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
         if verdict.get("best_is_clear") and use is not None:
             found["recommended"] = {"teacher": best["label"], "file": best["teacher_file"],
                                     "export": use["command"]}
-    # the checks, decided once when rank wrote them, worded in cmkd_doctor.wording
-    found["warnings"] = all_said(check_ranking(rank), "screen")
+    # the checks, decided once when rank wrote them, worded in cmkd_doctor.wording; where
+    # a teacher helps beyond what the shared information explains (the verdict's finding),
+    # the little-shared and class-only lines give way to it: nothing here says otherwise
+    findings = check_ranking(rank)
+    if verdict.get("beyond_shared"):
+        findings = [f for f in findings if f.code not in ("gamma", "pairing")]
+        found["warnings"].append(next(
+            line for line in (*(step["text"] for step in found["advice"]
+                                if step["code"] == "beyond_shared"),
+                              "A teacher helps beyond what the shared information "
+                              "explains (see the verdict).")))
+    found["warnings"] += all_said(findings, "screen")
     return found
 
 

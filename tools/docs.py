@@ -51,7 +51,8 @@ BY_ENDING = {
     "decisive/count": (0.0, 1.0),
 }
 # decisions where no row clearly beats No-KD: which one scored highest is noise there
-NO_CLEAR_BEST = ("check_data", "check_order", "weak_teacher", "skip_kd", "sweep_or_skip")
+NO_CLEAR_BEST = ("check_data", "check_order", "weak_teacher", "skip_kd", "sweep_or_skip",
+                 "use_control")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ class Block:
 # -- real data: the multi-view sets -------------------------------------------------------
 
 REAL_RUNS = ("scene15:1,2", "scene15:2,1", "leaves100:0,2", "leaves100:2,0")
-ROWS = (("none", None, "No-KD"), ("regular", None, "Regular-KD"), ("general", 0.5, "general"),
+ROWS = (("none", None, "No-KD"), ("regular", None, "Regular-KD"), ("control", None, "Control"),
+        ("general", 0.5, "general"),
         ("specific", 0.5, "specific"), ("random", 0.5, "random"))
 
 
@@ -133,8 +135,9 @@ def _label(example: str) -> str:
 
 def _real_markdown(f: dict[str, Any]) -> str:
     lines = ["| run | f1 / f2 test acc. | alignment | stability (channels that matter, "
-             "overlap) | gamma, pairing | No-KD | Regular-KD | general | specific | random |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "overlap) | gamma, pairing | No-KD | Regular-KD | Control | general | specific | "
+             "random |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for example in REAL_RUNS:
         r = _label(example)
         cells = [r, f"{f[f'{r}/f1/acc']:.1f} / {f[f'{r}/f2/acc']:.1f}",

@@ -386,9 +386,10 @@ def record(o: Outcome, ranking: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def _control_facts(o: Outcome) -> dict[str, Any] | None:
     """The knowledge-free control against No-KD (what softer targets alone give) and the
-    best row against the control (what its teacher gives beyond them, at the best row's
-    share of the level); ``None`` for a comparison without a control row (recorded
-    before it existed)."""
+    best row against the control (what its teacher gives beyond them), by the plain rule
+    (``call`` holds the best row's comparisons at its share of the level), and whether
+    the control explains the gain; ``None`` for a comparison without a control row
+    (recorded before it existed)."""
     if o.control is None:
         return None
     return {"vs_none": o.control_vs_none.to_dict(), "best": o.best.label,

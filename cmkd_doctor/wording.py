@@ -292,6 +292,18 @@ def all_said(findings: list[Finding], form: str) -> list[str]:
     return [text for f in ordered if (text := say(f, form)) is not None]
 
 
+def diagnosis_warnings(document: dict[str, Any], verdict: dict[str, Any]) -> list[str]:
+    """``rank``'s warnings as a whole diagnosis shows them beside its verdict: where a
+    teacher helps beyond what the shared information explains (``beyond_shared``, decided
+    once in the verdict), the little-shared and class-only warnings give way to that
+    finding, so no line says KD has little to pass on beside a teacher that does."""
+    if not verdict.get("beyond_shared"):
+        return list(document.get("warnings", []))
+    return [*rank_warnings([f for f in check_ranking(document)
+                            if f.code not in ("gamma", "pairing")]),
+            "a teacher helps beyond what the shared information explains: see the verdict"]
+
+
 def rank_warnings(findings: list[Finding]) -> list[str]:
     """``rank``'s warnings, in the order checks are shown in."""
     return all_said(findings, "warning")
@@ -496,8 +508,9 @@ def _best(o: Outcome) -> str:
         elif o.decision in ("check_data", "check_order"):
             advice = "but check the data first (above)"
         elif o.decision == "use_teacher":
-            advice = ("use that teacher" if not o.tied else
-                      f"{', '.join(r.label for r in o.tied)} within run-to-run noise of it")
+            advice = "use that teacher" + (
+                f" (or {', '.join(r.label for r in o.tied)}, within run-to-run noise of it)"
+                if o.tied else "")
         elif o.decision == "use_control":
             advice = "but the knowledge-free control does as well (above): no teacher needed"
         elif not o.beyond_control and o.helps:
@@ -643,8 +656,13 @@ def _undecided(o: Outcome) -> tuple[str, str]:
                 f"seeds: {_whose(o)} student is {d.delta:+.2f} {o.unit} against it"
                 f"{strength(d)}{settle(o.settling('Control'), 'tell')}, so its gain over "
                 "No-KD may be softer targets rather than the teacher's knowledge.")
-    return ("no teacher clearly beats Regular-KD at these seeds",
-            f"No teacher is clearly better than the regular one at these seeds: the best, "
+    name = next((n for n, d in o.call.items() if not d.gain), "Regular-KD")
+    short, long = {"Regular-KD": ("Regular-KD", "the regular one"),
+                   "No-KD": ("No-KD", "training the student alone"),
+                   "Control": ("the knowledge-free control",
+                               "the knowledge-free control")}[name]
+    return (f"no teacher clearly beats {short} at these seeds",
+            f"No teacher is clearly better than {long} at these seeds: the best, "
             f"{o.best.label}, is within run-to-run noise of it{_among(o)}.")
 
 

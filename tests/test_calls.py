@@ -88,10 +88,13 @@ DOCUMENT = {"inputs": {k: {"path": f"/data/{k}.npy", "key": None}
 def _document(kind: str, gamma: dict | None) -> dict:
     """A rank.json in the state ``kind`` with the gamma estimate ``gamma``: what the
     verdict, the advice and the report read of it."""
+    from cmkd_doctor.ranking.findings import check_ranking
     from cmkd_doctor.ranking.options import RankOptions
+    from cmkd_doctor.wording import rank_warnings
 
-    return {**DOCUMENT, **RANKINGS[kind], "options": RankOptions().checked().to_dict(),
-            "gamma_estimate": gamma}
+    document = {**DOCUMENT, **RANKINGS[kind], "options": RankOptions().checked().to_dict(),
+                "gamma_estimate": gamma}
+    return {**document, "warnings": rank_warnings(check_ranking(document))}
 
 
 def _cases():
@@ -111,7 +114,7 @@ def test_every_decision_state_says_one_thing_everywhere():
     reached: Counter = Counter()
     beyond = 0
     from cmkd_doctor.report.document import diagnosis
-    from cmkd_doctor.wording import reliability
+    from cmkd_doctor.wording import diagnosis_warnings, reliability
 
     for regular, control, general, specific, weak, little, kind in _cases():
         document = _document(kind, GAMMA if little else SHARED)
@@ -126,9 +129,10 @@ def test_every_decision_state_says_one_thing_everywhere():
         case = (regular, control, general, specific, weak, little, kind, v["decision"])
         decision = v["decision"]
         reached[decision] += 1
-        # everything the user reads: terminal (headline, reasoning, advice) and report
-        said = [v["headline"], v["text"], *(s.text for s in steps), screen["verdict"],
-                *screen["warnings"]]
+        # everything the user reads: the terminal (warnings, headline, reasoning, advice)
+        # and the report's first screen
+        said = [*diagnosis_warnings(document, v), v["headline"], v["text"],
+                *(s.text for s in steps), screen["verdict"], *screen["warnings"]]
         codes = {s.code for s in steps}
         assert decision in DECISIONS, case
         assert v["headline"].startswith(OPENS[decision]), (case, v["headline"])

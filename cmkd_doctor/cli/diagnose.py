@@ -26,6 +26,7 @@ from cmkd_doctor.cli.options import (
 from cmkd_doctor.cli.rank_flags import rank_flags
 from cmkd_doctor.io.outputs import DEFAULT_RUN
 from cmkd_doctor.training import curves
+from cmkd_doctor.wording import diagnosis_warnings
 
 # rank flags that also set the training of diagnose's teachers and students
 SHARED = ("epochs", "batch_size", "lr", "patience", "chunk_rows", "device", "seed")
@@ -88,7 +89,7 @@ def diagnose_command(
                                                  sweep, overrides)
     with curves.tensorboard(tensorboard), progress_bars(quiet or json_output) as progress:
         found = diagnose(inputs, example, run_dir, settings, progress)
-    for message in found.rank_document["warnings"]:
+    for message in diagnosis_warnings(found.rank_document, found.report.verdict):
         warn(message)
     if json_output:
         print_json(found.to_dict())

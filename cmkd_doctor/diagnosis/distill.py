@@ -403,7 +403,16 @@ def _sequential(rows: list[Row], students: Students, run: Run
         extra = sum(max(look - len(r.student_runs), 0) for r in rows if r.label in grow)
         return students.timings["students_s"] + extra * each <= budget
 
-    for look in schedule[1:]:
+    def takes() -> Any:
+        """The looks, then the last look reached again while the best row changes: it
+        can change at the last look to a row left at an earlier look's seeds, and the
+        rows of the comparisons still needed then get the last look's seeds (comparisons
+        at a look's seed count, so the per-look level still holds)."""
+        yield from schedule[1:]
+        last = max(len(row.student_runs) for row in rows)
+        yield from [last] * len(rows)
+
+    for look in takes():
         grow = undecided(rows, look)
         if not grow:
             break
@@ -411,18 +420,6 @@ def _sequential(rows: list[Row], students: Students, run: Run
             out_of_time = True
             break
         rows = students.more(rows, grow, look)
-    # the best row can change at the last look, to one left at an earlier look's seeds:
-    # the rows of the comparisons still needed get the seeds of the last look reached
-    # (comparisons at a look's seed count, so the per-look level still holds)
-    last = max(len(row.student_runs) for row in rows)
-    for _ in range(len(rows)):
-        grow = set() if out_of_time else undecided(rows, last)
-        if not grow:
-            break
-        if not affordable(grow, last):
-            out_of_time = True
-            break
-        rows = students.more(rows, grow, last)
 
     def state(d: Any) -> str:
         if d.clear:

@@ -474,11 +474,22 @@ def _named(o: Outcome) -> str:
             "noise of each other)")
 
 
+def yardstick(name: str) -> str:
+    """A row the best must beat (``Regular-KD``, ``No-KD``, ``Control``) as a sentence
+    names it."""
+    return "the knowledge-free control" if name == "Control" else name
+
+
+def _unshared(little: bool) -> str:
+    """What says little is shared: the gamma estimate, else the pairing check."""
+    return ("the gamma estimate says the modalities share little" if little else
+            "the pairing check finds the rows share only their class")
+
+
 def beyond_shared(o: Outcome) -> str:
     """A teacher that helps beyond what the shared information explains, as every output
     says it."""
-    what = ("the gamma estimate says the modalities share little" if o.little else
-            "the pairing check finds the rows share only their class")
+    what = _unshared(o.little)
     than = " and the knowledge-free control" if o.control is not None else ""
     return (f"A teacher helps beyond what the shared information explains: {what}, yet "
             f"{_whose(o)} student clearly beats No-KD{than}, so it passes on something "
@@ -489,8 +500,7 @@ def beyond_shared_step(report: Comparison) -> str:
     """The advice when a teacher helps beyond what the shared information explains (a
     verdict's ``beyond_shared``): keep distilling, whatever the estimates say."""
     v = report.verdict
-    what = ("the gamma estimate says the modalities share little" if v["little_to_transfer"]
-            else "the pairing check finds the rows share only their class")
+    what = _unshared(v["little_to_transfer"])
     than = " and the knowledge-free control" if v.get("control") else ""
     best = "Regular-KD's" if v["best"] == "Regular-KD" else f"the {v['best']} teacher's"
     return (f"{capitalized(best)} student clearly beats No-KD{than} although {what}: the "
@@ -518,8 +528,7 @@ def _best(o: Outcome) -> str:
                       + settle(o.settling("Control"), "tell"))
         elif o.decision == "undecided" and o.call:
             name, d = next((n, d) for n, d in o.call.items() if not d.gain)
-            advice = (f"but not clearly better than "
-                      f"{ {'Control': 'the knowledge-free control'}.get(name, name)} by the "
+            advice = (f"but not clearly better than {yardstick(name)} by the "
                       f"rule for {o.competing} competing teachers (1/{o.share} of its level)"
                       + settle(d, "tell"))
         elif over_regular.gain:  # Regular-KD hurts: beating it is not enough
@@ -657,11 +666,9 @@ def _undecided(o: Outcome) -> tuple[str, str]:
                 f"{strength(d)}{settle(o.settling('Control'), 'tell')}, so its gain over "
                 "No-KD may be softer targets rather than the teacher's knowledge.")
     name = next((n for n, d in o.call.items() if not d.gain), "Regular-KD")
-    short, long = {"Regular-KD": ("Regular-KD", "the regular one"),
-                   "No-KD": ("No-KD", "training the student alone"),
-                   "Control": ("the knowledge-free control",
-                               "the knowledge-free control")}[name]
-    return (f"no teacher clearly beats {short} at these seeds",
+    long = {"Regular-KD": "the regular one", "No-KD": "training the student alone",
+            "Control": yardstick(name)}[name]
+    return (f"no teacher clearly beats {yardstick(name)} at these seeds",
             f"No teacher is clearly better than {long} at these seeds: the best, "
             f"{o.best.label}, is within run-to-run noise of it{_among(o)}.")
 

@@ -271,7 +271,7 @@ def _more_seeds(report: Comparison, best: Row, rank_hidden: list[int]) -> Step:
     now = options["max_seeds"] if options["seeds"] == "auto" else d.seeds
     whose = "Regular-KD" if best.teacher == "regular" else f"The {best.label} teacher"
     said = (f"{whose} gives the best student, but not clearly better than "
-            f"{ {'Control': 'the knowledge-free control'}.get(name, name)} "
+            f"{verdict_words.yardstick(name)} "
             f"({d.delta:+.2f} points at {d.seeds} seeds)")
     room = None if need is None else _room(need, now)
     if room is None:
